@@ -1,0 +1,1 @@
+"""fareflow pipeline components: one sub-package per step (core / CLI / kfp wrapper)."""

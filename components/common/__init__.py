@@ -1,0 +1,1 @@
+"""Shared code for all components: data contract, storage I/O, errors, reports."""

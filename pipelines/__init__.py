@@ -1,0 +1,1 @@
+"""fareflow pipelines: compose the components; run locally (kfp.local) or on Kubeflow."""

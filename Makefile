@@ -1,0 +1,51 @@
+# fareflow — run `make` (or `make help`) for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+ROWS ?= 200000
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+BENCH_ROWS ?= 2000000
+BENCH_ARGS ?=
+
+.PHONY: help install run test lint format bench compile clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## create $(VENV) and install fareflow with its dev extras
+
+run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local)
+	$(BIN)/fareflow run --rows $(ROWS) $(RUN_ARGS)
+
+test: install ## run the unit, component and local-pipeline tests
+	$(BIN)/pytest -m "not container" $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff autofix + format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+compile: install ## write the pipeline IR YAML to build/taxi_fare_pipeline.yaml
+	$(BIN)/fareflow compile --output build/taxi_fare_pipeline.yaml
+
+bench: install ## benchmark fareflow vs plain pandas baselines (BENCH_ROWS rows); JSON in bench/results/
+	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) $(BENCH_ARGS)
+
+clean: ## remove local run outputs and caches (keeps the venv)
+	rm -rf runs local_outputs build .pytest_cache .ruff_cache
+
+-include manifests/cluster.mk
+-include images/images.mk

@@ -1,0 +1,89 @@
+"""``make bench``: fareflow against plain baselines, side by side in one run.
+
+Every case runs in its own child process (wall time and peak RSS of that process).
+Prints a table with throughput and memory ratios (fareflow vs baseline) and writes
+the raw figures to ``bench/results/bench-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+SUITES = ("bench.bench_ingest", "bench.bench_quality")
+RESULTS = Path(__file__).parent / "results"
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Pair each fareflow case with the baseline of the same case: speed-up and memory ratio."""
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["impl"]] = row
+    out = []
+    for case, impls in by_case.items():
+        ours, base = impls.get("fareflow"), next((r for k, r in impls.items() if k != "fareflow"), None)
+        if ours and base:
+            out.append(
+                {
+                    "case": case,
+                    "baseline": base["impl"],
+                    "speedup": base["seconds"] / ours["seconds"],
+                    "memory_ratio": ours["peak_rss_mb"] / base["peak_rss_mb"],
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--suite", action="append", help="module(s) to run (default: all)")
+    parser.add_argument("--workdir", help="keep generated data here (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="fareflow-bench-") as tmp:
+        workdir = Path(args.workdir or tmp)
+        for name in args.suite or SUITES:
+            module = importlib.import_module(name)
+            rows += module.run(workdir, args.rows)
+
+    table = Table(title=f"fareflow bench ({args.rows:,} rows)")
+    for col in ("case", "impl", "rows", "seconds", "rows/s", "MB/s", "peak RSS MB"):
+        table.add_column(col, justify="left" if col in ("case", "impl") else "right")
+    for r in rows:
+        mbps = r.get("mb_per_s")
+        table.add_row(
+            r["case"], r["impl"], f"{r['rows']:,}", f"{r['seconds']:.2f}", f"{r['rows_per_s']:,.0f}",
+            "" if mbps is None else f"{mbps:.1f}", f"{r['peak_rss_mb']:.0f}",
+        )
+    summary = ratios(rows)
+    console = Console()
+    console.print(table)
+    for s in summary:
+        console.print(
+            f"{s['case']}: {s['speedup']:.2f}x the throughput of {s['baseline']}, "
+            f"{s['memory_ratio']:.2f}x its peak memory"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {"rows": args.rows, "machine": platform.uname()._asdict(), "results": rows, "ratios": summary},
+            indent=2,
+        )
+    )
+    console.print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

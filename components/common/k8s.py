@@ -1,0 +1,423 @@
+"""Kubernetes objects for cluster mode, built as plain dicts by pure functions.
+
+- ``pytorch_job``: ``kubeflow.org/v1`` PyTorchJob (Training Operator v1.9), one Master plus
+  N Workers, each running ``torchrun``. The operator injects ``PET_*`` (and
+  ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``) only because a Master replica exists;
+  torchrun reads the ``PET_*`` variables, so no rendezvous flags are passed here.
+- ``mpi_job``: ``kubeflow.org/v1`` MPIJob (the Training Operator's, not mpi-operator's
+  v2beta1), one Launcher running ``horovodrun`` plus N Workers that wait for it.
+- ``inference_service``: ``serving.kserve.io/v1beta1`` InferenceService using the
+  ``fareflow-server`` ServingRuntime from ``manifests/base`` (open inference protocol v2, and v1),
+  Standard (raw Deployment + HPA) or Knative deployment mode, min/max replicas.
+
+Every pod runs as non-root with no privilege escalation, all capabilities dropped, a
+read-only root filesystem (writable ``/tmp`` and ``/dev/shm`` come from ``emptyDir``) and
+resource requests and limits. ``GpuScheduling`` adds the GPU pool's node selector, the
+``nvidia.com/gpu`` toleration and the GPU limit.
+
+Nothing here talks to the API server (that is ``components.common.k8s_api``).
+``python -m components.common.k8s KIND ...`` prints an object as YAML (a dry run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+# Group/version/plural of each custom kind, shared with k8s_api.
+CUSTOM_KINDS: dict[str, tuple[str, str, str]] = {
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+    "MPIJob": ("kubeflow.org", "v1", "mpijobs"),
+    "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
+}
+
+DEFAULT_NAMESPACE = "fareflow"
+RUNNER_SERVICE_ACCOUNT = "fareflow-pipeline-runner"
+TRAINER_SERVICE_ACCOUNT = "fareflow-trainer"
+SERVING_SERVICE_ACCOUNT = "fareflow-serving"
+SERVING_RUNTIME = "fareflow-server"
+MODEL_FORMAT = "fareflow"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_POOL_LABEL = "fareflow.io/pool"
+NON_ROOT_UID = 1000
+DEPLOYMENT_MODES = ("Standard", "RawDeployment", "Knative", "Serverless")
+PROTOCOLS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of one container (Kubernetes quantity strings)."""
+
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "4Gi"
+
+    def to_dict(self, gpus: int = 0) -> dict:
+        out = {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+        if gpus:
+            # Extended resources: the request must equal the limit; setting the limit is enough.
+            out["limits"][GPU_RESOURCE] = str(gpus)
+        return out
+
+
+@dataclass(frozen=True)
+class GpuScheduling:
+    """Where GPU pods go: the GPU node pool's label, its taint and the GPUs per pod."""
+
+    gpus_per_pod: int = 1
+    node_selector: dict[str, str] = field(default_factory=lambda: {GPU_POOL_LABEL: "gpu"})
+    toleration_key: str = GPU_RESOURCE
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_pod < 1:
+            raise UserError(f"gpus_per_pod: expected an integer >= 1, got {self.gpus_per_pod}")
+
+    def tolerations(self) -> list[dict]:
+        return [{"key": self.toleration_key, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def pod_security_context() -> dict:
+    """Pod-level: non-root (this also covers containers the operators inject), RuntimeDefault seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(read_only_root: bool = True) -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _scratch_volumes() -> tuple[list[dict], list[dict]]:
+    """Writable /tmp and a memory-backed /dev/shm (torch DataLoader workers) on a read-only rootfs."""
+    volumes = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}]
+    return volumes, mounts
+
+
+def _env(env: dict[str, str] | None) -> list[dict]:
+    base = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+    base.update(env or {})
+    return [{"name": k, "value": str(v)} for k, v in base.items()]
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+        raise UserError(f"name {name!r}: expected a DNS-1123 label (lower-case letters, digits, '-', <= 63)")
+
+
+def _metadata(name: str, namespace: str, labels: dict[str, str] | None, annotations=None) -> dict:
+    _check_name(name)
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/part-of": "fareflow", **(labels or {})},
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def _pod_template(
+    container: dict,
+    *,
+    service_account: str,
+    gpu: GpuScheduling | None,
+    labels: dict[str, str] | None,
+) -> dict:
+    volumes, mounts = _scratch_volumes()
+    container = copy.deepcopy(container)
+    container = {**container, "volumeMounts": mounts + container.get("volumeMounts", [])}
+    spec: dict = {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if gpu is not None:
+        spec["nodeSelector"] = dict(gpu.node_selector)
+        spec["tolerations"] = gpu.tolerations()
+    meta = {"labels": {"app.kubernetes.io/part-of": "fareflow", **(labels or {})}}
+    # Istio sidecars (if any) would keep a finished job's pods alive.
+    meta["annotations"] = {"sidecar.istio.io/inject": "false"}
+    return {"metadata": meta, "spec": spec}
+
+
+def _run_policy(backoff_limit: int, ttl_seconds: int, clean: str) -> dict:
+    return {"cleanPodPolicy": clean, "backoffLimit": backoff_limit, "ttlSecondsAfterFinished": ttl_seconds}
+
+
+def pytorch_job(
+    name: str,
+    image: str,
+    module: str,
+    args: list[str] | None = None,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    workers: int = 1,
+    nproc_per_node: int = 1,
+    resources: Resources = Resources(),
+    gpu: GpuScheduling | None = None,
+    env: dict[str, str] | None = None,
+    service_account: str = TRAINER_SERVICE_ACCOUNT,
+    labels: dict[str, str] | None = None,
+    backoff_limit: int = 2,
+    ttl_seconds_after_finished: int = 3600,
+) -> dict:
+    """A PyTorchJob: Master + ``workers`` Workers, each ``torchrun --module MODULE ARGS``."""
+    if workers < 0:
+        raise UserError(f"workers: expected an integer >= 0, got {workers}")
+    if nproc_per_node < 1:
+        raise UserError(f"nproc_per_node: expected an integer >= 1, got {nproc_per_node}")
+    gpus = gpu.gpus_per_pod if gpu else 0
+    if gpu and nproc_per_node > gpus:
+        raise UserError(f"nproc_per_node={nproc_per_node} exceeds the {gpus} GPU(s) per pod")
+    container = {
+        "name": "pytorch",  # the operator finds the training container by this name
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["torchrun", "--module", module],
+        "args": list(args or []),
+        "env": _env(env),
+        "resources": resources.to_dict(gpus),
+        "securityContext": container_security_context(),
+    }
+    template = _pod_template(container, service_account=service_account, gpu=gpu, labels=labels)
+    replica_specs = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
+    if workers:
+        worker_template = copy.deepcopy(template)  # no shared objects: YAML output stays anchor-free
+        replica_specs["Worker"] = {"replicas": workers, "restartPolicy": "OnFailure", "template": worker_template}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(name, namespace, labels),
+        "spec": {
+            "nprocPerNode": str(nproc_per_node),
+            "runPolicy": _run_policy(backoff_limit, ttl_seconds_after_finished, "None"),
+            "pytorchReplicaSpecs": replica_specs,
+        },
+    }
+
+
+def mpi_job(
+    name: str,
+    image: str,
+    module: str,
+    args: list[str] | None = None,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    workers: int = 2,
+    slots_per_worker: int = 1,
+    resources: Resources = Resources(),
+    launcher_resources: Resources = Resources("250m", "512Mi", "1", "1Gi"),
+    gpu: GpuScheduling | None = None,
+    env: dict[str, str] | None = None,
+    service_account: str = TRAINER_SERVICE_ACCOUNT,
+    labels: dict[str, str] | None = None,
+    backoff_limit: int = 2,
+    ttl_seconds_after_finished: int = 3600,
+) -> dict:
+    """An MPIJob (Training Operator v1): a Launcher running ``horovodrun -np W*S`` over the
+    operator's hostfile, and ``workers`` Workers that idle until the launcher execs into them."""
+    if workers < 1:
+        raise UserError(f"workers: expected an integer >= 1, got {workers}")
+    if slots_per_worker < 1:
+        raise UserError(f"slots_per_worker: expected an integer >= 1, got {slots_per_worker}")
+    gpus = gpu.gpus_per_pod if gpu else 0
+    launcher = {
+        "name": "mpi",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["horovodrun", "-np", str(workers * slots_per_worker), "--hostfile", "/etc/mpi/hostfile"],
+        "args": ["python", "-m", module, *(args or [])],
+        "env": _env(env),
+        "resources": launcher_resources.to_dict(),
+        "securityContext": container_security_context(),
+    }
+    worker = {
+        "name": "mpi",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "infinity"],
+        "env": _env(env),
+        "resources": resources.to_dict(gpus),
+        "securityContext": container_security_context(),
+    }
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "MPIJob",
+        "metadata": _metadata(name, namespace, labels),
+        "spec": {
+            "slotsPerWorker": slots_per_worker,
+            "runPolicy": _run_policy(backoff_limit, ttl_seconds_after_finished, "Running"),
+            "mpiReplicaSpecs": {
+                # The launcher needs no GPU; it only drives the workers.
+                "Launcher": {
+                    "replicas": 1,
+                    "restartPolicy": "OnFailure",
+                    "template": _pod_template(
+                        launcher, service_account=service_account, gpu=None, labels=labels
+                    ),
+                },
+                "Worker": {
+                    "replicas": workers,
+                    "restartPolicy": "OnFailure",
+                    "template": _pod_template(worker, service_account=service_account, gpu=gpu, labels=labels),
+                },
+            },
+        },
+    }
+
+
+def inference_service(
+    name: str,
+    storage_uri: str,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    runtime: str = SERVING_RUNTIME,
+    model_format: str = MODEL_FORMAT,
+    protocol: str = "v2",
+    deployment_mode: str = "Standard",
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    scale_metric: str = "cpu",
+    scale_target: int = 70,
+    resources: Resources = Resources("250m", "512Mi", "1", "1Gi"),
+    gpu: GpuScheduling | None = None,
+    service_account: str = SERVING_SERVICE_ACCOUNT,
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """An InferenceService for a model under ``storage_uri`` (s3://… or pvc://…).
+
+    The URL's model name (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``) is ``name``:
+    the ServingRuntime passes ``{{.Name}}`` to the server as its model name.
+    """
+    if protocol not in PROTOCOLS:
+        raise UserError(f"protocol {protocol!r}: expected one of {PROTOCOLS}")
+    if deployment_mode not in DEPLOYMENT_MODES:
+        raise UserError(f"deployment_mode {deployment_mode!r}: expected one of {DEPLOYMENT_MODES}")
+    knative = deployment_mode in {"Knative", "Serverless"}
+    if min_replicas < (0 if knative else 1):
+        raise UserError(
+            f"min_replicas={min_replicas}: scale to zero needs the Knative mode; expected >= 1 in {deployment_mode}"
+        )
+    if max_replicas < max(min_replicas, 1):
+        raise UserError(f"max_replicas={max_replicas}: expected >= min_replicas ({min_replicas}) and >= 1")
+    if not storage_uri.startswith(("s3://", "pvc://", "gs://", "https://")):
+        raise UserError(f"storage_uri {storage_uri!r}: expected s3://, pvc://, gs:// or https://")
+    annotations = {"serving.kserve.io/deploymentMode": deployment_mode}
+    if not knative:
+        annotations["serving.kserve.io/autoscalerClass"] = "hpa"
+    gpus = gpu.gpus_per_pod if gpu else 0
+    volumes, mounts = _scratch_volumes()
+    predictor: dict = {
+        "serviceAccountName": service_account,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "scaleMetric": scale_metric,
+        "scaleTarget": scale_target,
+        "securityContext": pod_security_context(),
+        "model": {
+            "modelFormat": {"name": model_format},
+            "runtime": runtime,
+            "protocolVersion": protocol,
+            "storageUri": storage_uri,
+            "resources": resources.to_dict(gpus),
+            "securityContext": container_security_context(),
+            "volumeMounts": mounts,
+        },
+        "volumes": volumes,
+    }
+    if gpu is not None:
+        predictor["nodeSelector"] = dict(gpu.node_selector)
+        predictor["tolerations"] = gpu.tolerations()
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": _metadata(name, namespace, labels, annotations),
+        "spec": {"predictor": predictor},
+    }
+
+
+def to_yaml(obj: dict | list[dict]) -> str:
+    import yaml
+
+    docs = obj if isinstance(obj, list) else [obj]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .images import SERVER_IMAGE, TRAINER_IMAGE
+
+    p = argparse.ArgumentParser(
+        prog="python -m components.common.k8s",
+        description="Print a PyTorchJob, MPIJob or InferenceService as YAML (dry run; nothing is applied).",
+    )
+    p.add_argument("kind", choices=["pytorchjob", "mpijob", "inferenceservice"])
+    p.add_argument("--name", default="fareflow-train")
+    p.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    p.add_argument("--image", default=None, help=f"default: {TRAINER_IMAGE} (jobs), {SERVER_IMAGE} unused by ISVC")
+    p.add_argument("--module", default="components.train", help="python module the training pods run")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per training/serving pod (0: CPU pool)")
+    p.add_argument("--storage-uri", default="s3://fareflow/models/latest")
+    p.add_argument("--deployment-mode", default="Standard", choices=DEPLOYMENT_MODES)
+    p.add_argument("--min-replicas", type=int, default=1)
+    p.add_argument("--max-replicas", type=int, default=3)
+    p.add_argument("args", nargs="*", help="arguments passed to the training module")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .images import TRAINER_IMAGE
+
+    ns = _parser().parse_args(argv)
+    gpu = GpuScheduling(gpus_per_pod=ns.gpus) if ns.gpus else None
+    image = ns.image or TRAINER_IMAGE
+    if ns.kind == "pytorchjob":
+        obj = pytorch_job(ns.name, image, ns.module, ns.args, namespace=ns.namespace, workers=ns.workers, gpu=gpu)
+    elif ns.kind == "mpijob":
+        obj = mpi_job(ns.name, image, ns.module, ns.args, namespace=ns.namespace, workers=ns.workers, gpu=gpu)
+    else:
+        obj = inference_service(
+            ns.name,
+            ns.storage_uri,
+            namespace=ns.namespace,
+            deployment_mode=ns.deployment_mode,
+            min_replicas=ns.min_replicas,
+            max_replicas=ns.max_replicas,
+            gpu=gpu,
+        )
+    sys.stdout.write(to_yaml(obj))
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import cli_entry
+
+    sys.exit(cli_entry(main)())

@@ -1,0 +1,1 @@
+"""Sample step: reproducible train/validation/test splits with a statistical check."""

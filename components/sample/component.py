@@ -1,0 +1,53 @@
+"""KFP component over ``components.sample.core`` (logic and tests live there)."""
+
+from __future__ import annotations
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
+
+from components.common.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def sample(
+    clean: Input[Dataset],
+    population_stats: Input[Artifact],
+    rows: int,
+    seed: int,
+    shards: int,
+    fractions: str,
+    splits: Output[Dataset],
+    report: Output[HTML],
+    summary_md: Output[Markdown],
+    metrics: Output[Metrics],
+) -> dict:
+    """Train/validation/test splits of ``clean`` (``rows`` 0 = automatic size), checked
+    against ``population_stats``; ``splits.path`` holds train/ validation/ test/ shards."""
+    from components.sample import core
+    from components.sample.report import render_html, render_markdown
+
+    config = core.SampleConfig(
+        input_uri=clean.path,
+        population_stats_uri=population_stats.path,
+        output_uri=splits.path,
+        rows=rows,
+        fractions=core.parse_fractions(fractions),
+        seed=seed,
+        shards=shards,
+    )
+    result = core.run(config)
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(render_html(result))
+    with open(summary_md.path, "w", encoding="utf-8") as f:
+        f.write(render_markdown(result))
+    summary = result.summary()
+    for name, n in summary["rows"].items():
+        metrics.log_metric(f"rows_{name}", n)
+    metrics.log_metric("min_p_value", summary["min_p_value"])
+    metrics.log_metric("seed", summary["seed"])
+    metrics.log_metric("attempts", summary["attempts"])
+    metrics.log_metric("passed", 1 if summary["passed"] else 0)
+    if not result.passed:
+        raise core.SampleCheckFailed(result.failure_message())
+    splits.metadata.update({"rows": summary["rows"], "seed": summary["seed"], "shards": shards})
+    return summary

@@ -1,0 +1,858 @@
+"""Quality step: raw partitions -> clean features + rejected rows + population statistics + gate.
+
+Pure logic (no kfp). The unit of work is one ``year=/month=`` partition of the ingest
+output; each is processed independently by :func:`process_partition`, which writes
+
+- ``<clean>/year=Y/month=M/part-0.parquet``    clean rows (contract.CLEAN_SCHEMA; year/month
+  come from the path, as in the raw data set; read with :func:`read_clean`),
+- ``<rejected>/year=Y/month=M/part-0.parquet`` rejected raw rows + ``rule``,
+- ``<partials>/year=Y/month=M/``                mergeable statistics: ``partial.json`` and two
+  bottom-k hash samples (clean reservoir, raw profile sample).
+
+:func:`merge` combines the partials exactly (counts, sums, min/max, Chan's pairwise
+mean/variance, histogram bins, bottom-k samples) in partition order, writes the population
+statistics and evaluates the gate. :func:`run_quality` is plan + process (in a process
+pool) + merge; the cluster pipeline runs the same three steps as separate tasks
+(``plan_partitions`` -> ``process_partition`` per partition -> ``merge``), so both paths
+produce identical files and numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from components.common import contract
+from components.common.errors import UserError
+from components.common.storage import resolve_filesystem
+
+from . import sql
+from .rules import RuleSet, load_rules
+
+PART_FILE = "part-0.parquet"
+PARTIAL_FILE = "partial.json"
+PARTIAL_RESERVOIR = "reservoir.parquet"
+PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"
+PROFILE_SAMPLE_ROWS = 20_000  # raw rows kept for raw-column quantiles
+SAMPLE_KEY = "_sample_key"
+RULE_COLUMN = "rule"
+PARTITION_DIR = re.compile(r"^year=(?P<year>\d{4})/month=(?P<month>\d{1,2})$")
+
+# Clean files hold CLEAN_SCHEMA minus the partition keys (which the path carries).
+CLEAN_FILE_SCHEMA = pa.schema([f for f in contract.CLEAN_SCHEMA if f.name not in contract.PARTITION_COLUMNS])
+REJECTED_SCHEMA = contract.RAW_SCHEMA.append(pa.field(RULE_COLUMN, pa.string()))
+STAT_COLUMNS: tuple[str, ...] = (contract.LABEL, *contract.FEATURES)
+# Raw columns profiled with min/max/quantiles (the numeric ones) plus the derived distance.
+RAW_DISTANCE = "raw_distance_km"
+RAW_NUMERIC: tuple[str, ...] = tuple(
+    f.name
+    for f in contract.RAW_SCHEMA
+    if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    and f.name not in ("OBJECTID", contract.SOURCE_LINE)
+)
+CLEAN_NUMERIC: tuple[str, ...] = tuple(
+    f.name for f in contract.CLEAN_SCHEMA if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
+)
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# Fixed-bin histograms (mergeable by adding counts): column -> (low, high, bins).
+# Values below/above the range are counted in the first/last bin (clipped).
+HISTOGRAMS: dict[str, tuple[float, float, int]] = {
+    contract.LABEL: (0.0, 100.0, 100),
+    "distance_km": (0.0, 30.0, 60),
+}
+_HIST_RAW_SQL = {contract.LABEL: "FAREAMOUNT", "distance_km": sql.RAW_DISTANCE}
+
+
+class GateFailed(UserError):
+    """The share of rejected rows exceeded a threshold: the pipeline must stop here."""
+
+    exit_code = 3
+
+
+# --- partitions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    year: int
+    month: int
+    path: str = field(default="", compare=False)  # directory relative to the data set root
+
+    @property
+    def key(self) -> str:
+        """Canonical partition directory: ``year=2015/month=1``."""
+        return f"year={self.year}/month={self.month}"
+
+    @classmethod
+    def parse(cls, key: str) -> Partition:
+        match = PARTITION_DIR.match(key.strip("/"))
+        if not match:
+            raise UserError(f"{key!r}: expected a partition like 'year=2015/month=1'")
+        year, month = int(match["year"]), int(match["month"])
+        if not 1 <= month <= 12:
+            raise UserError(f"{key!r}: month must be 1-12")
+        return cls(year, month, key.strip("/"))
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def plan_partitions(raw_uri: str) -> list[Partition]:
+    """The ``year=/month=`` partitions holding Parquet files under ``raw_uri``, in order."""
+    fs, root = resolve_filesystem(raw_uri)
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise UserError(
+            f"{raw_uri}: input is not a directory (expected the ingest output, year=/month= Parquet)"
+        )
+    found: dict[tuple[int, int], Partition] = {}
+    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if entry.type != pafs.FileType.File or not entry.base_name.endswith(".parquet"):
+            continue
+        rel = entry.path[len(root) :].strip("/")
+        if any(part.startswith((".", "_")) for part in rel.split("/")):
+            continue
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        if not PARTITION_DIR.match(parent):
+            raise UserError(f"{raw_uri}: {rel}: Parquet file outside a year=YYYY/month=M partition directory")
+        part = Partition.parse(parent)
+        if (part.year, part.month) in found and found[(part.year, part.month)].path != part.path:
+            raise UserError(
+                f"{raw_uri}: partition {part.key} appears twice ({found[(part.year, part.month)].path}, {part.path})"
+            )
+        found[(part.year, part.month)] = part
+    if not found:
+        raise UserError(
+            f"{raw_uri}: no Parquet files under year=YYYY/month=M directories (is this the ingest output?)"
+        )
+    return sorted(found.values())
+
+
+# --- one partition ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    raw_uri: str
+    partition: Partition
+    ruleset: RuleSet
+    clean_uri: str
+    rejected_uri: str
+    partials_uri: str
+    seed: int = 0
+    reservoir_rows: int = contract.RESERVOIR_ROWS
+    profile_rows: int = PROFILE_SAMPLE_ROWS
+    threads: int = 1
+
+
+def _open_raw(job: PartitionJob) -> ds.Dataset:
+    fs, root = resolve_filesystem(job.raw_uri)
+    where = _join(root, job.partition.path or job.partition.key)
+    dataset = ds.dataset(where, filesystem=fs, format="parquet", schema=contract.RAW_SCHEMA)
+    for fragment in dataset.get_fragments():
+        try:
+            physical = fragment.physical_schema
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{fragment.path}: not a readable Parquet file: {err}") from None
+        missing = [c for c in contract.RAW_SCHEMA.names if c not in physical.names]
+        if missing:
+            raise UserError(
+                f"{fragment.path}: missing raw column(s) {missing} (expected contract.RAW_SCHEMA)"
+            )
+        for name in contract.RAW_SCHEMA.names:
+            want, got = contract.RAW_SCHEMA.field(name).type, physical.field(name).type
+            if (
+                got != want
+                and not (pa.types.is_timestamp(got) and pa.types.is_timestamp(want))
+                and not pa.types.is_null(got)
+            ):
+                raise UserError(f"{fragment.path}: column {name} is {got}, expected {want}")
+    return dataset
+
+
+def _write(con, query: str, schema: pa.Schema, uri: str) -> int:
+    """Stream a query result into one Parquet file with exactly ``schema``; return rows written."""
+    fs, path = resolve_filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    reader = con.sql(query).to_arrow_reader(256 * 1024)
+    rows = 0
+    with pq.ParquetWriter(path, schema, filesystem=fs, compression="zstd") as writer:
+        for batch in reader:
+            if batch.num_rows:
+                writer.write_batch(batch.select(schema.names).cast(schema))
+                rows += batch.num_rows
+    return rows
+
+
+def _sample_key(seed: int) -> str:
+    return f"hash({int(seed)}, source_file, source_line)"
+
+
+def _json_value(value):
+    if value is None or isinstance(value, (int, str, bool)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ")
+    return float(value)
+
+
+def _profile_sql(columns: Sequence[str], numeric: Sequence[str], table: str) -> tuple[str, list[str]]:
+    exprs, labels = ["count(*)"], ["rows"]
+    for col in columns:
+        q = sql.quote(col)
+        exprs.append(f"count(*) - count({q})")
+        labels.append(f"{col}\0nulls")
+        if col in numeric or col in (contract.PICKUP, *contract.TIMESTAMP_COLUMNS):
+            exprs += [f"min({q})", f"max({q})"]
+            labels += [f"{col}\0min", f"{col}\0max"]
+    return f"SELECT {', '.join(exprs)} FROM {table}", labels
+
+
+def _profile(con, columns: Sequence[str], numeric: Sequence[str], table: str) -> dict:
+    query, labels = _profile_sql(columns, numeric, table)
+    values = con.execute(query).fetchone()
+    out: dict[str, dict] = {}
+    rows = values[0]
+    for label, value in zip(labels[1:], values[1:], strict=True):
+        col, stat = label.split("\0")
+        out.setdefault(col, {"rows": rows})[stat] = _json_value(value)
+    return out
+
+
+def _histogram(con, expr: str, table: str, spec: tuple[float, float, int]) -> list[int]:
+    low, high, bins = spec
+    width = (high - low) / bins
+    rows = con.execute(
+        f"SELECT least(greatest(CAST(floor((({expr}) - {low}) / {width}) AS BIGINT), 0), {bins - 1}) AS b, count(*) "
+        f"FROM {table} WHERE ({expr}) IS NOT NULL AND isfinite({expr}) GROUP BY b"
+    ).fetchall()
+    counts = [0] * bins
+    for b, n in rows:
+        counts[int(b)] = int(n)
+    return counts
+
+
+def process_partition(job: PartitionJob) -> dict:
+    """Apply the rules to one partition; write clean, rejected and partial statistics.
+
+    Returns the partial statistics (also written as ``partial.json``).
+    """
+    import duckdb
+
+    part = job.partition
+    dataset = _open_raw(job)
+    con = duckdb.connect(config={"threads": max(1, job.threads)})
+    try:
+        con.register("raw_input", dataset)
+        try:
+            con.execute(f"CREATE TEMP TABLE classified AS {sql.classify(job.ruleset, part.year, part.month)}")
+        except (duckdb.Error, pa.ArrowException) as err:
+            raise UserError(
+                f"{job.raw_uri}/{part.key}: could not apply the rules: {str(err).splitlines()[0]}"
+            ) from None
+        key = _sample_key(job.seed)
+        con.execute(
+            f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection()}, source_file, source_line, {key} AS {SAMPLE_KEY} "
+            "FROM classified WHERE rule IS NULL ORDER BY source_file, source_line"
+        )
+        rows_in = con.execute("SELECT count(*) FROM classified").fetchone()[0]
+        by_rule = dict(
+            con.execute(
+                "SELECT rule, count(*) FROM classified WHERE rule IS NOT NULL GROUP BY rule"
+            ).fetchall()
+        )
+        rows_clean = _write(
+            con,
+            f"SELECT {', '.join(CLEAN_FILE_SCHEMA.names)} FROM clean",
+            CLEAN_FILE_SCHEMA,
+            _join(job.clean_uri, part.key, PART_FILE),
+        )
+        raw_cols = ", ".join(sql.quote(c) for c in REJECTED_SCHEMA.names)
+        rows_rejected = _write(
+            con,
+            f"SELECT {raw_cols} FROM classified WHERE rule IS NOT NULL ORDER BY source_file, source_line",
+            REJECTED_SCHEMA,
+            _join(job.rejected_uri, part.key, PART_FILE),
+        )
+        if rows_in != rows_clean + rows_rejected or rows_rejected != sum(by_rule.values()):
+            raise RuntimeError(
+                f"{part.key}: rows in ({rows_in}) != clean ({rows_clean}) + rejected ({rows_rejected})"
+            )
+
+        moment_exprs = []
+        for col in STAT_COLUMNS:
+            q = sql.quote(col)
+            moment_exprs += [
+                f"count({q})",
+                f"fsum({q})",
+                f"avg({q})",
+                f"var_pop({q})",
+                f"min({q})",
+                f"max({q})",
+            ]
+        values = con.execute(f"SELECT {', '.join(moment_exprs)} FROM clean").fetchone()
+        moments = {}
+        for i, col in enumerate(STAT_COLUMNS):
+            n, total, mean, var, lo, hi = values[6 * i : 6 * i + 6]
+            moments[col] = {
+                "count": int(n),
+                "sum": float(total or 0.0),
+                "mean": float(mean) if n else 0.0,
+                "m2": float(var) * n if n else 0.0,
+                "min": _json_value(lo),
+                "max": _json_value(hi),
+            }
+        con.execute(
+            f"CREATE TEMP VIEW raw_profiled AS SELECT *, {sql.RAW_DISTANCE} AS {RAW_DISTANCE} FROM classified"
+        )
+        raw_profile = _profile(
+            con, [*contract.RAW_SCHEMA.names, RAW_DISTANCE], [*RAW_NUMERIC, RAW_DISTANCE], "raw_profiled"
+        )
+        clean_profile = _profile(con, contract.CLEAN_SCHEMA.names, CLEAN_NUMERIC, "clean")
+        histograms = {
+            col: {
+                "raw": _histogram(con, _HIST_RAW_SQL[col], "classified", spec),
+                "clean": _histogram(con, sql.quote(col), "clean", spec),
+            }
+            for col, spec in HISTOGRAMS.items()
+        }
+        partials_dir = _join(job.partials_uri, part.key)
+        _write(
+            con,
+            f"SELECT * FROM clean ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.reservoir_rows)}",
+            reservoir_schema(),
+            _join(partials_dir, PARTIAL_RESERVOIR),
+        )
+        _write(
+            con,
+            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, source_file, source_line, "
+            f"{key} AS {SAMPLE_KEY} FROM raw_profiled ORDER BY {SAMPLE_KEY}, source_file, source_line "
+            f"LIMIT {int(job.profile_rows)}",
+            profile_sample_schema(),
+            _join(partials_dir, PARTIAL_PROFILE_SAMPLE),
+        )
+    finally:
+        con.close()
+    partial = {
+        "partition": part.key,
+        "year": part.year,
+        "month": part.month,
+        "rows_in": int(rows_in),
+        "rows_clean": int(rows_clean),
+        "rows_rejected": int(rows_rejected),
+        "rejected_by_rule": {r.name: int(by_rule.get(r.name, 0)) for r in job.ruleset.rules},
+        "moments": moments,
+        "raw_profile": raw_profile,
+        "clean_profile": clean_profile,
+        "histograms": histograms,
+        "seed": job.seed,
+        "reservoir_rows": job.reservoir_rows,
+        "profile_rows": job.profile_rows,
+        "rules": list(job.ruleset.names),
+    }
+    _write_text(_join(partials_dir, PARTIAL_FILE), json.dumps(partial, indent=1))
+    return partial
+
+
+def reservoir_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            *contract.CLEAN_SCHEMA,
+            contract.RAW_SCHEMA.field(contract.SOURCE_FILE),
+            contract.RAW_SCHEMA.field(contract.SOURCE_LINE),
+            pa.field(SAMPLE_KEY, pa.uint64()),
+        ]
+    )
+
+
+def profile_sample_schema() -> pa.Schema:
+    return pa.schema(
+        [contract.RAW_SCHEMA.field(c) for c in RAW_NUMERIC]
+        + [pa.field(RAW_DISTANCE, pa.float64())]
+        + [
+            contract.RAW_SCHEMA.field(contract.SOURCE_FILE),
+            contract.RAW_SCHEMA.field(contract.SOURCE_LINE),
+            pa.field(SAMPLE_KEY, pa.uint64()),
+        ]
+    )
+
+
+def _write_text(uri: str, text: str) -> None:
+    fs, path = resolve_filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def _read_text(uri: str) -> str:
+    fs, path = resolve_filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as src:
+            return src.read().decode()
+    except FileNotFoundError:
+        raise UserError(f"{uri}: not found") from None
+
+
+# --- merge --------------------------------------------------------------------------
+
+
+def merge_moments(parts: Iterable[dict]) -> dict:
+    """Chan et al.'s pairwise update: exact counts/sums/min/max, stable mean and M2."""
+    n, total, mean, m2, lo, hi = 0, [], 0.0, 0.0, None, None
+    for p in parts:
+        nb = p["count"]
+        if nb == 0:
+            continue
+        delta = p["mean"] - mean
+        combined = n + nb
+        mean += delta * nb / combined
+        m2 += p["m2"] + delta * delta * n * nb / combined
+        n = combined
+        total.append(p["sum"])
+        lo = p["min"] if lo is None else min(lo, p["min"])
+        hi = p["max"] if hi is None else max(hi, p["max"])
+    return {
+        "count": n,
+        "sum": math.fsum(total),
+        "mean": mean if n else None,
+        "std": math.sqrt(m2 / n) if n else None,
+        "min": lo,
+        "max": hi,
+    }
+
+
+def merge_profiles(parts: Sequence[dict]) -> dict:
+    out: dict[str, dict] = {}
+    for profile in parts:
+        for col, stats in profile.items():
+            acc = out.setdefault(col, {"rows": 0, "nulls": 0})
+            acc["rows"] += stats["rows"]
+            acc["nulls"] += stats["nulls"]
+            for stat, pick in (("min", min), ("max", max)):
+                if stat in stats and stats[stat] is not None:
+                    acc[stat] = stats[stat] if acc.get(stat) is None else pick(acc[stat], stats[stat])
+                elif stat in stats:
+                    acc.setdefault(stat, None)
+    return out
+
+
+def bottom_k(tables: Iterable[pa.Table], k: int) -> pa.Table | None:
+    """Merge bottom-k samples: the k smallest (key, source_file, source_line) of the union.
+
+    Streaming (at most 2k rows held), and exact: the bottom-k of a union is the bottom-k of
+    the union of each part's bottom-k, in any order.
+    """
+    keep: pa.Table | None = None
+    order = [
+        (SAMPLE_KEY, "ascending"),
+        (contract.SOURCE_FILE, "ascending"),
+        (contract.SOURCE_LINE, "ascending"),
+    ]
+    for table in tables:
+        keep = table if keep is None else pa.concat_tables([keep, table])
+        keep = keep.sort_by(order).slice(0, k)
+    return keep
+
+
+def _read_parquet(uri: str) -> pa.Table:
+    fs, path = resolve_filesystem(uri)
+    return pq.read_table(path, filesystem=fs)
+
+
+@dataclass
+class QualityResult:
+    summary: dict  # the CLI's --summary-json content
+    stats: dict  # population stats.json content
+    partials: list[dict]
+    raw_profile: dict
+    clean_profile: dict
+    histograms: dict
+    reservoir: pa.Table  # CLEAN_SCHEMA rows (uniform sample of the clean rows)
+    violations: list[dict]
+    ruleset: RuleSet
+
+    @property
+    def gate_passed(self) -> bool:
+        return not self.violations
+
+    def gate_message(self) -> str:
+        parts = [
+            f"{v['rule']} rejected {v['observed_pct']:.2f}% of rows (allowed {v['allowed_pct']:.2f}%)"
+            for v in self.violations
+        ]
+        return f"quality gate failed: {'; '.join(parts)}"
+
+    def check_gate(self) -> None:
+        if self.violations:
+            raise GateFailed(self.gate_message())
+
+
+def evaluate_gate(ruleset: RuleSet, rows_in: int, by_rule: dict[str, int]) -> list[dict]:
+    """Every threshold exceeded: [{"rule", "observed_pct", "allowed_pct", "rows"}]."""
+    violations = []
+    pct = (lambda n: 100.0 * n / rows_in) if rows_in else (lambda n: 0.0)
+    for rule in ruleset.rules:
+        n = by_rule.get(rule.name, 0)
+        if rule.max_reject_pct is not None and pct(n) > rule.max_reject_pct:
+            violations.append(
+                {"rule": rule.name, "observed_pct": pct(n), "allowed_pct": rule.max_reject_pct, "rows": n}
+            )
+    total = sum(by_rule.values())
+    if ruleset.max_total_reject_pct is not None and pct(total) > ruleset.max_total_reject_pct:
+        violations.append(
+            {
+                "rule": "total",
+                "observed_pct": pct(total),
+                "allowed_pct": ruleset.max_total_reject_pct,
+                "rows": total,
+            }
+        )
+    return violations
+
+
+def quantiles(table: pa.Table | None, columns: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    import numpy as np
+
+    out: dict[str, dict[str, float | None]] = {}
+    for col in columns:
+        if table is None or col not in table.column_names:
+            out[col] = dict.fromkeys(f"p{round(q * 100)}" for q in QUANTILES)
+            continue
+        values = table.column(col).drop_null().to_numpy(zero_copy_only=False).astype("float64")
+        values = values[np.isfinite(values)]
+        out[col] = {
+            f"p{round(q * 100)}": (float(np.quantile(values, q)) if values.size else None) for q in QUANTILES
+        }
+    return out
+
+
+def merge(
+    partials_uris: Sequence[str],
+    ruleset: RuleSet,
+    stats_uri: str | None = None,
+) -> QualityResult:
+    """Combine per-partition partial statistics (in partition order) into the population view.
+
+    ``partials_uris``: directories holding ``partial.json`` + samples, either one per
+    partition or data-set roots containing ``year=/month=`` sub-directories.
+    Writes ``stats.json`` and ``reservoir.parquet`` under ``stats_uri`` when given.
+    """
+    dirs: list[str] = []
+    for uri in partials_uris:
+        fs, root = resolve_filesystem(uri)
+        if fs.get_file_info(_join(root, PARTIAL_FILE)).type == pafs.FileType.File:
+            dirs.append(uri)
+            continue
+        found = [
+            e.path[len(root) :].strip("/").rsplit("/", 1)[0]
+            for e in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+            if e.type == pafs.FileType.File and e.base_name == PARTIAL_FILE
+        ]
+        if not found:
+            raise UserError(f"{uri}: no {PARTIAL_FILE} found (expected quality partition outputs)")
+        dirs += [_join(uri, rel) for rel in found]
+    loaded = [(json.loads(_read_text(_join(d, PARTIAL_FILE))), d) for d in dirs]
+    loaded.sort(key=lambda item: (item[0]["year"], item[0]["month"]))
+    keys = [p["partition"] for p, _ in loaded]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"partition results overlap: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+    names = list(ruleset.names)
+    for p, d in loaded:
+        if p["rules"] != names:
+            raise UserError(f"{d}: processed with rules {p['rules']}, merging with {names}")
+    partials = [p for p, _ in loaded]
+    if not partials:
+        raise UserError("no partitions to merge")
+    seed, k = partials[0]["seed"], partials[0]["reservoir_rows"]
+    if any(p["seed"] != seed or p["reservoir_rows"] != k for p in partials):
+        raise UserError("partition results were made with different seeds or reservoir sizes")
+
+    rows_in = sum(p["rows_in"] for p in partials)
+    rows_clean = sum(p["rows_clean"] for p in partials)
+    by_rule = {name: sum(p["rejected_by_rule"][name] for p in partials) for name in names}
+    rows_rejected = sum(by_rule.values())
+    invariant_ok = rows_in == rows_clean + rows_rejected and all(
+        p["rows_in"] == p["rows_clean"] + sum(p["rejected_by_rule"].values()) for p in partials
+    )
+    if not invariant_ok:
+        raise RuntimeError(f"rows in ({rows_in}) != clean ({rows_clean}) + rejected ({rows_rejected})")
+    if rows_in == 0:
+        raise UserError("input unusable: the partitions hold no rows")
+
+    columns = {col: merge_moments(p["moments"][col] for p in partials) for col in STAT_COLUMNS}
+    raw_profile = merge_profiles([p["raw_profile"] for p in partials])
+    clean_profile = merge_profiles([p["clean_profile"] for p in partials])
+    histograms = {
+        col: {
+            kind: [sum(v) for v in zip(*(p["histograms"][col][kind] for p in partials), strict=True)]
+            for kind in ("raw", "clean")
+        }
+        for col in HISTOGRAMS
+    }
+    reservoir = bottom_k((_read_parquet(_join(d, PARTIAL_RESERVOIR)) for _, d in loaded), k)
+    profile_sample = bottom_k(
+        (_read_parquet(_join(d, PARTIAL_PROFILE_SAMPLE)) for _, d in loaded), partials[0]["profile_rows"]
+    )
+    raw_q = quantiles(profile_sample, [*RAW_NUMERIC, RAW_DISTANCE])
+    clean_q = quantiles(reservoir, CLEAN_NUMERIC)
+    for col, q in raw_q.items():
+        raw_profile[col]["quantiles"] = q
+    for col, q in clean_q.items():
+        clean_profile[col]["quantiles"] = q
+    reservoir = reservoir.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)
+
+    stats = {
+        "rows": rows_clean,
+        "columns": {
+            col: {key: columns[col][key] for key in ("count", "mean", "std", "min", "max")}
+            for col in STAT_COLUMNS
+        },
+        "std_ddof": 0,
+        "reservoir_rows": reservoir.num_rows,
+        "seed": seed,
+    }
+    violations = evaluate_gate(ruleset, rows_in, by_rule)
+    pct = {name: (100.0 * n / rows_in) for name, n in by_rule.items()}
+    summary = {
+        "rows_in": rows_in,
+        "rows_clean": rows_clean,
+        "rows_rejected": rows_rejected,
+        "rejected_by_rule": by_rule,
+        "rejected_pct_by_rule": pct,
+        "rejected_pct": 100.0 * rows_rejected / rows_in,
+        "invariant_ok": invariant_ok,
+        "partitions": keys,
+        "gate_passed": not violations,
+        "gate_violations": violations,
+        "thresholds": {r.name: r.max_reject_pct for r in ruleset.rules}
+        | {"total": ruleset.max_total_reject_pct},
+    }
+    if stats_uri is not None:
+        _write_text(_join(stats_uri, contract.POPULATION_STATS_FILE), json.dumps(stats, indent=1))
+        fs, path = resolve_filesystem(_join(stats_uri, contract.POPULATION_RESERVOIR_FILE))
+        pq.write_table(reservoir, path, filesystem=fs, compression="zstd")
+    return QualityResult(
+        summary=summary,
+        stats=stats,
+        partials=partials,
+        raw_profile=raw_profile,
+        clean_profile=clean_profile,
+        histograms=histograms,
+        reservoir=reservoir,
+        violations=violations,
+        ruleset=ruleset,
+    )
+
+
+# --- whole data set ---------------------------------------------------------------
+
+
+@dataclass
+class QualityConfig:
+    input: str
+    output: str  # clean data set
+    rejected: str | None = None  # default: <output>_rejected
+    stats: str | None = None  # population statistics directory; default: <output>_stats
+    partials: str | None = None  # per-partition statistics; default: <stats>/partitions
+    ruleset: RuleSet | None = None  # default: the shipped rules
+    workers: int = 0  # processes; 0 = one per CPU core
+    seed: int = 0
+    reservoir_rows: int = contract.RESERVOIR_ROWS
+    overwrite: bool = False
+
+    def resolved(self) -> QualityConfig:
+        rejected = self.rejected or self.output.rstrip("/") + "_rejected"
+        stats = self.stats or self.output.rstrip("/") + "_stats"
+        return QualityConfig(
+            **{
+                **asdict(self),
+                "ruleset": self.ruleset or load_rules(),
+                "rejected": rejected,
+                "stats": stats,
+                "partials": self.partials or _join(stats, "partitions"),
+                "workers": self.workers or os.cpu_count() or 1,
+            }
+        )
+
+
+def prepare_output(uri: str, overwrite: bool) -> None:
+    """Refuse to mix with an earlier run's files unless ``overwrite`` (then empty it)."""
+    fs, path = resolve_filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        raise UserError(f"{uri}: exists and is a file; expected a directory")
+    if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(path)):
+        if not overwrite:
+            raise UserError(f"{uri}: output directory is not empty (pass --overwrite to replace it)")
+        fs.delete_dir_contents(path)
+    fs.create_dir(path, recursive=True)
+
+
+def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int = 1) -> list[PartitionJob]:
+    return [
+        PartitionJob(
+            raw_uri=cfg.input,
+            partition=p,
+            ruleset=cfg.ruleset,
+            clean_uri=cfg.output,
+            rejected_uri=cfg.rejected,
+            partials_uri=cfg.partials,
+            seed=cfg.seed,
+            reservoir_rows=cfg.reservoir_rows,
+            threads=threads,
+        )
+        for p in partitions
+    ]
+
+
+def run_partitions(jobs: Sequence[PartitionJob], workers: int) -> list[dict]:
+    """Process partitions, in a pool of ``workers`` processes when there is more than one job."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [process_partition(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(process_partition, jobs))
+
+
+def run_quality(config: QualityConfig) -> QualityResult:
+    """Plan, process every partition (in parallel), merge. Does not raise on a failed gate:
+    call ``result.check_gate()`` after writing reports."""
+    cfg = config.resolved()
+    partitions = plan_partitions(cfg.input)
+    outputs = [cfg.output, cfg.rejected, cfg.stats]
+    if len(set(outputs)) != len(outputs) or cfg.input in outputs:
+        raise UserError(f"input, output, rejected and stats locations must differ: {[cfg.input, *outputs]}")
+    for uri in outputs:
+        prepare_output(uri, cfg.overwrite)
+    workers = min(cfg.workers, len(partitions))
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    run_partitions(jobs_for(cfg, partitions, threads), workers)
+    return merge([cfg.partials], cfg.ruleset, cfg.stats)
+
+
+# --- fan-out helpers (cluster pipeline tasks) ---------------------------------------
+
+
+def process_partition_to(
+    raw_uri: str,
+    partition_key: str,
+    ruleset: RuleSet,
+    out_uri: str,
+    *,
+    seed: int = 0,
+    reservoir_rows: int = contract.RESERVOIR_ROWS,
+    threads: int = 0,
+) -> dict:
+    """One fan-out task: write ``out/clean``, ``out/rejected`` and ``out/partials`` for one partition."""
+    partition = next(
+        (p for p in plan_partitions(raw_uri) if p.key == Partition.parse(partition_key).key), None
+    )
+    if partition is None:
+        raise UserError(f"{raw_uri}: no partition {partition_key}")
+    job = PartitionJob(
+        raw_uri=raw_uri,
+        partition=partition,
+        ruleset=ruleset,
+        clean_uri=_join(out_uri, "clean"),
+        rejected_uri=_join(out_uri, "rejected"),
+        partials_uri=_join(out_uri, "partials"),
+        seed=seed,
+        reservoir_rows=reservoir_rows,
+        threads=threads or os.cpu_count() or 1,
+    )
+    return process_partition(job)
+
+
+def merge_partition_outputs(
+    part_uris: Sequence[str], ruleset: RuleSet, clean_uri: str, rejected_uri: str, stats_uri: str
+) -> QualityResult:
+    """The merge task: gather the fan-out outputs into one clean/rejected data set + statistics."""
+    for uri in (clean_uri, rejected_uri, stats_uri):
+        prepare_output(uri, overwrite=False)
+    partial_dirs = []
+    for uri in part_uris:
+        for sub, dest in (
+            ("clean", clean_uri),
+            ("rejected", rejected_uri),
+            ("partials", _join(stats_uri, "partitions")),
+        ):
+            src_fs, src = resolve_filesystem(_join(uri, sub))
+            dst_fs, dst = resolve_filesystem(dest)
+            for entry in src_fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+                if entry.type != pafs.FileType.File:
+                    continue
+                rel = entry.path[len(src) :].strip("/")
+                target = _join(dst, rel)
+                if dst_fs.get_file_info(target).type != pafs.FileType.NotFound:
+                    raise UserError(f"{uri}: {sub}/{rel} was produced by more than one partition task")
+                dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+                pafs.copy_files(entry.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
+        partial_dirs.append(_join(uri, "partials"))
+    return merge([_join(stats_uri, "partitions")], ruleset, stats_uri)
+
+
+# --- readers for downstream steps -----------------------------------------------------
+
+
+def clean_dataset(uri: str) -> ds.Dataset:
+    """The clean data set with contract.CLEAN_SCHEMA types (year/month from the paths)."""
+    fs, root = resolve_filesystem(uri)
+    return ds.dataset(
+        root,
+        filesystem=fs,
+        format="parquet",
+        schema=contract.CLEAN_SCHEMA,
+        partitioning=ds.partitioning(contract.PARTITION_SCHEMA, flavor="hive"),
+    )
+
+
+def read_clean(uri: str) -> pa.Table:
+    """All clean rows in partition order, then source order (deterministic)."""
+    dataset = clean_dataset(uri)
+    tables = [
+        f.to_table(schema=contract.CLEAN_SCHEMA)
+        for f in sorted(dataset.get_fragments(), key=lambda f: _frag_key(f.path))
+    ]
+    return pa.concat_tables(tables) if tables else contract.CLEAN_SCHEMA.empty_table()
+
+
+def read_rejected(uri: str) -> pa.Table:
+    fs, root = resolve_filesystem(uri)
+    schema = REJECTED_SCHEMA.append(contract.PARTITION_SCHEMA.field("year")).append(
+        contract.PARTITION_SCHEMA.field("month")
+    )
+    dataset = ds.dataset(
+        root,
+        filesystem=fs,
+        format="parquet",
+        schema=schema,
+        partitioning=ds.partitioning(contract.PARTITION_SCHEMA, flavor="hive"),
+    )
+    tables = [
+        f.to_table(schema=schema) for f in sorted(dataset.get_fragments(), key=lambda f: _frag_key(f.path))
+    ]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _frag_key(path: str) -> tuple[int, int, str]:
+    match = re.search(r"year=(\d+)/month=(\d+)/", path)
+    return (int(match[1]), int(match[2]), path) if match else (0, 0, path)
+
+
+def load_stats(stats_uri: str) -> tuple[dict, pa.Table]:
+    """Population statistics written by the quality step: (stats.json, reservoir table)."""
+    stats = json.loads(_read_text(_join(stats_uri, contract.POPULATION_STATS_FILE)))
+    return stats, _read_parquet(_join(stats_uri, contract.POPULATION_RESERVOIR_FILE))

@@ -1,6 +1,6 @@
 """KFP component over ``components.sample.core`` (logic and tests live there)."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": kfp reads the annotations as objects.
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output

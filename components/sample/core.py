@@ -304,8 +304,6 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
     else:
         size = checks.choose_rows(population_rows, population.columns, config.se_tolerance)
     log(f"size: {size.explanation()}")
-    # The z-test's finite-population correction uses the rows actually present.
-    tested_population = checks.Population(population_rows, population.columns, population.reservoir)
 
     attempts: list[Attempt] = []
     splits: dict[str, pa.Table] = {}
@@ -313,7 +311,7 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
         seed = config.seed + i
         sample, _ = draw(dataset, size.rows, seed)
         splits = split_table(sample, config.seed, config.fractions)
-        result = checks.check_splits(splits, tested_population, config.alpha)
+        result = checks.check_splits(splits, population, config.alpha)
         attempts.append(Attempt(seed, {k: v.num_rows for k, v in splits.items()}, result))
         verdict = "passed" if result.passed else "failed"
         log(
@@ -322,7 +320,7 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
         )
         if result.passed:
             break
-    out = SampleResult(config, size, tested_population, attempts, splits, warnings=warnings)
+    out = SampleResult(config, size, population, attempts, splits, warnings=warnings)
     if out.passed:
         out.shard_rows = write_splits(splits, config.output_uri, config.shards)
     return out

@@ -25,7 +25,6 @@ import re
 import sys
 import time
 import zipfile
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -41,7 +40,7 @@ from components.common.errors import UserError
 
 GENERATOR_VERSION = 1
 TRUTH_FILE = "truth.json"
-CHUNK_ROWS = 250_000  # lines per chunk: bounds memory (~150 MB per chunk at most)
+CHUNK_ROWS = 100_000  # lines per chunk: bounds memory
 ZIP_COMPRESSLEVEL = 1  # deflate level for --zip (speed over size; any level reads the same)
 
 # --- geometry ------------------------------------------------------------------------
@@ -803,9 +802,8 @@ def _format_chunk(c: dict, ctx: _MonthContext) -> pa.Table:
 _WRITE_OPTIONS = pcsv.WriteOptions(include_header=False, delimiter=contract.DELIMITER, quoting_style="none")
 
 
-def _write_month(
-    sink, rng_seed: list[int], ctx: _MonthContext, rows: int, first_id: int, counts: dict, advance
-) -> None:
+def _write_month(sink, rng_seed: list[int], ctx: _MonthContext, rows: int, counts: dict, advance) -> None:
+    first_id = counts["_next_id"]
     sink.write((contract.HEADER_LINE + "\n").encode())
     chunk_starts = range(0, rows, CHUNK_ROWS)
     for k, start in enumerate(chunk_starts):
@@ -814,9 +812,7 @@ def _write_month(
         c = _simulate_chunk(rng, ctx, n_lines, first_id)
         first_id += c["n_base"]
         _count(counts, c)
-        buf = pa.BufferOutputStream()
-        pcsv.write_csv(_format_chunk(c, ctx), buf, _WRITE_OPTIONS)
-        sink.write(buf.getvalue())
+        pcsv.write_csv(_format_chunk(c, ctx), sink, _WRITE_OPTIONS)
         advance(n_lines)
     counts["_next_id"] = first_id
 
@@ -900,51 +896,61 @@ def generate(config: GenerateConfig, progress: bool = False) -> GenerateResult:
     except OSError as err:
         raise UserError(f"--out {config.out}: cannot create the directory: {err.strerror}") from err
 
+    # An old truth.json would make a failed run look complete: it goes first, comes back last.
+    (out / TRUTH_FILE).unlink(missing_ok=True)
     counts: dict = {"_next_id": 1}
-    files: list[Path] = []
-    file_rows: list[dict] = []
-    with _Progress(progress, config.rows) as bar, ExitStack() as stack:
-        archive: zipfile.ZipFile | None = None
-        archive_year = None
-        for (year, month), rows in zip(months, per_month, strict=True):
-            ctx = _month_context(year, month)
-            name = month_file_name(year, month)
-            seed = [config.seed, year, month]
-            if config.zip:
-                if archive_year != year:
-                    if archive is not None:
-                        archive.close()
-                        _commit(files[-1])
-                    final = out / year_archive_name(year)
-                    files.append(final)
-                    archive = stack.enter_context(
-                        zipfile.ZipFile(
-                            _partial(final), "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL
-                        )
-                    )
-                    archive_year = year
+    plan = [(y, m, rows) for (y, m), rows in zip(months, per_month, strict=True)]
+    written: list[Path] = []
+    try:
+        with _Progress(progress, config.rows) as bar:
+            write = _write_zips if config.zip else _write_txts
+            file_rows = write(out, plan, config.seed, counts, bar.advance, written)
+        truth = _truth(config, months, file_rows, counts)
+        _partial(out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
+        _commit(out / TRUTH_FILE)
+    finally:
+        for path in [*written, out / TRUTH_FILE]:
+            _partial(path).unlink(missing_ok=True)
+    return GenerateResult(files=written, rows=config.rows, truth=truth, seconds=time.perf_counter() - started)
+
+
+def _write_txts(out: Path, plan, seed: int, counts: dict, advance, written: list[Path]) -> list[dict]:
+    """One taxi_YYYY_MM.txt per month (written as a hidden .partial, renamed when complete)."""
+    file_rows = []
+    for year, month, rows in plan:
+        final = out / month_file_name(year, month)
+        written.append(final)
+        with open(_partial(final), "wb") as sink:
+            _write_month(sink, [seed, year, month], _month_context(year, month), rows, counts, advance)
+        _commit(final)
+        file_rows.append({"file": final.name, "rows": rows})
+    return file_rows
+
+
+def _write_zips(out: Path, plan, seed: int, counts: dict, advance, written: list[Path]) -> list[dict]:
+    """One taxi_YYYY.zip per year; each month streams straight into its member (no .txt on disk)."""
+    file_rows = []
+    for year in sorted({y for y, _, _ in plan}):
+        final = out / year_archive_name(year)
+        written.append(final)
+        with zipfile.ZipFile(
+            _partial(final), "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL
+        ) as archive:
+            for _, month, rows in (p for p in plan if p[0] == year):
+                name = month_file_name(year, month)
+                # Fixed timestamp so the archive bytes depend on the config only.
                 info = zipfile.ZipInfo(name, date_time=(year, month, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
+                # A hand-made ZipInfo would otherwise deflate at level 6 (public name from Python 3.13).
+                level_attr = "compress_level" if hasattr(info, "compress_level") else "_compresslevel"
+                setattr(info, level_attr, ZIP_COMPRESSLEVEL)
                 with archive.open(info, "w", force_zip64=True) as sink:
-                    _write_month(sink, seed, ctx, rows, counts["_next_id"], counts, bar.advance)
-                file_rows.append({"file": f"{year_archive_name(year)}!{name}", "rows": rows})
-            else:
-                final = out / name
-                with open(_partial(final), "wb") as sink:
-                    _write_month(sink, seed, ctx, rows, counts["_next_id"], counts, bar.advance)
-                _commit(final)
-                files.append(final)
-                file_rows.append({"file": name, "rows": rows})
-        if archive is not None:
-            archive.close()
-            _commit(files[-1])
-
-    truth = _truth(config, months, file_rows, counts)
-    truth["seconds"] = round(time.perf_counter() - started, 3)
-    tmp = _partial(out / TRUTH_FILE)
-    tmp.write_text(json.dumps(truth, indent=2) + "\n")
-    _commit(out / TRUTH_FILE)
-    return GenerateResult(files=files, rows=config.rows, truth=truth, seconds=time.perf_counter() - started)
+                    _write_month(
+                        sink, [seed, year, month], _month_context(year, month), rows, counts, advance
+                    )
+                file_rows.append({"file": f"{final.name}!{name}", "rows": rows})
+        _commit(final)
+    return file_rows
 
 
 def _partial(path: Path) -> Path:

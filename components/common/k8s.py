@@ -211,7 +211,11 @@ def pytorch_job(
     replica_specs = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
     if workers:
         worker_template = copy.deepcopy(template)  # no shared objects: YAML output stays anchor-free
-        replica_specs["Worker"] = {"replicas": workers, "restartPolicy": "OnFailure", "template": worker_template}
+        replica_specs["Worker"] = {
+            "replicas": workers,
+            "restartPolicy": "OnFailure",
+            "template": worker_template,
+        }
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -287,7 +291,9 @@ def mpi_job(
                 "Worker": {
                     "replicas": workers,
                     "restartPolicy": "OnFailure",
-                    "template": _pod_template(worker, service_account=service_account, gpu=gpu, labels=labels),
+                    "template": _pod_template(
+                        worker, service_account=service_account, gpu=gpu, labels=labels
+                    ),
                 },
             },
         },
@@ -381,7 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["pytorchjob", "mpijob", "inferenceservice"])
     p.add_argument("--name", default="fareflow-train")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE)
-    p.add_argument("--image", default=None, help=f"default: {TRAINER_IMAGE} (jobs), {SERVER_IMAGE} unused by ISVC")
+    p.add_argument(
+        "--image", default=None, help=f"default: {TRAINER_IMAGE} (jobs), {SERVER_IMAGE} unused by ISVC"
+    )
     p.add_argument("--module", default="components.train", help="python module the training pods run")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--gpus", type=int, default=0, help="GPUs per training/serving pod (0: CPU pool)")
@@ -400,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     gpu = GpuScheduling(gpus_per_pod=ns.gpus) if ns.gpus else None
     image = ns.image or TRAINER_IMAGE
     if ns.kind == "pytorchjob":
-        obj = pytorch_job(ns.name, image, ns.module, ns.args, namespace=ns.namespace, workers=ns.workers, gpu=gpu)
+        obj = pytorch_job(
+            ns.name, image, ns.module, ns.args, namespace=ns.namespace, workers=ns.workers, gpu=gpu
+        )
     elif ns.kind == "mpijob":
         obj = mpi_job(ns.name, image, ns.module, ns.args, namespace=ns.namespace, workers=ns.workers, gpu=gpu)
     else:

@@ -62,7 +62,9 @@ RAW_NUMERIC: tuple[str, ...] = tuple(
     and f.name not in ("OBJECTID", contract.SOURCE_LINE)
 )
 CLEAN_NUMERIC: tuple[str, ...] = tuple(
-    f.name for f in contract.CLEAN_SCHEMA if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
+    f.name
+    for f in contract.CLEAN_SCHEMA
+    if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)) and f.name != "objectid"
 )
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Fixed-bin histograms (mergeable by adding counts): column -> (low, high, bins).
@@ -855,4 +857,6 @@ def _frag_key(path: str) -> tuple[int, int, str]:
 def load_stats(stats_uri: str) -> tuple[dict, pa.Table]:
     """Population statistics written by the quality step: (stats.json, reservoir table)."""
     stats = json.loads(_read_text(_join(stats_uri, contract.POPULATION_STATS_FILE)))
-    return stats, _read_parquet(_join(stats_uri, contract.POPULATION_RESERVOIR_FILE))
+    reservoir = _read_parquet(_join(stats_uri, contract.POPULATION_RESERVOIR_FILE))
+    # Parquet has no seconds unit: timestamps come back as ms, so cast to the contract's types.
+    return stats, reservoir.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)

@@ -1,0 +1,126 @@
+"""``python -m components.quality`` / ``fareflow quality``: apply the data-quality rules.
+
+Reads the ingest output (year=/month= Parquet), writes the clean data set, the rejected
+rows (with the first rule they failed) and the population statistics, optionally a report
+(HTML + Markdown) and a summary JSON, then applies the gate. Exit codes: 0 clean data
+written and gate passed; 2 unusable input or bad options; 3 gate failed (the outputs and
+report are still written so the failure can be inspected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from components.common.errors import UserError, cli_entry
+
+
+def _threshold(text: str) -> tuple[str, float | None]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected RULE=PCT (or total=PCT, RULE=none), got {text!r}")
+    if value.strip().lower() in {"none", "off", ""}:
+        return name, None
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: PCT must be a number") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m components.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--input", required=True, help="ingest output: directory or s3:// URI with year=/month= Parquet"
+    )
+    p.add_argument("--output", required=True, help="clean data set (directory or s3:// URI)")
+    p.add_argument("--rejected", help="rejected rows (default: OUTPUT_rejected)")
+    p.add_argument(
+        "--stats",
+        help="population statistics directory: stats.json + reservoir.parquet (default: OUTPUT_stats)",
+    )
+    p.add_argument("--rules", help="YAML file adding to / overriding the default rules (see docs/quality.md)")
+    p.add_argument(
+        "--max-reject-pct",
+        action="append",
+        type=_threshold,
+        default=[],
+        metavar="RULE=PCT",
+        help="override a gate threshold, in %% of input rows (repeatable; RULE may be 'total'; PCT 'none' removes it)",
+    )
+    p.add_argument("--no-gate", action="store_true", help="report threshold violations but exit 0")
+    p.add_argument("--report-dir", help="write report.html, report.md and summary.json here")
+    p.add_argument(
+        "--summary-json",
+        help="write the summary (rows_in, rows_clean, rows_rejected, rejected_by_rule, gate_passed) here",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes, one partition each at a time (default: CPU cores)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the hash that picks the population reservoir")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the contents of existing output directories"
+    )
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .core import QualityConfig, run_quality
+    from .report import write_report
+    from .rules import load_rules
+
+    started = time.perf_counter()
+    ruleset = load_rules(args.rules)
+    if args.max_reject_pct:
+        ruleset = ruleset.with_thresholds(dict(args.max_reject_pct))
+    if args.workers < 0:
+        raise UserError("--workers must be >= 0")
+    result = run_quality(
+        QualityConfig(
+            input=args.input,
+            output=args.output,
+            rejected=args.rejected,
+            stats=args.stats,
+            ruleset=ruleset,
+            workers=args.workers,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    )
+    summary = dict(result.summary, seconds=round(time.perf_counter() - started, 3))
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(summary, indent=1))
+    if args.report_dir:
+        paths = write_report(result, args.report_dir)
+    if not args.quiet:
+        s = result.summary
+        print(
+            f"quality: {s['rows_in']:,} rows in, {s['rows_clean']:,} clean, {s['rows_rejected']:,} rejected "
+            f"({s['rejected_pct']:.2f}%) in {summary['seconds']:.1f}s"
+        )
+        for name, n in s["rejected_by_rule"].items():
+            print(f"  {name:<34} {n:>12,}  {s['rejected_pct_by_rule'][name]:7.3f}%")
+        if args.report_dir:
+            print(f"report: {paths['html']}")
+    if not result.gate_passed:
+        if args.no_gate:
+            print(f"warning (--no-gate): {result.gate_message()}", file=sys.stderr)
+            return 0
+        result.check_gate()
+    return 0
+
+
+_main.__module__ = "components.quality.__main__"  # error prefix even under `python -m`
+main = cli_entry(_main)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.common import contract
+from components.common.errors import UserError
+from components.quality import core
+from components.quality.rules import load_rules
+
+from .conftest import DEFECTS_PER_MONTH, MONTHS, ROWS_PER_MONTH
+from .rawdata import DEFECTS, raw_table, write_raw
+
+
+def test_each_defect_is_rejected_by_its_rule_and_rows_add_up(quality_run):
+    result, _ = quality_run
+    s = result.summary
+    assert s["rows_in"] == len(MONTHS) * ROWS_PER_MONTH
+    assert s["rejected_by_rule"] == dict.fromkeys(DEFECTS, len(MONTHS) * DEFECTS_PER_MONTH)
+    assert s["rows_clean"] == s["rows_in"] - len(DEFECTS) * len(MONTHS) * DEFECTS_PER_MONTH
+    assert s["rows_in"] == s["rows_clean"] + s["rows_rejected"] and s["invariant_ok"]
+    # the day-first defect moves rows into the next month's partition, so 4 partitions exist
+    assert s["partitions"] == [
+        "year=2015/month=1",
+        "year=2015/month=2",
+        "year=2015/month=3",
+        "year=2015/month=4",
+    ]
+    # 1.25% each: above the 1% allowed for these two rules, within every other threshold
+    assert not s["gate_passed"]
+    assert [v["rule"] for v in s["gate_violations"]] == ["pickup_outside_file_month", "dropoff_before_pickup"]
+
+
+def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
+    result, out = quality_run
+    clean = core.read_clean(str(out / "clean"))
+    assert clean.schema == contract.CLEAN_SCHEMA
+    assert clean.num_rows == result.summary["rows_clean"]
+    df = clean.to_pandas()
+    assert df["fare"].between(*contract.FARE_RANGE).all()
+    assert df[["origin_lat", "origin_lon", "dest_lat", "dest_lon", "pickup_datetime"]].notna().all().all()
+    ts = df["pickup_datetime"]
+    assert (df["weekday"] == ts.dt.day_of_week).all() and (df["hour"] == ts.dt.hour).all()
+    assert (df["year"] == ts.dt.year).all() and (df["month"] == ts.dt.month).all()
+    lat1, lon1, lat2, lon2 = (np.radians(df[c]) for c in ("origin_lat", "origin_lon", "dest_lat", "dest_lon"))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    np.testing.assert_allclose(df["distance_km"], 2 * 6371.0088 * np.arcsin(np.sqrt(a)), rtol=1e-9)
+    # one file per partition, no partition columns inside the files
+    files = sorted((out / "clean").rglob("*.parquet"))
+    assert [f.relative_to(out / "clean").parent.as_posix() for f in files] == result.summary["partitions"]
+    assert "year" not in pq.read_schema(files[0]).names
+
+
+def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_run, tmp_path):
+    result, out = quality_run
+    rejected = core.read_rejected(str(out / "clean_rejected"))
+    assert rejected.num_rows == result.summary["rows_rejected"]
+    assert set(contract.RAW_SCHEMA.names) <= set(rejected.column_names)
+    counts = rejected.group_by("rule").aggregate([("rule", "count")]).to_pydict()
+    assert dict(zip(counts["rule"], counts["rule_count"], strict=True)) == result.summary["rejected_by_rule"]
+    # a row failing two rules is attributed to the first one in rule order
+    both = raw_table(50, 2016, 5, defects={"missing_fare": 1})
+    both = both.set_column(
+        25,
+        "ORIGINDATETIME_TR",
+        pa.array([None] + both["ORIGINDATETIME_TR"].to_pylist()[1:], pa.timestamp("s")),
+    )
+    write_raw(tmp_path / "raw", [both])
+    res = core.run_quality(
+        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+    )
+    assert res.summary["rejected_by_rule"]["missing_pickup_time"] == 1
+    assert res.summary["rejected_by_rule"]["missing_fare"] == 0
+
+
+def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
+    t = raw_table(20, 2015, 6, defects={"duplicate_trip": 3})  # rows 0-2 copy row 19
+    write_raw(tmp_path / "raw", [t])
+    res = core.run_quality(
+        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+    )
+    rejected = core.read_rejected(str(tmp_path / "c_rejected"))
+    assert res.summary["rejected_by_rule"]["duplicate_trip"] == 3
+    assert sorted(rejected["source_line"].to_pylist()) == [3, 4, 21]  # lines of rows 1, 2 and 19
+    assert 2 not in rejected["source_line"].to_pylist()
+
+
+def test_population_stats_match_numpy_over_clean_rows(quality_run):
+    result, out = quality_run
+    stats, reservoir = core.load_stats(str(out / "clean_stats"))
+    clean = core.read_clean(str(out / "clean"))
+    assert stats["rows"] == clean.num_rows
+    assert set(stats["columns"]) == {contract.LABEL, *contract.FEATURES}
+    for col, s in stats["columns"].items():
+        values = clean[col].to_numpy().astype("float64")
+        assert s["count"] == values.size
+        assert s["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert s["std"] == pytest.approx(values.std(), rel=1e-9, abs=1e-12)
+        assert (s["min"], s["max"]) == (pytest.approx(values.min()), pytest.approx(values.max()))
+    # fewer clean rows than RESERVOIR_ROWS: the reservoir is all of them, as a set
+    assert reservoir.schema == contract.CLEAN_SCHEMA
+    assert sorted(reservoir["objectid"].to_pylist()) == sorted(clean["objectid"].to_pylist())
+
+
+def _run_both_paths(raw_dir, tmp_path, **kw):
+    rules = load_rules()
+    cfg = core.QualityConfig(
+        input=str(raw_dir), output=str(tmp_path / "a" / "clean"), ruleset=rules, workers=2, **kw
+    )
+    inproc = core.run_quality(cfg)
+    parts = []
+    for i, key in enumerate(p.key for p in core.plan_partitions(str(raw_dir))):
+        out = tmp_path / "parts" / str(i)
+        core.process_partition_to(
+            str(raw_dir), key, rules, str(out), seed=kw.get("seed", 0), reservoir_rows=cfg.reservoir_rows
+        )
+        parts.append(str(out))
+    b = tmp_path / "b"
+    fanout = core.merge_partition_outputs(
+        parts[::-1], rules, str(b / "clean"), str(b / "rejected"), str(b / "stats")
+    )
+    return inproc, fanout, tmp_path / "a", b
+
+
+def test_fan_out_and_in_process_paths_give_identical_results(raw_dir, tmp_path):
+    inproc, fanout, a, b = _run_both_paths(raw_dir, tmp_path, reservoir_rows=50, seed=3)
+    assert inproc.summary == fanout.summary
+    assert core.read_clean(str(a / "clean")).equals(core.read_clean(str(b / "clean")))
+    assert core.read_rejected(str(a / "clean_rejected")).equals(core.read_rejected(str(b / "rejected")))
+    sa, ra = core.load_stats(str(a / "clean_stats"))
+    sb, rb = core.load_stats(str(b / "stats"))
+    assert sa == sb and ra.equals(rb) and ra.num_rows == 50
+    assert inproc.raw_profile == fanout.raw_profile and inproc.histograms == fanout.histograms
+
+
+def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
+    """Merged per-partition bottom-k == bottom-k over all clean rows at once (and seed matters)."""
+    import duckdb
+
+    k = 40
+    runs = {}
+    for seed in (1, 2):
+        res = core.run_quality(
+            core.QualityConfig(
+                input=str(raw_dir), output=str(tmp_path / f"s{seed}"), workers=1, reservoir_rows=k, seed=seed
+            )
+        )
+        runs[seed] = res
+        partials = tmp_path / f"s{seed}_stats" / "partitions"
+        all_clean = pa.concat_tables(
+            pq.read_table(p) for p in sorted(partials.rglob(core.PARTIAL_RESERVOIR))
+        )  # per-partition k each: enough to check the global k
+        con = duckdb.connect()
+        con.register("raw_input", pa.Table.from_pylist([], schema=contract.RAW_SCHEMA))
+        expected = sorted(
+            all_clean.to_pylist(), key=lambda r: (r[core.SAMPLE_KEY], r["source_file"], r["source_line"])
+        )[:k]
+        assert res.reservoir["objectid"].to_pylist() == [r["objectid"] for r in expected]
+    assert set(runs[1].reservoir["objectid"].to_pylist()) != set(runs[2].reservoir["objectid"].to_pylist())
+
+
+def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
+    bad = raw_table(
+        1000, 2015, 1, defects={"missing_fare": 80, "coordinates_outside_dc": 30, "missing_pickup_time": 100}
+    )
+    write_raw(tmp_path / "raw", [bad])
+    res = core.run_quality(
+        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+    )
+    assert not res.gate_passed
+    assert {v["rule"] for v in res.violations} == {"missing_fare", "coordinates_outside_dc"}
+    with pytest.raises(core.GateFailed) as err:
+        res.check_gate()
+    msg = str(err.value)
+    assert "missing_fare rejected 8.00% of rows (allowed 3.00%)" in msg
+    assert "coordinates_outside_dc rejected 3.00% of rows (allowed 2.00%)" in msg
+    assert "\n" not in msg
+    # the outputs were still written, so the failure can be inspected
+    assert core.read_clean(str(tmp_path / "c")).num_rows == 1000 - 210
+    # thresholds are overridable
+    loose = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 25})
+    res2 = core.run_quality(
+        core.QualityConfig(
+            input=str(tmp_path / "raw"), output=str(tmp_path / "c"), ruleset=loose, workers=1, overwrite=True
+        )
+    )
+    assert res2.gate_passed
+    tight_total = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 20})
+    assert [v["rule"] for v in core.evaluate_gate(tight_total, 1000, res2.summary["rejected_by_rule"])] == [
+        "total"
+    ]
+
+
+def test_merge_moments_is_exact_and_order_stable():
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(2017, 1.3, n) for n in (5, 1000, 1, 333)]
+    parts = [
+        {
+            "count": c.size,
+            "sum": math.fsum(c),
+            "mean": c.mean(),
+            "m2": c.var() * c.size,
+            "min": c.min(),
+            "max": c.max(),
+        }
+        for c in chunks
+    ]
+    merged = core.merge_moments(parts)
+    allv = np.concatenate(chunks)
+    assert merged["count"] == allv.size and merged["sum"] == pytest.approx(math.fsum(allv), rel=1e-15)
+    assert merged["mean"] == pytest.approx(allv.mean(), rel=1e-14)
+    assert merged["std"] == pytest.approx(allv.std(), rel=1e-10)
+    assert (
+        core.merge_moments([{"count": 0, "sum": 0.0, "mean": 0.0, "m2": 0.0, "min": None, "max": None}])[
+            "mean"
+        ]
+        is None
+    )
+
+
+def test_unusable_inputs_fail_with_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not a directory"):
+        core.run_quality(core.QualityConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "c")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no Parquet files"):
+        core.plan_partitions(str(tmp_path / "empty"))
+    wrong = tmp_path / "wrong" / "year=2015" / "month=1"
+    wrong.mkdir(parents=True)
+    pq.write_table(pa.table({"FAREAMOUNT": [1.0]}), wrong / "x.parquet")
+    with pytest.raises(UserError, match=r"missing raw column\(s\)"):
+        core.run_quality(
+            core.QualityConfig(input=str(tmp_path / "wrong"), output=str(tmp_path / "c"), workers=1)
+        )
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    pq.write_table(pa.table({"a": [1]}), stray / "x.parquet")
+    with pytest.raises(UserError, match="outside a year=YYYY/month=M"):
+        core.plan_partitions(str(stray))
+
+
+def test_existing_output_is_not_overwritten_without_permission(raw_dir, tmp_path):
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="--overwrite"):
+        core.run_quality(core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1))
+    assert (tmp_path / "clean" / "keep.txt").exists()
+
+
+def test_partial_json_is_self_describing(quality_run):
+    _, out = quality_run
+    partial = json.loads(
+        (out / "clean_stats" / "partitions" / "year=2015" / "month=2" / core.PARTIAL_FILE).read_text()
+    )
+    assert partial["partition"] == "year=2015/month=2"
+    assert partial["rows_in"] == partial["rows_clean"] + sum(partial["rejected_by_rule"].values())

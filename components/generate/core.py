@@ -61,7 +61,8 @@ KM_PER_DEG_LON = KM_PER_DEG_LAT * float(np.cos(np.radians(_MID_LAT)))
 
 CAPITOL = (38.8899, -77.0091)  # origin of DC street numbering (quadrants NW/NE/SW/SE)
 DCA = (38.8512, -77.0402)  # Reagan National airport
-AIRPORT_RADIUS_KM = 0.6
+AIRPORT_RADIUS_KM = 0.6  # AIRPORT = "Y" when either end is this close to DCA
+AIRPORT_BLOCKNAME = "RONALD REAGAN WASHINGTON NATIONAL AIRPORT"
 
 # Where trips start and end: (name, lat, lon, sigma_km, origin weight, destination weight).
 HOTSPOTS: tuple[tuple[str, float, float, float, float, float], ...] = (
@@ -427,6 +428,7 @@ def _grid() -> dict:
     ) ** 2
     d2[state[:, None] != zstate[None, :]] = np.inf
     zip_idx = np.argmin(d2, axis=1)
+    names = _block_names(cell_lat, cell_lon, state)
     dca_km = np.hypot((cell_lat - DCA[0]) * KM_PER_DEG_LAT, (cell_lon - DCA[1]) * KM_PER_DEG_LON)
     return {
         "lat": lat,
@@ -438,7 +440,10 @@ def _grid() -> dict:
         "city_s": pa.array([z[1] for z in ZIPS]),
         "state_s": pa.array([z[2] for z in ZIPS]),
         "airport": dca_km <= AIRPORT_RADIUS_KM,
-        "block_s": pa.array(_block_names(cell_lat, cell_lon, state) + [contract.NULL_TOKEN]),
+        "block_s": pa.array(
+            [AIRPORT_BLOCKNAME if a else name for a, name in zip(dca_km <= 0.3, names, strict=True)]
+            + [contract.NULL_TOKEN]
+        ),
     }
 
 

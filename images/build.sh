@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Build the project images: images/build.sh [component|trainer|server ...] (default: all).
+#
+# Tags are REGISTRY/NAME:TAG with TAG defaulting to the package version in
+# pyproject.toml (never "latest"; components/common/images.py computes the same names).
+# Layers are cached by the engine (podman's local storage persists on a machine), and
+# each Dockerfile installs dependencies before copying source, so a source-only change
+# rebuilds only the last layers.
+#
+# Settings (environment):
+#   CONTAINER_ENGINE  podman (default) or docker
+#   IMAGE_REGISTRY    default ghcr.io/fareflow
+#   IMAGE_TAG         default: version from pyproject.toml; "latest" is refused
+#   BASE_IMAGE        base for all images (default: the Dockerfiles' python:3.11-slim-bookworm;
+#                     CI passes the local stand-in from images/make-base.sh)
+#   TORCH_VARIANT     cpu (default) or cuda, for the trainer and server
+#   TORCH_WHEEL_DIR   host directory holding torch wheels, mounted read-only into podman
+#                     builds (default: the first directory in PIP_FIND_LINKS or pip's
+#                     global.find-links that holds a torch wheel); empty: use the index
+#   CA_BUNDLE         host CA bundle mounted over the image's during podman builds so pip
+#                     can reach the index (default /etc/ssl/certs/ca-certificates.crt if present)
+#   BUILD_ARGS        extra arguments for the engine's build command
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+ENGINE="${CONTAINER_ENGINE:-podman}"
+REGISTRY="${IMAGE_REGISTRY:-ghcr.io/fareflow}"
+VERSION="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$root/pyproject.toml")"
+TAG="${IMAGE_TAG:-$VERSION}"
+TORCH_VARIANT="${TORCH_VARIANT:-cpu}"
+CA_BUNDLE="${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}"
+read -r -a extra_args <<<"${BUILD_ARGS:-}"
+
+if [[ -z $TAG || $TAG == latest ]]; then
+  echo "build: IMAGE_TAG must be a fixed version, not '${TAG}' (kind/KServe would try to pull it)" >&2
+  exit 2
+fi
+case $TORCH_VARIANT in cpu | cuda) ;; *) echo "build: TORCH_VARIANT must be cpu or cuda" >&2; exit 2 ;; esac
+
+# The torch pin comes from pyproject.toml so the image matches what the tests use.
+TORCH_VERSION="$(python3 "$here/requirements-from-pyproject.py" "$root/pyproject.toml" train | sed -n 's/^torch==//p')"
+[[ -n $TORCH_VERSION ]] || { echo "build: no torch== pin in pyproject.toml [train]" >&2; exit 1; }
+
+if [[ -z ${TORCH_WHEEL_DIR+set} ]]; then
+  TORCH_WHEEL_DIR=""
+  for dir in ${PIP_FIND_LINKS:-} $(pip config get global.find-links 2>/dev/null || true); do
+    dir="${dir#file://}"
+    if compgen -G "$dir/torch-${TORCH_VERSION}*.whl" >/dev/null; then TORCH_WHEEL_DIR="$dir"; break; fi
+  done
+fi
+
+names=("$@")
+((${#names[@]})) || names=(component trainer server)
+
+common=(--build-arg "VERSION=$VERSION")
+[[ -n ${BASE_IMAGE:-} ]] && common+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+if [[ $ENGINE == podman ]]; then
+  # docker format keeps SHELL (pipefail) and LABELs; OCI format drops SHELL.
+  common+=(--format docker --layers)
+  if [[ -n ${BASE_IMAGE:-} ]] && podman image exists "$BASE_IMAGE"; then common+=(--pull=never); fi
+  if [[ -n $CA_BUNDLE && -f $CA_BUNDLE ]]; then
+    common+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro"
+      --build-arg "PIP_CERT=/etc/ssl/certs/ca-certificates.crt")
+  fi
+fi
+
+for name in "${names[@]}"; do
+  dockerfile="$here/$name/Dockerfile"
+  [[ -f $dockerfile ]] || { echo "build: no image '$name' ($dockerfile)" >&2; exit 2; }
+  ref="$REGISTRY/$name:$TAG"
+  args=("${common[@]}")
+  if [[ $name != component ]]; then
+    args+=(--build-arg "TORCH_VARIANT=$TORCH_VARIANT" --build-arg "TORCH_VERSION=$TORCH_VERSION")
+    if [[ $ENGINE == podman && $TORCH_VARIANT == cpu && -n $TORCH_WHEEL_DIR ]]; then
+      args+=(-v "$TORCH_WHEEL_DIR:/wheels:ro" --build-arg "TORCH_FIND_LINKS=/wheels")
+    fi
+  fi
+  [[ $ENGINE == podman ]] && args+=(--ignorefile "$here/$name/Dockerfile.dockerignore")
+  echo "build: $ref  (engine $ENGINE, base ${BASE_IMAGE:-Dockerfile default}, torch $TORCH_VERSION/$TORCH_VARIANT${TORCH_WHEEL_DIR:+ from $TORCH_WHEEL_DIR})"
+  start=$SECONDS
+  "$ENGINE" build "${args[@]}" "${extra_args[@]}" -f "$dockerfile" -t "$ref" "$root"
+  echo "build: $ref built in $((SECONDS - start))s"
+done

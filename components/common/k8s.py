@@ -43,7 +43,7 @@ SERVING_RUNTIME = "fareflow-server"
 MODEL_FORMAT = "fareflow"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_POOL_LABEL = "fareflow.io/pool"
-NON_ROOT_UID = 1000
+NON_ROOT_UID = 10001  # high UID (no clash with node users); images must not rely on their own UID
 DEPLOYMENT_MODES = ("Standard", "RawDeployment", "Knative", "Serverless")
 PROTOCOLS = ("v1", "v2")
 

@@ -139,29 +139,23 @@ def test_fan_out_and_in_process_paths_give_identical_results(raw_dir, tmp_path):
 
 
 def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
-    """Merged per-partition bottom-k == bottom-k over all clean rows at once (and seed matters)."""
-    import duckdb
-
+    """Merged per-partition bottom-k == the k smallest hash keys over all clean rows (seeded)."""
     k = 40
-    runs = {}
-    for seed in (1, 2):
-        res = core.run_quality(
-            core.QualityConfig(
-                input=str(raw_dir), output=str(tmp_path / f"s{seed}"), workers=1, reservoir_rows=k, seed=seed
-            )
+
+    def run(name, seed, rows):
+        cfg = core.QualityConfig(
+            input=str(raw_dir), output=str(tmp_path / name), workers=1, reservoir_rows=rows, seed=seed
         )
-        runs[seed] = res
-        partials = tmp_path / f"s{seed}_stats" / "partitions"
-        all_clean = pa.concat_tables(
-            pq.read_table(p) for p in sorted(partials.rglob(core.PARTIAL_RESERVOIR))
-        )  # per-partition k each: enough to check the global k
-        con = duckdb.connect()
-        con.register("raw_input", pa.Table.from_pylist([], schema=contract.RAW_SCHEMA))
-        expected = sorted(
-            all_clean.to_pylist(), key=lambda r: (r[core.SAMPLE_KEY], r["source_file"], r["source_line"])
-        )[:k]
-        assert res.reservoir["objectid"].to_pylist() == [r["objectid"] for r in expected]
-    assert set(runs[1].reservoir["objectid"].to_pylist()) != set(runs[2].reservoir["objectid"].to_pylist())
+        return core.run_quality(cfg)
+
+    everything = run("all", 1, 10_000)  # k above the partition sizes: partial samples hold every clean row
+    keyed = pa.concat_tables(
+        pq.read_table(p) for p in (tmp_path / "all_stats" / "partitions").rglob(core.PARTIAL_RESERVOIR)
+    )
+    assert keyed.num_rows == everything.summary["rows_clean"]
+    expected = keyed.sort_by([(core.SAMPLE_KEY, "ascending")]).slice(0, k)["objectid"].to_pylist()
+    assert run("k", 1, k).reservoir["objectid"].to_pylist() == expected
+    assert set(run("other_seed", 2, k).reservoir["objectid"].to_pylist()) != set(expected)
 
 
 def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):

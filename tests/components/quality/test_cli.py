@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from components.quality.__main__ import main
+from pipelines.cli import main as fareflow
+
+from .rawdata import raw_table, write_raw
+
+
+def test_cli_writes_outputs_summary_and_report(raw_dir, tmp_path, capsys):
+    out = tmp_path / "clean"
+    rc = main(
+        [
+            "--input", str(raw_dir), "--output", str(out), "--workers", "1",
+            "--report-dir", str(tmp_path / "report"), "--summary-json", str(tmp_path / "s.json"),
+            "--max-reject-pct", "pickup_outside_file_month=2", "--max-reject-pct", "dropoff_before_pickup=2",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert {"rows_in", "rows_clean", "rows_rejected", "rejected_by_rule", "gate_passed"} <= set(summary)
+    assert summary["gate_passed"] is True
+    assert summary["rows_in"] == summary["rows_clean"] + summary["rows_rejected"] == 1200
+    assert (tmp_path / "clean_rejected").is_dir() and (tmp_path / "clean_stats" / "stats.json").is_file()
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.html", "report.md", "summary.json"}
+    assert "1,200 rows in" in capsys.readouterr().out
+
+
+def test_gate_failure_exits_non_zero_with_one_line_reason(tmp_path):
+    bad = raw_table(200, 2015, 1, defects={"missing_fare": 20})
+    write_raw(tmp_path / "raw", [bad])
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.quality", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "c"),
+         "--summary-json", str(tmp_path / "s.json"), "--workers", "1", "--quiet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "components.quality: error: quality gate failed: missing_fare rejected 10.00% of rows (allowed 3.00%)"
+    ]
+    assert json.loads((tmp_path / "s.json").read_text())["gate_passed"] is False
+    # a rules file raising the threshold lets the same data through; --no-gate only warns
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: missing_fare\n    max_reject_pct: 12\n")
+    args = [
+        "--input",
+        str(tmp_path / "raw"),
+        "--output",
+        str(tmp_path / "c"),
+        "--workers",
+        "1",
+        "--overwrite",
+    ]
+    assert main([*args, "--rules", str(rules)]) == 0
+    assert main([*args, "--no-gate"]) == 0
+
+
+def test_unusable_input_and_bad_options_exit_2(tmp_path, capsys):
+    assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("components.quality: error:") and "not a directory" in err and "\n" not in err
+    (tmp_path / "r.yaml").write_text("rules:\n  - {name: x, description: d, reject_if: NOPE > 1}\n")
+    assert (
+        main(["--input", str(tmp_path), "--output", str(tmp_path / "c"), "--rules", str(tmp_path / "r.yaml")])
+        == 2
+    )
+    assert "rule 'x': invalid reject_if" in capsys.readouterr().err
+
+
+def test_fareflow_quality_dispatches_to_the_cli(raw_dir, tmp_path):
+    assert (
+        fareflow(
+            ["quality", "--input", str(raw_dir), "--output", str(tmp_path / "c"), "--no-gate", "--quiet"]
+        )
+        == 0
+    )
+    assert (tmp_path / "c" / "year=2015" / "month=1" / "part-0.parquet").is_file()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "quality", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "--max-reject-pct" in proc.stdout

@@ -541,7 +541,6 @@ def _choice_table(pairs) -> tuple[pa.Array, np.ndarray]:
 class _MonthContext:
     year: int
     month: int
-    hour_start: np.ndarray  # datetime64[h] of each hour of the month
     hour_weekday: np.ndarray
     hour_of_day: np.ndarray
     hour_p: np.ndarray  # pick-up probability of each hour
@@ -564,7 +563,6 @@ def _month_context(year: int, month: int) -> _MonthContext:
     return _MonthContext(
         year=year,
         month=month,
-        hour_start=np.arange(np.datetime64(first, "h"), np.datetime64(first, "h") + n),
         hour_weekday=weekday,
         hour_of_day=hod,
         hour_p=p / p.sum(),

@@ -382,7 +382,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m components.common.k8s",
-        description="Print a PyTorchJob, MPIJob or InferenceService as YAML (dry run; nothing is applied).",
+        description="Print a PyTorchJob, MPIJob or InferenceService as YAML (dry run; nothing is applied). "
+        "Arguments after -- go to the training module.",
     )
     p.add_argument("kind", choices=["pytorchjob", "mpijob", "inferenceservice"])
     p.add_argument("--name", default="fareflow-train")
@@ -397,14 +398,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment-mode", default="Standard", choices=DEPLOYMENT_MODES)
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=3)
-    p.add_argument("args", nargs="*", help="arguments passed to the training module")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .images import TRAINER_IMAGE
 
-    ns = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, _, module_args = (
+        (argv[: argv.index("--")], True, argv[argv.index("--") + 1 :])
+        if "--" in argv
+        else (
+            argv,
+            False,
+            [],
+        )
+    )
+    ns = _parser().parse_args(own)
+    ns.args = module_args
     gpu = GpuScheduling(gpus_per_pod=ns.gpus) if ns.gpus else None
     image = ns.image or TRAINER_IMAGE
     if ns.kind == "pytorchjob":

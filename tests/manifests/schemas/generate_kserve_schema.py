@@ -20,8 +20,14 @@ import sys
 ROOTS = ["V1beta1InferenceService", "V1alpha1ServingRuntime"]
 K8S_GROUPS = {"K8sIoApiAppsV1": "io.k8s.api.apps.v1."}
 DEEP = {
-    "V1beta1InferenceService", "V1beta1InferenceServiceSpec", "V1beta1PredictorSpec", "V1beta1ModelSpec",
-    "V1beta1ModelFormat", "V1alpha1ServingRuntime", "V1alpha1ServingRuntimeSpec", "V1alpha1SupportedModelFormat",
+    "V1beta1InferenceService",
+    "V1beta1InferenceServiceSpec",
+    "V1beta1PredictorSpec",
+    "V1beta1ModelSpec",
+    "V1beta1ModelFormat",
+    "V1alpha1ServingRuntime",
+    "V1alpha1ServingRuntimeSpec",
+    "V1alpha1SupportedModelFormat",
 }
 
 
@@ -32,9 +38,12 @@ def load_models(root: pathlib.Path) -> dict[str, tuple[dict, dict]]:
         for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
             maps = {}
             for stmt in cls.body:
-                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
-                    if stmt.targets[0].id in ("openapi_types", "attribute_map"):
-                        maps[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+                if (
+                    isinstance(stmt, ast.Assign)
+                    and isinstance(stmt.targets[0], ast.Name)
+                    and stmt.targets[0].id in ("openapi_types", "attribute_map")
+                ):
+                    maps[stmt.targets[0].id] = ast.literal_eval(stmt.value)
             if len(maps) == 2:
                 models[cls.name] = (maps["openapi_types"], maps["attribute_map"])
     return models
@@ -45,8 +54,14 @@ def type_schema(t: str, models: dict) -> dict:
         return {"type": "array", "items": type_schema(m.group(1), models)}
     if m := re.fullmatch(r"dict\(str, (.+)\)", t):
         return {"type": "object", "additionalProperties": type_schema(m.group(1), models)}
-    simple = {"str": {"type": "string"}, "int": {"type": "integer"}, "bool": {"type": "boolean"},
-              "float": {"type": "number"}, "object": {}, "ResourceQuantity": {"type": ["string", "number"]}}
+    simple = {
+        "str": {"type": "string"},
+        "int": {"type": "integer"},
+        "bool": {"type": "boolean"},
+        "float": {"type": "number"},
+        "object": {},
+        "ResourceQuantity": {"type": ["string", "number"]},
+    }
     if t in simple:
         return simple[t]
     if t in DEEP:
@@ -55,12 +70,12 @@ def type_schema(t: str, models: dict) -> dict:
         return {"type": "object"}
     for prefix, group in K8S_GROUPS.items():
         if t.startswith(prefix):
-            return {"$ref": f"_definitions.json#/definitions/{group}{t[len(prefix):]}"}
+            return {"$ref": f"_definitions.json#/$defs/{group}{t[len(prefix) :]}"}
     if t.startswith("V1"):
         name = t[2:]
         if name == "ObjectMeta":
-            return {"$ref": "_definitions.json#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
-        return {"$ref": f"_definitions.json#/definitions/io.k8s.api.core.v1.{name}"}
+            return {"$ref": "_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+        return {"$ref": f"_definitions.json#/$defs/io.k8s.api.core.v1.{name}"}
     raise SystemExit(f"unmapped type {t}")
 
 

@@ -1,0 +1,218 @@
+"""Builders in components.common.k8s and the API wrapper in components.common.k8s_api."""
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from components.common import k8s, k8s_api
+from components.common.errors import UserError
+
+IMAGE = "ghcr.io/fareflow/trainer:0.1.0"
+
+
+def pods(job: dict) -> dict[str, dict]:
+    key = "pytorchReplicaSpecs" if job["kind"] == "PyTorchJob" else "mpiReplicaSpecs"
+    return {role: spec["template"]["spec"] for role, spec in job["spec"][key].items()}
+
+
+def assert_hardened(pod: dict) -> None:
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert set(c["resources"]["requests"]) >= {"cpu", "memory"}
+        assert set(c["resources"]["limits"]) >= {"cpu", "memory"}
+        assert {"/tmp", "/dev/shm"} <= {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_pytorch_job_has_master_and_workers_running_torchrun():
+    job = k8s.pytorch_job("train", IMAGE, "components.train", ["--epochs", "2"], workers=3, nproc_per_node=1)
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["metadata"]["namespace"] == "fareflow"
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 3
+    for pod in pods(job).values():
+        (c,) = pod["containers"]
+        assert c["name"] == "pytorch"
+        assert c["command"] == ["torchrun", "--module", "components.train"] and c["args"] == ["--epochs", "2"]
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+        assert "nvidia.com/gpu" not in c["resources"]["limits"]
+        assert_hardened(pod)
+    assert pods(job)["Master"] is not pods(job)["Worker"]
+    assert "&id" not in yaml.safe_dump(job)
+
+
+def test_gpu_scheduling_adds_selector_toleration_and_limit():
+    gpu = k8s.GpuScheduling(gpus_per_pod=2)
+    job = k8s.pytorch_job("train", IMAGE, "m", workers=1, nproc_per_node=2, gpu=gpu)
+    for pod in pods(job).values():
+        assert pod["nodeSelector"] == {"fareflow.io/pool": "gpu"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    mpi = k8s.mpi_job("hvd", IMAGE, "m", workers=2, gpu=gpu)
+    assert "nodeSelector" not in pods(mpi)["Launcher"]  # the launcher needs no GPU
+    assert pods(mpi)["Worker"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_mpi_job_launcher_runs_horovodrun_over_all_slots():
+    job = k8s.mpi_job("hvd", IMAGE, "components.train", ["--lr", "0.01"], workers=3, slots_per_worker=2)
+    assert job["spec"]["slotsPerWorker"] == 2
+    launcher = pods(job)["Launcher"]["containers"][0]
+    assert launcher["command"][:3] == ["horovodrun", "-np", "6"]
+    assert launcher["args"] == ["python", "-m", "components.train", "--lr", "0.01"]
+    assert job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 3
+    for pod in pods(job).values():
+        assert_hardened(pod)
+
+
+def test_inference_service_standard_mode_v2_with_autoscaling():
+    isvc = k8s.inference_service("taxi-fare", "s3://mlpipeline/models/1", min_replicas=2, max_replicas=5)
+    ann = isvc["metadata"]["annotations"]
+    assert ann["serving.kserve.io/deploymentMode"] == "Standard"
+    assert ann["serving.kserve.io/autoscalerClass"] == "hpa"
+    pred = isvc["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (2, 5)
+    model = pred["model"]
+    assert model["protocolVersion"] == "v2" and model["runtime"] == "fareflow-server"
+    assert model["modelFormat"] == {"name": "fareflow"} and model["storageUri"] == "s3://mlpipeline/models/1"
+    assert model["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pred["serviceAccountName"] == "fareflow-serving"
+
+
+def test_knative_mode_allows_scale_to_zero_but_standard_does_not():
+    isvc = k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", min_replicas=0)
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
+    with pytest.raises(UserError, match="scale to zero needs the Knative mode"):
+        k8s.inference_service("x", "s3://b/m", min_replicas=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: k8s.pytorch_job("Bad_Name", IMAGE, "m"), "DNS-1123"),
+        (lambda: k8s.pytorch_job("t", IMAGE, "m", workers=-1), "workers"),
+        (lambda: k8s.pytorch_job("t", IMAGE, "m", nproc_per_node=4, gpu=k8s.GpuScheduling(2)), "exceeds"),
+        (lambda: k8s.mpi_job("t", IMAGE, "m", workers=0), "workers"),
+        (lambda: k8s.GpuScheduling(gpus_per_pod=0), "gpus_per_pod"),
+        (lambda: k8s.inference_service("x", "s3://b/m", protocol="v3"), "protocol"),
+        (lambda: k8s.inference_service("x", "/local/path"), "storage_uri"),
+        (lambda: k8s.inference_service("x", "s3://b/m", min_replicas=3, max_replicas=2), "max_replicas"),
+    ],
+)
+def test_bad_settings_are_user_errors(call, message):
+    with pytest.raises(UserError, match=message):
+        call()
+
+
+def test_dry_run_prints_yaml(capsys):
+    assert (
+        k8s.main(["pytorchjob", "--name", "t", "--workers", "2", "--gpus", "1", "--", "--epochs", "1"]) == 0
+    )
+    (doc,) = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert doc["kind"] == "PyTorchJob" and doc["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+    assert doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"] == [
+        "--epochs",
+        "1",
+    ]
+
+
+class FakeCustomObjects:
+    """In-memory stand-in for kubernetes.client.CustomObjectsApi."""
+
+    def __init__(self):
+        self.store: dict[tuple, dict] = {}
+        self.calls: list[str] = []
+        self.status_script: list[dict] = []
+
+    def _key(self, group, version, ns, plural, name):
+        return (group, version, ns, plural, name)
+
+    def create_namespaced_custom_object(self, group, version, ns, plural, body):
+        self.calls.append("create")
+        key = self._key(group, version, ns, plural, body["metadata"]["name"])
+        if key in self.store:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.store[key] = body
+        return body
+
+    def patch_namespaced_custom_object(self, group, version, ns, plural, name, body):
+        self.calls.append("patch")
+        self.store[self._key(group, version, ns, plural, name)] = body
+        return body
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name):
+        key = self._key(group, version, ns, plural, name)
+        if key not in self.store:
+            raise ApiException(status=404, reason="NotFound")
+        obj = dict(self.store[key])
+        if self.status_script:
+            obj["status"] = self.status_script.pop(0)
+        return obj
+
+    def delete_namespaced_custom_object(self, group, version, ns, plural, name, body=None):
+        key = self._key(group, version, ns, plural, name)
+        if key not in self.store:
+            raise ApiException(status=404, reason="NotFound")
+        del self.store[key]
+
+
+@pytest.fixture
+def api():
+    return FakeCustomObjects()
+
+
+def cond(type_, status="True", **kw):
+    return {"conditions": [{"type": type_, "status": status, **kw}]}
+
+
+def test_apply_creates_then_patches(api):
+    job = k8s.pytorch_job("t", IMAGE, "m")
+    k8s_api.apply(job, api=api)
+    k8s_api.apply(job, api=api)
+    assert api.calls == ["create", "create", "patch"]  # the second create answers 409
+    assert ("kubeflow.org", "v1", "fareflow", "pytorchjobs", "t") in api.store
+
+
+def test_get_and_delete_missing_objects(api):
+    assert k8s_api.get("MPIJob", "nope", "fareflow", api=api) is None
+    assert k8s_api.delete("MPIJob", "nope", "fareflow", api=api) is False
+    k8s_api.apply(k8s.mpi_job("h", IMAGE, "m"), api=api)
+    assert k8s_api.delete("MPIJob", "h", "fareflow", api=api) is True
+
+
+def test_wait_returns_when_job_succeeds(api):
+    k8s_api.apply(k8s.pytorch_job("t", IMAGE, "m"), api=api)
+    api.status_script = [cond("Created"), cond("Running"), cond("Succeeded")]
+    sleeps = []
+    obj = k8s_api.wait("PyTorchJob", "t", "fareflow", poll=1, api=api, sleep=sleeps.append)
+    assert k8s_api.condition(obj, "Succeeded") and len(sleeps) == 2
+
+
+def test_wait_raises_when_job_fails(api):
+    k8s_api.apply(k8s.pytorch_job("t", IMAGE, "m"), api=api)
+    api.status_script = [cond("Failed", reason="BackoffLimitExceeded", message="master failed")]
+    with pytest.raises(UserError, match="Failed: BackoffLimitExceeded master failed"):
+        k8s_api.wait("PyTorchJob", "t", "fareflow", api=api, sleep=lambda s: None)
+
+
+def test_wait_times_out_on_not_ready_inference_service(api):
+    k8s_api.apply(k8s.inference_service("isvc", "s3://b/m"), api=api)
+    api.status_script = [cond("Ready", status="False")] * 5
+    now = iter(range(100))
+    with pytest.raises(UserError, match="no Ready condition after 3s"):
+        k8s_api.wait(
+            "InferenceService",
+            "isvc",
+            "fareflow",
+            timeout=3,
+            api=api,
+            sleep=lambda s: None,
+            clock=lambda: next(now),
+        )
+
+
+def test_unknown_kind_is_a_user_error(api):
+    with pytest.raises(UserError, match="kind 'Deployment'"):
+        k8s_api.get("Deployment", "x", "fareflow", api=api)

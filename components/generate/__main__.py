@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -41,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"generate: {result.rows:,} rows in {len(result.files)} file(s) under {config.out} "
         f"in {result.seconds:.1f}s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s); "
-        f"clean rows {truth['clean']['rows']:,}, fare mean {truth['clean']['fare_mean']:.2f} "
-        f"std {truth['clean']['fare_std']:.2f}, best RMSE {truth['best_rmse']:.3f}"
+        f"clean rows {truth['clean']['rows']:,}, fare mean {_fmt(truth['clean']['fare_mean'])} "
+        f"std {_fmt(truth['clean']['fare_std'])}, best RMSE {_fmt(truth['best_rmse'], 3)}"
     )
     return 0
 

@@ -964,6 +964,11 @@ def _commit(path: Path) -> None:
     os.replace(_partial(path), path)
 
 
+def _num(x: float) -> float | None:
+    """Rounded for truth.json; None (JSON null) where undefined (no clean rows)."""
+    return round(float(x), 6) if np.isfinite(x) else None
+
+
 def _truth(config: GenerateConfig, months, file_rows: list[dict], counts: dict) -> dict:
     rows = counts["rows"]
     n = counts["clean_rows"]
@@ -1005,12 +1010,12 @@ def _truth(config: GenerateConfig, months, file_rows: list[dict], counts: dict) 
                 "fare or coordinates, exact duplicate rows removed"
             ),
             "rows": n,
-            "fare_mean": round(mean, 6),
-            "fare_std": round(std, 6),
-            "mean_baseline_rmse": round(std, 6),
+            "fare_mean": _num(mean),
+            "fare_std": _num(std),
+            "mean_baseline_rmse": _num(std),
         },
-        "best_rmse": round(best, 6),
+        "best_rmse": _num(best),
         "best_rmse_definition": "RMSE of E[fare | origin, destination, pick-up time] against the fare, clean rows",
-        "best_r2": round(1 - best**2 / var, 6) if n else None,
+        "best_r2": _num(1 - best**2 / var) if n and var > 0 else None,
         "model": model_parameters(),
     }

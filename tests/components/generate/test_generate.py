@@ -361,3 +361,11 @@ def test_cli_bad_months_exits_2_with_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1 and "--months 'garbage'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_tiny_run_writes_strict_json(tmp_path):
+    result = generate(GenerateConfig(out=str(tmp_path), rows=1, months="2015-01"))
+    assert len((tmp_path / "taxi_2015_01.txt").read_text().splitlines()) == 2
+    text = (tmp_path / gen.TRUTH_FILE).read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert result.truth["rows"] == 1

@@ -1,0 +1,57 @@
+# Cluster path: kind cluster, platform install, end-to-end test, manifest checks.
+# Included from the top-level Makefile. `images` and `kind-load` come from images/images.mk
+# (they receive FAREFLOW_IMAGE_TAG and KIND_CLUSTER).
+
+PYTHON ?= .venv/bin/python
+KIND ?= kind
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= fareflow
+FAREFLOW_IMAGE_TAG ?= 0.1.0
+KEEP_CLUSTER ?= 0
+DRY_RUN ?= 0
+RUN_TIMEOUT ?= 3600
+ISVC_NAME ?= taxi-fare
+PIPELINE_PARAMS ?=
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+KIND_NODE_IMAGE ?= $(shell . manifests/versions.env && echo $$KIND_NODE_IMAGE)
+# The driver runs from other directories' point of view: pass python as an absolute path.
+KIND_TEST_PYTHON = $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON))
+
+.PHONY: kind-up kind-down platform-install kind-test kind-test-dry manifests-render manifests-check \
+	checkov-venv manifests-policy
+
+kind-up: ## create the kind cluster from manifests/kind/kind-config.yaml (KIND_CLUSTER)
+	$(KIND) get clusters | grep -Fxq $(KIND_CLUSTER) || \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE) \
+	    --config manifests/kind/kind-config.yaml --wait 5m
+
+kind-down: ## delete the kind cluster (KIND_CLUSTER)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+platform-install: ## install cert-manager, KFP, Training Operator, KServe (pinned) into the current context
+	DRY_RUN=$(DRY_RUN) bash manifests/scripts/install-platform.sh
+
+kind-test: ## end to end on kind: cluster, platform, images, pipeline run, inference (KEEP_CLUSTER=1 keeps it)
+	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(FAREFLOW_IMAGE_TAG) KEEP_CLUSTER=$(KEEP_CLUSTER) \
+	  DRY_RUN=$(DRY_RUN) RUN_TIMEOUT=$(RUN_TIMEOUT) ISVC_NAME=$(ISVC_NAME) \
+	  PIPELINE_PARAMS="$(PIPELINE_PARAMS)" PYTHON=$(KIND_TEST_PYTHON) MAKE="$(MAKE)" \
+	  bash manifests/scripts/kind-test.sh
+
+kind-test-dry: ## print every command kind-test would run, with resolved versions and tags
+	$(MAKE) --no-print-directory kind-test DRY_RUN=1
+
+manifests-render: ## print the rendered kind overlay (OVERLAY=base|overlays/kind|overlays/gpu-cluster)
+	$(KUBECTL) kustomize manifests/$(or $(OVERLAY),overlays/kind)
+
+manifests-check: ## render every overlay, schema-check objects, shellcheck scripts, dry-run order
+	$(PYTHON) -m pytest -q tests/manifests tests/components/common/test_k8s.py tests/pipelines/test_submit.py \
+	  -m "not checkov"
+
+checkov-venv: ## install checkov into its own venv ($(CHECKOV_VENV)): it pins many packages
+	test -x $(CHECKOV_VENV)/bin/checkov || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+
+manifests-policy: checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov FAREFLOW_REQUIRE_CHECKOV=1 \
+	  $(PYTHON) -m pytest -q tests/manifests/test_policy.py -m checkov

@@ -1,0 +1,183 @@
+"""Quality step benchmark: the component vs the same rules written plainly in pandas.
+
+Both read the same ingested data set (generator -> ingest, built once under ``workdir``),
+apply the default rule set (first failed rule per row), write clean and rejected Parquet
+and compute the population mean/std; each runs in its own child process
+(``bench.common.measure``: wall time and peak RSS). The component also writes the
+per-partition statistics, the reservoir and the profile; the baseline does not.
+
+Cases:
+- ``quality``: ``rows`` rows over 12 months, fareflow vs pandas.
+- ``quality-3-partitions``: fareflow alone on a quarter of the rows over 3 months (the same
+  rows per partition): its peak RSS next to the ``quality`` case's shows whether memory
+  grows with the number of partitions.
+
+``python -m bench.bench_quality pandas RAW OUT`` runs the baseline alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from bench.common import measure, python_cmd
+
+MONTHS_FULL = "2015-01:2015-12"
+MONTHS_QUARTER = "2015-01:2015-03"
+
+
+def ingested(workdir: Path, rows: int, months: str) -> Path:
+    """Generate + ingest once per (rows, months); reused across runs."""
+    from components.generate.core import GenerateConfig, generate
+    from components.ingest.core import IngestConfig, ingest
+
+    tag = f"{rows}-{months.replace(':', '_')}"
+    raw = workdir / f"quality-raw-{tag}"
+    if (raw / "_SUCCESS").exists():
+        return raw
+    src = workdir / f"quality-src-{tag}"
+    if not (src / "truth.json").exists():
+        shutil.rmtree(src, ignore_errors=True)
+        generate(GenerateConfig(out=str(src), rows=rows, months=months, seed=0))
+    shutil.rmtree(raw, ignore_errors=True)
+    ingest(IngestConfig(source=str(src), output=str(raw)))
+    return raw
+
+
+def _fareflow(raw: Path, out: Path) -> list[str]:
+    return python_cmd(
+        "-m", "components.quality", "--input", str(raw), "--output", str(out / "clean"),
+        "--overwrite", "--no-gate", "--quiet",
+    )  # fmt: skip
+
+
+def _row(case: str, impl: str, rows: int, m: dict) -> dict:
+    return {
+        "case": case,
+        "impl": impl,
+        "rows": rows,
+        "seconds": round(m["seconds"], 3),
+        "rows_per_s": round(rows / m["seconds"]),
+        "peak_rss_mb": round(m["peak_rss_mb"], 1),
+    }
+
+
+def run(workdir: Path, rows: int) -> list[dict]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "quality-out"
+    results = []
+    raw = ingested(workdir, rows, MONTHS_FULL)
+    for impl, cmd in (
+        ("pandas", python_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas"))),
+        ("fareflow", _fareflow(raw, out / "fareflow")),
+    ):
+        shutil.rmtree(out, ignore_errors=True)
+        results.append(_row("quality", impl, rows, measure(cmd)))
+    quarter = ingested(workdir, rows // 4, MONTHS_QUARTER)
+    shutil.rmtree(out, ignore_errors=True)
+    results.append(
+        _row("quality-3-partitions", "fareflow", rows // 4, measure(_fareflow(quarter, out / "q")))
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+# --- the plain pandas baseline --------------------------------------------------------
+
+
+def pandas_quality(raw: str, out: str) -> dict:
+    """The default rules, first failed rule per row, written the way a notebook would."""
+    import numpy as np
+    import pandas as pd
+
+    from components.common import contract
+
+    df = pd.read_parquet(raw)  # whole data set in memory (hive partitions -> year/month)
+    df["year"] = df["year"].astype(int)
+    df["month"] = df["month"].astype(int)
+    lat0, lat1 = contract.DC_LAT_RANGE[0] - 0.01, contract.DC_LAT_RANGE[1] + 0.01
+    lon0, lon1 = contract.DC_LON_RANGE[0] - 0.01, contract.DC_LON_RANGE[1] + 0.01
+    pick, drop = df["ORIGINDATETIME_TR"], df["DESTINATIONDATETIME_TR"]
+    file_month = df["source_file"].str.extract(r"taxi_(\d{4}_\d{2})\.txt$", expand=False)
+    rules = [
+        ("missing_pickup_time", pick.isna()),
+        ("missing_fare", df["FAREAMOUNT"].isna()),
+        (
+            "missing_origin_coordinates",
+            df["ORIGIN_BLOCK_LATITUDE"].isna() | df["ORIGIN_BLOCK_LONGITUDE"].isna(),
+        ),
+        (
+            "missing_destination_coordinates",
+            df["DESTINATION_BLOCK_LATITUDE"].isna() | df["DESTINATION_BLOCK_LONGITUDE"].isna(),
+        ),
+        ("fare_out_of_range", (df["FAREAMOUNT"] < 3.25) | (df["FAREAMOUNT"] > 180)),
+        (
+            "coordinates_outside_dc",
+            ~df["ORIGIN_BLOCK_LATITUDE"].between(lat0, lat1)
+            | ~df["DESTINATION_BLOCK_LATITUDE"].between(lat0, lat1)
+            | ~df["ORIGIN_BLOCK_LONGITUDE"].between(lon0, lon1)
+            | ~df["DESTINATION_BLOCK_LONGITUDE"].between(lon0, lon1),
+        ),
+        (
+            "pickup_outside_file_month",
+            (pick.dt.year != df["year"])
+            | (pick.dt.month != df["month"])
+            | (file_month.notna() & (file_month != pick.dt.strftime("%Y_%m"))),
+        ),
+        ("dropoff_before_pickup", drop < pick),
+    ]
+    rule = pd.Series(pd.NA, index=df.index, dtype="object")
+    for name, mask in rules:
+        rule = rule.mask(rule.isna() & mask.fillna(False).astype(bool), name)
+    keys = [c for c in contract.RAW_COLUMNS if c != "OBJECTID"]
+    survivors = df[rule.isna()].sort_values(["source_file", "source_line"])
+    dup = survivors.duplicated(subset=keys, keep="first")
+    rule.loc[dup[dup].index] = "duplicate_trip"
+    clean_raw = df[rule.isna()]
+    lat1r, lon1r = (
+        np.radians(clean_raw["ORIGIN_BLOCK_LATITUDE"]),
+        np.radians(clean_raw["ORIGIN_BLOCK_LONGITUDE"]),
+    )
+    lat2r, lon2r = (
+        np.radians(clean_raw["DESTINATION_BLOCK_LATITUDE"]),
+        np.radians(clean_raw["DESTINATION_BLOCK_LONGITUDE"]),
+    )
+    a = np.sin((lat2r - lat1r) / 2) ** 2 + np.cos(lat1r) * np.cos(lat2r) * np.sin((lon2r - lon1r) / 2) ** 2
+    ts = clean_raw["ORIGINDATETIME_TR"]
+    clean = pd.DataFrame(
+        {
+            "objectid": clean_raw["OBJECTID"],
+            "fare": clean_raw["FAREAMOUNT"],
+            "pickup_datetime": ts,
+            "year": ts.dt.year,
+            "month": ts.dt.month,
+            "weekday": ts.dt.weekday,
+            "hour": ts.dt.hour,
+            "origin_lat": clean_raw["ORIGIN_BLOCK_LATITUDE"],
+            "origin_lon": clean_raw["ORIGIN_BLOCK_LONGITUDE"],
+            "dest_lat": clean_raw["DESTINATION_BLOCK_LATITUDE"],
+            "dest_lon": clean_raw["DESTINATION_BLOCK_LONGITUDE"],
+            "distance_km": 2 * 6371.0088 * np.arcsin(np.sqrt(a)),
+            "mileage": clean_raw["MILEAGE"],
+            "duration": clean_raw["DURATION"],
+        }
+    )
+    clean.to_parquet(f"{out}/clean", partition_cols=["year", "month"])
+    rejected = df[rule.notna()].assign(rule=rule[rule.notna()])
+    rejected.to_parquet(f"{out}/rejected", partition_cols=["year", "month"])
+    stats = {c: (clean[c].mean(), clean[c].std(ddof=0)) for c in (contract.LABEL, *contract.FEATURES)}
+    return {
+        "rows_in": len(df),
+        "rows_clean": len(clean),
+        "rejected": rule.value_counts().to_dict(),
+        "stats": stats,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "pandas":
+        Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
+        print(pandas_quality(sys.argv[2], sys.argv[3]))
+    else:
+        sys.exit("usage: python -m bench.bench_quality pandas RAW OUT")

@@ -127,7 +127,7 @@ def draw(dataset: ds.Dataset, rows: int, seed: int) -> tuple[pa.Table, np.ndarra
 
     def compact() -> None:
         nonlocal kept_tables, kept_hashes, count, threshold
-        table = pa.concat_tables(kept_tables)
+        table = pa.concat_tables(kept_tables).combine_chunks()
         h = np.concatenate(kept_hashes)
         if len(h) > rows:
             idx = np.argpartition(h, rows - 1)[:rows]
@@ -136,23 +136,40 @@ def draw(dataset: ds.Dataset, rows: int, seed: int) -> tuple[pa.Table, np.ndarra
         if len(h) >= rows:
             threshold = h.max()
 
+    def consume(table: pa.Table) -> None:
+        nonlocal count
+        h = hashing.trip_hash(table, seed, hashing.SAMPLE_SALT)
+        if threshold is not None:
+            mask = h <= threshold
+            if not mask.any():
+                return
+            table, h = table.filter(pa.array(mask)), h[mask]
+        kept_tables.append(table)
+        kept_hashes.append(h)
+        count += len(h)
+        if (threshold is None and count >= rows) or count > 2 * rows:
+            compact()
+
     try:
-        batches = dataset.to_batches(columns=contract.CLEAN_SCHEMA.names, batch_size=BATCH_ROWS)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            h = hashing.trip_hash(batch, seed, hashing.SAMPLE_SALT)
-            table = pa.Table.from_batches([batch])
-            if threshold is not None:
-                mask = h <= threshold
-                if not mask.any():
-                    continue
-                table, h = table.filter(pa.array(mask)), h[mask]
-            kept_tables.append(table)
-            kept_hashes.append(h)
-            count += len(h)
-            if (threshold is None and count >= rows) or count > 2 * rows:
-                compact()
+        # Files can hold many small row groups: gather batches into ~BATCH_ROWS-row tables
+        # so the per-call overhead of hashing and filtering stays small.
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        scan = dataset.to_batches(
+            columns=contract.CLEAN_SCHEMA.names,
+            batch_size=BATCH_ROWS,
+            batch_readahead=4,
+            fragment_readahead=2,
+        )
+        for batch in scan:
+            if batch.num_rows:
+                pending.append(batch)
+                pending_rows += batch.num_rows
+            if pending_rows >= BATCH_ROWS:
+                consume(pa.Table.from_batches(pending).combine_chunks())
+                pending, pending_rows = [], 0
+        if pending:
+            consume(pa.Table.from_batches(pending).combine_chunks())
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise UserError(f"cannot read the clean data set: {err}") from None
     if not kept_tables:

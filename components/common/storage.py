@@ -7,7 +7,18 @@ S3 settings come from the usual AWS environment variables, so MinIO / SeaweedFS 
 
 from __future__ import annotations
 
+import fnmatch
+import glob
+import io
 import os
+import posixpath
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -62,3 +73,442 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if is_http(uri):
         raise UserError(f"{uri}: http(s) is a read-only source here; give a local path or s3:// URI")
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+# --- reading sources: local files, globs, zip archives, s3://, http(s):// -------------------
+
+TEXT_SUFFIX = ".txt"
+ARCHIVE_SUFFIX = ".zip"
+_GLOB_CHARS = frozenset("*?[")
+# Read size for remote range requests (zip archives on S3 are read in place with ranged GETs).
+_RANGE_BUFFER = 8 << 20
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """One text file to read: a plain file, an archive member, an S3 object or a URL.
+
+    ``name`` is the lineage name (``taxi_2015_01.txt``, archive members as
+    ``taxi_2015.zip!taxi_2015_01.txt``); ``uri`` says where it is, for messages;
+    ``size`` is its uncompressed size in bytes when known; ``explicit`` is true when the
+    user named this very file (not found by listing a directory, prefix, glob or archive).
+    ``open()`` returns a readable binary stream the caller closes.
+    """
+
+    name: str
+    uri: str
+    size: int | None
+    explicit: bool
+    opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+
+    def open(self) -> BinaryIO:
+        return self.opener()
+
+
+def has_glob(uri: str) -> bool:
+    return any(c in _GLOB_CHARS for c in uri)
+
+
+@contextmanager
+def text_sources(uri: str) -> Iterator[list[TextSource]]:
+    """List the ``.txt`` files a source URI names, expanding ``.zip`` archives in place.
+
+    ``uri`` is a local file, directory (its ``*.txt``/``*.zip`` files, not recursive) or glob;
+    ``s3://bucket/key`` (one object), ``s3://bucket/prefix`` (every ``.txt``/``.zip`` below
+    it) or an ``s3://`` glob over keys; or an ``http(s)://`` URL of one file. Archives are
+    read in place (local: the file; S3: ranged GETs; http: spooled to a temporary file,
+    since a zip's directory is at its end). Sorted by name, so runs are deterministic.
+    Resources (spooled downloads) live until the context exits. Raises ``UserError`` for
+    a missing path, nothing matching, an unreadable archive or an unreachable endpoint.
+    """
+    with ExitStack() as stack:
+        if is_s3(uri):
+            found = _s3_sources(uri)
+        elif is_http(uri):
+            found = _http_sources(uri, stack)
+        else:
+            found = _local_sources(uri)
+        yield found
+
+
+def _expand_archive(
+    archive_name: str, archive_uri: str, open_archive: Callable[[], BinaryIO], explicit: bool
+) -> list[TextSource]:
+    """The ``.txt`` members of a zip archive, each opened by streaming decompression."""
+    try:
+        with open_archive() as fh, zipfile.ZipFile(fh) as zf:
+            members = [
+                i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(TEXT_SUFFIX)
+            ]
+    except zipfile.BadZipFile as err:
+        raise UserError(f"{archive_uri}: not a readable zip archive ({err})") from None
+    if not members and explicit:
+        raise UserError(f"{archive_uri}: the archive holds no {TEXT_SUFFIX} files")
+
+    def opener(member: str) -> Callable[[], BinaryIO]:
+        def open_member() -> BinaryIO:
+            fh = open_archive()
+            try:
+                zf = zipfile.ZipFile(fh)
+                return _ClosingStream(zf.open(member), (zf, fh))
+            except BaseException:
+                fh.close()
+                raise
+
+        return open_member
+
+    return [
+        TextSource(
+            name=f"{archive_name}!{posixpath.basename(m.filename)}",
+            uri=f"{archive_uri}!{m.filename}",
+            size=m.file_size,
+            explicit=False,
+            opener=opener(m.filename),
+        )
+        for m in sorted(members, key=lambda m: m.filename)
+    ]
+
+
+class _ClosingStream(io.RawIOBase):
+    """A readable stream that also closes the objects it was opened from."""
+
+    def __init__(self, inner: BinaryIO, owners: tuple) -> None:
+        self._inner = inner
+        self._owners = owners
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._inner.read(size)
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+            for owner in self._owners:
+                owner.close()
+        super().close()
+
+
+def _local_file_sources(path: str, explicit: bool) -> list[TextSource]:
+    name = os.path.basename(path)
+    if name.lower().endswith(ARCHIVE_SUFFIX):
+        return _expand_archive(name, path, lambda: open(path, "rb"), explicit)
+    return [
+        TextSource(
+            name=name,
+            uri=path,
+            size=os.path.getsize(path),
+            explicit=explicit,
+            opener=lambda: open(path, "rb"),
+        )
+    ]
+
+
+def _is_candidate(name: str) -> bool:
+    low = name.lower()
+    return low.endswith(TEXT_SUFFIX) or low.endswith(ARCHIVE_SUFFIX)
+
+
+def _local_sources(uri: str) -> list[TextSource]:
+    path = os.path.expanduser(uri)
+    if os.path.isfile(path):
+        return _local_file_sources(path, explicit=True)
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, n)
+            for n in os.listdir(path)
+            if _is_candidate(n) and os.path.isfile(os.path.join(path, n))
+        )
+        if not files:
+            raise UserError(f"{uri}: no {TEXT_SUFFIX} or {ARCHIVE_SUFFIX} files in this directory")
+    elif has_glob(path):
+        files = sorted(p for p in glob.glob(path) if os.path.isfile(p) and _is_candidate(p))
+        if not files:
+            raise UserError(f"{uri}: no {TEXT_SUFFIX} or {ARCHIVE_SUFFIX} files match this pattern")
+    else:
+        raise UserError(f"{uri}: no such file or directory")
+    return [s for f in files for s in _local_file_sources(f, explicit=False)]
+
+
+# --- S3 (boto3) ---
+
+
+def s3_client():
+    """A boto3 S3 client for the endpoint/region/credentials in the AWS environment variables."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        region_name=s3_region(),
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def _s3_error(uri: str, err: Exception) -> UserError:
+    from botocore.exceptions import ClientError
+
+    if isinstance(err, ClientError):
+        code = err.response.get("Error", {}).get("Code", "?")
+        msg = err.response.get("Error", {}).get("Message", "")
+        return UserError(f"{uri}: S3 error {code}{': ' + msg if msg else ''}")
+    return UserError(f"{uri}: cannot reach S3 endpoint {s3_endpoint() or '(AWS default)'}: {err}")
+
+
+def _s3_sources(uri: str) -> list[TextSource]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    client = s3_client()
+    try:
+        if has_glob(key):
+            literal = key[: min(key.index(c) for c in _GLOB_CHARS if c in key)]
+            objects = [o for o in _s3_list(client, bucket, literal) if fnmatch.fnmatchcase(o["Key"], key)]
+            explicit = False
+        else:
+            exact = [o for o in _s3_list(client, bucket, key) if o["Key"] == key] if key else []
+            if exact:
+                objects, explicit = exact, True
+            else:
+                prefix = key.rstrip("/") + "/" if key else ""
+                objects, explicit = list(_s3_list(client, bucket, prefix)), False
+    except (BotoCoreError, ClientError) as err:
+        raise _s3_error(uri, err) from None
+    objects = sorted((o for o in objects if explicit or _is_candidate(o["Key"])), key=lambda o: o["Key"])
+    if not objects:
+        raise UserError(f"{uri}: no {TEXT_SUFFIX} or {ARCHIVE_SUFFIX} objects at this location")
+    found: list[TextSource] = []
+    for obj in objects:
+        obj_uri = f"s3://{bucket}/{obj['Key']}"
+        name = posixpath.basename(obj["Key"])
+        if name.lower().endswith(ARCHIVE_SUFFIX):
+            size = obj["Size"]
+
+            def open_archive(k=obj["Key"], n=size, u=obj_uri) -> BinaryIO:
+                return io.BufferedReader(_S3RangeReader(client, bucket, k, n, u), _RANGE_BUFFER)
+
+            found += _expand_archive(name, obj_uri, open_archive, explicit)
+        else:
+
+            def open_object(k=obj["Key"], u=obj_uri) -> BinaryIO:
+                try:
+                    return client.get_object(Bucket=bucket, Key=k)["Body"]
+                except (BotoCoreError, ClientError) as err:
+                    raise _s3_error(u, err) from None
+
+            found.append(TextSource(name, obj_uri, obj["Size"], explicit, open_object))
+    return found
+
+
+def _s3_list(client, bucket: str, prefix: str) -> Iterator[dict]:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+class _S3RangeReader(io.RawIOBase):
+    """A seekable read-only view of an S3 object through ranged GETs (for zip archives)."""
+
+    def __init__(self, client, bucket: str, key: str, size: int, uri: str) -> None:
+        self._client, self._bucket, self._key, self._size, self._uri = client, bucket, key, size, uri
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        end = min(self._pos + len(buf), self._size)
+        if end <= self._pos:
+            return 0
+        try:
+            body = self._client.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end - 1}"
+            )["Body"]
+            data = body.read()
+        except (BotoCoreError, ClientError) as err:
+            raise _s3_error(self._uri, err) from None
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+# --- http(s) (urllib; TLS verified with the default trust store, SSL_CERT_FILE honoured) ---
+
+
+def _http_open(uri: str):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(uri, headers={"User-Agent": "fareflow-ingest"})
+    try:
+        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 (http/https only, checked above)
+    except urllib.error.HTTPError as err:
+        raise UserError(f"{uri}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"{uri}: cannot download: {reason}") from None
+
+
+def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
+    name = posixpath.basename(urlparse(uri).path) or urlparse(uri).netloc
+    if name.lower().endswith(ARCHIVE_SUFFIX):
+        spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fareflow-download-"))
+        path = os.path.join(spool_dir, name)
+        with _http_open(uri) as response, open(path, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+        return _expand_archive(name, uri, lambda: open(path, "rb"), True)
+    with _http_open(uri) as response:  # fail early on 404 / unreachable host
+        length = response.headers.get("Content-Length")
+    size = int(length) if length and length.isdigit() else None
+    return [TextSource(name, uri, size, True, lambda: _http_open(uri))]
+
+
+# --- writing a directory of files atomically ----------------------------------------------
+
+SUCCESS_MARKER = "_SUCCESS"
+INCOMPLETE_MARKER = "_INCOMPLETE"
+
+
+def output_is_complete(uri: str) -> bool:
+    """Whether ``uri`` holds a committed output (its ``_SUCCESS`` marker exists).
+
+    Readers of a staged output (e.g. ingest's raw Parquet on S3, where there is no
+    atomic rename) must check this before reading: files without the marker are the
+    remains of a failed or running write.
+    """
+    fs, root = resolve_filesystem(uri)
+    return fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type == pafs.FileType.File
+
+
+def require_complete(uri: str) -> None:
+    if not output_is_complete(uri):
+        raise UserError(
+            f"{uri}: no {SUCCESS_MARKER} marker: not a complete output (a failed or running write?)"
+        )
+
+
+class StagedOutput:
+    """A directory of files at a local path or ``s3://`` prefix, committed all at once.
+
+    Local: files go to a hidden sibling staging directory that is renamed into place on
+    :meth:`commit` (an existing committed output is replaced); on failure the staging
+    directory is removed, so the target is never half written.
+
+    S3 (no rename): an ``_INCOMPLETE`` marker is written first, earlier contents of the
+    prefix are deleted, files are written in place and ``_SUCCESS`` is written last, then
+    ``_INCOMPLETE`` is removed. A failed run leaves at most ``_INCOMPLETE`` and partial
+    files, never ``_SUCCESS``: readers require ``_SUCCESS`` (see :func:`require_complete`).
+
+    Both refuse to replace a non-empty location that is not a committed or failed output
+    of this class (no marker), so a wrong ``--output`` cannot wipe unrelated data.
+    Use as a context manager; leaving it with an exception aborts.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.target = resolve_filesystem(uri)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.root = ""  # where files are written until commit (a path inside self.fs)
+        self.committed = False
+
+    def __enter__(self) -> StagedOutput:
+        try:
+            self._begin()
+        except OSError as err:
+            raise UserError(f"{self.uri}: cannot write here: {err}") from None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self.committed:
+            self.abort()
+
+    def path(self, relative: str) -> str:
+        """Path (inside ``self.fs``) to write ``relative`` to; parent directories are created."""
+        full = f"{self.root}/{relative}"
+        if self.local:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+        return full
+
+    def _existing(self) -> list[str]:
+        """Relative names of the files under the target (empty if it does not exist)."""
+        info = self.fs.get_file_info(self.target)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type == pafs.FileType.File:
+            raise UserError(f"{self.uri}: exists and is a file; give a directory or prefix")
+        selector = pafs.FileSelector(self.target, recursive=True, allow_not_found=True)
+        return [
+            i.path[len(self.target) + 1 :]
+            for i in self.fs.get_file_info(selector)
+            if i.type == pafs.FileType.File
+        ]
+
+    def _begin(self) -> None:
+        existing = self._existing()
+        if existing and SUCCESS_MARKER not in existing and INCOMPLETE_MARKER not in existing:
+            raise UserError(
+                f"{self.uri}: exists and is not an output of this tool (no {SUCCESS_MARKER}); "
+                "refusing to replace it -- choose a new or empty location"
+            )
+        if self.local:
+            parent, name = os.path.split(self.target)
+            os.makedirs(parent, exist_ok=True)
+            self.root = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+            return
+        self.root = self.target
+        self._write(INCOMPLETE_MARKER, b"write in progress or failed; readers need _SUCCESS\n")
+        for name in sorted(existing, key=lambda n: n != SUCCESS_MARKER):  # _SUCCESS goes first
+            if name != INCOMPLETE_MARKER:
+                self.fs.delete_file(f"{self.target}/{name}")
+
+    def _write(self, relative: str, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path(relative)) as out:
+            out.write(data)
+
+    def commit(self, marker: bytes = b"") -> None:
+        """Write the ``_SUCCESS`` marker (``marker`` as its content) and publish the files."""
+        self._write(SUCCESS_MARKER, marker)
+        if self.local:
+            old = None
+            if os.path.lexists(self.target):
+                old = tempfile.mkdtemp(
+                    prefix=f".{os.path.basename(self.target)}.old-", dir=os.path.dirname(self.target)
+                )
+                os.rename(self.target, os.path.join(old, "previous"))
+            os.rename(self.root, self.target)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.fs.delete_file(f"{self.root}/{INCOMPLETE_MARKER}")
+        self.committed = True
+
+    def abort(self) -> None:
+        """Discard what was written (best effort; S3 keeps its ``_INCOMPLETE`` marker)."""
+        try:
+            if self.local:
+                shutil.rmtree(self.root, ignore_errors=True)
+                return
+            for name in self._existing():
+                if name != INCOMPLETE_MARKER:
+                    self.fs.delete_file(f"{self.root}/{name}")
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
+            pass

@@ -42,10 +42,15 @@ TEST_HEADERS = [
 ]
 
 
+def _mean(value: float) -> str:
+    """Means with enough digits to see a difference (coordinates agree to 4 digits)."""
+    return f"{value:.7g}"
+
+
 def _test_rows(result: SampleResult) -> list[list]:
     check = result.last.check
     return [
-        [t.split, t.column, t.n, t.population_mean, t.sample_mean, t.z, t.z_p, t.ks_stat, t.ks_p,
+        [t.split, t.column, t.n, _mean(t.population_mean), _mean(t.sample_mean), t.z, t.z_p, t.ks_stat, t.ks_p,
          "yes" if t.min_p >= check.threshold else "NO"]
         for t in check.tests
     ]  # fmt: skip
@@ -212,11 +217,20 @@ def render_markdown(result: SampleResult, lowest: int = 5) -> str:
         f"{a.check.family_size} tests, Bonferroni)",
         f"- sample size: {result.size.explanation()}",
         "",
-        f"Lowest p-values ({len(worst)} of {len(a.check.tests) * 2}):",
+        f"Lowest p-values ({len(worst)} of {len(a.check.tests)} split x column rows):",
         "",
         markdown_table(
             [
-                [t.split, t.column, t.population_mean, t.sample_mean, t.z, t.z_p, t.ks_stat, t.ks_p]
+                [
+                    t.split,
+                    t.column,
+                    _mean(t.population_mean),
+                    _mean(t.sample_mean),
+                    t.z,
+                    t.z_p,
+                    t.ks_stat,
+                    t.ks_p,
+                ]
                 for t in worst
             ],
             ["split", "column", "population mean", "sample mean", "z", "p (z)", "KS D", "p (KS)"],

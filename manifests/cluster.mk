@@ -1,12 +1,13 @@
 # Cluster path: kind cluster, platform install, end-to-end test, manifest checks.
 # Included from the top-level Makefile. `images` and `kind-load` come from images/images.mk
-# (they receive FAREFLOW_IMAGE_TAG and KIND_CLUSTER).
+# (kind-test calls them with IMAGE_TAG, KIND_CLUSTER and CONTAINER_ENGINE=docker).
 
 PYTHON ?= .venv/bin/python
 KIND ?= kind
 KUBECTL ?= kubectl
 KIND_CLUSTER ?= fareflow
-FAREFLOW_IMAGE_TAG ?= 0.1.0
+# IMAGE_TAG is images.mk's (the package version); 0.1.0 when images.mk is not included.
+KIND_TEST_IMAGE_TAG = $(or $(IMAGE_TAG),0.1.0)
 KEEP_CLUSTER ?= 0
 DRY_RUN ?= 0
 RUN_TIMEOUT ?= 3600
@@ -19,7 +20,7 @@ KIND_NODE_IMAGE ?= $(shell . manifests/versions.env && echo $$KIND_NODE_IMAGE)
 KIND_TEST_PYTHON = $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON))
 
 .PHONY: kind-up kind-down platform-install kind-test kind-test-dry manifests-render manifests-check \
-	checkov-venv manifests-policy
+	manifests-checkov-venv manifests-policy
 
 kind-up: ## create the kind cluster from manifests/kind/kind-config.yaml (KIND_CLUSTER)
 	$(KIND) get clusters | grep -Fxq $(KIND_CLUSTER) || \
@@ -33,7 +34,7 @@ platform-install: ## install cert-manager, KFP, Training Operator, KServe (pinne
 	DRY_RUN=$(DRY_RUN) bash manifests/scripts/install-platform.sh
 
 kind-test: ## end to end on kind: cluster, platform, images, pipeline run, inference (KEEP_CLUSTER=1 keeps it)
-	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(FAREFLOW_IMAGE_TAG) KEEP_CLUSTER=$(KEEP_CLUSTER) \
+	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(KIND_TEST_IMAGE_TAG) KEEP_CLUSTER=$(KEEP_CLUSTER) \
 	  DRY_RUN=$(DRY_RUN) RUN_TIMEOUT=$(RUN_TIMEOUT) ISVC_NAME=$(ISVC_NAME) \
 	  PIPELINE_PARAMS="$(PIPELINE_PARAMS)" PYTHON=$(KIND_TEST_PYTHON) MAKE="$(MAKE)" \
 	  bash manifests/scripts/kind-test.sh
@@ -48,10 +49,10 @@ manifests-check: ## render every overlay, schema-check objects, shellcheck scrip
 	$(PYTHON) -m pytest -q tests/manifests tests/components/common/test_k8s.py tests/pipelines/test_submit.py \
 	  -m "not checkov"
 
-checkov-venv: ## install checkov into its own venv ($(CHECKOV_VENV)): it pins many packages
+manifests-checkov-venv: ## install checkov into its own venv ($(CHECKOV_VENV)): it pins many packages
 	test -x $(CHECKOV_VENV)/bin/checkov || python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
-manifests-policy: checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
+manifests-policy: manifests-checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov FAREFLOW_REQUIRE_CHECKOV=1 \
 	  $(PYTHON) -m pytest -q tests/manifests/test_policy.py -m checkov

@@ -102,8 +102,9 @@ install_platform() {
 
 load_images() {
   step "build and load images (tag ${IMAGE_TAG})"
-  run "${MAKE}" -C "${REPO_ROOT}" images "FAREFLOW_IMAGE_TAG=${IMAGE_TAG}"
-  run "${MAKE}" -C "${REPO_ROOT}" kind-load "FAREFLOW_IMAGE_TAG=${IMAGE_TAG}" "KIND_CLUSTER=${CLUSTER_NAME}"
+  # images/images.mk: kind reads images from Docker, so build them with Docker here.
+  run "${MAKE}" -C "${REPO_ROOT}" images "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker
+  run "${MAKE}" -C "${REPO_ROOT}" kind-load "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker "KIND_CLUSTER=${CLUSTER_NAME}"
   # Third-party images the cluster runs: the operator's init container and PostgreSQL.
   local img
   for img in "${ALPINE_IMAGE}" "${POSTGRES_IMAGE}"; do

@@ -6,8 +6,9 @@ tests check what the tasks wrote, not only that the run returned, and check that
 failing task fails the run.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: kfp reads component annotations as types.
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,12 +86,19 @@ def test_single_task_output_comes_from_inside_the_image(docker_runner, pipeline_
 def test_two_step_pipeline_passes_artifacts_between_containers(
     docker_runner, pipeline_root: Path, leftover_containers
 ) -> None:
+    import pyarrow.parquet as pq
+
     result = two_step(n=5)
     assert result.output == 0 + 1 + 4 + 9 + 16
-    # Outputs landed on the host through DockerRunner's pipeline_root bind mount.
-    (metrics_file,) = _files(pipeline_root, "metrics")
-    text = metrics_file.read_text()
-    assert '"sum_sq": 30.0' in text.replace(" ", "").replace(":", ": ") or "30" in text, text
+    # Each task's outputs landed on the host through DockerRunner's pipeline_root bind
+    # mount, written by the image's user.
+    (run_dir,) = [p for p in pipeline_root.iterdir() if p.name.startswith("container-tier-two-step-")]
+    rows = run_dir / "write-squares" / "rows"
+    assert pq.read_table(rows).column("i").to_pylist() == [0, 1, 2, 3, 4]
+    assert rows.stat().st_uid == IMAGE_UID
+    executor_output = json.loads((run_dir / "sum-squares" / "executor_output.json").read_text())
+    (metrics,) = executor_output["artifacts"]["metrics"]["artifacts"]
+    assert metrics["metadata"] == {"rows": 5, "sum_sq": 30.0}
     assert leftover_containers() == [], "the harness must remove every container it starts"
 
 

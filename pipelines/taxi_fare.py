@@ -5,7 +5,6 @@ machine through ``kfp.local``; ``fareflow compile`` / ``fareflow submit`` turn i
 into IR YAML for Kubeflow Pipelines. Components only; no logic lives here.
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple
 

@@ -10,10 +10,12 @@ Output (local path or ``s3://`` prefix)::
 
     OUTPUT/year=2015/month=1/part-00000.parquet   contract.RAW_SCHEMA (partition keys in the path)
     OUTPUT/_quarantine/part-00000.parquet         contract.QUARANTINE_SCHEMA, unless --quarantine
+    OUTPUT/_common_metadata                       the Parquet schema (also when no row was written)
     OUTPUT/_SUCCESS                               the run summary (JSON), written last
 
-Read it with ``pyarrow.dataset.dataset(OUTPUT, partitioning=ds.partitioning(
-contract.PARTITION_SCHEMA, flavor="hive"))`` (names starting with ``_`` are ignored).
+Read it with ``pyarrow.dataset.dataset(OUTPUT, schema=..., partitioning=ds.partitioning(
+contract.PARTITION_SCHEMA, flavor="hive"))`` (names starting with ``_`` are ignored; pass
+the schema -- RAW_SCHEMA plus the partition fields -- so an empty output reads as 0 rows).
 Readers must require ``_SUCCESS`` (:func:`components.common.storage.require_complete`):
 locally the output appears by one rename, but on S3 files are written in place and only
 ``_SUCCESS`` says they are complete. Re-running on the same input writes byte-identical
@@ -725,6 +727,8 @@ class _PartitionWriter:
         for key in sorted(self.writers):
             self.writers.pop(key).close()
         self.files.sort()
+        # The schema even when no row was written (the Parquet convention readers such as Spark use).
+        pq.write_metadata(contract.RAW_SCHEMA, self.out.path("_common_metadata"), filesystem=self.out.fs)
 
     def partition_rows(self) -> dict[str, int]:
         return {f"year={k // 100}/month={k % 100}": n for k, n in sorted(self.rows.items())}
@@ -841,3 +845,16 @@ class _Worker:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+# --- kfp ------------------------------------------------------------------------------------
+
+METRIC_KEYS = ("rows_read", "rows_written", "rows_quarantined", "bytes_read", "seconds")
+
+
+def ingest_for_component(config: IngestConfig, metrics) -> dict:
+    """Run :func:`ingest` for the kfp component: no progress bar, metrics logged, summary returned."""
+    summary = ingest(IngestConfig(**{**asdict(config), "progress": False}))
+    for key in METRIC_KEYS:
+        metrics.log_metric(key, summary[key])
+    return summary

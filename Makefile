@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 .PHONY: help install run test lint format bench compile clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,5 @@ bench: install ## benchmark fareflow vs plain pandas baselines (BENCH_ROWS rows)
 clean: ## remove local run outputs and caches (keeps the venv)
 	rm -rf runs local_outputs build .pytest_cache .ruff_cache
 
--include manifests/cluster.mk
--include images/images.mk
+include manifests/cluster.mk
+include images/images.mk

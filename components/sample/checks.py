@@ -107,7 +107,8 @@ def load_population(uri: str) -> Population:
 
 
 def se_ratio(n: int, population: int) -> float:
-    """Standard error of the mean of n rows drawn without replacement, in units of sigma."""
+    """Standard error of the mean of n rows drawn without replacement from ``population``
+    rows, in units of sigma (finite-population corrected; used by the z-test)."""
     if n >= population:
         return 0.0
     return math.sqrt((population - n) / (n * max(population - 1, 1)))
@@ -117,7 +118,7 @@ def se_ratio(n: int, population: int) -> float:
 class SizeStep:
     n: int
     next_n: int
-    se_ratio: float  # SE(n) / sigma, same for every column
+    se_ratio: float  # SE(n) / sigma = 1 / sqrt(n), same for every column
     improvement_ratio: float  # (SE(n) - SE(next_n)) / sigma
     stops_improving: bool
 
@@ -138,7 +139,7 @@ class SizeChoice:
         if not chosen:
             return (
                 f"all {self.rows:,} rows: no power of two below the population size meets the rule "
-                f"(doubling improves the standard error by at least {self.tolerance:g} sigma up to the full population)."
+                f"(every doubling up to it still improves the standard error by at least {self.tolerance:g} sigma)."
             )
         s = chosen[0]
         return (
@@ -157,14 +158,18 @@ def choose_rows(
 ) -> SizeChoice:
     """Automatic sample size: where the standard error of the mean stops improving.
 
-    For a column with population std sigma, the SE of the mean of n rows drawn without
-    replacement from N is ``sigma * sqrt((N - n) / (n (N - 1)))``. Doubling n always shrinks
-    the SE by ~29%, so "stops improving" is defined on the absolute gain: n* is the smallest
-    power of two n >= 1024 (n < N) for which going to min(2n, N) rows reduces the SE of
-    *every* feature column by less than ``tolerance * sigma`` of that column. If no such n
-    exists, the whole population is used. Columns with sigma = 0 have nothing to estimate
-    and are skipped. With tolerance 3e-4 and a large population n* = 2^20: 2^19 -> 2^20
-    gains 4.0e-4 sigma, 2^20 -> 2^21 gains 2.9e-4 sigma.
+    For a column with std sigma the SE of the mean of n rows is ``sigma / sqrt(n)``.
+    Doubling n always shrinks the SE by ~29%, so "stops improving" is defined on the
+    absolute gain: n* is the smallest power of two n >= 1024 for which going to 2n rows
+    reduces the SE of *every* feature column by less than ``tolerance * sigma`` of that
+    column. If n* is not below the population size, all rows are used. Columns with
+    sigma = 0 have nothing to estimate and are skipped.
+
+    The SE here is the infinite-population one, without the finite-population correction:
+    the training sample stands for the trips the model will see, not only for this table,
+    and with the correction more data could yield a smaller sample (N = 5M would give
+    2^22, N = 6M 2^21). With tolerance 3e-4, n* = 2^20 for any population above 2^20 rows:
+    2^19 -> 2^20 gains 4.05e-4 sigma, 2^20 -> 2^21 gains 2.86e-4 sigma.
     """
     if not 0 < tolerance < 1:
         raise UserError(f"--se-tolerance: expected a number in (0, 1), got {tolerance}")
@@ -174,18 +179,14 @@ def choose_rows(
     k = MIN_AUTO_EXPONENT
     while (1 << k) < population_rows:
         n = 1 << k
-        next_n = min(2 * n, population_rows)
-        ratio, next_ratio = se_ratio(n, population_rows), se_ratio(next_n, population_rows)
+        ratio, next_ratio = 1 / math.sqrt(n), 1 / math.sqrt(2 * n)
         # Judged per column in that column's own units: gain_c = sigma_c * (ratio - next_ratio).
         stops = all(stats[c].std * (ratio - next_ratio) < tolerance * stats[c].std for c in spread)
-        steps.append(SizeStep(n, next_n, ratio, ratio - next_ratio, stops))
+        steps.append(SizeStep(n, 2 * n, ratio, ratio - next_ratio, stops))
         if stops:
             chosen = n
             # One more row of context for the report, then stop.
-            if next_n < population_rows:
-                nn = min(2 * next_n, population_rows)
-                r2 = se_ratio(nn, population_rows)
-                steps.append(SizeStep(next_n, nn, next_ratio, next_ratio - r2, True))
+            steps.append(SizeStep(2 * n, 4 * n, next_ratio, next_ratio - 1 / math.sqrt(4 * n), True))
             break
         k += 1
     return SizeChoice("auto", chosen, population_rows, tolerance, tuple(steps), tuple(spread))

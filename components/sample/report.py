@@ -171,13 +171,14 @@ def render_html(result: SampleResult) -> str:
     size_body = paragraph(result.size.explanation())
     if result.size.mode == "auto" and result.size.steps:
         size_body += paragraph(
-            "Definition: with sigma a column's population standard deviation and N the population size, the "
-            "standard error of the mean of n rows drawn without replacement is sigma * sqrt((N - n) / (n (N - 1))). "
-            "Each doubling shrinks it by about 29%, so the rule is on the absolute gain: the chosen n is the smallest "
-            "power of two (at least 1,024) where doubling would lower every feature column's standard error by less "
-            f"than {result.size.tolerance:g} of that column's sigma. Divided by sigma the curve is the same for every "
-            f"column, so all {len(result.size.columns)} feature columns with sigma > 0 agree; the SE columns below show "
-            "it in each column's own units."
+            "Definition: with sigma a column's standard deviation, the standard error of the mean of n rows is "
+            "sigma / sqrt(n). Each doubling shrinks it by about 29%, so the rule is on the absolute gain: the chosen n "
+            "is the smallest power of two (at least 1,024) where doubling would lower every feature column's standard "
+            f"error by less than {result.size.tolerance:g} of that column's sigma (all rows if that is not below the "
+            "population size). The SE is the infinite-population one: the sample stands for the trips the model will "
+            "see, and without the finite-population correction more data never yields a smaller sample. Divided by "
+            f"sigma the curve is the same for every column, so all {len(result.size.columns)} feature columns with "
+            "sigma > 0 agree; the SE columns below show it in each column's own units (population sigma)."
         )
         size_rows, size_headers = _size_rows(result)
         size_body += html_table(size_rows, size_headers) + _size_figure(result)

@@ -92,11 +92,17 @@ def test_auto_size_reproduces_the_reference_2_pow_20_on_a_large_population(popul
     by_n = {s.n: s for s in choice.steps}
     assert not by_n[2**19].stops_improving and by_n[2**20].stops_improving
     assert by_n[2**19].improvement_ratio == pytest.approx(4.05e-4, rel=0.01)
-    assert by_n[2**20].improvement_ratio == pytest.approx(2.90e-4, rel=0.01)  # 2.86e-4 without the fpc
+    assert by_n[2**20].improvement_ratio == pytest.approx(2.86e-4, rel=0.01)
     assert "2^20" in choice.explanation()
     # A looser tolerance stops earlier, a stricter one later.
     assert checks.choose_rows(50_000_000, population.columns, tolerance=1e-3).rows == 2**17
-    assert checks.choose_rows(50_000_000, population.columns, tolerance=1e-4).rows > 2**20
+    assert checks.choose_rows(50_000_000, population.columns, tolerance=1e-4).rows == 2**24
+    # Any population above 2^20 rows gets 2^20; more data never gives a smaller sample.
+    sizes = [
+        checks.choose_rows(n, population.columns, 3e-4).rows for n in (2**20 + 1, 5_000_000, 10**7, 10**9)
+    ]
+    assert sizes == [2**20] * 4
+    assert checks.choose_rows(2**20, population.columns, 3e-4).rows == 2**20  # all rows
 
 
 def test_auto_size_uses_everything_when_the_population_is_small(population):

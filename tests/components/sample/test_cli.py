@@ -42,9 +42,8 @@ def test_automatic_size_explains_itself_in_the_report(inputs, tmp_path):
         main(args(clean, stats, tmp_path / "o", "--report-dir", str(reports), "--se-tolerance", "0.01")) == 0
     )
     page = (reports / "report.html").read_text()
-    # 6,000 rows (finite-population corrected): 1024 -> 2048 gains 0.0105 sigma >= 0.01,
-    # 2048 -> 4096 gains 0.0091 sigma < 0.01, so 2^11 is where it stops improving.
-    assert "2,048 = 2^11 rows" in page and "stops improving" in page
+    # 1024 -> 2048 gains (1 - 1/sqrt 2) / 32 = 0.0092 sigma < 0.01: 2^10 is where it stops improving.
+    assert "1,024 = 2^10 rows" in page and "stops improving" in page
     assert page.count("data:image/png;base64,") == 4  # + the SE-vs-n figure
 
 

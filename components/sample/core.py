@@ -207,8 +207,9 @@ def write_splits(splits: dict[str, pa.Table], output_uri: str, shards: int) -> d
     written: dict[str, list[int]] = {}
     for name, table in splits.items():
         directory = f"{root}/{name}"
-        fs.create_dir(directory, recursive=True)
         fs.delete_dir_contents(directory, missing_dir_ok=True)  # no stale shards from an earlier run
+        if isinstance(fs, pafs.LocalFileSystem):  # object stores need no directories (nor marker objects)
+            fs.create_dir(directory, recursive=True)
         written[name] = []
         for i, (start, stop) in enumerate(shard_bounds(table.num_rows, shards)):
             pq.write_table(

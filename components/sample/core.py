@@ -15,7 +15,8 @@ How rows are chosen (see ``hashing`` for the trip key and hash):
    10% splits vary by about +-300 rows), the price of a trip's split depending on that
    trip alone.
 3. Check: every split against the population (``checks``); if any p-value is under the
-   Bonferroni threshold, draw again with seed + 1, up to ``max_attempts``.
+   Bonferroni threshold, draw again with seed + 1, up to ``max_attempts`` (just once when
+   the sample is every row: another seed would draw the same rows into the same splits).
 4. Output: per split, rows in ``h_sample`` order (a deterministic shuffle, not month
    order) cut into ``shards`` contiguous, equally sized files (sizes differ by at most one
    row): ``train/part-00000.parquet`` ... so worker i of K reads ``part-{i:05d}``.
@@ -254,10 +255,13 @@ class SampleResult:
     def failure_message(self) -> str:
         a, first = self.last, self.attempts[0].seed
         seeds = f"seed {first}" if len(self.attempts) == 1 else f"seeds {first}-{a.seed}"
+        whole = ""
+        if self.size.rows == self.size.population_rows:
+            whole = "; the sample is every row, so retries cannot help: a different --seed re-splits"
         return (
             f"sample failed the statistical check in {len(self.attempts)} attempt(s) ({seeds}); worst: "
             f"{a.check.describe_worst()} < {a.check.threshold:.3g} (alpha {a.check.alpha:g} Bonferroni over "
-            f"{a.check.family_size} tests)"
+            f"{a.check.family_size} tests){whole}"
         )
 
     def summary(self) -> dict:
@@ -337,6 +341,9 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
             f"worst {result.describe_worst()}"
         )
         if result.passed:
+            break
+        if size.rows == population_rows:
+            log("the sample is every row, so another seed would draw the same rows: not retrying")
             break
     out = SampleResult(config, size, population, attempts, splits, warnings=warnings)
     if out.passed:

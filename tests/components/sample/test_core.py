@@ -192,3 +192,13 @@ def test_failed_check_writes_no_splits_and_retries_with_next_seeds(make_inputs, 
     worst = result.last.check.worst
     assert worst.column in {"distance_km", contract.LABEL}
     assert f"worst: {worst.column} in {worst.split}:" in msg
+
+
+def test_no_pointless_retries_when_the_sample_is_every_row(make_inputs, tmp_path):
+    _, stats, table = make_inputs()
+    median = float(np.median(table.column("distance_km").to_numpy()))
+    biased = write_clean(table.filter(pc.less(table.column("distance_km"), median)), tmp_path / "biased")
+    result = core.run(core.SampleConfig(str(biased), str(stats), str(tmp_path / "o"), rows=0, max_attempts=5))
+    assert result.size.rows == result.size.population_rows == 3000  # automatic size: all rows
+    assert not result.passed and len(result.attempts) == 1
+    assert "retries cannot help" in result.failure_message()

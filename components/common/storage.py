@@ -429,12 +429,17 @@ class StagedOutput:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.root = ""  # where files are written until commit (a path inside self.fs)
         self.committed = False
+        self._s3 = None if self.local else s3_client()
 
     def __enter__(self) -> StagedOutput:
         try:
             self._begin()
         except OSError as err:
             raise UserError(f"{self.uri}: cannot write here: {err}") from None
+        except Exception as err:
+            if type(err).__module__.startswith("botocore"):
+                raise _s3_error(self.uri, err) from None
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -449,22 +454,33 @@ class StagedOutput:
         return full
 
     def _existing(self) -> list[str]:
-        """Relative names of the files under the target (empty if it does not exist)."""
+        """Relative names of the objects under the target (empty if it does not exist)."""
         info = self.fs.get_file_info(self.target)
-        if info.type == pafs.FileType.NotFound:
-            return []
         if info.type == pafs.FileType.File:
             raise UserError(f"{self.uri}: exists and is a file; give a directory or prefix")
-        selector = pafs.FileSelector(self.target, recursive=True, allow_not_found=True)
-        return [
-            i.path[len(self.target) + 1 :]
-            for i in self.fs.get_file_info(selector)
-            if i.type == pafs.FileType.File
-        ]
+        if self.local:
+            if info.type == pafs.FileType.NotFound:
+                return []
+            selector = pafs.FileSelector(self.target, recursive=True, allow_not_found=True)
+            return [
+                i.path[len(self.target) + 1 :]
+                for i in self.fs.get_file_info(selector)
+                if i.type == pafs.FileType.File
+            ]
+        # boto3 for listing and deleting on S3: it shows (and deletes) everything, including
+        # the empty "directory" objects pyarrow leaves behind when it deletes a file.
+        bucket, key = split_s3(self.uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        return [o["Key"][len(prefix) :] for o in _s3_list(self._s3, bucket, prefix)]
+
+    def _delete(self, relative: str) -> None:
+        bucket, key = split_s3(self.uri)
+        self._s3.delete_object(Bucket=bucket, Key=f"{key.rstrip('/')}/{relative}" if key else relative)
 
     def _begin(self) -> None:
         existing = self._existing()
-        if existing and SUCCESS_MARKER not in existing and INCOMPLETE_MARKER not in existing:
+        objects = [n for n in existing if n and not n.endswith("/")]  # not S3 "directory" markers
+        if objects and SUCCESS_MARKER not in objects and INCOMPLETE_MARKER not in objects:
             raise UserError(
                 f"{self.uri}: exists and is not an output of this tool (no {SUCCESS_MARKER}); "
                 "refusing to replace it -- choose a new or empty location"
@@ -478,7 +494,7 @@ class StagedOutput:
         self._write(INCOMPLETE_MARKER, b"write in progress or failed; readers need _SUCCESS\n")
         for name in sorted(existing, key=lambda n: n != SUCCESS_MARKER):  # _SUCCESS goes first
             if name != INCOMPLETE_MARKER:
-                self.fs.delete_file(f"{self.target}/{name}")
+                self._delete(name)
 
     def _write(self, relative: str, data: bytes) -> None:
         with self.fs.open_output_stream(self.path(relative)) as out:
@@ -498,7 +514,7 @@ class StagedOutput:
             if old:
                 shutil.rmtree(old, ignore_errors=True)
         else:
-            self.fs.delete_file(f"{self.root}/{INCOMPLETE_MARKER}")
+            self._delete(INCOMPLETE_MARKER)
         self.committed = True
 
     def abort(self) -> None:
@@ -509,6 +525,6 @@ class StagedOutput:
                 return
             for name in self._existing():
                 if name != INCOMPLETE_MARKER:
-                    self.fs.delete_file(f"{self.root}/{name}")
+                    self._delete(name)
         except Exception:  # noqa: BLE001 - cleanup must not hide the original error
             pass

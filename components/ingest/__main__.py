@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
+    """Run the ingest step from the command line; see ``--help``."""
     args = build_parser().parse_args(argv)
     config = IngestConfig(
         source=args.source,
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# Named explicitly so errors read "components.ingest: error: ..." under ``python -m`` too
+# (where this module's own __name__ is "__main__").
+_main.__module__ = "components.ingest.__main__"
+main = cli_entry(_main)
 
 
 if __name__ == "__main__":

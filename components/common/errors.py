@@ -16,6 +16,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+def _program_name(main: Callable) -> str:
+    """``components.ingest`` for ``components/ingest/__main__.py``, also under ``python -m``."""
+    module = getattr(main, "__module__", None) or "fareflow"
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec else "fareflow"
+    return module.removesuffix(".__main__")
+
+
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a CLI ``main(argv) -> int`` so that UserError becomes one line on stderr."""
 
@@ -23,7 +32,7 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         try:
             return main(argv)
         except UserError as err:
-            prog = getattr(main, "__module__", "fareflow").removesuffix(".__main__")
+            prog = _program_name(main)
             print(f"{prog}: error: {err}", file=sys.stderr)
             return err.exit_code
 

@@ -187,6 +187,9 @@ def test_failed_check_writes_no_splits_and_retries_with_next_seeds(make_inputs, 
     assert not result.passed
     assert [a.seed for a in result.attempts] == [4, 5, 6]
     assert not (tmp_path / "o").exists()
+    # The last attempt (seed 6) sampled other rows, but split them with the base seed 4.
+    for i, name in enumerate(core.SPLITS):
+        assert (core.split_codes(result.splits[name], 4, core.DEFAULT_FRACTIONS) == i).all()
     msg = result.failure_message()
     assert "3 attempt(s) (seeds 4-6)" in msg and "\n" not in msg
     worst = result.last.check.worst

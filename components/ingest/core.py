@@ -70,7 +70,7 @@ from components.common.progress import progress_bar
 from components.common.storage import StagedOutput, TextSource, text_sources
 
 BLOCK_SIZE = 8 << 20  # bytes of text parsed per step
-ROW_GROUP_ROWS = 1 << 17  # rows buffered per partition before a Parquet row group is written
+ROW_GROUP_ROWS = 1 << 16  # rows buffered per partition before a Parquet row group is written
 FILE_ROWS = 1 << 22  # rows per Parquet file before the next part-NNNNN file starts
 MAX_LINE = 16 << 20  # a "line" longer than this is not a trip record: stop
 QUARANTINE_DIR = "_quarantine"
@@ -694,7 +694,7 @@ class _PartitionWriter:
             self.rows_written += part.num_rows
             if self.buffered[key] >= ROW_GROUP_ROWS:
                 self._flush(key)
-        if sum(self.buffered.values()) > 4 * ROW_GROUP_ROWS:  # many partitions at once: bound memory
+        if sum(self.buffered.values()) > 2 * ROW_GROUP_ROWS:  # many partitions at once: bound memory
             self._flush(max(self.buffered, key=self.buffered.__getitem__))
 
     def _flush(self, key: int) -> None:

@@ -8,14 +8,18 @@ from pathlib import Path
 from components.common.errors import cli_entry
 
 
-def compile_pipeline(output_path: str) -> str:
-    """Compile ``taxi_fare_pipeline`` to ``output_path`` (IR YAML); return the path."""
+def compile_pipeline(output_path: str, quality_fan_out: bool = True) -> str:
+    """Compile the pipeline to ``output_path`` (IR YAML); return the path.
+
+    ``quality_fan_out`` (default on for the cluster): one quality task per month partition.
+    """
     from kfp import compiler
 
-    from pipelines.taxi_fare import taxi_fare_pipeline
+    from pipelines.taxi_fare import build_pipeline
 
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=taxi_fare_pipeline, package_path=output_path)
+    pipeline = build_pipeline(quality_fan_out=quality_fan_out)
+    compiler.Compiler().compile(pipeline_func=pipeline, package_path=output_path)
     return output_path
 
 
@@ -23,9 +27,15 @@ def compile_pipeline(output_path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fareflow compile", description=__doc__)
     parser.add_argument("--output", default="taxi_fare_pipeline.yaml", help="IR YAML path to write")
+    parser.add_argument(
+        "--quality-fan-out",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one quality task per month partition (default: on; off = one task with a process pool)",
+    )
     args = parser.parse_args(argv)
     from components.common.images import COMPONENT_IMAGE
 
-    path = compile_pipeline(args.output)
+    path = compile_pipeline(args.output, quality_fan_out=args.quality_fan_out)
     print(f"wrote {path} (component image {COMPONENT_IMAGE})")
     return 0

@@ -39,11 +39,16 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
 
 
 def run_pipeline(source: str, workdir: Path, *, caching: bool = True, arguments: dict | None = None) -> dict:
-    """Run ``taxi_fare_pipeline`` locally; return {"outputs": step -> summary, "run_dir", "artifacts"}."""
+    """Run ``taxi_fare_pipeline`` locally; return step name -> that step's summary dict."""
+    import warnings
+
     from kfp import local
 
     from pipelines.taxi_fare import taxi_fare_pipeline
 
+    # SubprocessRunner warns that the project image is not a plain Python image; locally the
+    # tasks run in this environment, which has the same packages the image has.
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
     root = workdir / "pipeline_root"
     root.mkdir(parents=True, exist_ok=True)
     local.init(
@@ -53,62 +58,107 @@ def run_pipeline(source: str, workdir: Path, *, caching: bool = True, arguments:
         cache_root=str(workdir / "cache"),
         raise_on_error=True,
     )
-    before = set(root.iterdir())
     try:
         task = taxi_fare_pipeline(source=source, **(arguments or {}))
-    except RuntimeError as err:  # kfp.local raises RuntimeError naming the failed task
-        raise UserError(f"pipeline failed: {str(err).splitlines()[0]} (logs above)") from None
-    new_runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    run_dir = new_runs[-1] if new_runs else None
-    outputs = {name: value for name, value in task.outputs.items()}
-    return {"outputs": outputs, "run_dir": run_dir, "artifacts": list_artifacts(run_dir)}
+    except (
+        RuntimeError
+    ) as err:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        first = _strip_ansi(str(err).splitlines()[0])
+        raise UserError(f"{first} (the task's log is above)") from None
+    return dict(task.outputs)
 
 
-def list_artifacts(run_dir: Path | None) -> dict[str, list[Path]]:
-    """Task name -> the artifacts it wrote in this run (cached tasks write none)."""
-    if run_dir is None:
-        return {}
-    found: dict[str, list[Path]] = {}
-    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        paths = [p for p in sorted(task_dir.iterdir()) if p.name != "executor_output.json"]
-        if paths:
-            found[task_dir.name] = paths
-    return found
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def print_summary(result: dict, seconds: float) -> None:
+def _fmt(value) -> str | None:
+    """A summary value as one short table cell; None for bulky values (lists, big dicts)."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    if isinstance(value, dict):
+        if len(value) > 12 or any(isinstance(v, dict | list) for v in value.values()):
+            return None
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return None
+    return str(value)
+
+
+# The figures worth a glance per step (the whole summary goes to --summary-json).
+HEADLINES = {
+    "ingest": (
+        "rows_read",
+        "rows_written",
+        "rows_quarantined",
+        "quarantine_reasons",
+        "files",
+        "bytes_read",
+        "seconds",
+    ),
+    "quality": ("rows_in", "rows_clean", "rows_rejected", "rejected_pct", "rejected_by_rule", "gate_passed"),
+    "sample": ("rows", "sample_rows", "size_mode", "seed", "attempts", "min_p_value", "passed"),
+}
+REPORT_SUFFIXES = {"report": ".html", "summary_md": ".md"}
+
+
+def publish_reports(outputs: dict, reports_dir: Path) -> None:
+    """Copy each step's HTML/Markdown report to ``reports_dir/STEP.html|.md`` (openable by name)
+    and point the summary's artifact entry at the copy."""
+    import shutil
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for step, summary in outputs.items():
+        artifacts = (summary or {}).get("artifacts") or {}
+        for name, suffix in REPORT_SUFFIXES.items():
+            if name in artifacts and Path(artifacts[name]).is_file():
+                target = reports_dir / f"{step}{suffix}"
+                shutil.copyfile(artifacts[name], target)
+                artifacts[name] = str(target)
+
+
+def print_summary(outputs: dict, seconds: float) -> None:
+    """Each step's headline figures, then where its artifacts are."""
     from rich.console import Console
     from rich.table import Table
 
+    from pipelines.taxi_fare import PipelineOutputs
+
     console = Console()
-    for step, summary in result["outputs"].items():
+    for step in sorted(
+        outputs, key=lambda s: PipelineOutputs._fields.index(s) if s in PipelineOutputs._fields else 99
+    ):
+        summary = dict(outputs[step] or {})
+        artifacts = summary.pop("artifacts", {}) or {}
         table = Table(title=f"step: {step}", show_header=False, title_justify="left")
-        for key, value in (summary or {}).items():
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, dict | list):
-                value = json.dumps(value, default=str)
-                value = value if len(value) < 120 else value[:117] + "..."
-            table.add_row(str(key), str(value))
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for key in HEADLINES.get(step, tuple(summary)):
+            cell = _fmt(summary.get(key))
+            if key in summary and cell is not None:
+                table.add_row(key, cell)
+        for name, uri in artifacts.items():
+            table.add_row(f"[cyan]{name}[/cyan]", str(uri))
         console.print(table)
-    if result["run_dir"]:
-        console.print(f"[bold]artifacts[/bold] under {result['run_dir']}")
-        for task, paths in result["artifacts"].items():
-            for path in paths:
-                console.print(f"  {task}/{path.name}: {path}")
-    else:
-        console.print("every step came from the cache (rerun with --no-cache to recompute)")
     console.print(f"[green]pipeline finished[/green] in {seconds:.1f}s")
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fareflow run", description=__doc__)
-    parser.add_argument("--source", help="trip files to read (dir, glob, .zip, s3://, https://); default: generate")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows to generate (default %(default)s)")
+    parser.add_argument(
+        "--source", help="trip files to read (dir, glob, .zip, s3://, https://); default: generate"
+    )
+    parser.add_argument(
+        "--rows", type=int, default=DEFAULT_ROWS, help="rows to generate (default %(default)s)"
+    )
     parser.add_argument("--months", default=DEFAULT_MONTHS, help="months to generate, YYYY-MM:YYYY-MM")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--workdir", default="runs", help="data, pipeline root and cache (default ./%(default)s)")
+    parser.add_argument(
+        "--workdir", default="runs", help="data, pipeline root and cache (default ./%(default)s)"
+    )
     parser.add_argument("--no-cache", action="store_true", help="recompute every step")
     parser.add_argument("--summary-json", help="also write the step summaries here as JSON")
     args = parser.parse_args(argv)
@@ -122,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         source = str(generated_source(workdir, args.rows, args.months, args.seed))
         print(f"generated data: {source}", file=sys.stderr)
-    result = run_pipeline(source, workdir, caching=not args.no_cache)
-    print_summary(result, time.perf_counter() - start)
+    outputs = run_pipeline(source, workdir, caching=not args.no_cache)
+    publish_reports(outputs, workdir / "reports")
+    print_summary(outputs, time.perf_counter() - start)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(result["outputs"], indent=2, default=str))
+        Path(args.summary_json).write_text(json.dumps(outputs, indent=2, default=str))
     return 0

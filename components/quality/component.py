@@ -56,6 +56,13 @@ def quality(
     summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
     clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
     rejected.metadata.update({"rows": summary["rows_rejected"]})
+    summary["artifacts"] = {
+        "report": report.uri,
+        "summary_md": summary_md.uri,
+        "clean": clean.uri,
+        "rejected": rejected.uri,
+        "population_stats": population_stats.uri,
+    }
     result.check_gate()
     return summary
 
@@ -105,5 +112,12 @@ def quality_merge(
     summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
     clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
     rejected.metadata.update({"rows": summary["rows_rejected"]})
+    summary["artifacts"] = {
+        "report": report.uri,
+        "summary_md": summary_md.uri,
+        "clean": clean.uri,
+        "rejected": rejected.uri,
+        "population_stats": population_stats.uri,
+    }
     result.check_gate()
     return summary

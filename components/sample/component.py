@@ -50,4 +50,5 @@ def sample(
     if not result.passed:
         raise core.SampleCheckFailed(result.failure_message())
     splits.metadata.update({"rows": summary["rows"], "seed": summary["seed"], "shards": shards})
+    summary["artifacts"] = {"report": report.uri, "summary_md": summary_md.uri, "splits": splits.uri}
     return summary

@@ -28,3 +28,26 @@ def test_compile_cli_writes_file(tmp_path, capsys):
     out = tmp_path / "sub" / "pipeline.yaml"
     assert main(["--output", str(out)]) == 0
     assert out.exists() and "wrote" in capsys.readouterr().out
+
+
+def _task_names(spec: dict) -> set[str]:
+    names = set(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        names |= set(comp.get("dag", {}).get("tasks", {}))
+    return names
+
+
+def test_cluster_compile_fans_quality_out_per_partition(tmp_path):
+    spec = yaml.safe_load(open(compile_pipeline(str(tmp_path / "fan.yaml"), quality_fan_out=True)))
+    names = _task_names(spec)
+    assert {"ingest", "quality-plan", "quality-partition", "quality-merge", "sample"} <= names
+    assert "quality" not in names
+    loops = [t for c in [spec["root"]] + list(spec["components"].values()) for t in c.get("dag", {}).get("tasks", {}).values() if "parameterIterator" in t]
+    assert loops, "no ParallelFor over the partition list"
+
+
+def test_local_form_runs_quality_in_one_task(tmp_path):
+    spec = yaml.safe_load(open(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False)))
+    names = _task_names(spec)
+    assert {"ingest", "quality", "sample"} <= names
+    assert "quality-partition" not in names

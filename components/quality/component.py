@@ -38,6 +38,7 @@ def quality(
     workers: int = 0,
 ) -> dict:
     """Apply the data-quality rules to the ingest output (all partitions, in-process pool)."""
+    from components.common.artifacts import save_metrics
     from components.quality.core import QualityConfig, run_quality
     from components.quality.publish import publish
     from components.quality.rules import load_rules
@@ -54,6 +55,7 @@ def quality(
         )
     )
     summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
+    save_metrics(metrics)
     clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
     rejected.metadata.update({"rows": summary["rows_rejected"]})
     summary["artifacts"] = {
@@ -102,6 +104,7 @@ def quality_merge(
     metrics: Output[Metrics],
 ) -> dict:
     """Gather the fan-out results: clean/rejected data sets, population statistics, report, gate."""
+    from components.common.artifacts import save_metrics
     from components.quality.core import merge_partition_outputs
     from components.quality.publish import publish
     from components.quality.rules import load_rules
@@ -110,6 +113,7 @@ def quality_merge(
         [p.path for p in parts], load_rules(text=rules_yaml), clean.path, rejected.path, population_stats.path
     )
     summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
+    save_metrics(metrics)
     clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
     rejected.metadata.update({"rows": summary["rows_rejected"]})
     summary["artifacts"] = {

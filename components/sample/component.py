@@ -23,6 +23,7 @@ def sample(
 ) -> dict:
     """Train/validation/test splits of ``clean`` (``rows`` 0 = automatic size), checked
     against ``population_stats``; ``splits.path`` holds train/ validation/ test/ shards."""
+    from components.common.artifacts import save_metrics
     from components.sample import core
     from components.sample.report import render_html, render_markdown
 
@@ -47,6 +48,7 @@ def sample(
     metrics.log_metric("seed", summary["seed"])
     metrics.log_metric("attempts", summary["attempts"])
     metrics.log_metric("passed", 1 if summary["passed"] else 0)
+    save_metrics(metrics)
     if not result.passed:
         raise core.SampleCheckFailed(result.failure_message())
     splits.metadata.update({"rows": summary["rows"], "seed": summary["seed"], "shards": shards})

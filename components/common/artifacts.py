@@ -1,0 +1,19 @@
+"""Small helpers for kfp artifacts shared by the component wrappers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def save_metrics(metrics) -> None:
+    """Write a ``Metrics`` artifact's values to its file as JSON.
+
+    kfp keeps logged metrics in the artifact's metadata and writes no file, but
+    ``kfp.local``'s cache treats an output whose file is missing as a cache miss, so
+    a task with a ``Metrics`` output would never be served from the cache. The file
+    also makes the metrics readable next to the other artifacts.
+    """
+    os.makedirs(os.path.dirname(metrics.path) or ".", exist_ok=True)
+    with open(metrics.path, "w", encoding="utf-8") as f:
+        json.dump(dict(metrics.metadata), f, indent=2, sort_keys=True)

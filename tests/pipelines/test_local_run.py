@@ -1,0 +1,81 @@
+"""The whole pipeline through kfp.local, as `make run` runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from components.common.errors import UserError
+from pipelines import local
+
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    assert local.main(["--rows", str(ROWS), "--workdir", str(workdir), "--summary-json", str(workdir / "s.json")]) == 0
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def summary(run_dir) -> dict:
+    return json.loads((run_dir / "s.json").read_text())
+
+
+def test_counts_flow_from_step_to_step(summary):
+    ingest, quality, sample = summary["ingest"], summary["quality"], summary["sample"]
+    assert ingest["rows_read"] == ROWS
+    assert ingest["rows_written"] + ingest["rows_quarantined"] == ingest["rows_read"]
+    assert quality["rows_in"] == ingest["rows_written"]
+    assert quality["rows_clean"] + quality["rows_rejected"] == quality["rows_in"]
+    assert quality["gate_passed"] is True
+    # generated data: ~21% lack a pick-up time, so clearly fewer clean rows than read
+    assert 0.4 * ROWS < quality["rows_clean"] < 0.8 * ROWS
+    assert sum(sample["rows"].values()) == sample["sample_rows"] <= quality["rows_clean"]
+    assert sample["passed"] is True
+
+
+def test_artifacts_are_real_data_and_reports(summary, run_dir):
+    splits = Path(summary["sample"]["artifacts"]["splits"])
+    train = pq.read_table(splits / "train")
+    assert train.num_rows == summary["sample"]["rows"]["train"]
+    assert {"fare", "origin_lat", "distance_km", "hour"} <= set(train.column_names)
+    for step in ("quality", "sample"):
+        html = (run_dir / "reports" / f"{step}.html").read_text()
+        assert "data:image/png;base64," in html  # self-contained plots
+        assert (run_dir / "reports" / f"{step}.md").read_text().strip()
+
+
+def test_second_run_reuses_cached_steps(run_dir):
+    before = sorted((run_dir / "pipeline_root").glob("*/ingest"))
+    assert local.main(["--rows", str(ROWS), "--workdir", str(run_dir)]) == 0
+    after = sorted((run_dir / "pipeline_root").glob("*/ingest"))
+    assert after == before, "ingest ran again although its input did not change"
+
+
+def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
+    """A data set whose fares are mostly garbage must fail the quality gate; sample never runs."""
+    from components.generate.core import GenerateConfig, generate
+
+    data = tmp_path / "data"
+    generate(GenerateConfig(out=str(data), rows=5_000, months="2015-01", seed=3))
+    path = data / "taxi_2015_01.txt"
+    lines = path.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    fare = header.split("|").index("FAREAMOUNT")
+    corrupted = []
+    for i, line in enumerate(rows):
+        fields = line.split("|")
+        if i % 2 == 0:
+            fields[fare] = "999.99"  # above the $180 ceiling
+        corrupted.append("|".join(fields))
+    path.write_text("\n".join([header, *corrupted]) + "\n")
+
+    with pytest.raises(UserError, match="quality"):
+        local.run_pipeline(str(data), tmp_path / "work", caching=False)
+    assert list((tmp_path / "work" / "pipeline_root").glob("*/quality"))
+    assert not list((tmp_path / "work" / "pipeline_root").glob("*/sample"))

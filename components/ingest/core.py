@@ -84,8 +84,10 @@ _MONTH_FILE = re.compile(contract.MONTH_FILE_PATTERN)
 _PICKUP = contract.TIMESTAMP_COLUMNS[0]  # ORIGINDATETIME_TR
 _PICKUP_INDEX = contract.RAW_COLUMNS.index(_PICKUP)
 _TYPES = {c: contract.RAW_SCHEMA.field(c).type for c in contract.RAW_COLUMNS}
-# Min/max statistics where readers filter on them (numbers, times, lines), not on free text.
+# Min/max statistics where readers filter on them (numbers, times, lines), not on free text;
+# dictionary encoding except for columns that are unique per row (it would only cost time).
 _STATS_COLUMNS = [f.name for f in contract.RAW_SCHEMA if not pa.types.is_string(f.type)]
+_DICTIONARY_COLUMNS = [c for c in contract.RAW_SCHEMA.names if c not in ("OBJECTID", contract.SOURCE_LINE)]
 
 _READ = pacsv.ReadOptions(column_names=list(contract.RAW_COLUMNS), use_threads=True, block_size=1 << 20)
 _PARSE = pacsv.ParseOptions(
@@ -174,9 +176,12 @@ def ingest(config: IngestConfig) -> dict:
             q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine)), QUARANTINE_FILE
         else:
             q_out, q_rel = raw_out, f"{QUARANTINE_DIR}/{QUARANTINE_FILE}"
-        writer = stack.enter_context(_Worker())
         parts = _PartitionWriter(raw_out, config.compression)
         quarantine = _QuarantineWriter(q_out, q_rel, config.compression)
+        # On failure: the writer thread stops, then open files are closed, then the outputs
+        # are discarded (an S3 upload left open would otherwise complete after the cleanup).
+        stack.callback(_discard, parts, quarantine)
+        writer = stack.enter_context(_Worker())
         stats: list[FileStats] = []
         reasons: Counter[str] = Counter()
         total = sum(s.size or 0 for s in sources) or None
@@ -198,6 +203,15 @@ def ingest(config: IngestConfig) -> dict:
     summary["rows_per_s"] = round(summary["rows_read"] / seconds) if seconds else None
     summary["mb_per_s"] = round(summary["bytes_read"] / 1e6 / seconds, 1) if seconds else None
     return summary
+
+
+def _discard(parts: _PartitionWriter, quarantine: _QuarantineWriter) -> None:
+    for writer in [*parts.writers.values(), quarantine.writer]:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - best effort on the way out of a failed run
+            pass
+    parts.writers.clear()
 
 
 def _select(source: str, found: list[TextSource]) -> tuple[list[TextSource], list[str]]:
@@ -712,6 +726,8 @@ class _PartitionWriter:
                     contract.RAW_SCHEMA,
                     filesystem=self.out.fs,
                     compression=self.compression,
+                    write_statistics=_STATS_COLUMNS,
+                    use_dictionary=_DICTIONARY_COLUMNS,
                 )
                 self.writers[key], self.file_rows[key] = writer, 0
             take = min(table.num_rows, FILE_ROWS - self.file_rows[key])

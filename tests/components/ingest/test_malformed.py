@@ -298,3 +298,34 @@ def test_malformed(name: str, block_size: int | None, tmp_path) -> None:
 
 def test_corpus_is_big_enough() -> None:
     assert len(CASES) >= 15
+
+
+NUMBER_EDGES = [" 1.5", "1.5 ", "\t2", "  ", "+3", ".5", "5.", "1e5", "1E-3", "-0", "00012", "0x10", "1_0"]
+NUMBER_EDGES += ["١٢", "--1", "1e", "e5", " NULL", "null", "NaN", "N/A", "1.5.1", "∞"]
+INTEGER_EDGES = [" 1", "01", "+1", "-0", "1.0", "1e2", "2147483647", "-2147483648", "2147483648", " ", "x"]
+
+
+def _outcome(tmp_path, tag: str, column: str, value: str, companions: list[str]):
+    src = write_file(tmp_path / tag / NAME, [row(1, **{column: value}), *companions])
+    summary = run(src, tmp_path / f"{tag}-out")
+    raw = read_raw(tmp_path / f"{tag}-out")
+    mine = raw.filter(pa.compute.equal(raw.column("source_line"), 2))
+    if mine.num_rows:
+        return ("value", mine.column(column)[0].as_py())
+    q = quarantine_of(tmp_path / f"{tag}-out")
+    assert summary["rows_quarantined"] >= 1
+    return ("quarantined", q.column("reason")[0].as_py())
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("FAREAMOUNT", v) for v in NUMBER_EDGES] + [("TRIPTYPE", v) for v in INTEGER_EDGES],
+)
+def test_every_path_judges_a_value_alike(column: str, value: str, tmp_path) -> None:
+    """A value gets the same verdict on the typed fast path (alone in its block), the
+    text-cast path (a bad number elsewhere in the block) and the line-by-line path (a blank
+    line in the block)."""
+    alone = _outcome(tmp_path, "alone", column, value, [])
+    cast_path = _outcome(tmp_path, "cast", column, value, [row(3, MILEAGE="bad")])
+    line_path = _outcome(tmp_path, "lines", column, value, ["", row(4)])
+    assert alone == cast_path == line_path

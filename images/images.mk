@@ -27,11 +27,11 @@ podman-setup: ## Install/configure podman for this machine (runc, cgroupfs, host
 base-image: ## Make the local python:3.11-slim-bookworm stand-in (debootstrap + podman import; kept if present)
 	BASE_IMAGE=$(LOCAL_BASE_IMAGE) images/make-base.sh
 
-images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## Build the images ($(IMAGE_NAMES)) as $(IMAGE_REGISTRY)/NAME:$(IMAGE_TAG)
+images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## Build the images (component, trainer, server) as REGISTRY/NAME:VERSION, never latest
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) \
 	  BASE_IMAGE=$(BASE_IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) images/build.sh $(IMAGE_NAMES)
 
-kind-load: ## Load the built images into the kind cluster $(KIND_CLUSTER)
+kind-load: ## Load the built images into the kind cluster (KIND_CLUSTER)
 	@set -e; for name in $(IMAGE_NAMES); do \
 	  ref=$(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG); \
 	  if [ "$(CONTAINER_ENGINE)" = docker ]; then \
@@ -48,7 +48,7 @@ container-test: images ## Container tier: run each image's entrypoint and the pi
 	  FAREFLOW_IMAGE_NAMES="$(IMAGE_NAMES)" \
 	  $(IMAGES_PYTHON) -m pytest -m container tests/container $(CONTAINER_PYTEST_ARGS)
 
-lint-images: ## Lint the Dockerfiles: hadolint, then checkov (its own venv, $(CHECKOV_VENV))
+lint-images: ## Lint the Dockerfiles: hadolint, then checkov (own venv .venv-checkov)
 	$(HADOLINT) --config images/hadolint.yaml $(DOCKERFILES)
 	@test -x $(CHECKOV_VENV)/bin/checkov || { python3 -m venv $(CHECKOV_VENV) && \
 	  $(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION); }

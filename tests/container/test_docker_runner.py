@@ -148,11 +148,11 @@ def test_taxi_fare_pipeline_end_to_end(docker_runner, pipeline_root: Path) -> No
     assert ingest["rows_read"] == generated.rows
     assert ingest["rows_written"] + ingest["rows_quarantined"] == ingest["rows_read"]
     assert ingest["rows_written"] > 0.9 * generated.rows  # a few defective rows are quarantined
-    # The Parquet the container wrote is on the host and holds exactly rows_written rows.
-    parquet = [p for p in _files(pipeline_root, "*.parquet") if "quarantine" not in p.parts]
-    assert parquet, f"no Parquet under {pipeline_root}"
-    ingest_parquet = [p for p in parquet if any("ingest" in part for part in p.parts)]
-    assert sum(pq.ParquetFile(p).metadata.num_rows for p in ingest_parquet) == ingest["rows_written"]
+    # The Parquet the ingest container wrote is on the host and holds exactly rows_written rows.
+    (ingest_dir,) = [p for p in pipeline_root.glob("*/ingest") if p.is_dir()]
+    parquet = [p for p in ingest_dir.rglob("*.parquet") if not any("quarantine" in part for part in p.parts)]
+    assert parquet, f"no Parquet under {ingest_dir}"
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in parquet) == ingest["rows_written"]
     # Steps added later (quality, sample, ...) must return a non-empty summary too.
     for step, summary in outputs.items():
         assert summary, f"step {step!r} returned an empty summary"

@@ -71,21 +71,21 @@ def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Docker-compatible API socket served by ``podman system service``; yields DOCKER_HOST."""
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed (run `make podman-setup`)")
-    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
+    workdir = tmp_path_factory.mktemp("podman")
+    sock, log = workdir / "podman.sock", workdir / "service.log"
     url = f"unix://{sock}"
-    proc = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the service
+        proc = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", url], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    previous = os.environ.get("DOCKER_HOST")
     try:
         import docker
 
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"podman system service exited {proc.returncode}: {proc.stderr.read()}")
+                pytest.fail(f"podman system service exited {proc.returncode}: {log.read_text()}")
             if sock.exists():
                 try:
                     client = docker.DockerClient(base_url=url)
@@ -97,15 +97,13 @@ def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"podman system service did not answer on {url} within 60s")
             time.sleep(0.2)
-        previous = os.environ.get("DOCKER_HOST")
         os.environ["DOCKER_HOST"] = url
         yield url
     finally:
-        if "previous" in locals():
-            if previous is None:
-                os.environ.pop("DOCKER_HOST", None)
-            else:
-                os.environ["DOCKER_HOST"] = previous
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
         proc.terminate()
         try:
             proc.wait(timeout=20)

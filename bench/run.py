@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         mbps = r.get("mb_per_s")
         table.add_row(
-            r["case"], r["impl"], f"{r['rows']:,}", f"{r['seconds']:.2f}", f"{r['rows_per_s']:,.0f}",
-            "" if mbps is None else f"{mbps:.1f}", f"{r['peak_rss_mb']:.0f}",
+            r["case"],
+            r["impl"],
+            f"{r['rows']:,}",
+            f"{r['seconds']:.2f}",
+            f"{r['rows_per_s']:,.0f}",
+            "" if mbps is None else f"{mbps:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
         )
     summary = ratios(rows)
     console = Console()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from components.common.images import COMPONENT_IMAGE
@@ -11,7 +13,7 @@ from pipelines.taxi_fare import PIPELINE_NAME
 
 def test_compiled_pipeline_uses_project_image_without_kfp_install(tmp_path):
     path = compile_pipeline(str(tmp_path / "p.yaml"))
-    spec = yaml.safe_load(open(path))
+    spec = yaml.safe_load(Path(path).read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     executors = spec["deploymentSpec"]["executors"]
     assert executors, "no executors compiled"
@@ -38,16 +40,25 @@ def _task_names(spec: dict) -> set[str]:
 
 
 def test_cluster_compile_fans_quality_out_per_partition(tmp_path):
-    spec = yaml.safe_load(open(compile_pipeline(str(tmp_path / "fan.yaml"), quality_fan_out=True)))
+    spec = yaml.safe_load(
+        Path(compile_pipeline(str(tmp_path / "fan.yaml"), quality_fan_out=True)).read_text()
+    )
     names = _task_names(spec)
     assert {"ingest", "quality-plan", "quality-partition", "quality-merge", "sample"} <= names
     assert "quality" not in names
-    loops = [t for c in [spec["root"]] + list(spec["components"].values()) for t in c.get("dag", {}).get("tasks", {}).values() if "parameterIterator" in t]
+    loops = [
+        t
+        for c in [spec["root"]] + list(spec["components"].values())
+        for t in c.get("dag", {}).get("tasks", {}).values()
+        if "parameterIterator" in t
+    ]
     assert loops, "no ParallelFor over the partition list"
 
 
 def test_local_form_runs_quality_in_one_task(tmp_path):
-    spec = yaml.safe_load(open(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False)))
+    spec = yaml.safe_load(
+        Path(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False)).read_text()
+    )
     names = _task_names(spec)
     assert {"ingest", "quality", "sample"} <= names
     assert "quality-partition" not in names

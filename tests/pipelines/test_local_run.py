@@ -17,7 +17,12 @@ ROWS = 20_000
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
-    assert local.main(["--rows", str(ROWS), "--workdir", str(workdir), "--summary-json", str(workdir / "s.json")]) == 0
+    assert (
+        local.main(
+            ["--rows", str(ROWS), "--workdir", str(workdir), "--summary-json", str(workdir / "s.json")]
+        )
+        == 0
+    )
     return workdir
 
 

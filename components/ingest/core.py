@@ -52,9 +52,10 @@ import queue
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
@@ -70,6 +71,7 @@ from components.common.progress import progress_bar
 from components.common.storage import StagedOutput, TextSource, text_sources
 
 BLOCK_SIZE = 8 << 20  # bytes of text parsed per step
+PARSE_WORKERS = max(2, min(4, os.cpu_count() or 2))  # blocks parsed at once (each also multi-threaded)
 ROW_GROUP_ROWS = 1 << 16  # rows buffered per partition before a Parquet row group is written
 FILE_ROWS = 1 << 22  # rows per Parquet file before the next part-NNNNN file starts
 MAX_LINE = 16 << 20  # a "line" longer than this is not a trip record: stop
@@ -182,13 +184,14 @@ def ingest(config: IngestConfig) -> dict:
         # are discarded (an S3 upload left open would otherwise complete after the cleanup).
         stack.callback(_discard, parts, quarantine)
         writer = stack.enter_context(_Worker())
+        pool = stack.enter_context(ThreadPoolExecutor(PARSE_WORKERS, thread_name_prefix="ingest-parse"))
         stats: list[FileStats] = []
         reasons: Counter[str] = Counter()
         total = sum(s.size or 0 for s in sources) or None
         with progress_bar(total, "ingest", enabled=config.progress) as advance:
             for src in sources:
                 stats.append(
-                    _ingest_file(src, config.block_size, parts, quarantine, writer, reasons, advance)
+                    _ingest_file(src, config.block_size, parts, quarantine, writer, pool, reasons, advance)
                 )
         writer.submit(parts.close)
         writer.submit(quarantine.close)
@@ -207,10 +210,8 @@ def ingest(config: IngestConfig) -> dict:
 
 def _discard(parts: _PartitionWriter, quarantine: _QuarantineWriter) -> None:
     for writer in [*parts.writers.values(), quarantine.writer]:
-        try:
+        with suppress(Exception):  # best effort on the way out of a failed run
             writer.close()
-        except Exception:  # noqa: BLE001 - best effort on the way out of a failed run
-            pass
     parts.writers.clear()
 
 
@@ -287,6 +288,7 @@ def _ingest_file(
     parts: _PartitionWriter,
     quarantine: _QuarantineWriter,
     writer: _Worker,
+    pool: ThreadPoolExecutor,
     reasons: Counter,
     advance: Callable[[float], None],
 ) -> FileStats:
@@ -294,23 +296,31 @@ def _ingest_file(
     assert m is not None
     ctx = _FileContext(src.name, src.uri, int(m["year"]) * 100 + int(m["month"]))
     stats = FileStats(src.name, src.uri, lines=1)
+    pending: deque[Future[_Block]] = deque()
+
+    def finish(block: _Block) -> None:
+        stats.lines += block.lines
+        stats.rows_read += block.rows
+        stats.blank_lines += block.blanks
+        stats.rows_quarantined += len(block.quarantine)
+        if block.table is not None and block.table.num_rows:
+            stats.rows_written += block.table.num_rows
+            writer.submit(parts.add, block.table, block.keys)
+        if block.quarantine:
+            reasons.update(kind for *_, kind in block.quarantine)
+            writer.submit(quarantine.add, src.name, block.quarantine)
+
     with _open(src) as stream:
         for data, end, first_line, breaks, consumed in _prefetch(_file_blocks(src, stream, block_size)):
             stats.bytes += consumed
             advance(consumed)
             if end == 0:
                 continue
-            block = _parse_block(data, end, first_line, breaks, ctx)
-            stats.lines += block.lines
-            stats.rows_read += block.rows
-            stats.blank_lines += block.blanks
-            stats.rows_quarantined += len(block.quarantine)
-            if block.table is not None and block.table.num_rows:
-                stats.rows_written += block.table.num_rows
-                writer.submit(parts.add, block.table, block.keys)
-            if block.quarantine:
-                reasons.update(kind for *_, kind in block.quarantine)
-                writer.submit(quarantine.add, src.name, block.quarantine)
+            pending.append(pool.submit(_parse_block, data, end, first_line, breaks, ctx))
+            if len(pending) >= PARSE_WORKERS:  # blocks are parsed concurrently, finished in order
+                finish(pending.popleft().result())
+        while pending:
+            finish(pending.popleft().result())
     return stats
 
 

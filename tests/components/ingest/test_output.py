@@ -186,8 +186,7 @@ def test_failed_run_on_s3_never_looks_complete(s3, generated, tmp_path, monkeypa
         _fail_on_call(patch, 30)
         with pytest.raises(Injected):
             run(generated, "s3://lake/raw", block_size=16384)
-    keys = s3.keys("lake", "raw/")
-    assert "raw/_SUCCESS" not in keys and "raw/_INCOMPLETE" in keys
+    assert s3.keys("lake", "raw/") == ["raw/_INCOMPLETE"]  # partial files cleaned up, marker kept
     assert not output_is_complete("s3://lake/raw")
     with pytest.raises(UserError, match="no _SUCCESS marker"):
         require_complete("s3://lake/raw")

@@ -196,7 +196,7 @@ def ingest(config: IngestConfig) -> dict:
         writer.submit(parts.close)
         writer.submit(quarantine.close)
         writer.join()
-        summary = _summary(config, stats, reasons, parts, skipped)
+        summary = _summary(config, stats, reasons, parts, quarantine, skipped)
         marker = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
         if q_out is not raw_out:
             q_out.commit(marker)
@@ -247,15 +247,20 @@ def _summary(
     stats: list[FileStats],
     reasons: Counter,
     parts: _PartitionWriter,
+    quarantine: _QuarantineWriter,
     skipped: list[str],
 ) -> dict:
     rows_read = sum(s.rows_read for s in stats)
     written = sum(s.rows_written for s in stats)
     quarantined = sum(s.rows_quarantined for s in stats)
-    if rows_read != written + quarantined or parts.rows_written != written:
+    if (
+        rows_read != written + quarantined
+        or parts.rows_written != written
+        or quarantine.rows_written != quarantined
+    ):
         raise RuntimeError(
             f"ingest invariant broken: rows_read={rows_read} != rows_written={written} + "
-            f"rows_quarantined={quarantined} (partition writer saw {parts.rows_written})"
+            f"rows_quarantined={quarantined} (Parquet writers saw {parts.rows_written} + {quarantine.rows_written})"
         )
     for s in stats:
         if s.lines != 1 + s.rows_read + s.blank_lines:
@@ -768,9 +773,11 @@ class _QuarantineWriter:
             out.path(relative), contract.QUARANTINE_SCHEMA, filesystem=out.fs, compression=compression
         )
         self.rows: list[tuple] = []
+        self.rows_written = 0
 
     def add(self, name: str, rows: list[tuple[int, bytes, str, str]]) -> None:
         self.rows += [(name, line, raw, reason) for line, raw, reason, _ in rows]
+        self.rows_written += len(rows)
         if len(self.rows) >= QUARANTINE_FLUSH_ROWS:
             self._flush()
 

@@ -267,3 +267,21 @@ def test_fareflow_ingest_dispatches(tmp_path, capsys) -> None:
 
     assert main(["ingest", "--source", str(tmp_path / "nope"), "--output", str(tmp_path / "raw")]) == 2
     assert capsys.readouterr().err.strip().endswith("no such file or directory")
+
+
+def test_invariant_is_checked_before_commit(tmp_path, monkeypatch) -> None:
+    """A parser bug that silently drops a row fails the run, and nothing is committed."""
+    src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1), row(2), row(3)])
+    parse = core._parse_block
+
+    def lossy(*args):
+        block = parse(*args)
+        block.table, block.keys = block.table.slice(1), block.keys[1:]
+        return block
+
+    monkeypatch.setattr(core, "_parse_block", lossy)
+    with pytest.raises(
+        RuntimeError, match=r"ingest invariant broken: rows_read=3 != rows_written=2 \+ rows_quarantined=0"
+    ):
+        run(src, tmp_path / "raw")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

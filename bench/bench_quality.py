@@ -2,26 +2,37 @@
 
 Both read the same ingested data set (generator -> ingest, built once under ``workdir``),
 apply the default rule set (first failed rule per row), write clean and rejected Parquet
-and compute the population mean/std; each runs in its own child process
-(``bench.common.measure``: wall time and peak RSS). The component also writes the
-per-partition statistics, the reservoir and the profile; the baseline does not.
+and compute the population mean/std; each runs in its own child process (wall time, CPU
+seconds and peak RSS of that process). The component runs as users run it: the CLI
+(``python -m components.quality``, default workers = CPU cores); it also writes the
+per-partition statistics, the reservoir and the profile, which the baseline does not. The
+run checks that both find the same number of clean rows.
 
 Cases:
-- ``quality``: ``rows`` rows over 12 months, fareflow vs pandas.
+- ``quality``: ``rows`` rows over 12 months, pandas and fareflow alternating ``repeat`` times
+  (a shared machine's load hits both alike); medians are reported, every run is listed.
+- ``quality-with-report``: fareflow also writing the HTML/Markdown report (``--report-dir``),
+  as the pipeline step does.
 - ``quality-3-partitions``: fareflow alone on a quarter of the rows over 3 months (the same
   rows per partition): its peak RSS next to the ``quality`` case's shows whether memory
   grows with the number of partitions.
 
-``python -m bench.bench_quality pandas RAW OUT`` runs the baseline alone.
+``python -m bench.bench_quality pandas RAW OUT`` runs the baseline alone (prints JSON).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-from bench.common import measure, python_cmd
+from bench.common import python_cmd
 
 MONTHS_FULL = "2015-01:2015-12"
 MONTHS_QUARTER = "2015-01:2015-03"
@@ -45,39 +56,85 @@ def ingested(workdir: Path, rows: int, months: str) -> Path:
     return raw
 
 
-def _fareflow(raw: Path, out: Path) -> list[str]:
+def _fareflow(raw: Path, out: Path, *extra: str) -> list[str]:
+    """The component as users run it: the CLI in its own process (default workers: all cores)."""
     return python_cmd(
         "-m", "components.quality", "--input", str(raw), "--output", str(out / "clean"),
-        "--overwrite", "--no-gate", "--quiet",
+        "--overwrite", "--no-gate", "--quiet", "--summary-json", str(out / "summary.json"), *extra,
     )  # fmt: skip
 
 
-def _row(case: str, impl: str, rows: int, m: dict) -> dict:
+def _measure(cmd: list[str]) -> dict:
+    """``bench.common.measure`` plus the child's CPU seconds (user + system), from wait4."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
+    return {
+        "seconds": seconds,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "stdout": out,
+    }
+
+
+def _row(case: str, impl: str, rows: int, runs: list[dict]) -> dict:
+    """Median wall time of the runs (all listed), median CPU seconds, highest peak RSS."""
+    seconds = statistics.median(r["seconds"] for r in runs)
     return {
         "case": case,
         "impl": impl,
         "rows": rows,
-        "seconds": round(m["seconds"], 3),
-        "rows_per_s": round(rows / m["seconds"]),
-        "peak_rss_mb": round(m["peak_rss_mb"], 1),
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "runs_s": [round(r["seconds"], 2) for r in runs],
+        "load_avg": round(os.getloadavg()[0], 2),
     }
 
 
-def run(workdir: Path, rows: int) -> list[dict]:
+def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
+    """pandas and fareflow on the same ingested data, ``repeat`` times each, alternating (the
+    machine may be shared: both see the same conditions), reporting medians; then fareflow
+    with the HTML/Markdown report as the pipeline runs it, and on 3 partitions (memory)."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "quality-out"
-    results = []
     raw = ingested(workdir, rows, MONTHS_FULL)
-    for impl, cmd in (
-        ("pandas", python_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas"))),
-        ("fareflow", _fareflow(raw, out / "fareflow")),
-    ):
+    cmds = {
+        "pandas": python_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas")),
+        "fareflow": _fareflow(raw, out / "fareflow"),
+    }
+    runs: dict[str, list[dict]] = {impl: [] for impl in cmds}
+    for _ in range(repeat):
+        for impl, cmd in cmds.items():
+            shutil.rmtree(out, ignore_errors=True)
+            (out / impl).mkdir(parents=True)
+            runs[impl].append(_measure(cmd))
+            if impl == "fareflow":
+                clean = json.loads((out / impl / "summary.json").read_text())["rows_clean"]
+            else:
+                clean = json.loads(runs[impl][-1]["stdout"])["rows_clean"]
+            runs[impl][-1]["rows_clean"] = clean
+    if {r["rows_clean"] for rs in runs.values() for r in rs} != {runs["pandas"][0]["rows_clean"]}:
+        raise RuntimeError(f"pandas and fareflow disagree on the clean rows: {runs}")
+    results = [_row("quality", impl, rows, r) for impl, r in runs.items()]
+    report = []
+    for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        results.append(_row("quality", impl, rows, measure(cmd)))
+        report.append(_measure(_fareflow(raw, out / "r", "--report-dir", str(out / "r" / "report"))))
+    results.append(_row("quality-with-report", "fareflow", rows, report))
     quarter = ingested(workdir, rows // 4, MONTHS_QUARTER)
     shutil.rmtree(out, ignore_errors=True)
     results.append(
-        _row("quality-3-partitions", "fareflow", rows // 4, measure(_fareflow(quarter, out / "q")))
+        _row("quality-3-partitions", "fareflow", rows // 4, [_measure(_fareflow(quarter, out / "q"))])
     )
     shutil.rmtree(out, ignore_errors=True)
     return results
@@ -99,7 +156,10 @@ def pandas_quality(raw: str, out: str) -> dict:
     lat0, lat1 = contract.DC_LAT_RANGE[0] - 0.01, contract.DC_LAT_RANGE[1] + 0.01
     lon0, lon1 = contract.DC_LON_RANGE[0] - 0.01, contract.DC_LON_RANGE[1] + 0.01
     pick, drop = df["ORIGINDATETIME_TR"], df["DESTINATIONDATETIME_TR"]
-    file_month = df["source_file"].str.extract(r"taxi_(\d{4}_\d{2})\.txt$", expand=False)
+    # the file name's month, parsed once per distinct file (a handful) rather than per row
+    files = pd.Series(df["source_file"].unique())
+    ym = files.str.extract(r"taxi_(\d{4})_(\d{2})\.txt$").astype(float)
+    file_month = df["source_file"].map(dict(zip(files, ym[0] * 100 + ym[1], strict=True)))
     rules = [
         ("missing_pickup_time", pick.isna()),
         ("missing_fare", df["FAREAMOUNT"].isna()),
@@ -123,7 +183,7 @@ def pandas_quality(raw: str, out: str) -> dict:
             "pickup_outside_file_month",
             (pick.dt.year != df["year"])
             | (pick.dt.month != df["month"])
-            | (file_month.notna() & (file_month != pick.dt.strftime("%Y_%m"))),
+            | (file_month.notna() & (file_month != pick.dt.year * 100 + pick.dt.month)),
         ),
         ("dropoff_before_pickup", drop < pick),
     ]
@@ -178,6 +238,6 @@ def pandas_quality(raw: str, out: str) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "pandas":
         Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
-        print(pandas_quality(sys.argv[2], sys.argv[3]))
+        print(json.dumps(pandas_quality(sys.argv[2], sys.argv[3]), default=lambda v: v.item()))
     else:
         sys.exit("usage: python -m bench.bench_quality pandas RAW OUT")

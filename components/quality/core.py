@@ -46,6 +46,9 @@ PARTIAL_RESERVOIR = "reservoir.parquet"
 PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"
 PROFILE_SAMPLE_ROWS = 20_000  # raw rows kept for raw-column quantiles
 SAMPLE_KEY = "_sample_key"
+# Row groups of the per-partition sample files (written in key order): the merge reads only
+# the leading groups that can hold rows of the merged bottom-k (see bottom_k_files).
+SAMPLE_ROW_GROUP = 8192
 RULE_COLUMN = "rule"
 PARTITION_DIR = re.compile(r"^year=(?P<year>\d{4})/month=(?P<month>\d{1,2})$")
 
@@ -184,7 +187,7 @@ def _open_raw(job: PartitionJob) -> ds.Dataset:
     return dataset
 
 
-def _write(con, query: str, schema: pa.Schema, uri: str) -> int:
+def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | None = None) -> int:
     """Write a query result to one Parquet file with ``schema``'s columns; return rows written.
 
     Local paths: DuckDB's own Parquet writer (streaming, several times faster than fetching
@@ -197,14 +200,17 @@ def _write(con, query: str, schema: pa.Schema, uri: str) -> int:
             f"CAST({sql.quote(f.name)} AS {_DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
         )
         target = path.replace("'", "''")
-        con.execute(f"COPY (SELECT {cols} FROM ({query})) TO '{target}' (FORMAT parquet, COMPRESSION snappy)")
-        return pq.ParquetFile(path).metadata.num_rows
+        groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
+        written = con.execute(
+            f"COPY (SELECT {cols} FROM ({query})) TO '{target}' (FORMAT parquet, COMPRESSION snappy{groups})"
+        ).fetchone()
+        return int(written[0])  # COPY returns the number of rows it wrote
     reader = con.sql(query).to_arrow_reader(256 * 1024)
     rows = 0
     with pq.ParquetWriter(path, schema, filesystem=fs, compression="snappy") as writer:
         for batch in reader:
             if batch.num_rows:
-                writer.write_batch(batch.select(schema.names).cast(schema))
+                writer.write_batch(batch.select(schema.names).cast(schema), row_group_size=row_group_rows)
                 rows += batch.num_rows
     return rows
 
@@ -235,46 +241,82 @@ def _json_value(value):
     return float(value)
 
 
-def _profile_sql(columns: Sequence[str], numeric: Sequence[str], table: str) -> tuple[str, list[str]]:
-    exprs, labels = ["count(*)"], ["rows"]
+def _profile_items(columns: Sequence[str], numeric: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(column, statistic, SQL aggregate) for the per-column profile: nulls, min and max."""
+    items = []
     for col in columns:
         q = sql.quote(col)
-        exprs.append(f"count(*) - count({q})")
-        labels.append(f"{col}\0nulls")
+        items.append((col, "nulls", f"count(*) - count({q})"))
         if col in numeric or col in (contract.PICKUP, *contract.TIMESTAMP_COLUMNS):
-            exprs += [f"min({q})", f"max({q})"]
-            labels += [f"{col}\0min", f"{col}\0max"]
-    return f"SELECT {', '.join(exprs)} FROM {table}", labels
+            items += [(col, "min", f"min({q})"), (col, "max", f"max({q})")]
+    return items
 
 
-def _profile(con, columns: Sequence[str], numeric: Sequence[str], table: str) -> dict:
-    query, labels = _profile_sql(columns, numeric, table)
-    values = con.execute(query).fetchone()
+def _histogram_sql(expr: str, spec: tuple[float, float, int]) -> str:
+    """Fixed-bin histogram as one aggregate (a MAP bin -> count); NULL and non-finite skipped."""
+    low, high, bins = spec
+    width = (high - low) / bins
+    return (
+        f"histogram(CASE WHEN isfinite({expr}) THEN "
+        f"least(greatest(CAST(floor((({expr}) - {low}) / {width}) AS BIGINT), 0), {bins - 1}) END)"
+    )
+
+
+def _histogram_counts(value, spec: tuple[float, float, int]) -> list[int]:
+    counts = [0] * spec[2]
+    for b, n in (value or {}).items():
+        counts[int(b)] = int(n)
+    return counts
+
+
+def _aggregate(con, table: str, items: Sequence[tuple[str, str, str]]) -> list:
+    """The values of every (column, statistic, SQL aggregate) item, in one pass over ``table``."""
+    return list(con.execute(f"SELECT {', '.join(expr for _, _, expr in items)} FROM {table}").fetchone())
+
+
+def _keyed(items: Sequence[tuple[str, str, str]], values: Sequence) -> dict[tuple[str, str], object]:
+    return {(col, stat): value for (col, stat, _), value in zip(items, values, strict=True)}
+
+
+def _profile_from(agg: dict, columns: Sequence[str], rows: int) -> dict:
     out: dict[str, dict] = {}
-    rows = values[0]
-    for label, value in zip(labels[1:], values[1:], strict=True):
-        col, stat = label.split("\0")
-        out.setdefault(col, {"rows": rows})[stat] = _json_value(value)
+    for col in columns:
+        entry = out[col] = {"rows": rows}
+        for stat in ("nulls", "min", "max"):
+            if (col, stat) in agg:
+                entry[stat] = _json_value(agg[(col, stat)])
     return out
 
 
-def _histogram(con, expr: str, table: str, spec: tuple[float, float, int]) -> list[int]:
-    low, high, bins = spec
-    width = (high - low) / bins
-    rows = con.execute(
-        f"SELECT least(greatest(CAST(floor((({expr}) - {low}) / {width}) AS BIGINT), 0), {bins - 1}) AS b, count(*) "
-        f"FROM {table} WHERE ({expr}) IS NOT NULL AND isfinite({expr}) GROUP BY b"
-    ).fetchall()
-    counts = [0] * bins
-    for b, n in rows:
-        counts[int(b)] = int(n)
-    return counts
+def _input_sorted(con) -> bool:
+    """Whether ``raw_input`` already comes in (source_file, source_line) order (ingest writes
+    rows in source order), so the classified table needs no sort to give ordered outputs."""
+    import pyarrow.compute as pc
+
+    table = con.sql("SELECT source_file, source_line FROM raw_input").to_arrow_table()
+    n = table.num_rows
+    if n < 2:
+        return True
+    files = table.column(contract.SOURCE_FILE).combine_chunks()
+    lines = table.column(contract.SOURCE_LINE).combine_chunks()
+    if files.null_count or lines.null_count:
+        return False
+    f0, f1, l0, l1 = files.slice(0, n - 1), files.slice(1), lines.slice(0, n - 1), lines.slice(1)
+    if pc.any(pc.less(f1, f0)).as_py():
+        return False
+    return not pc.any(pc.and_(pc.equal(f1, f0), pc.less(l1, l0))).as_py()
 
 
 def process_partition(job: PartitionJob) -> dict:
     """Apply the rules to one partition; write clean, rejected and partial statistics.
 
     Returns the partial statistics (also written as ``partial.json``).
+
+    The raw rows are loaded once into a DuckDB table in (source_file, source_line) order
+    (sorted only when the input is not already in that order) and classified in place
+    (:func:`sql.classify_statements`); clean and rejected rows are then written in that
+    order without another sort, and the statistics take one aggregate pass over the raw
+    rows and one over the clean rows.
     """
     import duckdb
 
@@ -289,7 +331,11 @@ def process_partition(job: PartitionJob) -> dict:
         else:
             con.register("raw_input", dataset)
         try:
-            con.execute(f"CREATE TEMP TABLE classified AS {sql.classify(job.ruleset, part.year, part.month)}")
+            ordered = _input_sorted(con)
+            for statement in sql.classify_statements(
+                job.ruleset, part.year, part.month, "classified", order=not ordered
+            ):
+                con.execute(statement)
         except (duckdb.Error, pa.ArrowException) as err:
             raise UserError(
                 f"{job.raw_uri}/{part.key}: could not apply the rules: {str(err).splitlines()[0]}"
@@ -297,14 +343,11 @@ def process_partition(job: PartitionJob) -> dict:
         key = _sample_key(job.seed)
         con.execute(
             f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection()}, source_file, source_line, {key} AS {SAMPLE_KEY} "
-            "FROM classified WHERE rule IS NULL ORDER BY source_file, source_line"
+            "FROM classified WHERE rule IS NULL"
         )
-        rows_in = con.execute("SELECT count(*) FROM classified").fetchone()[0]
-        by_rule = dict(
-            con.execute(
-                "SELECT rule, count(*) FROM classified WHERE rule IS NOT NULL GROUP BY rule"
-            ).fetchall()
-        )
+        counts = con.execute("SELECT rule, count(*) FROM classified GROUP BY rule").fetchall()
+        rows_in = sum(n for _, n in counts)
+        by_rule = {r: n for r, n in counts if r is not None}
         rows_clean = _write(
             con,
             f"SELECT {', '.join(CLEAN_FILE_SCHEMA.names)} FROM clean",
@@ -314,7 +357,7 @@ def process_partition(job: PartitionJob) -> dict:
         raw_cols = ", ".join(sql.quote(c) for c in REJECTED_SCHEMA.names)
         rows_rejected = _write(
             con,
-            f"SELECT {raw_cols} FROM classified WHERE rule IS NOT NULL ORDER BY source_file, source_line",
+            f"SELECT {raw_cols} FROM classified WHERE rule IS NOT NULL",
             REJECTED_SCHEMA,
             _join(job.rejected_uri, part.key, PART_FILE),
         )
@@ -323,21 +366,25 @@ def process_partition(job: PartitionJob) -> dict:
                 f"{part.key}: rows in ({rows_in}) != clean ({rows_clean}) + rejected ({rows_rejected})"
             )
 
-        moment_exprs = []
+        # clean rows: moments, profile and histograms in one pass
+        items = [("", "rows", "count(*)")]
         for col in STAT_COLUMNS:
             q = sql.quote(col)
-            moment_exprs += [
-                f"count({q})",
-                f"fsum({q})",
-                f"avg({q})",
-                f"var_pop({q})",
-                f"min({q})",
-                f"max({q})",
+            items += [
+                (col, "count", f"count({q})"),
+                (col, "sum", f"fsum({q})"),
+                (col, "mean", f"avg({q})"),
+                (col, "var", f"var_pop({q})"),
+                (col, "min", f"min({q})"),
+                (col, "max", f"max({q})"),
             ]
-        values = con.execute(f"SELECT {', '.join(moment_exprs)} FROM clean").fetchone()
+        moment_items = len(items)
+        items += _profile_items(contract.CLEAN_SCHEMA.names, CLEAN_NUMERIC)
+        items += [(col, "hist", _histogram_sql(sql.quote(col), spec)) for col, spec in HISTOGRAMS.items()]
+        values = _aggregate(con, "clean", items)
         moments = {}
         for i, col in enumerate(STAT_COLUMNS):
-            n, total, mean, var, lo, hi = values[6 * i : 6 * i + 6]
+            n, total, mean, var, lo, hi = values[1 + 6 * i : 7 + 6 * i]
             moments[col] = {
                 "count": int(n),
                 "sum": float(total or 0.0),
@@ -346,17 +393,24 @@ def process_partition(job: PartitionJob) -> dict:
                 "min": _json_value(lo),
                 "max": _json_value(hi),
             }
+        clean_agg = _keyed(items[moment_items:], values[moment_items:])
+        clean_profile = _profile_from(clean_agg, contract.CLEAN_SCHEMA.names, values[0])
+
+        # raw rows: profile and histograms in one pass
         con.execute(
             f"CREATE TEMP VIEW raw_profiled AS SELECT *, {sql.RAW_DISTANCE} AS {RAW_DISTANCE} FROM classified"
         )
-        raw_profile = _profile(
-            con, [*contract.RAW_SCHEMA.names, RAW_DISTANCE], [*RAW_NUMERIC, RAW_DISTANCE], "raw_profiled"
-        )
-        clean_profile = _profile(con, contract.CLEAN_SCHEMA.names, CLEAN_NUMERIC, "clean")
+        raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
+        raw_items = [("", "rows", "count(*)"), *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE])]
+        raw_items += [
+            (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
+        ]
+        raw_agg = _keyed(raw_items, _aggregate(con, "raw_profiled", raw_items))
+        raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
         histograms = {
             col: {
-                "raw": _histogram(con, _HIST_RAW_SQL[col], "classified", spec),
-                "clean": _histogram(con, sql.quote(col), "clean", spec),
+                "raw": _histogram_counts(raw_agg[(col, "hist")], spec),
+                "clean": _histogram_counts(clean_agg[(col, "hist")], spec),
             }
             for col, spec in HISTOGRAMS.items()
         }
@@ -366,14 +420,16 @@ def process_partition(job: PartitionJob) -> dict:
             f"SELECT * FROM clean ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.reservoir_rows)}",
             reservoir_schema(),
             _join(partials_dir, PARTIAL_RESERVOIR),
+            SAMPLE_ROW_GROUP,
         )
         _write(
             con,
-            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, source_file, source_line, "
-            f"{key} AS {SAMPLE_KEY} FROM raw_profiled ORDER BY {SAMPLE_KEY}, source_file, source_line "
-            f"LIMIT {int(job.profile_rows)}",
+            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {sql.RAW_DISTANCE} AS {RAW_DISTANCE}, "
+            f"source_file, source_line, {SAMPLE_KEY} FROM (SELECT *, {key} AS {SAMPLE_KEY} FROM classified "
+            f"ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.profile_rows)})",
             profile_sample_schema(),
             _join(partials_dir, PARTIAL_PROFILE_SAMPLE),
+            SAMPLE_ROW_GROUP,
         )
     finally:
         con.close()
@@ -498,6 +554,53 @@ def bottom_k(tables: Iterable[pa.Table], k: int) -> pa.Table | None:
     return keep
 
 
+def bottom_k_files(uris: Sequence[str], k: int, schema: pa.Schema) -> pa.Table | None:
+    """:func:`bottom_k` over per-partition sample files, reading only what can be in it.
+
+    Pass 1 reads just the key column of each file and keeps the k smallest keys (a numpy
+    partition), giving T, the k-th smallest key overall. Every row of the bottom-k has a key
+    <= T (rows with key == T are then ordered by source_file, source_line), so pass 2 reads
+    only the row groups whose minimum key is <= T (the files are written in key order with
+    small row groups, so that is a prefix) and keeps rows with key <= T. The result is exactly
+    ``bottom_k`` of the whole files; at most k keys plus one file are held at a time.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if not uris:
+        return None
+    smallest = np.empty(0, dtype=np.uint64)
+    for uri in uris:
+        fs, path = resolve_filesystem(uri)
+        keys = pq.read_table(path, filesystem=fs, columns=[SAMPLE_KEY]).column(0)
+        smallest = np.concatenate([smallest, keys.to_numpy().astype(np.uint64, copy=False)])
+        if smallest.size > k:
+            smallest = np.partition(smallest, k - 1)[:k]
+    threshold = int(smallest.max()) if smallest.size else 0
+    parts = []
+    for uri in uris:
+        fs, path = resolve_filesystem(uri)
+        pf = pq.ParquetFile(fs.open_input_file(path))
+        col = pf.schema_arrow.get_field_index(SAMPLE_KEY)
+        groups = []
+        for i in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(i).column(col).statistics
+            if stats is None or not stats.has_min_max or int(stats.min) <= threshold:
+                groups.append(i)
+        if not groups:
+            continue
+        table = pf.read_row_groups(groups)
+        table = table.filter(pc.less_equal(table.column(SAMPLE_KEY), pa.scalar(threshold, pa.uint64())))
+        parts.append(table.select(schema.names).cast(schema))
+    order = [
+        (SAMPLE_KEY, "ascending"),
+        (contract.SOURCE_FILE, "ascending"),
+        (contract.SOURCE_LINE, "ascending"),
+    ]
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    return table.sort_by(order).slice(0, k)
+
+
 def _read_parquet(uri: str, schema: pa.Schema | None = None) -> pa.Table:
     """One Parquet file, cast to ``schema`` when given (nullability and units as in the contract)."""
     fs, path = resolve_filesystem(uri)
@@ -566,8 +669,10 @@ def quantiles(table: pa.Table | None, columns: Sequence[str]) -> dict[str, dict[
             continue
         values = table.column(col).drop_null().to_numpy(zero_copy_only=False).astype("float64")
         values = values[np.isfinite(values)]
+        found = np.quantile(values, QUANTILES) if values.size else [None] * len(QUANTILES)
         out[col] = {
-            f"p{round(q * 100)}": (float(np.quantile(values, q)) if values.size else None) for q in QUANTILES
+            f"p{round(q * 100)}": (None if v is None else float(v))
+            for q, v in zip(QUANTILES, found, strict=True)
         }
     return out
 
@@ -636,10 +741,9 @@ def merge(
         for col in HISTOGRAMS
     }
     res_schema, prof_schema = reservoir_schema(), profile_sample_schema()
-    reservoir = bottom_k((_read_parquet(_join(d, PARTIAL_RESERVOIR), res_schema) for _, d in loaded), k)
-    profile_sample = bottom_k(
-        (_read_parquet(_join(d, PARTIAL_PROFILE_SAMPLE), prof_schema) for _, d in loaded),
-        partials[0]["profile_rows"],
+    reservoir = bottom_k_files([_join(d, PARTIAL_RESERVOIR) for _, d in loaded], k, res_schema)
+    profile_sample = bottom_k_files(
+        [_join(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], partials[0]["profile_rows"], prof_schema
     )
     raw_q = quantiles(profile_sample, [*RAW_NUMERIC, RAW_DISTANCE])
     clean_q = quantiles(reservoir, CLEAN_NUMERIC)

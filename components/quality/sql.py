@@ -6,6 +6,8 @@ The raw partition is registered in DuckDB as the view/table ``raw_input``.
 
 from __future__ import annotations
 
+import re
+
 from components.common import contract
 
 from .rules import RuleSet
@@ -22,11 +24,42 @@ def _literal(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
+# ``row_number() OVER (PARTITION BY c1, c2, ... ORDER BY o1, ...) > 1``: the exact-duplicate
+# pattern. Such a rule gets a hash pre-filter (see ``classify_statements``); any other
+# partition-scoped expression runs as written.
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"]|"")+")'
+_DUPLICATE_RULE = re.compile(
+    rf"""^\s*row_number\s*\(\s*\)\s+over\s*\(\s*partition\s+by\s+
+    (?P<cols>{_IDENT}(?:\s*,\s*{_IDENT})*)
+    \s+order\s+by\s+(?P<order>[^()]*?)\s*\)\s*>\s*1\s*$""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+DUP_HASH = "__dup_hash"
+# Tests monkeypatch this to force hash collisions; DuckDB's hash() treats NULLs as equal,
+# 0.0 == -0.0 and NaN == NaN, exactly like PARTITION BY, so equal rows always share a hash.
+HASH_FUNCTION = "hash"
+
+
+def duplicate_columns(expr: str) -> list[str] | None:
+    """The PARTITION BY columns when ``expr`` is the exact-duplicate pattern, else None."""
+    match = _DUPLICATE_RULE.match(expr)
+    if not match:
+        return None
+    return re.findall(_IDENT, match["cols"])
+
+
+def _case(rules) -> str:
+    whens = " ".join(f"WHEN coalesce(({r.reject_if}), false) THEN {_literal(r.name)}" for r in rules)
+    return f"CASE {whens} END"
+
+
 def classify(ruleset: RuleSet, year: int, month: int) -> str:
     """Every raw row with ``rule``: the name of the first rule it fails, NULL when clean.
 
-    Consecutive row-scoped rules become one CASE; a partition-scoped rule (window
-    functions) becomes its own stage that only sees rows no earlier rule rejected.
+    One query, the reference form of the rules (used to validate a rule set, and by the
+    tests as the oracle for :func:`classify_statements`). Consecutive row-scoped rules
+    become one CASE; a partition-scoped rule (window functions) becomes its own stage that
+    only sees rows no earlier rule rejected.
     """
     stages = [f"s0 AS (SELECT *, CAST(NULL AS VARCHAR) AS rule FROM ({raw_with_partition(year, month)}))"]
     pending: list = []
@@ -54,6 +87,67 @@ def classify(ruleset: RuleSet, year: int, month: int) -> str:
         )
     flush_rows()
     return "WITH " + ",\n".join(stages) + f"\nSELECT * FROM s{len(stages) - 1}"
+
+
+def classify_statements(ruleset: RuleSet, year: int, month: int, table: str, *, order: bool) -> list[str]:
+    """The rules as statements that build ``table`` (raw columns, year, month, rule) in place.
+
+    ``table`` also gets one ``__dup_hash<i>`` column per exact-duplicate rule.
+
+    Same result per row as :func:`classify`, but the rows keep one order (the input's, or
+    ``source_file, source_line`` when ``order``), so the outputs need no sort:
+
+    - ``CREATE TABLE`` with the leading row-scoped rules as one CASE (one pass over the input);
+    - a partition-scoped rule: ``UPDATE`` of the rows its expression rejects, evaluated over
+      the rows no earlier rule rejected (as in :func:`classify`). The exact-duplicate pattern
+      is evaluated only over rows whose hash over the compared columns occurs more than once
+      (equal rows hash equally, so no duplicate is missed; rows that merely share a hash are
+      in the candidate set but not in the same window partition, so none is wrongly flagged);
+    - later row-scoped rules: ``UPDATE ... WHERE rule IS NULL``.
+    """
+    rules = list(ruleset.rules)
+    lead: list = []
+    while rules and rules[0].scope == "rows":
+        lead.append(rules.pop(0))
+    rule_expr = _case(lead) if lead else "CAST(NULL AS VARCHAR)"
+    # one stored hash column per exact-duplicate rule (raw columns never change, so the
+    # hash can be taken once, while the table is built)
+    hashes = {}
+    for rule in rules:
+        cols = duplicate_columns(rule.reject_if) if rule.scope == "partition" else None
+        if cols is not None:
+            hashes[rule.name] = (f"{DUP_HASH}{len(hashes)}", f"{HASH_FUNCTION}({', '.join(cols)})")
+    extra = "".join(f", {expr} AS {name}" for name, expr in hashes.values())
+    statements = [
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT *, {rule_expr} AS rule{extra} "
+        f"FROM ({raw_with_partition(year, month)})" + (" ORDER BY source_file, source_line" if order else "")
+    ]
+    pending: list = []
+
+    def flush_rows() -> None:
+        if pending:
+            case = _case(pending)
+            statements.append(f"UPDATE {table} SET rule = {case} WHERE rule IS NULL AND {case} IS NOT NULL")
+            pending.clear()
+
+    for rule in rules:
+        if rule.scope == "rows":
+            pending.append(rule)
+            continue
+        flush_rows()
+        survivors = "rule IS NULL"
+        if rule.name in hashes:
+            h = hashes[rule.name][0]
+            survivors += (
+                f" AND {h} IN (SELECT {h} FROM {table} WHERE rule IS NULL GROUP BY {h} HAVING count(*) > 1)"
+            )
+        statements.append(
+            f"UPDATE {table} SET rule = {_literal(rule.name)} FROM (SELECT rid FROM (SELECT rowid AS rid, "
+            f"coalesce(({rule.reject_if}), false) AS hit FROM {table} WHERE {survivors}) WHERE hit) AS hits "
+            f"WHERE {table}.rowid = hits.rid"
+        )
+    flush_rows()
+    return statements
 
 
 def haversine_km(lat1: str, lon1: str, lat2: str, lon2: str) -> str:

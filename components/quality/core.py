@@ -76,7 +76,8 @@ HISTOGRAMS: dict[str, tuple[float, float, int]] = {
     contract.LABEL: (0.0, 100.0, 100),
     "distance_km": (0.0, 30.0, 60),
 }
-_HIST_RAW_SQL = {contract.LABEL: "FAREAMOUNT", "distance_km": sql.RAW_DISTANCE}
+# over the classified table, which holds the raw distance as a column (computed once)
+_HIST_RAW_SQL = {contract.LABEL: "FAREAMOUNT", "distance_km": RAW_DISTANCE}
 
 
 class GateFailed(UserError):
@@ -333,7 +334,12 @@ def process_partition(job: PartitionJob) -> dict:
         try:
             ordered = _input_sorted(con)
             for statement in sql.classify_statements(
-                job.ruleset, part.year, part.month, "classified", order=not ordered
+                job.ruleset,
+                part.year,
+                part.month,
+                "classified",
+                order=not ordered,
+                extra={RAW_DISTANCE: sql.RAW_DISTANCE},
             ):
                 con.execute(statement)
         except (duckdb.Error, pa.ArrowException) as err:
@@ -342,7 +348,7 @@ def process_partition(job: PartitionJob) -> dict:
             ) from None
         key = _sample_key(job.seed)
         con.execute(
-            f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection()}, source_file, source_line, {key} AS {SAMPLE_KEY} "
+            f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection({'distance_km': RAW_DISTANCE})}, source_file, source_line, {key} AS {SAMPLE_KEY} "
             "FROM classified WHERE rule IS NULL"
         )
         counts = con.execute("SELECT rule, count(*) FROM classified GROUP BY rule").fetchall()
@@ -397,15 +403,12 @@ def process_partition(job: PartitionJob) -> dict:
         clean_profile = _profile_from(clean_agg, contract.CLEAN_SCHEMA.names, values[0])
 
         # raw rows: profile and histograms in one pass
-        con.execute(
-            f"CREATE TEMP VIEW raw_profiled AS SELECT *, {sql.RAW_DISTANCE} AS {RAW_DISTANCE} FROM classified"
-        )
         raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
         raw_items = [("", "rows", "count(*)"), *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE])]
         raw_items += [
             (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
         ]
-        raw_agg = _keyed(raw_items, _aggregate(con, "raw_profiled", raw_items))
+        raw_agg = _keyed(raw_items, _aggregate(con, "classified", raw_items))
         raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
         histograms = {
             col: {
@@ -424,7 +427,7 @@ def process_partition(job: PartitionJob) -> dict:
         )
         _write(
             con,
-            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {sql.RAW_DISTANCE} AS {RAW_DISTANCE}, "
+            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, "
             f"source_file, source_line, {SAMPLE_KEY} FROM (SELECT *, {key} AS {SAMPLE_KEY} FROM classified "
             f"ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.profile_rows)})",
             profile_sample_schema(),

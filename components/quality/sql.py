@@ -89,10 +89,13 @@ def classify(ruleset: RuleSet, year: int, month: int) -> str:
     return "WITH " + ",\n".join(stages) + f"\nSELECT * FROM s{len(stages) - 1}"
 
 
-def classify_statements(ruleset: RuleSet, year: int, month: int, table: str, *, order: bool) -> list[str]:
+def classify_statements(
+    ruleset: RuleSet, year: int, month: int, table: str, *, order: bool, extra: dict[str, str] | None = None
+) -> list[str]:
     """The rules as statements that build ``table`` (raw columns, year, month, rule) in place.
 
-    ``table`` also gets one ``__dup_hash<i>`` column per exact-duplicate rule.
+    ``table`` also gets one ``__dup_hash<i>`` column per exact-duplicate rule, and the
+    ``extra`` columns (name -> SQL over the raw row), computed once while loading.
 
     Same result per row as :func:`classify`, but the rows keep one order (the input's, or
     ``source_file, source_line`` when ``order``), so the outputs need no sort:
@@ -117,9 +120,10 @@ def classify_statements(ruleset: RuleSet, year: int, month: int, table: str, *, 
         cols = duplicate_columns(rule.reject_if) if rule.scope == "partition" else None
         if cols is not None:
             hashes[rule.name] = (f"{DUP_HASH}{len(hashes)}", f"{HASH_FUNCTION}({', '.join(cols)})")
-    extra = "".join(f", {expr} AS {name}" for name, expr in hashes.values())
+    added = [*(extra or {}).items(), *((name, expr) for name, expr in hashes.values())]
+    extra_sql = "".join(f", {expr} AS {name}" for name, expr in added)
     statements = [
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT *, {rule_expr} AS rule{extra} "
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT *, {rule_expr} AS rule{extra_sql} "
         f"FROM ({raw_with_partition(year, month)})" + (" ORDER BY source_file, source_line" if order else "")
     ]
     pending: list = []
@@ -186,8 +190,10 @@ CLEAN_EXPRESSIONS: dict[str, str] = {
 assert tuple(CLEAN_EXPRESSIONS) == tuple(contract.CLEAN_SCHEMA.names)
 
 
-def clean_projection() -> str:
-    return ", ".join(f"{expr} AS {name}" for name, expr in CLEAN_EXPRESSIONS.items())
+def clean_projection(overrides: dict[str, str] | None = None) -> str:
+    """The clean columns as SQL; ``overrides`` replaces expressions (e.g. by a precomputed column)."""
+    exprs = CLEAN_EXPRESSIONS | (overrides or {})
+    return ", ".join(f"{exprs[name]} AS {name}" for name in CLEAN_EXPRESSIONS)
 
 
 def quote(name: str) -> str:

@@ -12,26 +12,29 @@ LOCAL_BASE_IMAGE ?= localhost/fareflow-base/python:3.11-slim-bookworm
 BASE_IMAGE ?= $(if $(filter podman,$(CONTAINER_ENGINE)),$(LOCAL_BASE_IMAGE),)
 TORCH_VARIANT ?= cpu
 KIND_CLUSTER ?= fareflow
-IMAGES_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# Included from the top-level Makefile, use its venv (BIN) and make sure it is installed.
+IMAGES_PYTHON ?= $(if $(BIN),$(BIN)/python,$(if $(wildcard .venv/bin/python),.venv/bin/python,python3))
+CONTAINER_TEST_DEPS ?= $(if $(BIN),$(BIN)/.installed)
 CONTAINER_PYTEST_ARGS ?= -v
 HADOLINT ?= $(if $(wildcard .venv/bin/hadolint),.venv/bin/hadolint,hadolint)
+SHELLCHECK ?= $(if $(wildcard .venv/bin/shellcheck),.venv/bin/shellcheck,shellcheck)
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 DOCKERFILES ?= $(wildcard images/*/Dockerfile)
 
 .PHONY: images podman-setup base-image kind-load container-test lint-images
 
-podman-setup: ## Install/configure podman for this machine (runc, cgroupfs, host network; idempotent)
+podman-setup: ## install/configure podman for this machine (runc, cgroupfs, host network; idempotent)
 	images/podman-setup.sh
 
-base-image: ## Make the local python:3.11-slim-bookworm stand-in (debootstrap + podman import; kept if present)
+base-image: ## make the local python:3.11-slim-bookworm stand-in (debootstrap + podman import; kept if present)
 	BASE_IMAGE=$(LOCAL_BASE_IMAGE) images/make-base.sh
 
-images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## Build the images (component, trainer, server) as REGISTRY/NAME:VERSION, never latest
+images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## build the images (component, trainer, server) as REGISTRY/NAME:VERSION, never latest
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) \
 	  BASE_IMAGE=$(BASE_IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) images/build.sh $(IMAGE_NAMES)
 
-kind-load: ## Load the built images into the kind cluster (KIND_CLUSTER)
+kind-load: ## load the built images into the kind cluster (KIND_CLUSTER)
 	@set -e; for name in $(IMAGE_NAMES); do \
 	  ref=$(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG); \
 	  if [ "$(CONTAINER_ENGINE)" = docker ]; then \
@@ -43,12 +46,13 @@ kind-load: ## Load the built images into the kind cluster (KIND_CLUSTER)
 	  fi; \
 	done
 
-container-test: images ## Container tier: run each image's entrypoint and the pipeline via kfp DockerRunner on podman
+container-test: images $(CONTAINER_TEST_DEPS) ## container tier: run each image's entrypoint and the pipeline via kfp DockerRunner on podman
 	FAREFLOW_CONTAINER_TESTS=1 FAREFLOW_IMAGE_REGISTRY=$(IMAGE_REGISTRY) FAREFLOW_IMAGE_TAG=$(IMAGE_TAG) \
 	  FAREFLOW_IMAGE_NAMES="$(IMAGE_NAMES)" \
 	  $(IMAGES_PYTHON) -m pytest -m container tests/container $(CONTAINER_PYTEST_ARGS)
 
-lint-images: ## Lint the Dockerfiles: hadolint, then checkov (own venv .venv-checkov)
+lint-images: ## lint the Dockerfiles (hadolint, checkov in .venv-checkov) and images/*.sh (shellcheck)
+	$(SHELLCHECK) images/*.sh
 	$(HADOLINT) --config images/hadolint.yaml $(DOCKERFILES)
 	@test -x $(CHECKOV_VENV)/bin/checkov || { python3 -m venv $(CHECKOV_VENV) && \
 	  $(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION); }

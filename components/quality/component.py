@@ -38,9 +38,8 @@ def quality(
     workers: int = 0,
 ) -> dict:
     """Apply the data-quality rules to the ingest output (all partitions, in-process pool)."""
-    from components.common.artifacts import save_metrics
     from components.quality.core import QualityConfig, run_quality
-    from components.quality.publish import publish
+    from components.quality.publish import finish_component
     from components.quality.rules import load_rules
 
     result = run_quality(
@@ -54,19 +53,15 @@ def quality(
             seed=seed,
         )
     )
-    summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
-    save_metrics(metrics)
-    clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
-    rejected.metadata.update({"rows": summary["rows_rejected"]})
-    summary["artifacts"] = {
-        "report": report.uri,
-        "summary_md": summary_md.uri,
-        "clean": clean.uri,
-        "rejected": rejected.uri,
-        "population_stats": population_stats.uri,
-    }
-    result.check_gate()
-    return summary
+    return finish_component(
+        result,
+        clean=clean,
+        rejected=rejected,
+        population_stats=population_stats,
+        report=report,
+        summary_md=summary_md,
+        metrics=metrics,
+    )
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -104,24 +99,19 @@ def quality_merge(
     metrics: Output[Metrics],
 ) -> dict:
     """Gather the fan-out results: clean/rejected data sets, population statistics, report, gate."""
-    from components.common.artifacts import save_metrics
     from components.quality.core import merge_partition_outputs
-    from components.quality.publish import publish
+    from components.quality.publish import finish_component
     from components.quality.rules import load_rules
 
     result = merge_partition_outputs(
         [p.path for p in parts], load_rules(text=rules_yaml), clean.path, rejected.path, population_stats.path
     )
-    summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
-    save_metrics(metrics)
-    clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
-    rejected.metadata.update({"rows": summary["rows_rejected"]})
-    summary["artifacts"] = {
-        "report": report.uri,
-        "summary_md": summary_md.uri,
-        "clean": clean.uri,
-        "rejected": rejected.uri,
-        "population_stats": population_stats.uri,
-    }
-    result.check_gate()
-    return summary
+    return finish_component(
+        result,
+        clean=clean,
+        rejected=rejected,
+        population_stats=population_stats,
+        report=report,
+        summary_md=summary_md,
+        metrics=metrics,
+    )

@@ -33,3 +33,26 @@ def publish(result: QualityResult, *, html_path: str, markdown_path: str, metric
     return {k: v for k, v in result.summary.items() if k != "rejected_pct_by_rule"} | {
         "rejected_pct_by_rule": {k: round(v, 4) for k, v in result.summary["rejected_pct_by_rule"].items()}
     }
+
+
+def finish_component(
+    result: QualityResult, *, clean, rejected, population_stats, report, summary_md, metrics
+) -> dict:
+    """The shared tail of the ``quality`` and ``quality_merge`` components (kfp artifacts
+    duck-typed): reports, metrics (also saved to their file), artifact metadata, then the
+    gate, which raises after every output is written so the report shows why."""
+    from components.common.artifacts import save_metrics
+
+    summary = publish(result, html_path=report.path, markdown_path=summary_md.path, metrics=metrics)
+    save_metrics(metrics)
+    clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
+    rejected.metadata.update({"rows": summary["rows_rejected"]})
+    summary["artifacts"] = {
+        "report": report.uri,
+        "summary_md": summary_md.uri,
+        "clean": clean.uri,
+        "rejected": rejected.uri,
+        "population_stats": population_stats.uri,
+    }
+    result.check_gate()
+    return summary

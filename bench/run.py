@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_rss_mb']:.0f}",
         )
     summary = ratios(rows)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     console.print(table)
     for s in summary:
         console.print(

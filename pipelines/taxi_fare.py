@@ -13,13 +13,18 @@ fanned out one task per month partition with ``dsl.ParallelFor`` and merged with
 # No "from __future__ import annotations": kfp reads the annotations as objects.
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.ingest.component import ingest
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
 
 PIPELINE_NAME = "fareflow-taxi-fare"
+# Kubernetes Secret whose keys become the ingest task's environment in the cluster, so an
+# s3:// source is read with these credentials (keys optional: an https source needs none).
+# It must exist in the namespace the pipeline pods run in (``kubeflow`` for KFP standalone).
+S3_SECRET = "fareflow-s3"
+S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 
 class PipelineOutputs(NamedTuple):
@@ -40,12 +45,14 @@ def _quality_step(raw, rules_yaml, seed, fan_out: bool):
     return merged.set_display_name("quality: merge")
 
 
-def build_pipeline(quality_fan_out: bool = False):
+def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET):
     """The pipeline, with the quality step in one task or fanned out per month partition.
 
     A compile-time setting: kfp.local 2.17 can neither loop over a task's output nor pick an
     artifact out of ``dsl.OneOf``, so the local run uses the one-task form and the cluster
-    compile (``fareflow compile``/``submit``) uses the fan-out by default.
+    compile (``fareflow compile``/``submit``) uses the fan-out by default. ``s3_secret``
+    ("" for none) names the Secret the ingest task takes its S3 settings from in the cluster
+    (kfp.local ignores Kubernetes settings; locally the environment is used).
     """
 
     @dsl.pipeline(
@@ -70,6 +77,13 @@ def build_pipeline(quality_fan_out: bool = False):
         fractions: train,validation,test fractions of the sample.
         """
         ingest_task = ingest(source=source).set_display_name("ingest")
+        if s3_secret:
+            kubernetes.use_secret_as_env(
+                ingest_task,
+                secret_name=s3_secret,
+                secret_key_to_env={k: k for k in S3_ENV_KEYS},
+                optional=True,
+            )
         quality_task = _quality_step(ingest_task.outputs["raw"], rules_yaml, seed, quality_fan_out)
         sample_task = sample(
             clean=quality_task.outputs["clean"],

@@ -11,9 +11,14 @@ from pipelines.compile import compile_pipeline, main
 from pipelines.taxi_fare import PIPELINE_NAME
 
 
+def _pipeline_spec(text: str) -> dict:
+    """The pipeline spec: the first YAML document (the second holds Kubernetes settings)."""
+    return next(yaml.safe_load_all(text))
+
+
 def test_compiled_pipeline_uses_project_image_without_kfp_install(tmp_path):
     path = compile_pipeline(str(tmp_path / "p.yaml"))
-    spec = yaml.safe_load(Path(path).read_text())
+    spec = _pipeline_spec(Path(path).read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     executors = spec["deploymentSpec"]["executors"]
     assert executors, "no executors compiled"
@@ -40,7 +45,7 @@ def _task_names(spec: dict) -> set[str]:
 
 
 def test_cluster_compile_fans_quality_out_per_partition(tmp_path):
-    spec = yaml.safe_load(
+    spec = _pipeline_spec(
         Path(compile_pipeline(str(tmp_path / "fan.yaml"), quality_fan_out=True)).read_text()
     )
     names = _task_names(spec)
@@ -56,9 +61,20 @@ def test_cluster_compile_fans_quality_out_per_partition(tmp_path):
 
 
 def test_local_form_runs_quality_in_one_task(tmp_path):
-    spec = yaml.safe_load(
+    spec = _pipeline_spec(
         Path(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False)).read_text()
     )
     names = _task_names(spec)
     assert {"ingest", "quality", "sample"} <= names
     assert "quality-partition" not in names
+
+
+def test_ingest_takes_s3_settings_from_an_optional_secret(tmp_path):
+    from pipelines.taxi_fare import S3_ENV_KEYS, S3_SECRET
+
+    docs = list(yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text()))
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    ingest = next(v for k, v in platform.items() if "ingest" in k)
+    envs = {kv["envVar"] for e in ingest["secretAsEnv"] for kv in e["keyToEnv"]}
+    assert envs == set(S3_ENV_KEYS)
+    assert all(e["secretName"] == S3_SECRET and e.get("optional") for e in ingest["secretAsEnv"])

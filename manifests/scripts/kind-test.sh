@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end test of the cluster path on a throwaway kind cluster:
 #   create the cluster -> install the platform -> build and load the images -> apply
-#   overlays/kind -> compile and submit the pipeline with kfp.Client (port-forward to the KFP
-#   API) -> wait for the run to succeed -> send v1 and v2 inference requests to the
-#   InferenceService and check the answers -> (on failure) collect logs -> delete the cluster.
+#   overlays/kind -> generate a small data set, upload it to KFP's object store and create the
+#   fareflow-s3 Secret the pipeline's ingest reads -> compile and submit the pipeline with
+#   kfp.Client (port-forward to the KFP API) -> wait for the run to succeed -> send v1 and v2
+#   inference requests to the InferenceService and check the answers -> (on failure) collect
+#   logs -> delete the cluster.
 #
 # Settings (environment): CLUSTER_NAME, KEEP_CLUSTER=1 (keep the cluster), DRY_RUN=1 (print
 # every command instead of running it), IMAGE_TAG, RUN_TIMEOUT (seconds), ISVC_NAME,
-# NAMESPACE, PIPELINE_PARAMS ("key=value ..."), ARTIFACT_DIR, KFP_LOCAL_PORT, MODEL_LOCAL_PORT,
-# PYTHON, MAKE. Versions come from manifests/versions.env.
+# NAMESPACE, PIPELINE_PARAMS ("key=value ..."; source=s3://... is added unless given),
+# DATA_ROWS, DATA_MONTHS, DATA_URI, ARTIFACT_DIR, KFP_LOCAL_PORT, MODEL_LOCAL_PORT,
+# MINIO_LOCAL_PORT, PYTHON, MAKE. Versions come from manifests/versions.env.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +31,21 @@ PIPELINE_PARAMS="${PIPELINE_PARAMS:-}"
 ARTIFACT_DIR="${ARTIFACT_DIR:-${TMPDIR:-/tmp}/fareflow-kind-test}"
 KFP_LOCAL_PORT="${KFP_LOCAL_PORT:-8888}"
 MODEL_LOCAL_PORT="${MODEL_LOCAL_PORT:-8081}"
+MINIO_LOCAL_PORT="${MINIO_LOCAL_PORT:-9000}"
+# The data set the pipeline ingests: generated here, uploaded to KFP's object store (MinIO, or
+# SeaweedFS behind the same minio-service) in the bucket KFP itself uses.
+DATA_ROWS="${DATA_ROWS:-50000}"
+DATA_MONTHS="${DATA_MONTHS:-2015-01:2015-03}"
+DATA_URI="${DATA_URI:-s3://mlpipeline/fareflow-kind-test/raw/}"
+DATA_DIR="${ARTIFACT_DIR}/data"
+# KFP standalone's object store credentials (keys accesskey/secretkey) and the Secret the
+# compiled pipeline injects into the ingest task (pipelines.taxi_fare.S3_SECRET); KFP
+# standalone runs pipeline pods in kubeflow, so that is where it must exist.
+MINIO_SECRET="mlpipeline-minio-artifact"
+S3_SECRET="fareflow-s3"
+S3_ENDPOINT_IN_CLUSTER="http://minio-service.kubeflow:9000"
+S3_REGION="us-east-1"
+REDACTED="<redacted>"
 PYTHON="${PYTHON:-python3}"
 MAKE="${MAKE:-make}"
 KIND_CONFIG="${REPO_ROOT}/manifests/kind/kind-config.yaml"
@@ -119,12 +137,61 @@ apply_overlay() {
   run kubectl -n "${NAMESPACE}" rollout status statefulset/fareflow-postgres --timeout=300s
 }
 
+# Set variable $1 to key $2 of KFP's object store Secret, decoded. The value is never
+# printed (a placeholder in a dry run).
+read_minio_credential() {
+  local value
+  show kubectl -n kubeflow get secret "${MINIO_SECRET}" -o "jsonpath={.data.$2}" "|" base64 -d
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    value="${REDACTED}"
+  else
+    value="$(kubectl -n kubeflow get secret "${MINIO_SECRET}" -o "jsonpath={.data.$2}" | base64 -d)"
+  fi
+  [[ -n "${value}" ]] || die "kubeflow/${MINIO_SECRET} has no key $2"
+  printf -v "$1" '%s' "${value}"
+}
+
+upload_data() {
+  step "generate and upload the data set to ${DATA_URI}"
+  run rm -rf "${DATA_DIR}"
+  run "${PYTHON}" -m components.generate --out "${DATA_DIR}" --rows "${DATA_ROWS}" --months "${DATA_MONTHS}"
+  local access_key="" secret_key=""
+  read_minio_credential access_key accesskey
+  read_minio_credential secret_key secretkey
+  run_bg kubectl -n kubeflow port-forward svc/minio-service "${MINIO_LOCAL_PORT}:9000"
+  # Credentials travel in the environment only; retry while the port-forward (and KFP's
+  # object store init job) come up.
+  (
+    export AWS_ACCESS_KEY_ID="${access_key}" AWS_SECRET_ACCESS_KEY="${secret_key}" \
+      AWS_ENDPOINT_URL="http://127.0.0.1:${MINIO_LOCAL_PORT}" AWS_DEFAULT_REGION="${S3_REGION}"
+    retry 30 2 "${PYTHON}" "${SCRIPT_DIR}/upload_data.py" --src "${DATA_DIR}" --dest "${DATA_URI}" --delete
+  )
+  stop_bg
+
+  # The Secret the ingest task reads (created or updated: apply). The values go to kubectl on
+  # stdin as an env file, so they appear neither here nor in any process's arguments.
+  local -a env_lines=(
+    "AWS_ACCESS_KEY_ID=${REDACTED}" "AWS_SECRET_ACCESS_KEY=${REDACTED}"
+    "AWS_ENDPOINT_URL=${S3_ENDPOINT_IN_CLUSTER}" "AWS_DEFAULT_REGION=${S3_REGION}"
+  )
+  show printf '%s\n' "${env_lines[@]}" "|" kubectl -n kubeflow create secret generic "${S3_SECRET}" \
+    --from-env-file=/dev/stdin --dry-run=client -o yaml "|" kubectl apply -f -
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    printf '%s\n' "AWS_ACCESS_KEY_ID=${access_key}" "AWS_SECRET_ACCESS_KEY=${secret_key}" \
+      "AWS_ENDPOINT_URL=${S3_ENDPOINT_IN_CLUSTER}" "AWS_DEFAULT_REGION=${S3_REGION}" |
+      kubectl -n kubeflow create secret generic "${S3_SECRET}" --from-env-file=/dev/stdin \
+        --dry-run=client -o yaml | kubectl apply -f -
+  fi
+}
+
 submit_pipeline() {
   step "compile and submit the pipeline"
   run_bg kubectl -n kubeflow port-forward svc/ml-pipeline "${KFP_LOCAL_PORT}:8888"
   retry 30 2 curl -fsS -o /dev/null "${KFP_HOST}/apis/v2beta1/healthz"
+  # The uploaded data is the default source; PIPELINE_PARAMS adds to it or replaces it.
   local -a params=()
   local kv
+  [[ " ${PIPELINE_PARAMS} " == *" source="* ]] || params+=(--param "source=${DATA_URI}")
   for kv in ${PIPELINE_PARAMS}; do
     params+=(--param "${kv}")
   done
@@ -143,11 +210,13 @@ check_inference() {
 
 main() {
   check_overlay_tag
+  log "data: ${DATA_ROWS} rows (${DATA_MONTHS}) -> ${DATA_URI}"
   log "kind ${KIND_VERSION}, node ${KIND_NODE_IMAGE}, KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION}, images ghcr.io/fareflow/*:${IMAGE_TAG}"
   create_cluster
   install_platform
   load_images
   apply_overlay
+  upload_data
   submit_pipeline
   check_inference
   step "kind-test passed"

@@ -32,7 +32,7 @@ step() {
 show() {
   local out="+" arg
   for arg in "$@"; do
-    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=,@%+-]+$ || "${arg}" == "&" || "${arg}" == ">" ]]; then
+    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=,@%+-]+$ || "${arg}" == "&" || "${arg}" == ">" || "${arg}" == "|" ]]; then
       out+=" ${arg}"
     else
       out+=" ${arg@Q}"

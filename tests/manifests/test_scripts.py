@@ -14,6 +14,7 @@ import pytest
 from tests.manifests.k8s_schema import MANIFESTS, REPO
 
 SCRIPTS = sorted((MANIFESTS / "scripts").glob("*.sh"))
+DATA_URI = "s3://mlpipeline/fareflow-kind-test/raw/"
 VERSIONS = dict(
     line.split("=", 1)[0:1] + [line.split(":-", 1)[1].rstrip('}"')]
     for line in (MANIFESTS / "versions.env").read_text().splitlines()
@@ -58,7 +59,7 @@ def index(lines: list[str], needle: str, start: int = 0) -> int:
 
 
 def test_dry_run_prints_the_whole_sequence_in_order():
-    rc, lines = dry_run("kind-test.sh")
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt")
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
     order = [
@@ -83,6 +84,11 @@ def test_dry_run_prints_the_whole_sequence_in_order():
         f"kind load docker-image {VERSIONS['ALPINE_IMAGE']}",
         f"kind load docker-image {VERSIONS['POSTGRES_IMAGE']}",
         "kubectl apply -k " + str(MANIFESTS / "overlays" / "kind"),
+        "components.generate --out",
+        "get secret mlpipeline-minio-artifact",
+        "port-forward svc/minio-service 9000:9000",
+        f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}",
+        "create secret generic fareflow-s3",
         "port-forward svc/ml-pipeline 8888:8888",
         "pipelines.cli submit --host http://127.0.0.1:8888",
         "wait --for=condition=Ready inferenceservice/taxi-fare",
@@ -95,6 +101,7 @@ def test_dry_run_prints_the_whole_sequence_in_order():
         pos = index(cmds, needle, pos + 1)
     submit = next(c for c in cmds if "pipelines.cli submit" in c)
     assert "--wait" in submit and "--timeout 3600" in submit
+    assert f"--param source={DATA_URI}" in submit
     assert not any("collect logs" in line for line in lines), "no log collection on success"
 
 
@@ -114,7 +121,45 @@ def test_crds_are_established_before_objects_of_their_kinds_are_applied():
     )
 
 
-@pytest.mark.parametrize("step", ["install cert-manager", "compile and submit the pipeline"])
+def test_data_is_uploaded_and_the_s3_secret_created_before_the_pipeline_is_submitted():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    installed = index(cmds, "kubectl -n kubeflow wait --for=condition=Available deployment --all")
+    overlay = index(cmds, "kubectl apply -k " + str(MANIFESTS / "overlays" / "kind"))
+    generate = index(cmds, "-m components.generate --out /tmp/kt/data --rows 50000 --months 2015-01:2015-03")
+    creds = [
+        index(cmds, f"get secret mlpipeline-minio-artifact -o 'jsonpath={{.data.{k}}}' | base64 -d")
+        for k in ("accesskey", "secretkey")
+    ]
+    forward = index(cmds, "kubectl -n kubeflow port-forward svc/minio-service 9000:9000 &")
+    upload = index(cmds, f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}")
+    secret = index(cmds, "kubectl -n kubeflow create secret generic fareflow-s3")
+    submit = index(cmds, "pipelines.cli submit")
+    assert installed < overlay < generate < min(creds) and max(creds) < forward < upload < secret < submit
+    # The Secret is created or updated (client-side render piped into apply), in kubeflow, with
+    # the in-cluster endpoint; the credentials are placeholders in the output, never values.
+    line = cmds[secret]
+    assert "--dry-run=client -o yaml | kubectl apply -f -" in line
+    assert "AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000" in line
+    assert "AWS_DEFAULT_REGION=us-east-1" in line
+    assert "AWS_ACCESS_KEY_ID=<redacted>" in line and "AWS_SECRET_ACCESS_KEY=<redacted>" in line
+    assert not any("minio123" in c for c in lines)
+
+
+def test_user_pipeline_params_extend_or_replace_the_default_source():
+    _, lines = dry_run("kind-test.sh", PIPELINE_PARAMS="seed=3")
+    submit = next(c for c in lines if "pipelines.cli submit" in c)
+    assert f"--param source={DATA_URI} --param seed=3" in submit
+    _, lines = dry_run("kind-test.sh", PIPELINE_PARAMS="seed=3 source=s3://other/raw/", DATA_ROWS="999")
+    submit = next(c for c in lines if "pipelines.cli submit" in c)
+    assert submit.count("--param source=") == 1 and "--param source=s3://other/raw/" in submit
+    index(lines, "--rows 999")
+
+
+@pytest.mark.parametrize(
+    "step", ["install cert-manager", "generate and upload the data set", "compile and submit the pipeline"]
+)
 def test_failure_collects_logs_and_tears_down(step):
     fail_at = next(line for line in dry_run("kind-test.sh")[1] if line.startswith(f"# step: {step}"))
     rc, lines = dry_run("kind-test.sh", DRY_RUN_FAIL_AT=fail_at.removeprefix("# step: "))
@@ -125,6 +170,8 @@ def test_failure_collects_logs_and_tears_down(step):
         lines, "kind delete cluster --name fareflow", collect
     )
     assert not any("check_inference.py" in line for line in lines[failed:])
+    if "data set" in step:
+        assert not any("pipelines.cli submit" in line for line in lines[failed:])
 
 
 def test_keep_cluster_skips_teardown_and_settings_are_resolved():
@@ -157,6 +204,146 @@ def test_install_platform_alone_is_idempotent_apply_only():
     cmds = [line for line in lines if line.startswith("+ ")]
     assert not any(" create " in c or " delete " in c for c in cmds)
     assert all("--server-side" in c for c in cmds if "training-operator" in c and "apply" in c)
+
+
+# --- the data step for real, with stub tools and an S3 server (moto) in place of the cluster --
+
+ACCESS, SECRET = "fake-access-7Qw", "fake-secret-Zx9k"
+
+STUB = """#!/usr/bin/env bash
+printf '%s\\n' "$(basename "$0") $*" >>"$STUB_DIR/calls.log"
+case "$(basename "$0") $*" in
+  *"get secret mlpipeline-minio-artifact"*accesskey*) printf '%s' "$FAKE_ACCESS" | base64 ;;
+  *"get secret mlpipeline-minio-artifact"*secretkey*) printf '%s' "$FAKE_SECRET" | base64 ;;
+  *port-forward*) exec sleep 120 ;;
+  *"create secret generic"*) cat >"$STUB_DIR/secret.env"; echo "kind: Secret" ;;
+  *"apply -f -"*) cat >"$STUB_DIR/applied.yaml" ;;
+  *"jsonpath={.data.ingress}"*) echo '{}' ;;
+esac
+exit 0
+"""
+
+PY_STUB = """#!/usr/bin/env bash
+case "$*" in
+  *pipelines.cli*|*check_inference.py*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 0 ;;
+esac
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.fixture
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield port
+    server.stop()
+
+
+@pytest.mark.slow
+def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tmp_path, s3_server):
+    import boto3
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("kind", "kubectl", "docker", "curl", "make"):
+        (bin_dir / tool).write_text(STUB)
+    (bin_dir / "python-stub").write_text(PY_STUB)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "STUB_DIR": str(tmp_path),
+        "REAL_PYTHON": sys.executable,
+        "PYTHON": str(bin_dir / "python-stub"),
+        "FAKE_ACCESS": ACCESS,
+        "FAKE_SECRET": SECRET,
+        "MINIO_LOCAL_PORT": str(s3_server),
+        "ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "DATA_ROWS": "300",
+        "DRY_RUN": "0",
+        "KEEP_CLUSTER": "1",
+        "PIPELINE_PARAMS": "seed=1",
+    }
+    proc = subprocess.run(
+        ["bash", str(MANIFESTS / "scripts" / "kind-test.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "calls.log").read_text()
+    for text in (proc.stdout, proc.stderr, calls):
+        assert ACCESS not in text and SECRET not in text
+    # The Secret: every key the pipeline injects, fed to kubectl on stdin and then applied.
+    assert (tmp_path / "secret.env").read_text().splitlines() == [
+        f"AWS_ACCESS_KEY_ID={ACCESS}",
+        f"AWS_SECRET_ACCESS_KEY={SECRET}",
+        "AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000",
+        "AWS_DEFAULT_REGION=us-east-1",
+    ]
+    from pipelines.taxi_fare import S3_ENV_KEYS, S3_SECRET
+
+    keys = [line.split("=", 1)[0] for line in (tmp_path / "secret.env").read_text().splitlines()]
+    assert sorted(keys) == sorted(S3_ENV_KEYS)
+    assert f"kubectl -n kubeflow create secret generic {S3_SECRET}" in calls
+    assert (tmp_path / "applied.yaml").read_text().strip() == "kind: Secret"
+    # The data: in the bucket under the prefix, before the submit that names it.
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{s3_server}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="mlpipeline")["Contents"])
+    assert [k for k in keys if k.endswith(".txt")] == [
+        f"fareflow-kind-test/raw/taxi_2015_{m:02d}.txt" for m in (1, 2, 3)
+    ]
+    submit = next(line for line in calls.splitlines() if "pipelines.cli submit" in line)
+    assert f"--param source={DATA_URI} --param seed=1" in submit
+    assert calls.index("create secret generic") < calls.index("pipelines.cli submit")
+
+
+def test_upload_data_replaces_stale_objects_and_rejects_bad_input(tmp_path, s3_server):
+    import boto3
+
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_server}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }
+    script = str(MANIFESTS / "scripts" / "upload_data.py")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    s3.create_bucket(Bucket="bkt")
+    s3.put_object(Bucket="bkt", Key="p/taxi_2014_12.txt", Body=b"old")
+    s3.put_object(Bucket="bkt", Key="other/keep.txt", Body=b"keep")
+    (tmp_path / "taxi_2015_01.txt").write_text("new")
+
+    def upload(*args):
+        return subprocess.run(
+            [sys.executable, script, *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    proc = upload("--src", str(tmp_path), "--dest", "s3://bkt/p", "--delete")
+    assert proc.returncode == 0, proc.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"])
+    assert keys == ["other/keep.txt", "p/taxi_2015_01.txt"]
+    assert upload("--src", str(tmp_path), "--dest", "bkt/p").returncode == 2
+    assert upload("--src", str(tmp_path / "missing"), "--dest", "s3://bkt/p").returncode == 2
 
 
 # --- check_inference.py against a fake KServe model server ---------------------------------

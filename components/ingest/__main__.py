@@ -72,7 +72,6 @@ def _main(argv: list[str] | None = None) -> int:
 
 # Named explicitly so errors read "components.ingest: error: ..." under ``python -m`` too
 # (where this module's own __name__ is "__main__").
-_main.__module__ = "components.ingest.__main__"
 main = cli_entry(_main)
 
 

@@ -32,7 +32,7 @@ def _threshold(text: str) -> tuple[str, float | None]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m components.quality",
+        prog="fareflow quality",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -119,7 +119,6 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_main.__module__ = "components.quality.__main__"  # error prefix even under `python -m`
 main = cli_entry(_main)
 
 if __name__ == "__main__":

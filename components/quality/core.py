@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -191,28 +192,30 @@ def _open_raw(job: PartitionJob) -> ds.Dataset:
 def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | None = None) -> int:
     """Write a query result to one Parquet file with ``schema``'s columns; return rows written.
 
-    Local paths: DuckDB's own Parquet writer (streaming, several times faster than fetching
-    Arrow batches). Other URIs (s3://): Arrow batches streamed through a pyarrow writer.
+    DuckDB's own Parquet writer (streaming, several times faster than fetching Arrow
+    batches) writes it; for other URIs (s3://) into a local temporary file that is then
+    uploaded, so the remote object appears only once it is complete.
     """
     fs, path = resolve_filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        cols = ", ".join(
-            f"CAST({sql.quote(f.name)} AS {_DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
-        )
-        target = path.replace("'", "''")
-        groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
+    cols = ", ".join(
+        f"CAST({sql.quote(f.name)} AS {_DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
+    )
+    groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
+
+    def copy_to(local_path: str) -> int:
+        target = local_path.replace("'", "''")
         written = con.execute(
             f"COPY (SELECT {cols} FROM ({query})) TO '{target}' (FORMAT parquet, COMPRESSION snappy{groups})"
         ).fetchone()
         return int(written[0])  # COPY returns the number of rows it wrote
-    reader = con.sql(query).to_arrow_reader(256 * 1024)
-    rows = 0
-    with pq.ParquetWriter(path, schema, filesystem=fs, compression="snappy") as writer:
-        for batch in reader:
-            if batch.num_rows:
-                writer.write_batch(batch.select(schema.names).cast(schema), row_group_size=row_group_rows)
-                rows += batch.num_rows
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        return copy_to(path)
+    with tempfile.TemporaryDirectory(prefix="fareflow-quality-") as tmp:
+        local = os.path.join(tmp, "part.parquet")
+        rows = copy_to(local)
+        pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     return rows
 
 

@@ -2,7 +2,8 @@
 # Included from the top-level Makefile. `images` and `kind-load` come from images/images.mk
 # (kind-test calls them with IMAGE_TAG, KIND_CLUSTER and CONTAINER_ENGINE=docker).
 
-PYTHON ?= .venv/bin/python
+# The project venv's python (the top-level Makefile's PYTHON is the interpreter that creates it).
+CLUSTER_PYTHON ?= $(BIN)/python
 KIND ?= kind
 KUBECTL ?= kubectl
 KIND_CLUSTER ?= fareflow
@@ -17,7 +18,7 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 KIND_NODE_IMAGE ?= $(shell . manifests/versions.env && echo $$KIND_NODE_IMAGE)
 # The driver runs from other directories' point of view: pass python as an absolute path.
-KIND_TEST_PYTHON = $(if $(findstring /,$(PYTHON)),$(abspath $(PYTHON)),$(PYTHON))
+KIND_TEST_PYTHON = $(if $(findstring /,$(CLUSTER_PYTHON)),$(abspath $(CLUSTER_PYTHON)),$(CLUSTER_PYTHON))
 
 .PHONY: kind-up kind-down platform-install kind-test kind-test-dry manifests-render manifests-check \
 	manifests-checkov-venv manifests-policy
@@ -33,7 +34,7 @@ kind-down: ## delete the kind cluster (KIND_CLUSTER)
 platform-install: ## install cert-manager, KFP, Training Operator, KServe (pinned) into the current context
 	DRY_RUN=$(DRY_RUN) bash manifests/scripts/install-platform.sh
 
-kind-test: ## end to end on kind: cluster, platform, images, pipeline run, inference (KEEP_CLUSTER=1 keeps it)
+kind-test: install ## end to end on kind: cluster, platform, images, pipeline run, inference (KEEP_CLUSTER=1 keeps it)
 	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(KIND_TEST_IMAGE_TAG) KEEP_CLUSTER=$(KEEP_CLUSTER) \
 	  DRY_RUN=$(DRY_RUN) RUN_TIMEOUT=$(RUN_TIMEOUT) ISVC_NAME=$(ISVC_NAME) \
 	  PIPELINE_PARAMS="$(PIPELINE_PARAMS)" PYTHON=$(KIND_TEST_PYTHON) MAKE="$(MAKE)" \
@@ -45,14 +46,14 @@ kind-test-dry: ## print every command kind-test would run, with resolved version
 manifests-render: ## print the rendered kind overlay (OVERLAY=base|overlays/kind|overlays/gpu-cluster)
 	$(KUBECTL) kustomize manifests/$(or $(OVERLAY),overlays/kind)
 
-manifests-check: ## render every overlay, schema-check objects, shellcheck scripts, dry-run order
-	$(PYTHON) -m pytest -q tests/manifests tests/components/common/test_k8s.py tests/pipelines/test_submit.py \
+manifests-check: install ## render every overlay, schema-check objects, shellcheck scripts, dry-run order
+	$(CLUSTER_PYTHON) -m pytest -q tests/manifests tests/components/common/test_k8s.py tests/pipelines/test_submit.py \
 	  -m "not checkov"
 
 manifests-checkov-venv: ## install checkov into its own venv ($(CHECKOV_VENV)): it pins many packages
 	test -x $(CHECKOV_VENV)/bin/checkov || python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
-manifests-policy: manifests-checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
+manifests-policy: install manifests-checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov FAREFLOW_REQUIRE_CHECKOV=1 \
-	  $(PYTHON) -m pytest -q tests/manifests/test_policy.py -m checkov
+	  $(CLUSTER_PYTHON) -m pytest -q tests/manifests/test_policy.py -m checkov

@@ -2,8 +2,10 @@
 
 By default a fresh synthetic data set in the DC taxi format is generated first
 (``--rows``); ``--source URI`` reads existing trip files instead. Tasks run with
-``kfp.local.SubprocessRunner(use_venv=False)`` in the current environment, with
-caching on, so a second run over the same input reuses finished steps.
+``kfp.local.SubprocessRunner(use_venv=False)`` in the current environment. Caching is
+on for generated data (deterministic for its rows/months/seed), so a second run reuses
+finished steps; with ``--source`` it is off unless ``--cache`` is given, because the cache
+key is the URI, not the files behind it.
 """
 
 from __future__ import annotations
@@ -22,19 +24,25 @@ DEFAULT_MONTHS = "2015-01:2015-06"
 
 def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
     """Generate (or reuse: generation is deterministic) a data set under ``workdir/data``."""
+    import shutil
+    import tempfile
+
     from components.generate.core import GenerateConfig, generate
 
     out = workdir / "data" / f"generated-{rows}-{months.replace(':', '_')}-seed{seed}"
     if (out / "truth.json").exists():
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    generate(GenerateConfig(out=str(tmp), rows=rows, months=months, seed=seed), progress=True)
-    if out.exists():  # a concurrent run finished first; its output is identical
-        import shutil
-
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))  # private to this run
+    try:
+        generate(GenerateConfig(out=str(tmp), rows=rows, months=months, seed=seed), progress=True)
+        if out.exists():  # a concurrent run finished first; its output is identical
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -159,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", default="runs", help="data, pipeline root and cache (default ./%(default)s)"
     )
-    parser.add_argument("--no-cache", action="store_true", help="recompute every step")
+    parser.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse finished steps whose inputs did not change (default: on for generated data; off "
+        "with --source, whose files may change behind the same URI)",
+    )
     parser.add_argument("--summary-json", help="also write the step summaries here as JSON")
     args = parser.parse_args(argv)
     if args.rows <= 0:
@@ -172,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         source = str(generated_source(workdir, args.rows, args.months, args.seed))
         print(f"generated data: {source}", file=sys.stderr)
-    outputs = run_pipeline(source, workdir, caching=not args.no_cache)
+    caching = args.cache if args.cache is not None else not args.source
+    outputs = run_pipeline(source, workdir, caching=caching)
     publish_reports(outputs, workdir / "reports")
     print_summary(outputs, time.perf_counter() - start)
     if args.summary_json:

@@ -84,3 +84,13 @@ def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
         local.run_pipeline(str(data), tmp_path / "work", caching=False)
     assert list((tmp_path / "work" / "pipeline_root").glob("*/quality"))
     assert not list((tmp_path / "work" / "pipeline_root").glob("*/sample"))
+
+
+def test_user_source_is_not_cached_by_default(tmp_path, monkeypatch):
+    """Files behind a --source URI may change; without --cache every run reads them again."""
+    seen = []
+    monkeypatch.setattr(local, "run_pipeline", lambda source, workdir, caching: seen.append(caching) or {})
+    monkeypatch.setattr(local, "print_summary", lambda outputs, seconds: None)
+    assert local.main(["--source", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
+    assert local.main(["--source", str(tmp_path), "--workdir", str(tmp_path / "w"), "--cache"]) == 0
+    assert seen == [False, True]

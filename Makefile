@@ -10,8 +10,12 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ROWS ?= 2000000
 BENCH_ARGS ?=
+# checkov pins many packages of its own: it lives in a venv of its own, shared by the
+# manifest policy scan (manifests/cluster.mk) and the Dockerfile scan (images/images.mk).
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: help install run test lint format bench compile clean
+.PHONY: help install run test lint format bench compile clean checkov-venv
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,7 +26,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed ## create $(VENV) and install fareflow with its dev extras
+install: $(BIN)/.installed ## create the venv (VENV, default .venv) and install fareflow with its dev extras
 
 run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local)
 	$(BIN)/fareflow run --rows $(ROWS) $(RUN_ARGS)
@@ -43,6 +47,13 @@ compile: install ## write the pipeline IR YAML to build/taxi_fare_pipeline.yaml
 
 bench: install ## benchmark fareflow vs plain pandas baselines (BENCH_ROWS rows); JSON in bench/results/
 	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) $(BENCH_ARGS)
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## install checkov (CHECKOV_VERSION) into its own venv
 
 clean: ## remove local run outputs and caches (keeps the venv)
 	rm -rf runs local_outputs build .pytest_cache .ruff_cache

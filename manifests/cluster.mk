@@ -14,14 +14,12 @@ DRY_RUN ?= 0
 RUN_TIMEOUT ?= 3600
 ISVC_NAME ?= taxi-fare
 PIPELINE_PARAMS ?=
-CHECKOV_VENV ?= .venv-checkov
-CHECKOV_VERSION ?= 3.3.30
 KIND_NODE_IMAGE ?= $(shell . manifests/versions.env && echo $$KIND_NODE_IMAGE)
 # The driver runs from other directories' point of view: pass python as an absolute path.
 KIND_TEST_PYTHON = $(if $(findstring /,$(CLUSTER_PYTHON)),$(abspath $(CLUSTER_PYTHON)),$(CLUSTER_PYTHON))
 
 .PHONY: kind-up kind-down platform-install kind-test kind-test-dry manifests-render manifests-check \
-	manifests-checkov-venv manifests-policy
+	manifests-policy
 
 kind-up: ## create the kind cluster from manifests/kind/kind-config.yaml (KIND_CLUSTER)
 	$(KIND) get clusters | grep -Fxq $(KIND_CLUSTER) || \
@@ -50,10 +48,6 @@ manifests-check: install ## render every overlay, schema-check objects, shellche
 	$(CLUSTER_PYTHON) -m pytest -q tests/manifests tests/components/common/test_k8s.py tests/pipelines/test_submit.py \
 	  -m "not checkov"
 
-manifests-checkov-venv: ## install checkov into its own venv ($(CHECKOV_VENV)): it pins many packages
-	test -x $(CHECKOV_VENV)/bin/checkov || python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
-
-manifests-policy: install manifests-checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
+manifests-policy: install checkov-venv ## checkov over the rendered manifests; fails on any check not skipped with a reason
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov FAREFLOW_REQUIRE_CHECKOV=1 \
 	  $(CLUSTER_PYTHON) -m pytest -q tests/manifests/test_policy.py -m checkov

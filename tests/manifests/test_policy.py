@@ -25,7 +25,7 @@ def checkov() -> str:
     if not found:
         if os.environ.get("FAREFLOW_REQUIRE_CHECKOV") == "1":
             pytest.fail(
-                "checkov not found: run `make manifests-checkov-venv` (or set CHECKOV=/path/to/checkov)"
+                "checkov not found: run `make checkov-venv` (or set CHECKOV=/path/to/checkov)"
             )
         pytest.skip("checkov not installed: `make manifests-policy` runs this check")
     return found

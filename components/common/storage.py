@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import http.client
 import io
 import os
 import posixpath
@@ -273,7 +274,9 @@ def _s3_sources(uri: str) -> list[TextSource]:
             objects = [o for o in _s3_list(client, bucket, literal) if fnmatch.fnmatchcase(o["Key"], key)]
             explicit = False
         else:
-            exact = [o for o in _s3_list(client, bucket, key) if o["Key"] == key] if key else []
+            # A key ending in "/" (an S3 "folder" marker object) is a prefix, never a file.
+            is_file_key = key and not key.endswith("/")
+            exact = [o for o in _s3_list(client, bucket, key) if o["Key"] == key] if is_file_key else []
             if exact:
                 objects, explicit = exact, True
             else:
@@ -354,18 +357,26 @@ class _S3RangeReader(io.RawIOBase):
 # --- http(s) (urllib; TLS verified with the default trust store, SSL_CERT_FILE honoured) ---
 
 
+HTTP_TIMEOUT_S = 60.0
+
+
 def _http_open(uri: str):
     import urllib.error
     import urllib.request
 
     request = urllib.request.Request(uri, headers={"User-Agent": "fareflow-ingest"})
     try:
-        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 (http/https only, checked above)
+        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310 (http/https only, checked above)
     except urllib.error.HTTPError as err:
         raise UserError(f"{uri}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(f"{uri}: cannot download: {reason}") from None
+
+
+def _why(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
@@ -374,7 +385,14 @@ def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
         spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fareflow-download-"))
         path = os.path.join(spool_dir, name)
         with _http_open(uri) as response, open(path, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except (OSError, http.client.HTTPException) as err:  # timeout, reset, IncompleteRead
+                    raise UserError(f"{uri}: download failed: {_why(err)}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
         return _expand_archive(name, uri, lambda: open(path, "rb"), True)
     with _http_open(uri) as response:  # fail early on 404 / unreachable host
         length = response.headers.get("Content-Length")
@@ -404,6 +422,12 @@ def require_complete(uri: str) -> None:
         raise UserError(
             f"{uri}: no {SUCCESS_MARKER} marker: not a complete output (a failed or running write?)"
         )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class StagedOutput:
@@ -489,6 +513,8 @@ class StagedOutput:
             parent, name = os.path.split(self.target)
             os.makedirs(parent, exist_ok=True)
             self.root = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+            # mkdtemp makes it 0700; the committed output gets an ordinary directory's mode.
+            os.chmod(self.root, 0o777 & ~_umask())
             return
         self.root = self.target
         self._write(INCOMPLETE_MARKER, b"write in progress or failed; readers need _SUCCESS\n")

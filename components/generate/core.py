@@ -898,6 +898,7 @@ def generate(config: GenerateConfig, progress: bool = False) -> GenerateResult:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out {config.out}: cannot create the directory: {err.strerror}") from err
+    _refuse_stale_outputs(out, config, months)
 
     # An old truth.json would make a failed run look complete: it goes first, comes back last.
     (out / TRUTH_FILE).unlink(missing_ok=True)
@@ -915,6 +916,31 @@ def generate(config: GenerateConfig, progress: bool = False) -> GenerateResult:
         for path in [*written, out / TRUTH_FILE]:
             _partial(path).unlink(missing_ok=True)
     return GenerateResult(files=written, rows=config.rows, truth=truth, seconds=time.perf_counter() - started)
+
+
+def _output_names(config: GenerateConfig, months) -> set[str]:
+    """The file names this run writes into --out (truth.json included)."""
+    if config.zip:
+        names = {year_archive_name(y) for y in {y for y, _ in months}}
+    else:
+        names = {month_file_name(y, m) for y, m in months}
+    return names | {TRUTH_FILE}
+
+
+def _refuse_stale_outputs(out: Path, config: GenerateConfig, months) -> None:
+    """Refuse an --out holding taxi_* files this run would not overwrite: ingest would read them too."""
+    expected = _output_names(config, months)
+    try:
+        present = sorted(p.name for p in out.iterdir() if p.name.startswith("taxi_"))
+    except OSError as err:
+        raise UserError(f"--out {config.out}: cannot list the directory: {err.strerror}") from err
+    stale = [name for name in present if name not in expected]
+    if stale:
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+        raise UserError(
+            f"--out {config.out} already holds {', '.join(stale[:3])}{more}, which this run would not "
+            "overwrite (ingest would read both); use an empty directory or remove them"
+        )
 
 
 def _write_txts(out: Path, plan, seed: int, counts: dict, advance, written: list[Path]) -> list[dict]:

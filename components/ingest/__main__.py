@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 
-from components.common.errors import cli_entry
+from components.common.errors import UserError, cli_entry
 from components.ingest.core import BLOCK_SIZE, QUARANTINE_DIR, IngestConfig, ingest
+
+
+def _block_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--summary-json", default=None, help="also write the run summary to this file")
     parser.add_argument(
         "--block-mb",
-        type=float,
+        type=_block_mb,
         default=BLOCK_SIZE / (1 << 20),
         help="MiB of text parsed per step (default 8)",
     )
@@ -53,6 +65,14 @@ def _main(argv: list[str] | None = None) -> int:
         block_size=int(args.block_mb * (1 << 20)),
         progress=args.progress,
     )
+    if args.summary_json:
+        # Before the run: a summary path that cannot be written must not fail after the commit.
+        try:
+            Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(
+                f"--summary-json {args.summary_json}: cannot create its directory: {err.strerror}"
+            ) from None
     summary = ingest(config)
     if args.summary_json:
         with open(args.summary_json, "w") as fh:

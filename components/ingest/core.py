@@ -235,6 +235,15 @@ def _select(source: str, found: list[TextSource]) -> tuple[list[TextSource], lis
     if not selected:
         shown = ", ".join(os.path.basename(s) for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         raise UserError(f"{source}: no taxi_YYYY_MM.txt files found (only: {shown})")
+    seen: dict[str, TextSource] = {}
+    for src in selected:
+        month = _member_name(src.name)
+        if month in seen:
+            raise UserError(
+                f"{month} found twice: {seen[month].uri} and {src.uri} "
+                "(its rows would be read twice; keep one)"
+            )
+        seen[month] = src
     return selected, skipped
 
 

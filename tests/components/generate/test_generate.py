@@ -369,3 +369,25 @@ def test_tiny_run_writes_strict_json(tmp_path):
     text = (tmp_path / gen.TRUTH_FILE).read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert result.truth["rows"] == 1
+
+
+def test_out_with_other_taxi_files_is_refused(tmp_path):
+    generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01:2015-02"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    # Same file set again: exactly overwritten, allowed.
+    generate(GenerateConfig(out=str(tmp_path), rows=300, months="2015-01:2015-02"))
+    # --zip next to the .txt files: ingest would read every month twice.
+    with pytest.raises(UserError, match="taxi_2015_01.txt") as err:
+        generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01:2015-02", zip=True))
+    assert "\n" not in str(err.value)
+    # A narrower month range leaves taxi_2015_02.txt behind: refused too.
+    with pytest.raises(UserError, match="taxi_2015_02.txt"):
+        generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert json.loads((tmp_path / gen.TRUTH_FILE).read_text())["rows"] == 300
+
+
+def test_zip_out_then_txt_run_is_refused(tmp_path):
+    generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01", zip=True))
+    with pytest.raises(UserError, match="taxi_2015.zip"):
+        generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01"))

@@ -210,6 +210,18 @@ def test_refuses_to_replace_foreign_data(tmp_path) -> None:
     assert run(src, tmp_path / "empty")["rows_written"] == 1  # an empty directory is fine
 
 
+def test_committed_output_has_an_ordinary_directory_mode(tmp_path) -> None:
+    import os
+
+    src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1)])
+    old = os.umask(0o022)
+    try:
+        run(src, tmp_path / "raw")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "raw").stat().st_mode & 0o777 == 0o755
+
+
 def test_progress_bar_does_not_change_results(generated, tmp_path) -> None:
     summary = core.ingest(
         core.IngestConfig(source=str(generated), output=str(tmp_path / "raw"), progress=True)
@@ -285,3 +297,26 @@ def test_invariant_is_checked_before_commit(tmp_path, monkeypatch) -> None:
     ):
         run(src, tmp_path / "raw")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_cli_summary_json_in_a_new_directory(tmp_path) -> None:
+    from components.ingest.__main__ import main
+
+    src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1)])
+    target = tmp_path / "reports" / "deep" / "s.json"
+    argv = ["--source", str(src), "--output", str(tmp_path / "raw"), "--summary-json", str(target)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert json.loads(target.read_text())["rows_written"] == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "-1", "inf", "abc"])
+def test_cli_bad_block_mb_is_a_usage_error(value, tmp_path, capsys) -> None:
+    from components.ingest.__main__ import main
+
+    src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1)])
+    with pytest.raises(SystemExit) as exc:
+        main(["--source", str(src), "--output", str(tmp_path / "raw"), f"--block-mb={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--block-mb" in err and "Traceback" not in err
+    assert not (tmp_path / "raw").exists()

@@ -260,3 +260,62 @@ def test_quarantine_location_explicit(tmp_path) -> None:
     assert not (tmp_path / "raw" / "_quarantine").exists()
     q = read_quarantine(tmp_path / "bad" / "part-00000.parquet")
     assert q.column("reason").to_pylist() == ["FAREAMOUNT: not a number: 'x'"]
+
+
+def test_same_month_twice_is_refused(tmp_path) -> None:
+    data = tmp_path / "in"
+    month = write_file(data / "taxi_2015_01.txt", [row(1), row(2)])
+    with zipfile.ZipFile(data / "taxi_2015.zip", "w") as zf:
+        zf.write(month, "taxi_2015_01.txt")
+    with pytest.raises(UserError) as err:
+        run(data, tmp_path / "raw")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("taxi_2015_01.txt found twice: ")
+    assert f"{data}/taxi_2015_01.txt" in message and f"{data}/taxi_2015.zip!taxi_2015_01.txt" in message
+    assert not (tmp_path / "raw").exists()
+
+
+def test_s3_folder_marker_key_is_a_prefix(s3, generated, reference, tmp_path) -> None:
+    s3.bucket("bkt")
+    s3.put("bkt", "raw/", b"")  # the "folder" object consoles create
+    for path in sorted(generated.glob("taxi_*.txt")):
+        s3.put("bkt", f"raw/{path.name}", path)
+    summary = run("s3://bkt/raw/", tmp_path / "out")
+    assert summary["files"] == 2
+    _same_rows(read_raw(tmp_path / "out"), reference)
+
+
+def test_http_zip_download_failure_is_one_line(monkeypatch, tmp_path) -> None:
+    """A download that stalls mid-body (a timeout) is a UserError naming the URL."""
+    import socket
+    import threading
+
+    from components.common import storage
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    release = threading.Event()
+
+    def stall() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nPK\x03\x04partial")
+            release.wait(10)
+
+    thread = threading.Thread(target=stall, daemon=True)
+    thread.start()
+    monkeypatch.setattr(storage, "HTTP_TIMEOUT_S", 0.5)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/taxi_2015.zip"
+    try:
+        with pytest.raises(UserError) as err:
+            run(url, tmp_path / "raw")
+    finally:
+        release.set()
+        thread.join(5)
+        listener.close()
+    message = str(err.value)
+    assert message.startswith(f"{url}: download failed: ") and "\n" not in message
+    assert "timed out" in message

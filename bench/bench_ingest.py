@@ -10,8 +10,9 @@ peak RSS are that process's own):
 - ``ingest_zip`` / fareflow and pandas: the same rows in ``taxi_2015.zip`` (pandas reads
   the archive with ``compression="zip"``).
 
-MB/s counts the uncompressed text. Ingest cases run ``repeat`` times each (fastest kept,
-highest peak RSS kept), because a shared machine's timings are noisy. The goal (issue 2): fareflow ingest at least 3x the
+MB/s counts the uncompressed text. Each ingest case runs fareflow and pandas ``repeat`` times,
+alternating (a shared machine's load hits both alike), and reports each one's median wall
+time (every run listed) and highest peak RSS. The goal (issue 2): fareflow ingest at least 3x the
 pandas throughput with at most a third of its peak RSS on 2 million rows.
 
     python -m bench.bench_ingest --rows 2000000 [--repeat 3] [--workdir DIR] [--json PATH]
@@ -27,7 +28,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from bench.common import dir_bytes, measure, python_cmd
+from bench.common import dir_bytes, measure, median_run, python_cmd, ratios
 
 MONTH = "2015-01"
 PANDAS_BASELINE = """
@@ -43,6 +44,7 @@ print(len(df))
 
 def _record(case: str, impl: str, rows: int, nbytes: int, result: dict) -> dict:
     seconds = result["seconds"]
+    extra = {"runs_s": result["runs_s"]} if "runs_s" in result else {}
     return {
         "case": case,
         "impl": impl,
@@ -51,21 +53,15 @@ def _record(case: str, impl: str, rows: int, nbytes: int, result: dict) -> dict:
         "rows_per_s": round(rows / seconds),
         "mb_per_s": round(nbytes / 1e6 / seconds, 1),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        **extra,
     }
-
-
-def _best_of(cmd: list[str], repeat: int) -> dict:
-    """Fastest of ``repeat`` runs (the machine may be shared), with the highest peak RSS seen."""
-    results = [measure(cmd) for _ in range(repeat)]
-    best = min(results, key=lambda r: r["seconds"])
-    return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
 
 def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
     """Run every case on ``rows`` rows under ``workdir``; return one record per (case, impl).
 
     Each ingest case runs ``repeat`` times per implementation, alternating, and reports the
-    fastest run and the highest peak RSS."""
+    median wall time and the highest peak RSS of each."""
     workdir = Path(workdir)
     data, zipped = workdir / "data", workdir / "zip"
     for path in (data, zipped, workdir / "out"):
@@ -86,39 +82,29 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
 
     for case, source in (("ingest", text), ("ingest_zip", zipped / "taxi_2015.zip")):
         summary_path = workdir / "out" / f"{case}-summary.json"
-        out = workdir / "out" / f"{case}-fareflow"
-        result = _best_of(
-            python_cmd(
-                "-m", "components.ingest", "--source", str(source), "--output", str(out),
+        cmds = {
+            "fareflow": python_cmd(
+                "-m", "components.ingest", "--source", str(source),
+                "--output", str(workdir / "out" / f"{case}-fareflow"),
                 "--summary-json", str(summary_path), "--no-progress",
             ),
-            repeat,
-        )  # fmt: skip
-        summary = json.loads(summary_path.read_text())
-        if summary["rows_read"] != rows or not summary["invariant_holds"]:
-            raise RuntimeError(f"{case}: ingest read {summary['rows_read']} rows, expected {rows}")
-        records.append(_record(case, "fareflow", rows, nbytes, result))
-
-        baseline = measure(
-            python_cmd("-c", PANDAS_BASELINE, str(source), str(workdir / "out" / f"{case}-pandas.parquet"))
-        )
-        if int(baseline["stdout"].split()[-1]) != rows:
-            raise RuntimeError(f"{case}: pandas read {baseline['stdout'].strip()} rows, expected {rows}")
-        records.append(_record(case, "pandas", rows, nbytes, baseline))
+            "pandas": python_cmd(
+                "-c", PANDAS_BASELINE, str(source), str(workdir / "out" / f"{case}-pandas.parquet")
+            ),
+        }  # fmt: skip
+        runs: dict[str, list[dict]] = {impl: [] for impl in cmds}
+        for _ in range(repeat):
+            for impl, cmd in cmds.items():
+                runs[impl].append(measure(cmd))
+            summary = json.loads(summary_path.read_text())
+            if summary["rows_read"] != rows or not summary["invariant_holds"]:
+                raise RuntimeError(f"{case}: ingest read {summary['rows_read']} rows, expected {rows}")
+            got = runs["pandas"][-1]["stdout"]
+            if int(got.split()[-1]) != rows:
+                raise RuntimeError(f"{case}: pandas read {got.strip()} rows, expected {rows}")
+        for impl, impl_runs in runs.items():
+            records.append(_record(case, impl, rows, nbytes, median_run(impl_runs)))
     return records
-
-
-def ratios(records: list[dict]) -> dict[str, dict[str, float]]:
-    """Per ingest case: fareflow throughput / pandas, and fareflow peak RSS / pandas."""
-    by = {(r["case"], r["impl"]): r for r in records}
-    out = {}
-    for case in sorted({r["case"] for r in records if r["impl"] == "pandas"}):
-        ff, pd_ = by[(case, "fareflow")], by[(case, "pandas")]
-        out[case] = {
-            "speedup": round(ff["rows_per_s"] / pd_["rows_per_s"], 2),
-            "memory_ratio": round(ff["peak_rss_mb"] / pd_["peak_rss_mb"], 3),
-        }
-    return out
 
 
 def format_table(records: list[dict]) -> str:
@@ -131,9 +117,9 @@ def format_table(records: list[dict]) -> str:
             f"{r['case']:<12} {r['impl']:<9} {r['rows']:>10,} {r['seconds']:>8.2f} "
             f"{r['rows_per_s']:>11,} {r['mb_per_s']:>7.1f} {r['peak_rss_mb']:>12.0f}"
         )
-    for case, ratio in ratios(records).items():
+    for ratio in ratios(records):
         lines.append(
-            f"{case}: fareflow {ratio['speedup']:.2f}x pandas throughput, "
+            f"{ratio['case']}: fareflow {ratio['speedup']:.2f}x pandas throughput, "
             f"{ratio['memory_ratio']:.2f}x its peak RSS (goal: >= 3x, <= 0.33x)"
         )
     return "\n".join(lines)
@@ -142,7 +128,12 @@ def format_table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per ingest case; the fastest is kept")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per ingest case and implementation, alternating; medians are reported",
+    )
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--json", default=None, help="also write the records to this file")
     args = parser.parse_args(argv)

@@ -25,14 +25,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from bench.common import python_cmd
+from bench.common import measure, median_run, python_cmd
 
 MONTHS_FULL = "2015-01:2015-12"
 MONTHS_QUARTER = "2015-01:2015-03"
@@ -64,39 +60,18 @@ def _fareflow(raw: Path, out: Path, *extra: str) -> list[str]:
     )  # fmt: skip
 
 
-def _measure(cmd: list[str]) -> dict:
-    """``bench.common.measure`` plus the child's CPU seconds (user + system), from wait4."""
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        stdout.seek(0)
-        stderr.seek(0)
-        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
-    return {
-        "seconds": seconds,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "stdout": out,
-    }
-
-
 def _row(case: str, impl: str, rows: int, runs: list[dict]) -> dict:
     """Median wall time of the runs (all listed), median CPU seconds, highest peak RSS."""
-    seconds = statistics.median(r["seconds"] for r in runs)
+    summary = median_run(runs)
     return {
         "case": case,
         "impl": impl,
         "rows": rows,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(rows / seconds),
-        "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
-        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
-        "runs_s": [round(r["seconds"], 2) for r in runs],
+        "seconds": round(summary["seconds"], 3),
+        "rows_per_s": round(rows / summary["seconds"]),
+        "cpu_s": round(summary["cpu_s"], 3),
+        "peak_rss_mb": round(summary["peak_rss_mb"], 1),
+        "runs_s": summary["runs_s"],
         "load_avg": round(os.getloadavg()[0], 2),
     }
 
@@ -117,7 +92,7 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
         for impl, cmd in cmds.items():
             shutil.rmtree(out, ignore_errors=True)
             (out / impl).mkdir(parents=True)
-            runs[impl].append(_measure(cmd))
+            runs[impl].append(measure(cmd))
             if impl == "fareflow":
                 clean = json.loads((out / impl / "summary.json").read_text())["rows_clean"]
             else:
@@ -129,12 +104,12 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
     report = []
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        report.append(_measure(_fareflow(raw, out / "r", "--report-dir", str(out / "r" / "report"))))
+        report.append(measure(_fareflow(raw, out / "r", "--report-dir", str(out / "r" / "report"))))
     results.append(_row("quality-with-report", "fareflow", rows, report))
     quarter = ingested(workdir, rows // 4, MONTHS_QUARTER)
     shutil.rmtree(out, ignore_errors=True)
     results.append(
-        _row("quality-3-partitions", "fareflow", rows // 4, [_measure(_fareflow(quarter, out / "q"))])
+        _row("quality-3-partitions", "fareflow", rows // 4, [measure(_fareflow(quarter, out / "q"))])
     )
     shutil.rmtree(out, ignore_errors=True)
     return results

@@ -1,4 +1,4 @@
-"""Benchmark helpers: run a command in a child process and measure wall time and peak RSS.
+"""Benchmark helpers: run a command in a child process and measure wall time, CPU time and peak RSS.
 
 Each case runs in its own process so peak RSS (ru_maxrss of that child) is its own,
 and fareflow and its plain baseline are measured side by side in the same run.
@@ -7,26 +7,72 @@ and fareflow and its plain baseline are measured side by side in the same run.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
 def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None) -> dict:
-    """Run ``cmd``; return {"seconds", "peak_rss_mb", "returncode"}. Raises on failure."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
+    """Run ``cmd``; return {"seconds", "cpu_s", "peak_rss_mb", "returncode", "stdout", "stderr"}.
+
+    Raises on failure. The child's output goes to temporary files, not pipes: nothing reads a
+    pipe while ``wait4`` waits, so a child writing more than a pipe buffer would block forever.
+    ``cpu_s`` is the child's user + system CPU seconds, ``peak_rss_mb`` its ru_maxrss.
+    """
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
     if code != 0:
         raise RuntimeError(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "returncode": code, "stdout": out}
+    return {
+        "seconds": seconds,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "returncode": code,
+        "stdout": out,
+        "stderr": err,
+    }
+
+
+def median_run(runs: list[dict]) -> dict:
+    """Several ``measure`` results of one command: median wall and CPU seconds, highest peak RSS,
+    and every run's wall time (``runs_s``)."""
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "runs_s": [round(r["seconds"], 2) for r in runs],
+    }
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Pair each fareflow case with the baseline of the same case: speed-up (throughput ratio)
+    and memory ratio (peak RSS, fareflow / baseline)."""
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["impl"]] = row
+    out = []
+    for case, impls in by_case.items():
+        ours, base = impls.get("fareflow"), next((r for k, r in impls.items() if k != "fareflow"), None)
+        if ours and base:
+            out.append(
+                {
+                    "case": case,
+                    "baseline": base["impl"],
+                    "speedup": round(ours["rows_per_s"] / base["rows_per_s"], 2),
+                    "memory_ratio": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 3),
+                }
+            )
+    return out
 
 
 def python_cmd(*args: str) -> list[str]:

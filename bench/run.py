@@ -15,28 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import ratios
+
 SUITES = ("bench.bench_ingest", "bench.bench_quality")
 RESULTS = Path(__file__).parent / "results"
-
-
-def ratios(rows: list[dict]) -> list[dict]:
-    """Pair each fareflow case with the baseline of the same case: speed-up and memory ratio."""
-    by_case: dict[str, dict[str, dict]] = {}
-    for row in rows:
-        by_case.setdefault(row["case"], {})[row["impl"]] = row
-    out = []
-    for case, impls in by_case.items():
-        ours, base = impls.get("fareflow"), next((r for k, r in impls.items() if k != "fareflow"), None)
-        if ours and base:
-            out.append(
-                {
-                    "case": case,
-                    "baseline": base["impl"],
-                    "speedup": base["seconds"] / ours["seconds"],
-                    "memory_ratio": ours["peak_rss_mb"] / base["peak_rss_mb"],
-                }
-            )
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,9 @@ from . import sql
 from .rules import RuleSet, load_rules
 
 PART_FILE = "part-0.parquet"
+# In each output directory (clean, rejected, stats): says a quality run wrote it, so that
+# --overwrite may empty it; "complete" turns true once the run has finished writing.
+QUALITY_MARKER = "_fareflow_quality.json"
 PARTIAL_FILE = "partial.json"
 PARTIAL_RESERVOIR = "reservoir.parquet"
 PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"
@@ -145,6 +148,36 @@ def plan_partitions(raw_uri: str) -> list[Partition]:
             f"{raw_uri}: no Parquet files under year=YYYY/month=M directories (is this the ingest output?)"
         )
     return sorted(found.values())
+
+
+def find_partition(raw_uri: str, partition_key: str) -> Partition:
+    """One partition of ``raw_uri`` by key, listing only its own directory (a fan-out task
+    must not list the whole raw tree: on S3 that is one full listing per partition)."""
+    wanted = Partition.parse(partition_key)
+    fs, root = resolve_filesystem(raw_uri)
+    found: list[Partition] = []
+    for rel in dict.fromkeys((wanted.path, wanted.key, f"year={wanted.year}/month={wanted.month:02d}")):
+        where = _join(root, rel)
+        if fs.get_file_info(where).type != pafs.FileType.Directory:
+            continue
+        for entry in fs.get_file_info(pafs.FileSelector(where, recursive=True)):
+            sub = entry.path[len(where) :].strip("/")
+            if (
+                entry.type == pafs.FileType.File
+                and entry.base_name.endswith(".parquet")
+                and not any(part.startswith((".", "_")) for part in sub.split("/"))
+            ):
+                if "/" in sub:
+                    raise UserError(
+                        f"{raw_uri}: {rel}/{sub}: Parquet file outside a year=YYYY/month=M partition directory"
+                    )
+                found.append(Partition(wanted.year, wanted.month, rel))
+                break
+    if not found:
+        raise UserError(f"{raw_uri}: no partition {partition_key}")
+    if len(found) > 1:
+        raise UserError(f"{raw_uri}: partition {wanted.key} appears twice ({found[0].path}, {found[1].path})")
+    return found[0]
 
 
 # --- one partition ----------------------------------------------------------------
@@ -833,8 +866,30 @@ class QualityConfig:
         )
 
 
-def prepare_output(uri: str, overwrite: bool) -> None:
-    """Refuse to mix with an earlier run's files unless ``overwrite`` (then empty it)."""
+def _is_quality_output(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether the directory carries the marker of a quality run (finished or not)."""
+    marker = _join(path, QUALITY_MARKER)
+    if fs.get_file_info(marker).type != pafs.FileType.File:
+        return False
+    try:
+        with fs.open_input_stream(marker) as src:
+            return json.loads(src.read().decode()).get("step") == "quality"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_marker(uri: str, role: str, complete: bool) -> None:
+    """``<uri>/_fareflow_quality.json``: written (``complete`` false) when the directory is
+    prepared, rewritten (``complete`` true) once the step has written all of it."""
+    _write_text(
+        _join(uri, QUALITY_MARKER), json.dumps({"step": "quality", "role": role, "complete": complete})
+    )
+
+
+def prepare_output(uri: str, overwrite: bool, role: str = "output") -> None:
+    """Refuse to mix with an earlier run's files. With ``overwrite``, empty the directory,
+    but only when it carries the quality marker (an earlier quality output): anything else
+    is refused, so a wrong location cannot wipe unrelated data. Marks it as being written."""
     fs, path = resolve_filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
@@ -842,8 +897,48 @@ def prepare_output(uri: str, overwrite: bool) -> None:
     if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(path)):
         if not overwrite:
             raise UserError(f"{uri}: output directory is not empty (pass --overwrite to replace it)")
+        if not _is_quality_output(fs, path):
+            raise UserError(
+                f"{uri}: not empty and not a previous quality output (no {QUALITY_MARKER}); "
+                "refusing to delete it with --overwrite: give a new or empty directory"
+            )
         fs.delete_dir_contents(path)
     fs.create_dir(path, recursive=True)
+    write_marker(uri, role, complete=False)
+
+
+def _location(uri: str) -> tuple[str, str]:
+    fs, path = resolve_filesystem(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return "local", os.path.realpath(path).rstrip("/")
+    return type(fs).__name__, path.rstrip("/")
+
+
+def _within(inner: tuple[str, str], outer: tuple[str, str]) -> bool:
+    return inner[0] == outer[0] and (inner[1] == outer[1] or inner[1].startswith(outer[1] + "/"))
+
+
+def check_locations(input_uri: str, outputs: dict[str, str]) -> None:
+    """Refuse an input inside an output (or the reverse) and outputs nested in each other:
+    preparing one output (``--overwrite`` empties it) must never touch another or the input."""
+    source = _location(input_uri)
+    places = {name: _location(uri) for name, uri in outputs.items()}
+    for name, place in places.items():
+        if _within(source, place):
+            raise UserError(
+                f"input {input_uri} is inside the {name} location {outputs[name]}; give separate locations"
+            )
+        if _within(place, source):
+            raise UserError(
+                f"{name} location {outputs[name]} is inside the input {input_uri}; give separate locations"
+            )
+    names = list(places)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if _within(places[a], places[b]) or _within(places[b], places[a]):
+                raise UserError(
+                    f"{a} location {outputs[a]} and {b} location {outputs[b]} overlap (one is inside the other)"
+                )
 
 
 def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int = 1) -> list[PartitionJob]:
@@ -881,16 +976,20 @@ def run_quality(config: QualityConfig) -> QualityResult:
     """Plan, process every partition (in parallel), merge. Does not raise on a failed gate:
     call ``result.check_gate()`` after writing reports."""
     cfg = config.resolved()
+    outputs = {"output": cfg.output, "rejected": cfg.rejected, "stats": cfg.stats}
+    if not _within(_location(cfg.partials), _location(cfg.stats)):
+        outputs["partials"] = cfg.partials
+    check_locations(cfg.input, outputs)
     partitions = plan_partitions(cfg.input)
-    outputs = [cfg.output, cfg.rejected, cfg.stats]
-    if len(set(outputs)) != len(outputs) or cfg.input in outputs:
-        raise UserError(f"input, output, rejected and stats locations must differ: {[cfg.input, *outputs]}")
-    for uri in outputs:
-        prepare_output(uri, cfg.overwrite)
+    for role in ("output", "rejected", "stats"):
+        prepare_output(outputs[role], cfg.overwrite, role)
     workers = min(cfg.workers, len(partitions))
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     run_partitions(jobs_for(cfg, partitions, threads), workers)
-    return merge([cfg.partials], cfg.ruleset, cfg.stats)
+    result = merge([cfg.partials], cfg.ruleset, cfg.stats)
+    for role in ("output", "rejected", "stats"):
+        write_marker(outputs[role], role, complete=True)
+    return result
 
 
 # --- fan-out helpers (cluster pipeline tasks) ---------------------------------------
@@ -907,11 +1006,7 @@ def process_partition_to(
     threads: int = 0,
 ) -> dict:
     """One fan-out task: write ``out/clean``, ``out/rejected`` and ``out/partials`` for one partition."""
-    partition = next(
-        (p for p in plan_partitions(raw_uri) if p.key == Partition.parse(partition_key).key), None
-    )
-    if partition is None:
-        raise UserError(f"{raw_uri}: no partition {partition_key}")
+    partition = find_partition(raw_uri, partition_key)
     job = PartitionJob(
         raw_uri=raw_uri,
         partition=partition,
@@ -930,9 +1025,9 @@ def merge_partition_outputs(
     part_uris: Sequence[str], ruleset: RuleSet, clean_uri: str, rejected_uri: str, stats_uri: str
 ) -> QualityResult:
     """The merge task: gather the fan-out outputs into one clean/rejected data set + statistics."""
-    for uri in (clean_uri, rejected_uri, stats_uri):
-        prepare_output(uri, overwrite=False)
-    partial_dirs = []
+    outputs = {"output": clean_uri, "rejected": rejected_uri, "stats": stats_uri}
+    for role, uri in outputs.items():
+        prepare_output(uri, overwrite=False, role=role)
     for uri in part_uris:
         for sub, dest in (
             ("clean", clean_uri),
@@ -950,8 +1045,10 @@ def merge_partition_outputs(
                     raise UserError(f"{uri}: {sub}/{rel} was produced by more than one partition task")
                 dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
                 pafs.copy_files(entry.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
-        partial_dirs.append(_join(uri, "partials"))
-    return merge([_join(stats_uri, "partitions")], ruleset, stats_uri)
+    result = merge([_join(stats_uri, "partitions")], ruleset, stats_uri)
+    for role, uri in outputs.items():
+        write_marker(uri, role, complete=True)
+    return result
 
 
 # --- readers for downstream steps -----------------------------------------------------

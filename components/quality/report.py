@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from components.common import contract
+from components.common.errors import UserError
 from components.common.report import (
     Section,
     figure_to_data_uri,
@@ -207,9 +208,12 @@ def render_markdown(result: QualityResult) -> str:
 def write_report(result: QualityResult, report_dir: str | Path) -> dict[str, Path]:
     """Write report.html, report.md and summary.json into ``report_dir`` (created)."""
     out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json"}
-    paths["html"].write_text(render_html(result))
-    paths["markdown"].write_text(render_markdown(result))
-    paths["summary"].write_text(json.dumps(result.summary, indent=1))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths["html"].write_text(render_html(result))
+        paths["markdown"].write_text(render_markdown(result))
+        paths["summary"].write_text(json.dumps(result.summary, indent=1))
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        raise UserError(f"{report_dir}: cannot write the report there ({err.strerror or err})") from None
     return paths

@@ -29,6 +29,7 @@ sample was already in the old one (the bottom-k threshold can only fall as rows 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ from . import checks, hashing
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 BATCH_ROWS = 1 << 18
+# Output markers: _INCOMPLETE while the splits are being written, _SUCCESS (the summary) last.
+SUCCESS_MARKER = "_SUCCESS"
+INCOMPLETE_MARKER = "_INCOMPLETE"
 
 
 class SampleCheckFailed(UserError):
@@ -98,6 +102,35 @@ def parse_fractions(value: str | tuple | list) -> tuple[float, float, float]:
 # --- reading ----------------------------------------------------------------------
 
 
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    return (
+        got == want
+        or pa.types.is_null(got)
+        or (pa.types.is_timestamp(got) and pa.types.is_timestamp(want))  # units may differ
+        or (pa.types.is_string(want) and pa.types.is_large_string(got))
+    )
+
+
+def check_schema(dataset: ds.Dataset, uri: str) -> None:
+    """Every file must hold the CLEAN_SCHEMA columns (year/month may come from the path)
+    with compatible types: raw or foreign Parquet would otherwise read as all-null columns."""
+    for fragment in dataset.get_fragments():
+        try:
+            physical = fragment.physical_schema
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{fragment.path}: not a readable Parquet file ({err})") from None
+        for want in contract.CLEAN_SCHEMA:
+            if want.name not in physical.names:
+                if want.name in contract.PARTITION_COLUMNS:
+                    continue
+                raise UserError(
+                    f"{fragment.path}: no column {want.name!r} (is {uri} the clean data set of the quality step?)"
+                )
+            got = physical.field(want.name).type
+            if not _compatible(got, want.type):
+                raise UserError(f"{fragment.path}: column {want.name!r} is {got}, expected {want.type}")
+
+
 def open_clean(uri: str) -> ds.Dataset:
     """The clean, hive-partitioned (year=/month=) Parquet data set, typed per CLEAN_SCHEMA."""
     fs, path = resolve_filesystem(uri)
@@ -105,7 +138,7 @@ def open_clean(uri: str) -> ds.Dataset:
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{uri}: clean data set not found")
     try:
-        return ds.dataset(
+        dataset = ds.dataset(
             path,
             filesystem=fs,
             format="parquet",
@@ -115,6 +148,8 @@ def open_clean(uri: str) -> ds.Dataset:
         )
     except (pa.ArrowInvalid, OSError) as err:
         raise UserError(f"{uri}: not a readable Parquet data set ({err})") from None
+    check_schema(dataset, uri)
+    return dataset
 
 
 def draw(dataset: ds.Dataset, rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:
@@ -202,22 +237,79 @@ def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
+def _read_json(fs: pafs.FileSystem, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as src:
+            doc = json.loads(src.read().decode())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_output(output_uri: str) -> None:
+    """The output must be new, empty or an earlier output of this step (it carries
+    ``_SUCCESS`` or ``_INCOMPLETE`` with ``"step": "sample"``): writing the splits replaces
+    ``train/``, ``validation/`` and ``test/``, which must never hit unrelated data."""
+    fs, root = resolve_filesystem(output_uri)
+    try:
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            return
+        if info.type != pafs.FileType.Directory:
+            raise UserError(f"{output_uri}: output exists and is not a directory")
+        if not fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+            return
+        for marker in (SUCCESS_MARKER, INCOMPLETE_MARKER):
+            doc = _read_json(fs, f"{root}/{marker}")
+            if doc is not None and doc.get("step") == "sample":
+                return
+    except OSError as err:
+        raise UserError(f"{output_uri}: cannot use as the output directory ({err})") from None
+    raise UserError(
+        f"{output_uri}: not empty and not a previous sample output (no {SUCCESS_MARKER} of the sample step); "
+        "refusing to replace its train/validation/test: give a new or empty directory"
+    )
+
+
 def write_splits(splits: dict[str, pa.Table], output_uri: str, shards: int) -> dict[str, list[int]]:
-    """Write ``<output>/<split>/part-00000.parquet`` ...; return rows per shard per split."""
+    """Write ``<output>/<split>/part-00000.parquet`` ...; return rows per shard per split.
+
+    Marks the output ``_INCOMPLETE`` while writing; :func:`mark_complete` writes ``_SUCCESS``."""
+    check_output(output_uri)
     fs, root = resolve_filesystem(output_uri)
     written: dict[str, list[int]] = {}
-    for name, table in splits.items():
-        directory = f"{root}/{name}"
-        fs.delete_dir_contents(directory, missing_dir_ok=True)  # no stale shards from an earlier run
-        if isinstance(fs, pafs.LocalFileSystem):  # object stores need no directories (nor marker objects)
-            fs.create_dir(directory, recursive=True)
-        written[name] = []
-        for i, (start, stop) in enumerate(shard_bounds(table.num_rows, shards)):
-            pq.write_table(
-                table.slice(start, stop - start), f"{directory}/part-{i:05d}.parquet", filesystem=fs
-            )
-            written[name].append(stop - start)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(root, recursive=True)
+        _write_json(fs, f"{root}/{INCOMPLETE_MARKER}", {"step": "sample"})
+        if fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type == pafs.FileType.File:
+            fs.delete_file(f"{root}/{SUCCESS_MARKER}")
+        for name, table in splits.items():
+            directory = f"{root}/{name}"
+            fs.delete_dir_contents(directory, missing_dir_ok=True)  # no stale shards from an earlier run
+            if isinstance(fs, pafs.LocalFileSystem):  # object stores need no directories (nor marker objects)
+                fs.create_dir(directory, recursive=True)
+            written[name] = []
+            for i, (start, stop) in enumerate(shard_bounds(table.num_rows, shards)):
+                pq.write_table(
+                    table.slice(start, stop - start), f"{directory}/part-{i:05d}.parquet", filesystem=fs
+                )
+                written[name].append(stop - start)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise UserError(f"{output_uri}: cannot write the splits there ({err})") from None
     return written
+
+
+def _write_json(fs: pafs.FileSystem, path: str, doc: dict) -> None:
+    with fs.open_output_stream(path) as out:
+        out.write((json.dumps(doc, indent=2) + "\n").encode())
+
+
+def mark_complete(output_uri: str, summary: dict) -> None:
+    """``_SUCCESS`` (the summary, with ``"step": "sample"``) written last; drop ``_INCOMPLETE``."""
+    fs, root = resolve_filesystem(output_uri)
+    _write_json(fs, f"{root}/{SUCCESS_MARKER}", {"step": "sample", **summary})
+    fs.delete_file(f"{root}/{INCOMPLETE_MARKER}")
 
 
 # --- the step ---------------------------------------------------------------------
@@ -308,8 +400,12 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
     callers write the report first, then raise ``SampleCheckFailed(result.failure_message())``."""
     config.validate()
     population = checks.load_population(config.population_stats_uri)
+    check_output(config.output_uri)  # fail before the work, not after it
     dataset = open_clean(config.input_uri)
-    population_rows = dataset.count_rows()
+    try:
+        population_rows = dataset.count_rows()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UserError(f"{config.input_uri}: cannot read the clean data set ({err})") from None
     if population_rows == 0:
         raise UserError(f"{config.input_uri}: the clean data set has no rows")
     warnings: list[str] = []
@@ -348,4 +444,5 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
     out = SampleResult(config, size, population, attempts, splits, warnings=warnings)
     if out.passed:
         out.shard_rows = write_splits(splits, config.output_uri, config.shards)
+        mark_complete(config.output_uri, out.summary())
     return out

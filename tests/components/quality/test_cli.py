@@ -83,3 +83,16 @@ def test_fareflow_quality_dispatches_to_the_cli(raw_dir, tmp_path):
         [sys.executable, "-m", "pipelines.cli", "quality", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "--max-reject-pct" in proc.stdout
+
+
+def test_overwrite_with_the_input_inside_the_output_is_refused_in_one_line(raw_dir, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(raw_dir, tmp_path / "raw")
+    (tmp_path / "notes.txt").write_text("mine")
+    rc = main(["--input", str(tmp_path / "raw"), "--output", str(tmp_path), "--overwrite", "--workers", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "is inside the output location" in err and "Traceback" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(p.name for p in raw_dir.iterdir())

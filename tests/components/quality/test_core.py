@@ -252,3 +252,78 @@ def test_partial_json_is_self_describing(quality_run):
     )
     assert partial["partition"] == "year=2015/month=2"
     assert partial["rows_in"] == partial["rows_clean"] + sum(partial["rejected_by_rule"].values())
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_deletes_the_input_or_unrelated_files(raw_dir, tmp_path):
+    import shutil
+
+    t2 = tmp_path / "t2"
+    shutil.copytree(raw_dir, t2 / "raw")
+    (t2 / "notes.txt").write_text("mine")
+    before = _tree(t2)
+    cases = [
+        {"output": str(t2)},  # input inside the output
+        {"output": str(t2 / "raw")},  # output is the input
+        {"output": str(t2 / "raw" / "clean")},  # output inside the input
+        {"output": str(tmp_path / "c"), "stats": str(t2)},  # input inside stats
+        {"output": str(tmp_path / "c"), "rejected": str(tmp_path / "c" / "rej")},  # outputs nest
+        {"output": str(tmp_path / "c"), "stats": str(tmp_path)},  # output inside stats
+    ]
+    for kw in cases:
+        with pytest.raises(UserError, match="inside|overlap"):
+            core.run_quality(core.QualityConfig(input=str(t2 / "raw"), workers=1, overwrite=True, **kw))
+    assert _tree(t2) == before
+    assert not (tmp_path / "c").exists()
+
+
+def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="not a previous quality output"):
+        core.run_quality(
+            core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
+        )
+    assert (tmp_path / "clean" / "keep.txt").exists()
+    (tmp_path / "clean" / "keep.txt").unlink()
+    cfg = core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
+    first = core.run_quality(cfg)
+    for d in ("clean", "clean_rejected", "clean_stats"):
+        marker = json.loads((tmp_path / d / core.QUALITY_MARKER).read_text())
+        assert marker["step"] == "quality" and marker["complete"] is True
+    (tmp_path / "clean" / "stale.parquet").write_bytes(b"old")
+    again = core.run_quality(cfg)  # our own output: replaced
+    assert again.summary == first.summary
+    assert not (tmp_path / "clean" / "stale.parquet").exists()
+
+
+def test_a_fan_out_task_lists_only_its_own_partition(raw_dir, tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    listed = []
+    real_resolve = core.resolve_filesystem
+
+    class Spy:
+        def __init__(self, fs):
+            self.fs = fs
+
+        def get_file_info(self, arg):
+            if isinstance(arg, pafs.FileSelector):
+                listed.append(arg.base_dir)
+            return self.fs.get_file_info(arg)
+
+    def resolve(uri):
+        fs, path = real_resolve(uri)
+        return Spy(fs), path
+
+    monkeypatch.setattr(core, "resolve_filesystem", resolve)
+    key = core.plan_partitions(str(raw_dir))[0].key
+    listed.clear()
+    part = core.find_partition(str(raw_dir), key)
+    assert part.key == key
+    assert listed and all(d.rstrip("/").endswith(key) for d in listed), listed
+    with pytest.raises(UserError, match="no partition year=1999/month=1"):
+        core.find_partition(str(raw_dir), "year=1999/month=1")

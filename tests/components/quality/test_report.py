@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from components.common import report as common
+from components.common.errors import UserError
 from components.quality import publish, report
 
 
@@ -70,3 +73,10 @@ def test_common_report_helpers():
     )
     page = common.html_page("T<1>", [common.Section("S", common.html_table([["<b>", 12345]], ["h"]))])
     assert "T&lt;1&gt;" in page and "&lt;b&gt;" in page and "12,345" in page
+
+
+def test_report_dir_that_is_a_file_is_a_user_error(quality_run, tmp_path):
+    result, _ = quality_run
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="cannot write the report"):
+        report.write_report(result, tmp_path / "f")

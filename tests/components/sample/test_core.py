@@ -205,3 +205,65 @@ def test_no_pointless_retries_when_the_sample_is_every_row(make_inputs, tmp_path
     assert result.size.rows == result.size.population_rows == 3000  # automatic size: all rows
     assert not result.passed and len(result.attempts) == 1
     assert "retries cannot help" in result.failure_message()
+
+
+def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_path):
+    clean, stats, table = inputs
+    raw = tmp_path / "raw" / "year=2015" / "month=1"
+    raw.mkdir(parents=True)
+    pq.write_table(pa.table({"OBJECTID": [1, 2], "FAREAMOUNT": [5.0, 6.0]}), raw / "part-0.parquet")
+    with pytest.raises(UserError, match=r"part-0\.parquet: no column 'objectid'"):
+        core.run(core.SampleConfig(str(tmp_path / "raw"), str(stats), str(tmp_path / "o")))
+    typed = tmp_path / "typed" / "year=2015" / "month=1"
+    typed.mkdir(parents=True)
+    bad = table.drop_columns(["year", "month"])
+    bad = bad.set_column(
+        bad.schema.get_field_index(contract.LABEL),
+        contract.LABEL,
+        pa.array([str(v) for v in bad.column(contract.LABEL).to_pylist()]),
+    )
+    pq.write_table(bad, typed / "part-0.parquet")
+    with pytest.raises(UserError, match=rf"column '{contract.LABEL}' is string"):
+        core.run(core.SampleConfig(str(tmp_path / "typed"), str(stats), str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_stray_non_parquet_file_in_the_input_is_a_user_error(inputs, tmp_path):
+    clean, stats, _ = inputs
+    (clean / "year=2015" / "month=1" / "notes.parquet").write_text("not parquet")
+    with pytest.raises(UserError, match=r"notes\.parquet: not a readable Parquet file"):
+        core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "o")))
+
+
+def test_output_that_is_a_file_is_a_user_error(inputs, tmp_path):
+    clean, stats, _ = inputs
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a directory"):
+        core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "file"), rows=2000))
+    with pytest.raises(UserError, match="cannot write the splits"):
+        core.write_splits({"train": pa.table({"a": [1]})}, str(tmp_path / "file" / "sub"), 1)
+
+
+def test_unrelated_output_directory_is_never_replaced(inputs, tmp_path):
+    clean, stats, _ = inputs
+    out = tmp_path / "mine"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "precious.txt").write_text("keep")
+    with pytest.raises(UserError, match="not a previous sample output"):
+        core.run(core.SampleConfig(str(clean), str(stats), str(out), rows=2000))
+    assert (out / "train" / "precious.txt").read_text() == "keep"
+    # ingest's _SUCCESS is not the sample's
+    (out / "_SUCCESS").write_text('{"step": "ingest"}')
+    with pytest.raises(UserError, match="not a previous sample output"):
+        core.write_splits({"train": pa.table({"a": [1]})}, str(out), 1)
+    assert (out / "train" / "precious.txt").exists()
+
+
+def test_a_finished_output_carries_the_success_marker_with_the_summary(inputs, tmp_path):
+    import json
+
+    clean, stats, _ = inputs
+    result = core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "out"), rows=2000))
+    marker = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    assert marker["step"] == "sample" and marker["rows"] == result.summary()["rows"]
+    assert not (tmp_path / "out" / "_INCOMPLETE").exists()

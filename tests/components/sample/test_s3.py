@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.common.errors import UserError
 from components.sample import core
 
 
@@ -18,10 +19,18 @@ def test_sample_reads_and_writes_s3(inputs, s3):
     )
     result = core.run(config)
     assert result.passed and result.size.population_rows == 6000
-    keys = s3.keys(bucket, "splits/")
-    assert keys == [
+    keys = [k for k in s3.keys(bucket, "splits/") if not k.endswith("/")]  # pyarrow's directory markers
+    assert keys == ["splits/_SUCCESS"] + [
         f"splits/{s}/part-0000{i}.parquet" for s in ("test", "train", "validation") for i in (0, 1)
     ]
+    # a rerun replaces its own output; an unrelated non-empty prefix is refused before any work
+    core.run(config)
+    s3.put(bucket, "other/keep.txt", clean.parent / "stats" / "stats.json")
+    with pytest.raises(UserError, match="not a previous sample output"):
+        core.run(
+            core.SampleConfig("s3://fareflow/clean", "s3://fareflow/stats", "s3://fareflow/other", rows=2000)
+        )
+    assert s3.keys(bucket, "other/") == ["other/keep.txt"]
     local = core.run(
         core.SampleConfig(str(clean), str(stats), str(clean.parent / "local"), rows=2000, shards=2)
     )

@@ -24,9 +24,7 @@ def checkov() -> str:
     found = found or (str(venv) if venv.exists() else None)
     if not found:
         if os.environ.get("FAREFLOW_REQUIRE_CHECKOV") == "1":
-            pytest.fail(
-                "checkov not found: run `make checkov-venv` (or set CHECKOV=/path/to/checkov)"
-            )
+            pytest.fail("checkov not found: run `make checkov-venv` (or set CHECKOV=/path/to/checkov)")
         pytest.skip("checkov not installed: `make manifests-policy` runs this check")
     return found
 

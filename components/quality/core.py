@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from components.common import contract
 from components.common.errors import UserError
-from components.common.storage import resolve_filesystem
+from components.common.storage import require_complete, resolve_filesystem
 
 from . import sql
 from .rules import RuleSet, load_rules
@@ -127,6 +127,7 @@ def plan_partitions(raw_uri: str) -> list[Partition]:
         raise UserError(
             f"{raw_uri}: input is not a directory (expected the ingest output, year=/month= Parquet)"
         )
+    require_complete(raw_uri)  # ingest writes _SUCCESS last: never clean a half-written input
     found: dict[tuple[int, int], Partition] = {}
     for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         if entry.type != pafs.FileType.File or not entry.base_name.endswith(".parquet"):

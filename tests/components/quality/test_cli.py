@@ -96,3 +96,16 @@ def test_overwrite_with_the_input_inside_the_output_is_refused_in_one_line(raw_d
     assert "\n" not in err and "is inside the output location" in err and "Traceback" not in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(p.name for p in raw_dir.iterdir())
+
+
+def test_input_without_ingest_success_marker_is_refused_in_one_line(raw_dir, tmp_path, capsys):
+    """A half-written ingest output (no _SUCCESS yet) must never be cleaned as if complete."""
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(raw_dir, partial)
+    (partial / "_SUCCESS").unlink()
+    assert main(["--input", str(partial), "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "_SUCCESS" in err and "\n" not in err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -221,11 +221,13 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         core.run_quality(core.QualityConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "c")))
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").write_text("{}")  # complete but empty
     with pytest.raises(UserError, match="no Parquet files"):
         core.plan_partitions(str(tmp_path / "empty"))
     wrong = tmp_path / "wrong" / "year=2015" / "month=1"
     wrong.mkdir(parents=True)
     pq.write_table(pa.table({"FAREAMOUNT": [1.0]}), wrong / "x.parquet")
+    (tmp_path / "wrong" / "_SUCCESS").write_text("{}")
     with pytest.raises(UserError, match=r"missing raw column\(s\)"):
         core.run_quality(
             core.QualityConfig(input=str(tmp_path / "wrong"), output=str(tmp_path / "c"), workers=1)
@@ -233,6 +235,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     stray = tmp_path / "stray"
     stray.mkdir()
     pq.write_table(pa.table({"a": [1]}), stray / "x.parquet")
+    (stray / "_SUCCESS").write_text("{}")
     with pytest.raises(UserError, match="outside a year=YYYY/month=M"):
         core.plan_partitions(str(stray))
 

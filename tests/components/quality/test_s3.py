@@ -16,7 +16,7 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
         tmp_path / "raw", [raw_table(400, 2015, 1, defects={"missing_fare": 7}), raw_table(300, 2015, 2)]
     )
     bucket = s3.bucket("fareflow")
-    for path in sorted(raw.rglob("*.parquet")):
+    for path in sorted([*raw.rglob("*.parquet"), raw / "_SUCCESS"]):
         s3.put(bucket, f"raw/{path.relative_to(raw)}", path)
 
     remote = core.run_quality(

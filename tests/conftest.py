@@ -97,13 +97,12 @@ def _serve(directory: Path, context: ssl.SSLContext | None) -> tuple[http.server
     return server, f"{scheme}://127.0.0.1:{server.server_address[1]}"
 
 
-@pytest.fixture
-def http_serve() -> Iterator[Callable[[Path], str]]:
-    """``serve(directory) -> "http://127.0.0.1:PORT"``: a plain HTTP file server per call."""
+def _serving(context: ssl.SSLContext | None) -> Iterator[Callable[[Path], str]]:
+    """Yield ``serve(directory) -> URL`` (one file server per call); shut them all down after."""
     servers = []
 
     def serve(directory: Path) -> str:
-        server, url = _serve(directory, None)
+        server, url = _serve(directory, context)
         servers.append(server)
         return url
 
@@ -111,6 +110,12 @@ def http_serve() -> Iterator[Callable[[Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def http_serve() -> Iterator[Callable[[Path], str]]:
+    """``serve(directory) -> "http://127.0.0.1:PORT"``: a plain HTTP file server per call."""
+    yield from _serving(None)
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -156,14 +161,4 @@ def https_serve(tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    servers = []
-
-    def serve(directory: Path) -> str:
-        server, url = _serve(directory, context)
-        servers.append(server)
-        return url
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    yield from _serving(context)

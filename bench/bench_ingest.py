@@ -15,20 +15,17 @@ alternating (a shared machine's load hits both alike), and reports each one's me
 time (every run listed) and highest peak RSS. The goal (issue 2): fareflow ingest at least 3x the
 pandas throughput with at most a third of its peak RSS on 2 million rows.
 
-    python -m bench.bench_ingest --rows 2000000 [--repeat 3] [--workdir DIR] [--json PATH]
+    python -m bench.run --suite bench.bench_ingest --rows 2000000 [--repeat 3] [--workdir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
-from bench.common import dir_bytes, measure, median_run, python_cmd, ratios
+from bench.common import dir_bytes, measure, median_run, python_cmd
 
 MONTH = "2015-01"
 PANDAS_BASELINE = """
@@ -105,47 +102,3 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
         for impl, impl_runs in runs.items():
             records.append(_record(case, impl, rows, nbytes, median_run(impl_runs)))
     return records
-
-
-def format_table(records: list[dict]) -> str:
-    head = (
-        f"{'case':<12} {'impl':<9} {'rows':>10} {'seconds':>8} {'rows/s':>11} {'MB/s':>7} {'peak RSS MB':>12}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in records:
-        lines.append(
-            f"{r['case']:<12} {r['impl']:<9} {r['rows']:>10,} {r['seconds']:>8.2f} "
-            f"{r['rows_per_s']:>11,} {r['mb_per_s']:>7.1f} {r['peak_rss_mb']:>12.0f}"
-        )
-    for ratio in ratios(records):
-        lines.append(
-            f"{ratio['case']}: fareflow {ratio['speedup']:.2f}x pandas throughput, "
-            f"{ratio['memory_ratio']:.2f}x its peak RSS (goal: >= 3x, <= 0.33x)"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        help="runs per ingest case and implementation, alternating; medians are reported",
-    )
-    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
-    parser.add_argument("--json", default=None, help="also write the records to this file")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        records = run(Path(args.workdir or tmp), args.rows, args.repeat)
-    print(format_table(records))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"records": records, "ratios": ratios(records)}, indent=2) + "\n"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--suite", action="append", help="module(s) to run (default: all)")
     parser.add_argument("--workdir", help="keep generated data here (default: a temp dir)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per case and implementation, alternating; medians reported",
+    )
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tmp)
         for name in args.suite or SUITES:
             module = importlib.import_module(name)
-            rows += module.run(workdir, args.rows)
+            rows += module.run(workdir, args.rows, repeat=args.repeat)
 
     table = Table(title=f"fareflow bench ({args.rows:,} rows)")
     for col in ("case", "impl", "rows", "seconds", "rows/s", "MB/s", "peak RSS MB"):

@@ -123,6 +123,11 @@ def _env(env: dict[str, str] | None) -> list[dict]:
     return [{"name": k, "value": str(v)} for k, v in base.items()]
 
 
+def _env_from(secret: str | None) -> dict:
+    """``envFrom`` a Secret (e.g. the S3 credentials), optional so a source needing none still runs."""
+    return {"envFrom": [{"secretRef": {"name": secret, "optional": True}}]} if secret else {}
+
+
 def _check_name(name: str) -> None:
     import re
 
@@ -184,12 +189,15 @@ def pytorch_job(
     resources: Resources = Resources(),
     gpu: GpuScheduling | None = None,
     env: dict[str, str] | None = None,
+    env_from_secret: str | None = None,
     service_account: str = TRAINER_SERVICE_ACCOUNT,
     labels: dict[str, str] | None = None,
     backoff_limit: int = 2,
     ttl_seconds_after_finished: int = 3600,
 ) -> dict:
-    """A PyTorchJob: Master + ``workers`` Workers, each ``torchrun --module MODULE ARGS``."""
+    """A PyTorchJob: Master + ``workers`` Workers, each ``torchrun --module MODULE ARGS``.
+
+    ``env_from_secret``: a Secret whose keys become environment variables (S3 credentials)."""
     if workers < 0:
         raise UserError(f"workers: expected an integer >= 0, got {workers}")
     if nproc_per_node < 1:
@@ -204,6 +212,7 @@ def pytorch_job(
         "command": ["torchrun", "--module", module],
         "args": list(args or []),
         "env": _env(env),
+        **_env_from(env_from_secret),
         "resources": resources.to_dict(gpus),
         "securityContext": container_security_context(),
     }

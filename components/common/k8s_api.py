@@ -20,9 +20,8 @@ _READY = ("Ready", ())
 WAIT_CONDITIONS = {"PyTorchJob": _JOB_DONE, "MPIJob": _JOB_DONE, "InferenceService": _READY}
 
 
-def custom_objects_api():
-    """A CustomObjectsApi from the in-cluster config, else from the kubeconfig."""
-    from kubernetes import client, config
+def _load_config() -> None:
+    from kubernetes import config
 
     try:
         config.load_incluster_config()
@@ -31,7 +30,47 @@ def custom_objects_api():
             config.load_kube_config()
         except (config.ConfigException, FileNotFoundError, TypeError) as err:
             raise UserError(f"no Kubernetes configuration (in-cluster or kubeconfig): {err}") from err
+
+
+def custom_objects_api():
+    """A CustomObjectsApi from the in-cluster config, else from the kubeconfig."""
+    from kubernetes import client
+
+    _load_config()
     return client.CustomObjectsApi()
+
+
+def core_v1_api():
+    """A CoreV1Api (ConfigMaps, pod logs), configured like ``custom_objects_api``."""
+    from kubernetes import client
+
+    _load_config()
+    return client.CoreV1Api()
+
+
+def config_map(name: str, namespace: str, api=None) -> dict[str, str] | None:
+    """A ConfigMap's data, or None when it does not exist."""
+    api = api or core_v1_api()
+    try:
+        return dict(api.read_namespaced_config_map(name, namespace).data or {})
+    except _api_exception() as err:
+        if err.status == 404:
+            return None
+        raise UserError(f"get ConfigMap {namespace}/{name}: HTTP {err.status}: {err.reason}") from err
+
+
+def pod_logs(namespace: str, selector: str, tail: int = 40, api=None) -> str:
+    """The last ``tail`` log lines of each pod matching ``selector`` (best effort, for error messages)."""
+    api = api or core_v1_api()
+    chunks = []
+    try:
+        for pod in api.list_namespaced_pod(namespace, label_selector=selector).items:
+            name = pod.metadata.name
+            text = api.read_namespaced_pod_log(name, namespace, tail_lines=tail, _preload_content=True)
+            chunks.append(f"--- {name} (last {tail} lines)\n{text}")
+    except _api_exception() as err:
+        chunks.append(f"(pod logs unavailable: HTTP {err.status}: {err.reason})")
+    return "\n".join(chunks)
 
 
 def _gvp(kind: str) -> tuple[str, str, str]:

@@ -2,10 +2,10 @@
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
+from tests.k8s_fakes import FakeCustomObjects
 
 IMAGE = "ghcr.io/fareflow/trainer:0.1.0"
 
@@ -116,46 +116,6 @@ def test_dry_run_prints_yaml(capsys):
         "--epochs",
         "1",
     ]
-
-
-class FakeCustomObjects:
-    """In-memory stand-in for kubernetes.client.CustomObjectsApi."""
-
-    def __init__(self):
-        self.store: dict[tuple, dict] = {}
-        self.calls: list[str] = []
-        self.status_script: list[dict] = []
-
-    def _key(self, group, version, ns, plural, name):
-        return (group, version, ns, plural, name)
-
-    def create_namespaced_custom_object(self, group, version, ns, plural, body):
-        self.calls.append("create")
-        key = self._key(group, version, ns, plural, body["metadata"]["name"])
-        if key in self.store:
-            raise ApiException(status=409, reason="AlreadyExists")
-        self.store[key] = body
-        return body
-
-    def patch_namespaced_custom_object(self, group, version, ns, plural, name, body):
-        self.calls.append("patch")
-        self.store[self._key(group, version, ns, plural, name)] = body
-        return body
-
-    def get_namespaced_custom_object(self, group, version, ns, plural, name):
-        key = self._key(group, version, ns, plural, name)
-        if key not in self.store:
-            raise ApiException(status=404, reason="NotFound")
-        obj = dict(self.store[key])
-        if self.status_script:
-            obj["status"] = self.status_script.pop(0)
-        return obj
-
-    def delete_namespaced_custom_object(self, group, version, ns, plural, name, body=None):
-        key = self._key(group, version, ns, plural, name)
-        if key not in self.store:
-            raise ApiException(status=404, reason="NotFound")
-        del self.store[key]
 
 
 @pytest.fixture

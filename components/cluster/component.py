@@ -1,0 +1,60 @@
+"""KFP components for cluster mode (logic in ``components.cluster.core``; tests there)."""
+
+# No "from __future__ import annotations": kfp reads the annotations as objects.
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.common.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def train_job(
+    splits: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    namespace: str,
+    workers: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden: str,
+    seed: int,
+    timeout_s: int,
+) -> dict:
+    """Train on ``splits`` as a PyTorchJob of ``workers`` processes in ``namespace`` and copy
+    the model directory it writes into ``model``."""
+    from components.cluster import core
+    from components.common.artifacts import save_metrics
+
+    settings = core.load_settings(namespace)
+    splits_s3 = core.s3_uri(splits.uri)
+    params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed)
+    name = core.job_name("taxi-fare-train", splits_s3, *params.args(), str(workers))
+    output_s3 = core.model_output_uri(splits_s3, name)
+    obj = core.train_job_object(settings, name, splits_s3, output_s3, params, workers)
+    print(f"PyTorchJob {settings.namespace}/{name}: {workers} process(es), image {settings.image('trainer')}")
+    core.run_train_job(obj, timeout=timeout_s)
+    files = core.copy_model_dir(output_s3, model.path)
+    values = core.read_model_metrics(model.path)
+    for key, value in sorted(values.items()):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+    save_metrics(metrics)
+    model.metadata.update(
+        {"framework": "pytorch", "format": "fareflow", "job": name, "trained_at": output_s3}
+    )
+    return {"job": f"{settings.namespace}/{name}", "model_files": files, "metrics": values}
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int) -> dict:
+    """Serve ``model`` as the KServe InferenceService ``name`` (v1 and v2 protocols) and wait
+    until it is Ready."""
+    from components.cluster import core
+
+    settings = core.load_settings(namespace)
+    obj = core.inference_service_object(settings, name, core.s3_uri(model.uri))
+    summary = core.deploy(obj, timeout=timeout_s)
+    print(f"InferenceService {summary['namespace']}/{summary['name']} ready at {summary['url']}")
+    return summary

@@ -1,0 +1,270 @@
+"""Cluster-mode steps: train as a PyTorchJob, serve as a KServe InferenceService.
+
+The pipeline tasks that run these (``components.cluster.component``) only drive the cluster:
+they build the objects with the pure builders in ``components.common.k8s``, create them and
+wait through ``components.common.k8s_api`` (the one module that talks to the API server),
+and move the small model directory between the object store and the task's artifact.
+
+Data flow (KFP standalone keeps artifacts in its object store, bucket ``mlpipeline``):
+
+1. ``train_job``: the sample task's splits are at ``minio://mlpipeline/v2/artifacts/...``
+   (:func:`s3_uri` maps that to ``s3://``). A PyTorchJob (Master + Workers, ``torchrun
+   --module components.train``) in the project namespace reads them and writes the model
+   directory to ``s3://BUCKET/fareflow/models/JOB/``; the task then copies that directory
+   into its ``Model`` artifact (KFP uploads it to its own artifact URI).
+2. ``deploy``: an InferenceService whose ``storageUri`` is the model artifact's ``s3://``
+   URI; KServe's storage initializer downloads it (S3 settings from the ``fareflow-s3``
+   Secret on the ``fareflow-serving`` ServiceAccount) and the ``fareflow-server`` runtime
+   serves it (``components.serve``). The task waits until it is Ready.
+
+Run-time settings come from the ``fareflow-cluster`` ConfigMap (``manifests/base``), so an
+overlay can change image tags, GPUs and autoscaling without recompiling the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from components.common import k8s
+from components.common.errors import UserError
+
+CONFIG_MAP = "fareflow-cluster"
+S3_SECRET = "fareflow-s3"
+MODEL_PREFIX = "fareflow/models"
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # the Training Operator's pod label
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The ``fareflow-cluster`` ConfigMap, typed (see manifests/base/cluster-config.yaml)."""
+
+    namespace: str = k8s.DEFAULT_NAMESPACE
+    image_registry: str = "ghcr.io/fareflow"
+    image_tag: str = "0.1.0"
+    train_gpus_per_pod: int = 0
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    serving_gpus: int = 0
+    serving_deployment_mode: str = "Standard"
+    serving_min_replicas: int = 1
+    serving_max_replicas: int = 3
+    aws_endpoint_url: str = ""
+
+    @classmethod
+    def from_config_map(cls, data: dict[str, str] | None, namespace: str) -> ClusterSettings:
+        """Typed settings; a ConfigMap that is missing (None) means the defaults."""
+        data = data or {}
+
+        def integer(key: str, default: int) -> int:
+            raw = str(data.get(key, default)).strip()
+            if not re.fullmatch(r"\d+", raw):
+                raise UserError(
+                    f"ConfigMap {namespace}/{CONFIG_MAP}: {key}={raw!r}: expected an integer >= 0"
+                )
+            return int(raw)
+
+        selector = {}
+        for pair in filter(None, (p.strip() for p in str(data.get("GPU_NODE_SELECTOR", "")).split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UserError(
+                    f"ConfigMap {namespace}/{CONFIG_MAP}: GPU_NODE_SELECTOR={data['GPU_NODE_SELECTOR']!r}: "
+                    "expected key=value[,key=value]"
+                )
+            selector[key.strip()] = value.strip()
+        tag = str(data.get("IMAGE_TAG", cls.image_tag))
+        if tag == "latest":
+            raise UserError(f"ConfigMap {namespace}/{CONFIG_MAP}: IMAGE_TAG must not be 'latest'")
+        return cls(
+            namespace=str(data.get("NAMESPACE", namespace)),
+            image_registry=str(data.get("IMAGE_REGISTRY", cls.image_registry)).rstrip("/"),
+            image_tag=tag,
+            train_gpus_per_pod=integer("TRAIN_GPUS_PER_POD", 0),
+            gpu_node_selector=selector,
+            serving_gpus=integer("SERVING_GPUS", 0),
+            serving_deployment_mode=str(data.get("SERVING_DEPLOYMENT_MODE", "Standard")),
+            serving_min_replicas=integer("SERVING_MIN_REPLICAS", 1),
+            serving_max_replicas=integer("SERVING_MAX_REPLICAS", 3),
+            aws_endpoint_url=str(data.get("AWS_ENDPOINT_URL", "")),
+        )
+
+    def image(self, name: str) -> str:
+        return f"{self.image_registry}/{name}:{self.image_tag}"
+
+    def gpu(self, gpus: int) -> k8s.GpuScheduling | None:
+        if not gpus:
+            return None
+        if self.gpu_node_selector:
+            return k8s.GpuScheduling(gpus_per_pod=gpus, node_selector=dict(self.gpu_node_selector))
+        return k8s.GpuScheduling(gpus_per_pod=gpus)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """What the PyTorchJob's ``components.train`` gets (its CLI flags)."""
+
+    epochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    hidden: str = "128,64,32"
+    seed: int = 0
+
+    def args(self) -> list[str]:
+        return [
+            "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
+            "--lr", repr(float(self.learning_rate)), "--hidden", self.hidden, "--seed", str(self.seed),
+        ]  # fmt: skip
+
+
+def s3_uri(artifact_uri: str) -> str:
+    """An artifact's object-store URI as ``s3://bucket/key`` (KFP writes ``minio://``)."""
+    for scheme in ("minio://", "s3://"):
+        if artifact_uri.startswith(scheme):
+            rest = artifact_uri[len(scheme) :].strip("/")
+            if "/" not in rest:
+                break
+            return f"s3://{rest}"
+    raise UserError(
+        f"artifact URI {artifact_uri!r}: expected minio:// or s3:// (cluster mode keeps artifacts in the "
+        "object store; this step cannot run with a local pipeline root)"
+    )
+
+
+def job_name(prefix: str, *parts: str) -> str:
+    """A DNS-1123 name, stable for the same inputs (a retried task finds its job again)."""
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+    return f"{prefix}-{digest}"
+
+
+def model_output_uri(splits_s3: str, name: str) -> str:
+    bucket = splits_s3[len("s3://") :].split("/", 1)[0]
+    return f"s3://{bucket}/{MODEL_PREFIX}/{name}"
+
+
+def train_job_object(
+    settings: ClusterSettings, name: str, splits_s3: str, output_s3: str, params: TrainParams, workers: int
+) -> dict:
+    """The PyTorchJob: ``workers`` processes in all (one Master, ``workers - 1`` Workers)."""
+    if workers < 1:
+        raise UserError(f"workers: expected an integer >= 1, got {workers}")
+    env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
+    return k8s.pytorch_job(
+        name,
+        settings.image("trainer"),
+        "components.train",
+        ["--splits", splits_s3, "--output", output_s3, *params.args()],
+        namespace=settings.namespace,
+        workers=workers - 1,
+        nproc_per_node=max(1, settings.train_gpus_per_pod),
+        gpu=settings.gpu(settings.train_gpus_per_pod),
+        env=env,
+        env_from_secret=S3_SECRET,
+        labels={"app.kubernetes.io/component": "train"},
+    )
+
+
+def inference_service_object(settings: ClusterSettings, name: str, model_s3: str) -> dict:
+    return k8s.inference_service(
+        name,
+        model_s3,
+        namespace=settings.namespace,
+        deployment_mode=settings.serving_deployment_mode,
+        min_replicas=settings.serving_min_replicas,
+        max_replicas=settings.serving_max_replicas,
+        gpu=settings.gpu(settings.serving_gpus),
+        labels={"app.kubernetes.io/component": "serve"},
+    )
+
+
+def load_settings(namespace: str, api=None) -> ClusterSettings:
+    from components.common import k8s_api
+
+    return ClusterSettings.from_config_map(k8s_api.config_map(CONFIG_MAP, namespace, api=api), namespace)
+
+
+def run_train_job(obj: dict, timeout: float, *, api=None, core_api=None, poll: float = 10.0) -> dict:
+    """Create the PyTorchJob (reusing one that already succeeded; replacing a failed one) and
+    wait for it. A failure raises ``UserError`` with the job's reason and its pods' last log lines."""
+    from components.common import k8s_api
+
+    kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+    existing = k8s_api.get(kind, name, ns, api=api)
+    if existing is not None and k8s_api.condition(existing, "Succeeded"):
+        return existing
+    if existing is not None and k8s_api.condition(existing, "Failed"):
+        k8s_api.delete(kind, name, ns, api=api)
+        _wait_gone(kind, name, ns, api=api, poll=poll, timeout=300)
+        existing = None
+    if existing is None:
+        k8s_api.apply(obj, api=api)
+    try:
+        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api)
+    except UserError as err:
+        logs = k8s_api.pod_logs(ns, f"{JOB_NAME_LABEL}={name}", api=core_api)
+        raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
+
+
+def _wait_gone(kind: str, name: str, ns: str, *, api, poll: float, timeout: float) -> None:
+    import time
+
+    from components.common import k8s_api
+
+    deadline = time.monotonic() + timeout
+    while k8s_api.get(kind, name, ns, api=api) is not None:
+        if time.monotonic() >= deadline:
+            raise UserError(f"{kind} {ns}/{name}: still there {timeout:g}s after delete")
+        time.sleep(poll)
+
+
+def deploy(obj: dict, timeout: float, *, api=None, poll: float = 10.0) -> dict:
+    """Create or update the InferenceService and wait until it is Ready; return a summary."""
+    from components.common import k8s_api
+
+    k8s_api.apply(obj, api=api)
+    ready = k8s_api.wait(
+        obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"], timeout, poll, api=api
+    )
+    status = ready.get("status") or {}
+    name = obj["metadata"]["name"]
+    return {
+        "name": name,
+        "namespace": obj["metadata"]["namespace"],
+        "url": status.get("url", ""),
+        "storage_uri": obj["spec"]["predictor"]["model"]["storageUri"],
+        "v1_predict": f"/v1/models/{name}:predict",
+        "v2_infer": f"/v2/models/{name}/infer",
+    }
+
+
+def copy_model_dir(src_s3: str, dest_dir: str) -> list[str]:
+    """Copy the model directory the job wrote (``model.json`` required) into ``dest_dir``."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    from components.common.storage import resolve_filesystem
+
+    fs, path = resolve_filesystem(src_s3)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    files = [i for i in infos if i.type == pafs.FileType.File]
+    if not any(os.path.basename(i.path) == "model.json" for i in files):
+        raise UserError(f"{src_s3}: no model.json (the training job wrote no complete model directory)")
+    os.makedirs(dest_dir, exist_ok=True)
+    copied = []
+    for info in files:
+        rel = info.path[len(path.rstrip("/")) + 1 :]
+        target = os.path.join(dest_dir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
+            dst.write(src.read())
+        copied.append(rel)
+    return sorted(copied)
+
+
+def read_model_metrics(model_dir: str) -> dict:
+    import os
+
+    with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+        return dict(json.load(f).get("metrics") or {})

@@ -1,0 +1,177 @@
+"""Cluster-mode steps (components.cluster.core) against in-memory API fakes and a moto S3."""
+
+import json
+
+import pytest
+import yaml
+
+from components.cluster import core
+from components.common import k8s_api
+from components.common.errors import UserError
+from tests.k8s_fakes import FakeCoreV1, FakeCustomObjects
+from tests.manifests import k8s_schema
+
+SPLITS = "minio://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-1/sample/123/splits"
+
+
+def cond(type_, status="True", **kw):
+    return {"conditions": [{"type": type_, "status": status, **kw}]}
+
+
+def test_s3_uri_maps_kfp_object_store_uris():
+    assert core.s3_uri(SPLITS) == "s3://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-1/sample/123/splits"
+    assert core.s3_uri("s3://bucket/key/") == "s3://bucket/key"
+    for bad in ("/tmp/pipeline_root/x", "gs://b/k", "minio://bucket-only"):
+        with pytest.raises(UserError, match="expected minio:// or s3://"):
+            core.s3_uri(bad)
+
+
+def test_settings_from_config_map_are_typed_and_checked():
+    assert core.ClusterSettings.from_config_map(None, "fareflow") == core.ClusterSettings()
+    s = core.ClusterSettings.from_config_map(
+        {
+            "IMAGE_REGISTRY": "registry.example/ff/",
+            "IMAGE_TAG": "1.2.3",
+            "TRAIN_GPUS_PER_POD": "2",
+            "GPU_NODE_SELECTOR": "pool=gpu, zone=a",
+            "SERVING_MIN_REPLICAS": "2",
+            "AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000",
+        },
+        "fareflow",
+    )
+    assert s.image("trainer") == "registry.example/ff/trainer:1.2.3"
+    assert s.train_gpus_per_pod == 2 and s.serving_min_replicas == 2
+    assert s.gpu(2).node_selector == {"pool": "gpu", "zone": "a"} and s.gpu(0) is None
+    with pytest.raises(
+        UserError, match=r"fareflow/fareflow-cluster: TRAIN_GPUS_PER_POD='two': expected an integer"
+    ):
+        core.ClusterSettings.from_config_map({"TRAIN_GPUS_PER_POD": "two"}, "fareflow")
+    with pytest.raises(UserError, match="GPU_NODE_SELECTOR"):
+        core.ClusterSettings.from_config_map({"GPU_NODE_SELECTOR": "gpu"}, "fareflow")
+    with pytest.raises(UserError, match="latest"):
+        core.ClusterSettings.from_config_map({"IMAGE_TAG": "latest"}, "fareflow")
+
+
+def test_settings_are_read_from_the_config_map():
+    api = FakeCoreV1({("team", core.CONFIG_MAP): {"IMAGE_TAG": "9.9.9"}})
+    assert core.load_settings("team", api=api).image("server").endswith(":9.9.9")
+    assert core.load_settings("other", api=api) == core.ClusterSettings(namespace="other")
+
+
+def test_train_job_object_runs_the_train_module_on_the_splits():
+    settings = core.ClusterSettings(aws_endpoint_url="http://minio-service.kubeflow:9000")
+    splits = core.s3_uri(SPLITS)
+    name = core.job_name("taxi-fare-train", splits, "x")
+    out = core.model_output_uri(splits, name)
+    assert out == f"s3://mlpipeline/fareflow/models/{name}"
+    job = core.train_job_object(settings, name, splits, out, core.TrainParams(epochs=3), workers=3)
+    k8s_schema.validate(job)
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
+    (c,) = specs["Master"]["template"]["spec"]["containers"]
+    assert c["image"] == "ghcr.io/fareflow/trainer:0.1.0"
+    assert c["command"] == ["torchrun", "--module", "components.train"]
+    assert c["args"][:4] == ["--splits", splits, "--output", out]
+    assert c["args"][c["args"].index("--epochs") + 1] == "3"
+    assert c["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
+    assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"} in c["env"]
+    assert "nodeSelector" not in specs["Master"]["template"]["spec"]
+    single = core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=1)
+    assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
+    with pytest.raises(UserError, match="workers"):
+        core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=0)
+
+
+def test_train_job_on_a_gpu_pool_gets_one_process_per_gpu():
+    settings = core.ClusterSettings(train_gpus_per_pod=2)
+    job = core.train_job_object(settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), workers=2)
+    pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert job["spec"]["nprocPerNode"] == "2"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_job_names_are_stable_dns_labels():
+    a = core.job_name("taxi-fare-train", "s3://b/x", "--epochs", "8")
+    assert a == core.job_name("taxi-fare-train", "s3://b/x", "--epochs", "8")
+    assert a != core.job_name("taxi-fare-train", "s3://b/y", "--epochs", "8")
+    assert len(a) <= 63 and a.startswith("taxi-fare-train-")
+
+
+def test_inference_service_object_serves_the_model_artifact():
+    settings = core.ClusterSettings(serving_min_replicas=2, serving_max_replicas=4)
+    isvc = core.inference_service_object(settings, "taxi-fare", "s3://mlpipeline/v2/artifacts/x/model")
+    k8s_schema.validate(isvc)
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://mlpipeline/v2/artifacts/x/model"
+    assert (
+        predictor["model"]["runtime"] == "fareflow-server"
+        and predictor["serviceAccountName"] == "fareflow-serving"
+    )
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 4)
+
+
+def _job(name="t"):
+    return core.train_job_object(core.ClusterSettings(), name, "s3://b/s", "s3://b/m", core.TrainParams(), 2)
+
+
+def test_run_train_job_creates_and_waits_for_success():
+    api = FakeCustomObjects()
+    api.status_script = [cond("Created"), cond("Created"), cond("Running"), cond("Succeeded")]
+    done = core.run_train_job(_job(), timeout=60, api=api, poll=0)
+    assert api.calls == ["create"] and k8s_api.condition(done, "Succeeded")
+
+
+def test_run_train_job_reuses_a_succeeded_job_and_replaces_a_failed_one():
+    api = FakeCustomObjects()
+    k8s_api.apply(_job(), api=api)
+    api.status_script = [cond("Succeeded")]
+    core.run_train_job(_job(), timeout=60, api=api, poll=0)
+    assert api.calls == ["create"]  # nothing new: a retried task picks up the finished job
+
+    api.status_script = [cond("Failed"), None, cond("Succeeded")]  # failed; gone after delete; new one
+    core.run_train_job(_job(), timeout=60, api=api, poll=0)
+    assert api.calls == ["create", "create"]
+
+
+def test_a_failed_job_raises_with_its_reason_and_pod_logs():
+    api = FakeCustomObjects()
+    api.status_script = [cond("Created"), cond("Failed", reason="PyTorchJobFailed", message="Master failed")]
+    logs = FakeCoreV1(pod_logs={"t-master-0": "epoch 1\ncomponents.train: error: splits: no _SUCCESS"})
+    with pytest.raises(UserError) as err:
+        core.run_train_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
+    text = str(err.value)
+    assert "PyTorchJob fareflow/t Failed: PyTorchJobFailed Master failed" in text
+    assert "t-master-0" in text and "no _SUCCESS" in text
+
+
+def test_deploy_waits_until_ready_and_reports_the_endpoints():
+    api = FakeCustomObjects()
+    api.status_script = [cond("Ready", status="False"), {**cond("Ready"), "url": "http://taxi-fare.fareflow"}]
+    isvc = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
+    summary = core.deploy(isvc, timeout=60, api=api, poll=0)
+    assert summary["url"] == "http://taxi-fare.fareflow" and summary["storage_uri"] == "s3://b/model"
+    assert summary["v2_infer"] == "/v2/models/taxi-fare/infer"
+    api.status_script = [cond("Ready")]
+    core.deploy(isvc, timeout=60, api=api, poll=0)  # a new model version patches the same object
+    assert api.calls == ["create", "create", "patch"]
+
+
+def test_copy_model_dir_from_s3(s3, tmp_path):
+    bucket = s3.bucket("mlpipeline")
+    meta = {"format": "fareflow", "metrics": {"test_rmse": 2.5, "note": "x"}}
+    s3.put(bucket, "fareflow/models/j/model.json", json.dumps(meta).encode())
+    s3.put(bucket, "fareflow/models/j/model.pt", b"weights")
+    s3.put(bucket, "fareflow/models/j/report/index.html", b"<html/>")
+    dest = tmp_path / "model"
+    files = core.copy_model_dir("s3://mlpipeline/fareflow/models/j", str(dest))
+    assert files == ["model.json", "model.pt", "report/index.html"]
+    assert (dest / "model.pt").read_bytes() == b"weights"
+    assert core.read_model_metrics(str(dest)) == {"test_rmse": 2.5, "note": "x"}
+    with pytest.raises(UserError, match="no model.json"):
+        core.copy_model_dir("s3://mlpipeline/fareflow/models/missing", str(tmp_path / "m2"))
+
+
+def test_rendered_objects_print_as_plain_yaml():
+    text = yaml.safe_dump([_job(), core.inference_service_object(core.ClusterSettings(), "n", "s3://b/m")])
+    assert "&id" not in text

@@ -9,7 +9,8 @@
 #
 # Settings (environment): CLUSTER_NAME, KEEP_CLUSTER=1 (keep the cluster), DRY_RUN=1 (print
 # every command instead of running it), IMAGE_TAG, RUN_TIMEOUT (seconds), ISVC_NAME,
-# NAMESPACE, PIPELINE_PARAMS ("key=value ..."; source=s3://... is added unless given),
+# NAMESPACE, TRAIN_WORKERS, PIPELINE_PARAMS ("key=value ..."; source, model_name,
+# train_workers and namespace default to the data uploaded here and the settings above),
 # DATA_ROWS, DATA_MONTHS, DATA_URI, ARTIFACT_DIR, KFP_LOCAL_PORT, MODEL_LOCAL_PORT,
 # MINIO_LOCAL_PORT, PYTHON, MAKE. Versions come from manifests/versions.env.
 set -euo pipefail
@@ -26,6 +27,7 @@ KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
 IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-3600}"
 ISVC_NAME="${ISVC_NAME:-taxi-fare}"
+TRAIN_WORKERS="${TRAIN_WORKERS:-2}"
 NAMESPACE="${NAMESPACE:-fareflow}"
 PIPELINE_PARAMS="${PIPELINE_PARAMS:-}"
 ARTIFACT_DIR="${ARTIFACT_DIR:-${TMPDIR:-/tmp}/fareflow-kind-test}"
@@ -168,19 +170,37 @@ upload_data() {
   )
   stop_bg
 
-  # The Secret the ingest task reads (created or updated: apply). The values go to kubectl on
-  # stdin as an env file, so they appear neither here nor in any process's arguments.
-  local -a env_lines=(
+  # The Secret the pipeline's S3 steps read, in kubeflow (KFP standalone runs pipeline pods
+  # there), and the same keys in the project namespace for the PyTorchJob pods and KServe's
+  # storage initializer (with its S3 annotations). Created or updated (apply); the values go
+  # to kubectl on stdin as an env file, so they appear neither here nor in any process's
+  # arguments.
+  apply_s3_secret kubeflow "${access_key}" "${secret_key}"
+  apply_s3_secret "${NAMESPACE}" "${access_key}" "${secret_key}" \
+    "serving.kserve.io/s3-endpoint=${S3_ENDPOINT_IN_CLUSTER#http://}" \
+    "serving.kserve.io/s3-usehttps=0" "serving.kserve.io/s3-region=${S3_REGION}"
+}
+
+# apply_s3_secret NAMESPACE ACCESS_KEY SECRET_KEY [ANNOTATION=VALUE ...]
+apply_s3_secret() {
+  local ns="$1" access_key="$2" secret_key="$3"
+  shift 3
+  local -a annotate=(cat) shown_annotate=()
+  if ((${#} > 0)); then
+    annotate=(kubectl annotate --local -f - "$@" -o yaml)
+    shown_annotate=("|" "${annotate[@]}")
+  fi
+  local -a shown=(
     "AWS_ACCESS_KEY_ID=${REDACTED}" "AWS_SECRET_ACCESS_KEY=${REDACTED}"
     "AWS_ENDPOINT_URL=${S3_ENDPOINT_IN_CLUSTER}" "AWS_DEFAULT_REGION=${S3_REGION}"
   )
-  show printf '%s\n' "${env_lines[@]}" "|" kubectl -n kubeflow create secret generic "${S3_SECRET}" \
-    --from-env-file=/dev/stdin --dry-run=client -o yaml "|" kubectl apply -f -
+  show printf '%s\n' "${shown[@]}" "|" kubectl -n "${ns}" create secret generic "${S3_SECRET}" \
+    --from-env-file=/dev/stdin --dry-run=client -o yaml "${shown_annotate[@]}" "|" kubectl apply -f -
   if [[ "${DRY_RUN}" != "1" ]]; then
     printf '%s\n' "AWS_ACCESS_KEY_ID=${access_key}" "AWS_SECRET_ACCESS_KEY=${secret_key}" \
       "AWS_ENDPOINT_URL=${S3_ENDPOINT_IN_CLUSTER}" "AWS_DEFAULT_REGION=${S3_REGION}" |
-      kubectl -n kubeflow create secret generic "${S3_SECRET}" --from-env-file=/dev/stdin \
-        --dry-run=client -o yaml | kubectl apply -f -
+      kubectl -n "${ns}" create secret generic "${S3_SECRET}" --from-env-file=/dev/stdin \
+        --dry-run=client -o yaml | "${annotate[@]}" | kubectl apply -f -
   fi
 }
 
@@ -188,10 +208,14 @@ submit_pipeline() {
   step "compile and submit the pipeline"
   run_bg kubectl -n kubeflow port-forward svc/ml-pipeline "${KFP_LOCAL_PORT}:8888"
   retry 30 2 curl -fsS -o /dev/null "${KFP_HOST}/apis/v2beta1/healthz"
-  # The uploaded data is the default source; PIPELINE_PARAMS adds to it or replaces it.
+  # Defaults: the uploaded data, the InferenceService name this script checks, and DDP over
+  # TRAIN_WORKERS PyTorchJob replicas; PIPELINE_PARAMS adds to them or replaces one by key.
   local -a params=()
   local kv
-  [[ " ${PIPELINE_PARAMS} " == *" source="* ]] || params+=(--param "source=${DATA_URI}")
+  for kv in "source=${DATA_URI}" "model_name=${ISVC_NAME}" "train_workers=${TRAIN_WORKERS}" \
+    "namespace=${NAMESPACE}"; do
+    [[ " ${PIPELINE_PARAMS} " == *" ${kv%%=*}="* ]] || params+=(--param "${kv}")
+  done
   for kv in ${PIPELINE_PARAMS}; do
     params+=(--param "${kv}")
   done

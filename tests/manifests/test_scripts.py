@@ -88,7 +88,8 @@ def test_dry_run_prints_the_whole_sequence_in_order():
         "get secret mlpipeline-minio-artifact",
         "port-forward svc/minio-service 9000:9000",
         f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}",
-        "create secret generic fareflow-s3",
+        "kubectl -n kubeflow create secret generic fareflow-s3",
+        "kubectl -n fareflow create secret generic fareflow-s3",
         "port-forward svc/ml-pipeline 8888:8888",
         "pipelines.cli submit --host http://127.0.0.1:8888",
         "wait --for=condition=Ready inferenceservice/taxi-fare",
@@ -102,6 +103,8 @@ def test_dry_run_prints_the_whole_sequence_in_order():
     submit = next(c for c in cmds if "pipelines.cli submit" in c)
     assert "--wait" in submit and "--timeout 3600" in submit
     assert f"--param source={DATA_URI}" in submit
+    # The pipeline deploys the InferenceService the script then checks, after DDP training.
+    assert "--param model_name=taxi-fare --param train_workers=2 --param namespace=fareflow" in submit
     assert not any("collect logs" in line for line in lines), "no log collection on success"
 
 
@@ -135,8 +138,15 @@ def test_data_is_uploaded_and_the_s3_secret_created_before_the_pipeline_is_submi
     forward = index(cmds, "kubectl -n kubeflow port-forward svc/minio-service 9000:9000 &")
     upload = index(cmds, f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}")
     secret = index(cmds, "kubectl -n kubeflow create secret generic fareflow-s3")
+    project_secret = index(cmds, "kubectl -n fareflow create secret generic fareflow-s3")
     submit = index(cmds, "pipelines.cli submit")
     assert installed < overlay < generate < min(creds) and max(creds) < forward < upload < secret < submit
+    assert overlay < project_secret < submit  # replaces the overlay's template values
+    # The project namespace's copy keeps the annotations KServe's storage initializer reads.
+    assert (
+        "kubectl annotate --local -f - serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 "
+        "serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1 -o yaml | kubectl apply -f -"
+    ) in cmds[project_secret]
     # The Secret is created or updated (client-side render piped into apply), in kubeflow, with
     # the in-cluster endpoint; the credentials are placeholders in the output, never values.
     line = cmds[secret]
@@ -150,10 +160,14 @@ def test_data_is_uploaded_and_the_s3_secret_created_before_the_pipeline_is_submi
 def test_user_pipeline_params_extend_or_replace_the_default_source():
     _, lines = dry_run("kind-test.sh", PIPELINE_PARAMS="seed=3")
     submit = next(c for c in lines if "pipelines.cli submit" in c)
-    assert f"--param source={DATA_URI} --param seed=3" in submit
-    _, lines = dry_run("kind-test.sh", PIPELINE_PARAMS="seed=3 source=s3://other/raw/", DATA_ROWS="999")
+    assert f"--param source={DATA_URI} --param model_name=taxi-fare" in submit
+    assert submit.endswith("--param seed=3 --wait --timeout 3600")
+    _, lines = dry_run(
+        "kind-test.sh", PIPELINE_PARAMS="seed=3 source=s3://other/raw/ train_workers=3", DATA_ROWS="999"
+    )
     submit = next(c for c in lines if "pipelines.cli submit" in c)
     assert submit.count("--param source=") == 1 and "--param source=s3://other/raw/" in submit
+    assert submit.count("--param train_workers=") == 1 and "--param train_workers=3" in submit
     index(lines, "--rows 999")
 
 
@@ -181,14 +195,14 @@ def test_keep_cluster_skips_teardown_and_settings_are_resolved():
         CLUSTER_NAME="ci-7",
         ISVC_NAME="fare",
         IMAGE_TAG="0.1.0",
-        PIPELINE_PARAMS="epochs=2 gpus=0",
+        PIPELINE_PARAMS="epochs=2 seed=5",
         KSERVE_VERSION="v0.21.1",
     )
     assert rc == 0
     assert not any("kind delete cluster" in line for line in lines)
     index(lines, "kind create cluster --name ci-7")
     index(lines, "releases/download/v0.21.1/kserve.yaml")
-    index(lines, "--param epochs=2 --param gpus=0 --wait")
+    index(lines, "--param epochs=2 --param seed=5 --wait")
     index(lines, "inferenceservice/fare")
 
 
@@ -217,7 +231,8 @@ case "$(basename "$0") $*" in
   *"get secret mlpipeline-minio-artifact"*secretkey*) printf '%s' "$FAKE_SECRET" | base64 ;;
   *port-forward*) exec sleep 120 ;;
   *"create secret generic"*) cat >"$STUB_DIR/secret.env"; echo "kind: Secret" ;;
-  *"apply -f -"*) cat >"$STUB_DIR/applied.yaml" ;;
+  *"annotate --local"*) cat; echo "annotated: true" ;;
+  *"apply -f -"*) cat >>"$STUB_DIR/applied.yaml" ;;
   *"jsonpath={.data.ingress}"*) echo '{}' ;;
 esac
 exit 0
@@ -292,7 +307,16 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
     keys = [line.split("=", 1)[0] for line in (tmp_path / "secret.env").read_text().splitlines()]
     assert sorted(keys) == sorted(S3_ENV_KEYS)
     assert f"kubectl -n kubeflow create secret generic {S3_SECRET}" in calls
-    assert (tmp_path / "applied.yaml").read_text().strip() == "kind: Secret"
+    assert f"kubectl -n fareflow create secret generic {S3_SECRET}" in calls
+    # Applied twice: as rendered in kubeflow, with the KServe annotations in the project namespace.
+    assert (tmp_path / "applied.yaml").read_text().split() == [
+        "kind:",
+        "Secret",
+        "kind:",
+        "Secret",
+        "annotated:",
+        "true",
+    ]
     # The data: in the bucket under the prefix, before the submit that names it.
     s3 = boto3.client(
         "s3",
@@ -306,7 +330,7 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
         f"fareflow-kind-test/raw/taxi_2015_{m:02d}.txt" for m in (1, 2, 3)
     ]
     submit = next(line for line in calls.splitlines() if "pipelines.cli submit" in line)
-    assert f"--param source={DATA_URI} --param seed=1" in submit
+    assert f"--param source={DATA_URI} --param model_name=taxi-fare" in submit and "--param seed=1" in submit
     assert calls.index("create secret generic") < calls.index("pipelines.cli submit")
 
 

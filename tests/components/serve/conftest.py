@@ -1,0 +1,84 @@
+"""A small but real fare model directory, trained here (no train component needed).
+
+Trips are drawn over DC's extent with a known fare: the flag drop plus the per-mile tariff
+on a road distance 1.3 times the great-circle one, and a rush-hour surcharge. An MLP of the
+serving architecture is fitted with AdamW on the features ``components.common.features``
+makes, and written with ``components.train.model.save`` -- so the server loads exactly what
+training writes, and its answers can be checked against the formula.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common import contract, features
+
+KM_PER_MILE = 1.609344
+ROAD_FACTOR = 1.3
+RUSH_SURCHARGE = 1.5
+TRAIN_ROWS = 4000
+TRAIN_STEPS = 400
+
+
+def is_rush(hour) -> np.ndarray:
+    hour = np.asarray(hour)
+    return ((hour >= 7) & (hour <= 9)) | ((hour >= 16) & (hour <= 18))
+
+
+def true_fare(distance_km, hour) -> np.ndarray:
+    miles = ROAD_FACTOR * np.asarray(distance_km, dtype=np.float64) / KM_PER_MILE
+    return contract.FLAG_DROP + contract.PER_MILE * miles + RUSH_SURCHARGE * is_rush(hour)
+
+
+def synthetic_columns(rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    (lat_lo, lat_hi), (lon_lo, lon_hi) = contract.DC_LAT_RANGE, contract.DC_LON_RANGE
+    cols = {
+        "origin_lat": rng.uniform(lat_lo, lat_hi, rows),
+        "origin_lon": rng.uniform(lon_lo, lon_hi, rows),
+        "dest_lat": rng.uniform(lat_lo, lat_hi, rows),
+        "dest_lon": rng.uniform(lon_lo, lon_hi, rows),
+        "year": rng.integers(2015, 2020, rows).astype(np.float64),
+        "month": rng.integers(1, 13, rows).astype(np.float64),
+        "weekday": rng.integers(0, 7, rows).astype(np.float64),
+        "hour": rng.integers(0, 24, rows).astype(np.float64),
+    }
+    cols["distance_km"] = features.haversine_km(
+        cols["origin_lat"], cols["origin_lon"], cols["dest_lat"], cols["dest_lon"]
+    )
+    return cols
+
+
+def train_model_dir(directory: Path, rows: int = TRAIN_ROWS, steps: int = TRAIN_STEPS, seed: int = 0) -> Path:
+    import torch
+
+    from components.train import model as fare_model
+
+    torch.manual_seed(seed)
+    cols = synthetic_columns(rows, seed)
+    fare = true_fare(cols["distance_km"], cols["hour"])
+    fare += np.random.default_rng(seed + 1).normal(0.0, 0.3, rows)
+    spec = features.FeatureSpec.fit(cols)
+    x = torch.from_numpy(features.encode(cols, spec))
+    y = torch.from_numpy(fare.astype(np.float32)).unsqueeze(1)
+    arch = fare_model.Architecture(hidden=(32, 16))
+    module = fare_model.build(arch)
+    with torch.no_grad():
+        module[-1].bias.fill_(float(fare.mean()))  # start at the mean fare
+    optimizer = torch.optim.AdamW(module.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(module(x), y)
+        loss.backward()
+        optimizer.step()
+    module.eval()
+    return fare_model.save(directory, module, spec, arch, metrics={"train_rmse": float(loss.detach().sqrt())})
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A trained fareflow model directory (model.json + model.pt)."""
+    return train_model_dir(tmp_path_factory.mktemp("serve") / "model")

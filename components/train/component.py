@@ -1,0 +1,56 @@
+"""KFP component over ``components.train.core`` (logic and tests live there)."""
+
+# No "from __future__ import annotations": kfp reads the annotations as objects.
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.common.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def train(
+    splits: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    summary_md: Output[Markdown],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden: str,
+    workers: int,
+    seed: int,
+) -> dict:
+    """Train the fare model on ``splits`` (the sample step's output) with ``workers`` DDP
+    processes on this pod (torchrun, gloo on CPU); ``model.path`` becomes the model directory."""
+    import os
+    import shutil
+    import tempfile
+
+    from components.common.artifacts import save_metrics
+    from components.train import core
+
+    config = core.TrainConfig(
+        splits_uri=splits.path,
+        output_uri=model.path,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        hidden=core.parse_hidden(hidden),
+        seed=seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="fareflow-train-report-") as tmp:
+        summary = core.launch_local(config, workers, report_dir=tmp)
+        shutil.copyfile(os.path.join(tmp, "report.html"), report.path)
+        shutil.copyfile(os.path.join(tmp, "summary.md"), summary_md.path)
+    values = summary["metrics"]
+    for name in ("test_rmse", "validation_rmse", "train_rmse", "baseline_rmse", "rows_per_s"):
+        metrics.log_metric(name, values[name])
+    metrics.log_metric("best_epoch", summary["best_epoch"])
+    save_metrics(metrics)
+    model.metadata.update(
+        {"framework": "pytorch", "format": "fareflow", "best_epoch": summary["best_epoch"], **values}
+    )
+    summary["artifacts"] = {"model": model.uri, "report": report.uri, "summary_md": summary_md.uri}
+    return summary

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from components.common.errors import UserError
+from components.common.features import FeatureSpec, columns_from_table, encode
+from components.train import core, model
+
+from .conftest import NOISE_STD
+
+
+def config(splits, out, **overrides) -> core.TrainConfig:
+    settings = {"epochs": 6, "batch_size": 64, "learning_rate": 3e-3, "seed": 1, "device": "cpu"}
+    return core.TrainConfig(str(splits), str(out), **{**settings, **overrides})
+
+
+def test_training_beats_the_mean_baseline_by_far(splits, tmp_path):
+    result = core.run(config(splits, tmp_path / "model"))
+    m = result.metrics
+    # The label is a smooth function of distance plus N(0, 0.5) noise; the mean scores ~8.
+    assert m["baseline_rmse"] > 6
+    assert m["test_rmse"] < 0.25 * m["baseline_rmse"]
+    assert m["test_rmse"] > 0.8 * NOISE_STD  # nobody beats the noise on unseen rows
+    assert m["train_rmse"] < 0.25 * m["baseline_rmse"] and m["validation_rmse"] < 0.25 * m["baseline_rmse"]
+    assert 0 < m["test_mae"] < m["test_rmse"]
+    assert result.rows == {"train": 2400, "validation": 300, "test": 300}
+    assert [h["epoch"] for h in result.history] == list(range(1, 7))
+    assert result.history[-1]["train_rmse"] < result.history[0]["train_rmse"]
+    assert all(h["rows_per_s"] > 0 for h in result.history) and m["rows_per_s"] > 0
+    # The best epoch's validation RMSE is the reported one, and it is the minimum.
+    best = result.history[result.best_epoch - 1]
+    assert (
+        m["validation_rmse"] == best["validation_rmse"] == min(h["validation_rmse"] for h in result.history)
+    )
+    summary = result.summary()
+    json.dumps(summary)  # plain JSON types only
+    assert summary["world_size"] == 1 and summary["backend"] is None and summary["epochs_run"] == 6
+
+
+def test_baseline_is_the_train_mean_on_test(splits, tmp_path):
+    result = core.run(config(splits, tmp_path / "m", epochs=1))
+    train_fare = pq.read_table(splits / "train").column("fare").to_numpy()
+    test_fare = pq.read_table(splits / "test").column("fare").to_numpy()
+    expected = float(np.sqrt(np.mean((test_fare - train_fare.mean()) ** 2)))
+    assert result.metrics["baseline_rmse"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(splits, tmp_path):
+    runs = [core.run(config(splits, tmp_path / f"m{i}", epochs=2, seed=s)) for i, s in enumerate((7, 7, 8))]
+    weights = [torch.load(tmp_path / f"m{i}" / model.WEIGHTS_FILE, weights_only=True) for i in range(3)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert runs[0].metrics["test_rmse"] == runs[1].metrics["test_rmse"]
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_model_dir_round_trips_through_model_load(splits, tmp_path):
+    out = tmp_path / "model"
+    result = core.run(config(splits, out, epochs=2, hidden=(16, 8)))
+    loaded = model.load(out)
+    assert loaded.architecture == model.Architecture(hidden=(16, 8))
+    train = pq.read_table(splits / "train")
+    assert loaded.spec == FeatureSpec.fit(columns_from_table(train))  # fitted on train only
+    meta = loaded.meta
+    assert meta["metrics"] == pytest.approx(result.metrics)
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["config"]["hidden"] == [16, 8] and meta["config"]["seed"] == 1
+    # Predictions of the loaded model reproduce the test RMSE the run reported.
+    test = pq.read_table(splits / "test")
+    x = torch.as_tensor(encode(columns_from_table(test), loaded.spec))
+    with torch.no_grad():
+        pred = loaded.module(x).squeeze(-1).double().numpy()
+    rmse = float(np.sqrt(np.mean((pred - test.column("fare").to_numpy()) ** 2)))
+    assert rmse == pytest.approx(result.metrics["test_rmse"], rel=1e-6)
+    assert rmse < 0.5 * result.metrics["baseline_rmse"]  # it outputs fares, not standardised ones
+    assert sorted(p.name for p in out.iterdir()) == [model.META_FILE, model.WEIGHTS_FILE]
+
+
+def test_early_stopping_keeps_the_best_epoch(splits, tmp_path):
+    # min_delta so large that no epoch after the first counts as better: stops after 1 + patience.
+    out = tmp_path / "m"
+    result = core.run(config(splits, out, epochs=10, patience=2, min_delta=1e6))
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    assert result.metrics["validation_rmse"] == result.history[0]["validation_rmse"]
+    # The saved weights are epoch 1's: a 1-epoch run with the same seed wrote the same ones.
+    one = core.run(config(splits, tmp_path / "one", epochs=1))
+    a = torch.load(out / model.WEIGHTS_FILE, weights_only=True)
+    b = torch.load(tmp_path / "one" / model.WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert one.metrics["test_rmse"] == result.metrics["test_rmse"]
+    # patience 0: never stops early.
+    assert not core.run(config(splits, tmp_path / "m0", epochs=3, patience=0, min_delta=1e6)).stopped_early
+
+
+def test_max_rows_caps_every_split(splits, tmp_path):
+    result = core.run(config(splits, tmp_path / "m", epochs=1, max_rows=200))
+    assert result.rows == {"train": 200, "validation": 200, "test": 200}
+
+
+def test_truth_adds_best_possible_rmse(splits, tmp_path):
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"best_rmse": 0.5, "rows": 10}))
+    result = core.run(config(splits, tmp_path / "m", epochs=1, truth_uri=str(truth)))
+    assert result.metrics["best_possible_rmse"] == 0.5
+    truth.write_text(json.dumps({"rows": 10}))
+    with pytest.raises(UserError, match=r"truth\.json: expected a number under 'best_rmse'"):
+        core.run(config(splits, tmp_path / "m2", epochs=1, truth_uri=str(truth)))
+
+
+# --- errors: one line naming the path -------------------------------------------------
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_success_marker(make_splits, tmp_path):
+    splits = make_splits(success=False)
+    with pytest.raises(UserError) as err:
+        core.run(config(splits, tmp_path / "m"))
+    assert one_line(err).startswith(f"{splits}: no _SUCCESS marker")
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_split(splits, tmp_path):
+    for part in (splits / "validation").iterdir():
+        part.unlink()
+    with pytest.raises(UserError) as err:
+        core.run(config(splits, tmp_path / "m"))
+    assert one_line(err) == f"{splits}/validation: no part-*.parquet files (missing validation split?)"
+
+
+def test_wrong_columns(splits, tmp_path):
+    part = splits / "test" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["distance_km", "hour"]), part)
+    with pytest.raises(UserError) as err:
+        core.run(config(splits, tmp_path / "m"))
+    assert one_line(err).startswith(f"{part}: no column(s) ['distance_km', 'hour']")
+
+
+def test_missing_values_name_the_split_and_column(splits, tmp_path):
+    import pyarrow as pa
+
+    part = splits / "train" / "part-00000.parquet"
+    table = pq.read_table(part)
+    fare = table.column("fare").to_pylist()
+    fare[3] = None
+    pq.write_table(table.set_column(table.schema.get_field_index("fare"), "fare", pa.array(fare)), part)
+    with pytest.raises(UserError, match=r"/train: column 'fare' has 1 missing or non-finite value"):
+        core.run(config(splits, tmp_path / "m"))
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_model(splits, tmp_path):
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a model directory"):
+        core.run(config(splits, other))
+    assert (other / "notes.txt").read_text() == "keep me"
+    # an earlier model is replaced
+    core.run(config(splits, tmp_path / "m", epochs=1))
+    core.run(config(splits, tmp_path / "m", epochs=1, hidden=(8,)))
+    assert model.load(tmp_path / "m").architecture.hidden == (8,)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"learning_rate": 0.0}, "--lr"),
+        ({"device": "tpu"}, "--device"),
+        ({"hidden": (16, 0)}, "hidden layer sizes"),
+        ({"max_rows": 0}, "--max-rows"),
+    ],
+)
+def test_bad_settings(splits, tmp_path, overrides, match):
+    with pytest.raises(UserError, match=match):
+        core.run(config(splits, tmp_path / "m", **overrides))
+
+
+def test_parse_hidden():
+    assert core.parse_hidden("128,64,32") == (128, 64, 32)
+    for bad in ("", "a,b", "16,-1", "0"):
+        with pytest.raises(UserError, match="--hidden"):
+            core.parse_hidden(bad)
+
+
+# --- sharding -------------------------------------------------------------------------
+
+
+def test_shard_plan_whole_files_round_robin():
+    rows = [10, 11, 12, 13, 14]
+    assert core.shard_plan(rows, 0, 2) == [(0, 0, 10), (2, 0, 12), (4, 0, 14)]
+    assert core.shard_plan(rows, 1, 2) == [(1, 0, 11), (3, 0, 13)]
+    assert core.shard_plan(rows, 0, 1) == [(i, 0, n) for i, n in enumerate(rows)]
+
+
+def test_shard_plan_splits_rows_when_fewer_files_than_ranks():
+    rows = [5, 4]
+    plans = [core.shard_plan(rows, r, 3) for r in range(3)]
+    assert plans == [[(0, 0, 3)], [(0, 3, 5), (1, 0, 1)], [(1, 1, 4)]]
+    covered = [(f, i) for plan in plans for f, a, b in plan for i in range(a, b)]
+    assert covered == [(0, i) for i in range(5)] + [(1, i) for i in range(4)]  # every row once
+
+
+def test_shard_plan_max_rows_is_shared_by_the_ranks():
+    rows = [100, 100]
+    plans = [core.shard_plan(rows, r, 2, max_rows=7) for r in range(2)]
+    assert plans == [[(0, 0, 3)], [(1, 0, 4)]]
+    assert core.shard_plan([2, 2, 2], 0, 1, max_rows=5) == [(0, 0, 2), (1, 0, 2), (2, 0, 1)]

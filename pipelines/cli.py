@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("components.ingest.__main__", "raw trip files -> typed, partitioned Parquet + quarantine"),
     "quality": ("components.quality.__main__", "data-quality rules, clean Parquet, report and gate"),
     "sample": ("components.sample.__main__", "train/validation/test splits with a statistical check"),
+    "train": (
+        "components.train.__main__",
+        "train the fare MLP on the splits (torchrun DDP with --workers N)",
+    ),
+    "serve": ("components.serve.__main__", "serve a model directory over HTTP (KServe v1 + v2 protocols)"),
     "run": ("pipelines.local", "run the whole pipeline on this machine through kfp.local"),
     "compile": ("pipelines.compile", "write the pipeline IR YAML for Kubeflow Pipelines"),
     "submit": ("pipelines.submit", "compile and submit the pipeline to a Kubeflow Pipelines host"),

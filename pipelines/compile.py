@@ -8,17 +8,18 @@ from pathlib import Path
 from components.common.errors import cli_entry
 
 
-def compile_pipeline(output_path: str, quality_fan_out: bool = True) -> str:
+def compile_pipeline(output_path: str, quality_fan_out: bool = True, cluster: bool = True) -> str:
     """Compile the pipeline to ``output_path`` (IR YAML); return the path.
 
     ``quality_fan_out`` (default on for the cluster): one quality task per month partition.
+    ``cluster`` (default on): train as a PyTorchJob and deploy to KServe; off = train in the task.
     """
     from kfp import compiler
 
     from pipelines.taxi_fare import build_pipeline
 
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(quality_fan_out=quality_fan_out)
+    pipeline = build_pipeline(quality_fan_out=quality_fan_out, cluster=cluster)
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=output_path)
     return output_path
 
@@ -33,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="one quality task per month partition (default: on; off = one task with a process pool)",
     )
+    parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train as a PyTorchJob and deploy to KServe (default: on; off = train inside the pipeline task)",
+    )
     args = parser.parse_args(argv)
     from components.common.images import COMPONENT_IMAGE
 
-    path = compile_pipeline(args.output, quality_fan_out=args.quality_fan_out)
+    path = compile_pipeline(args.output, quality_fan_out=args.quality_fan_out, cluster=args.cluster)
     print(f"wrote {path} (component image {COMPONENT_IMAGE})")
     return 0

@@ -1,8 +1,12 @@
-"""The DC taxi fare pipeline: raw trip files -> ingest -> quality -> sample.
+"""The DC taxi fare pipeline: raw trip files -> ingest -> quality -> sample -> train (-> deploy).
 
 One definition for both execution modes: ``fareflow run`` executes it on this
 machine through ``kfp.local``; ``fareflow compile`` / ``fareflow submit`` turn it
 into IR YAML for Kubeflow Pipelines. Components only; no logic lives here.
+
+Training runs in the task locally (``torchrun`` processes on this machine when
+``train_workers`` > 1); in the cluster it runs as a PyTorchJob and the model is then
+served as the KServe InferenceService ``model_name`` (a compile-time choice, ``cluster``).
 
 The quality step runs one of two equivalent ways (identical clean rows and counts):
 in one task with a process pool over the month partitions (the local default), or
@@ -15,9 +19,11 @@ from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
+from components.cluster.component import deploy, train_job
 from components.ingest.component import ingest
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
+from components.train.component import train
 
 PIPELINE_NAME = "fareflow-taxi-fare"
 # Kubernetes Secret whose keys become the ingest task's environment in the cluster, so an
@@ -27,10 +33,14 @@ S3_SECRET = "fareflow-s3"
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 
+DEFAULT_MODEL_NAME = "taxi-fare"  # the InferenceService (and URL model) name
+
+
 class PipelineOutputs(NamedTuple):
     ingest: dict
     quality: dict
     sample: dict
+    train: dict
 
 
 def _quality_step(raw, rules_yaml, seed, fan_out: bool):
@@ -45,8 +55,18 @@ def _quality_step(raw, rules_yaml, seed, fan_out: bool):
     return merged.set_display_name("quality: merge")
 
 
-def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET):
+def _s3_env(task, s3_secret: str) -> None:
+    if s3_secret:
+        kubernetes.use_secret_as_env(
+            task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_ENV_KEYS}, optional=True
+        )
+
+
+def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cluster: bool = False):
     """The pipeline, with the quality step in one task or fanned out per month partition.
+
+    ``cluster``: train as a PyTorchJob and deploy the model to KServe (needs the cluster; the
+    tasks read S3 settings from ``s3_secret``); otherwise train in the task (kfp.local).
 
     A compile-time setting: kfp.local 2.17 can neither loop over a task's output nor pick an
     artifact out of ``dsl.OneOf``, so the local run uses the one-task form and the cluster
@@ -66,6 +86,14 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET):
         seed: int = 0,
         shards: int = 4,
         fractions: str = "0.8,0.1,0.1",
+        train_workers: int = 1,
+        epochs: int = 8,
+        batch_size: int = 1024,
+        learning_rate: float = 0.001,
+        hidden: str = "128,64,32",
+        namespace: str = "fareflow",
+        model_name: str = DEFAULT_MODEL_NAME,
+        timeout_s: int = 3600,
     ) -> PipelineOutputs:
         """Parameters:
 
@@ -75,15 +103,15 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET):
         sample_rows: rows to sample (0 = automatic: where the standard error stops improving).
         seed: sampling/split seed. shards: Parquet files per split (one per training worker).
         fractions: train,validation,test fractions of the sample.
+        train_workers: training processes (DDP): torchrun processes locally, PyTorchJob
+            replicas (one Master + Workers) in the cluster.
+        epochs, batch_size, learning_rate, hidden: the MLP's training settings
+            (hidden: comma-separated layer sizes).
+        namespace, model_name, timeout_s: cluster only — where the PyTorchJob and the
+            InferenceService run, the InferenceService name, and how long each may take.
         """
         ingest_task = ingest(source=source).set_display_name("ingest")
-        if s3_secret:
-            kubernetes.use_secret_as_env(
-                ingest_task,
-                secret_name=s3_secret,
-                secret_key_to_env={k: k for k in S3_ENV_KEYS},
-                optional=True,
-            )
+        _s3_env(ingest_task, s3_secret)
         quality_task = _quality_step(ingest_task.outputs["raw"], rules_yaml, seed, quality_fan_out)
         sample_task = sample(
             clean=quality_task.outputs["clean"],
@@ -93,10 +121,38 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET):
             shards=shards,
             fractions=fractions,
         ).set_display_name("sample")
+        splits = sample_task.outputs["splits"]
+        if cluster:
+            train_task = train_job(
+                splits=splits,
+                namespace=namespace,
+                workers=train_workers,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                hidden=hidden,
+                seed=seed,
+                timeout_s=timeout_s,
+            ).set_display_name("train (PyTorchJob)")
+            _s3_env(train_task, s3_secret)
+            deploy(
+                model=train_task.outputs["model"], name=model_name, namespace=namespace, timeout_s=timeout_s
+            ).set_display_name("deploy (KServe)")
+        else:
+            train_task = train(
+                splits=splits,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                hidden=hidden,
+                workers=train_workers,
+                seed=seed,
+            ).set_display_name("train")
         return PipelineOutputs(
             ingest=ingest_task.outputs["Output"],
             quality=quality_task.outputs["Output"],
             sample=sample_task.outputs["Output"],
+            train=train_task.outputs["Output"],
         )
 
     return taxi_fare_pipeline

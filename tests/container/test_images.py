@@ -12,18 +12,27 @@ from .conftest import IMAGE_NAMES, IMAGE_UID, podman
 pytestmark = pytest.mark.container
 
 
+# What each image's ENTRYPOINT runs: the fareflow CLI, one training process, the model server.
+ENTRYPOINT_USAGE = {
+    "component": ("usage: fareflow COMMAND", "ingest"),
+    "trainer": ("usage: python -m components.train", "--splits"),
+    "server": ("usage: python -m components.serve", "--model_dir"),
+}
+
+
 @pytest.mark.parametrize("name", IMAGE_NAMES)
-def test_entrypoint_help_runs_the_fareflow_cli(image_refs: dict[str, str], name: str) -> None:
+def test_entrypoint_help_runs_the_images_program(image_refs: dict[str, str], name: str) -> None:
     proc = podman("run", "--rm", image_refs[name], "--help")
-    assert proc.stdout.startswith("usage: fareflow COMMAND"), proc.stdout
-    assert "ingest" in proc.stdout
+    usage, option = ENTRYPOINT_USAGE[name]
+    assert proc.stdout.startswith(usage), proc.stdout
+    assert option in proc.stdout
 
 
 @pytest.mark.parametrize("name", IMAGE_NAMES)
 def test_default_command_prints_help_and_version_matches_label(image_refs: dict[str, str], name: str) -> None:
     ref = image_refs[name]
-    assert "usage: fareflow" in podman("run", "--rm", ref).stdout  # CMD ["--help"]
-    version = podman("run", "--rm", ref, "--version").stdout.split()
+    assert ENTRYPOINT_USAGE[name][0] in podman("run", "--rm", ref).stdout  # CMD ["--help"]
+    version = podman("run", "--rm", "--entrypoint", "fareflow", ref, "--version").stdout.split()
     (config,) = json.loads(podman("image", "inspect", ref).stdout)
     assert version == ["fareflow", config["Config"]["Labels"]["org.opencontainers.image.version"]]
 
@@ -104,3 +113,53 @@ def test_server_has_cpu_torch(image_refs: dict[str, str]) -> None:
     out = podman("run", "--rm", "--entrypoint", "python", image_refs["server"], "-c", code).stdout.split("\n")
     assert out[0].startswith("2.13.0"), out
     assert out[1] == "torch.Size([1, 1])", out
+
+
+def test_server_container_answers_both_protocols(image_refs: dict[str, str], tmp_path) -> None:
+    """The server image as KServe runs it (read-only root, /mnt/models, the runtime's flags),
+    queried over HTTP by the cluster test's own checker."""
+    if "server" not in image_refs:
+        pytest.skip("server image not selected (FAREFLOW_IMAGE_NAMES)")
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tests.components.serve.conftest import train_model_dir
+    from tests.conftest import free_port
+
+    model = train_model_dir(tmp_path / "model", rows=2000, steps=150)
+    model.chmod(0o755)
+    for f in model.iterdir():
+        f.chmod(0o644)
+    port = free_port()
+    name = f"fareflow-server-test-{port}"
+    podman(
+        "run", "-d", "--rm", "--name", name, "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
+        "-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/mnt/models:ro",
+        image_refs["server"], "--model_name=taxi-fare", "--model_dir=/mnt/models", "--http_port=8080",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                logs = podman("logs", name, check=False)
+                raise AssertionError(f"server not ready in 90s:\n{logs.stdout}\n{logs.stderr}")
+            time.sleep(1)
+        checker = Path(__file__).resolve().parents[2] / "manifests" / "scripts" / "check_inference.py"
+        proc = subprocess.run(
+            [sys.executable, str(checker), "--url", f"http://127.0.0.1:{port}", "--model", "taxi-fare",
+             "--min-fare", "3.25", "--max-fare", "180"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "v1 ok" in proc.stdout and "v2 ok" in proc.stdout
+    finally:
+        podman("rm", "-f", name, check=False)

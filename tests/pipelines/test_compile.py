@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from components.common.images import COMPONENT_IMAGE
+from components.common.images import COMPONENT_IMAGE, TRAINER_IMAGE
 from pipelines.compile import compile_pipeline, main
 from pipelines.taxi_fare import PIPELINE_NAME
 
@@ -24,6 +24,8 @@ def test_compiled_pipeline_uses_project_image_without_kfp_install(tmp_path):
     assert executors, "no executors compiled"
     for name, executor in executors.items():
         container = executor["container"]
+        # Cluster form: every task drives the cluster or the data from the component image
+        # (training runs in the PyTorchJob's trainer image, not in a pipeline task).
         assert container["image"] == COMPONENT_IMAGE, name
         assert not container["image"].endswith(":latest")
         # install_kfp_package=False: no pip install of kfp at run time (cluster needs no network)
@@ -78,3 +80,35 @@ def test_ingest_takes_s3_settings_from_an_optional_secret(tmp_path):
     envs = {kv["envVar"] for e in ingest["secretAsEnv"] for kv in e["keyToEnv"]}
     assert envs == set(S3_ENV_KEYS)
     assert all(e["secretName"] == S3_SECRET and e.get("optional") for e in ingest["secretAsEnv"])
+
+
+def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"train-job", "deploy"} <= set(tasks) and "train" not in tasks
+    assert tasks["train-job"]["dependentTasks"] == ["sample"]
+    assert tasks["deploy"]["dependentTasks"] == ["train-job"]
+    model_in = tasks["deploy"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model_in == {"producerTask": "train-job", "outputArtifactKey": "model"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model_name"]["defaultValue"] == "taxi-fare"
+    assert {"train_workers", "epochs", "namespace", "timeout_s"} <= set(params)
+
+
+def test_local_form_trains_in_the_task_on_the_trainer_image(tmp_path):
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "l.yaml"), cluster=False)).read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "train" in tasks and "deploy" not in tasks and "train-job" not in tasks
+    executor = spec["deploymentSpec"]["executors"][
+        tasks["train"]["componentRef"]["name"].replace("comp-", "exec-")
+    ]
+    assert executor["container"]["image"] == TRAINER_IMAGE
+
+
+def test_train_job_takes_s3_settings_from_the_secret(tmp_path):
+    from pipelines.taxi_fare import S3_SECRET
+
+    docs = list(yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text()))
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = next(v for k, v in platform.items() if "train-job" in k)
+    assert all(e["secretName"] == S3_SECRET for e in train["secretAsEnv"])

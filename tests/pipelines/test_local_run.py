@@ -42,6 +42,13 @@ def test_counts_flow_from_step_to_step(summary):
     assert 0.4 * ROWS < quality["rows_clean"] < 0.8 * ROWS
     assert sum(sample["rows"].values()) == sample["sample_rows"] <= quality["rows_clean"]
     assert sample["passed"] is True
+    train = summary["train"]
+    assert train["rows"]["train"] == sample["rows"]["train"]
+    metrics = train["metrics"]
+    # The model learned something real: far below predicting the mean, and not below what the
+    # generator says any model can reach (truth.json, added by `fareflow run`).
+    assert metrics["test_rmse"] < 0.8 * metrics["baseline_rmse"]
+    assert metrics["best_possible_rmse"] < metrics["test_rmse"]
 
 
 def test_artifacts_are_real_data_and_reports(summary, run_dir):
@@ -49,7 +56,19 @@ def test_artifacts_are_real_data_and_reports(summary, run_dir):
     train = pq.read_table(splits / "train")
     assert train.num_rows == summary["sample"]["rows"]["train"]
     assert {"fare", "origin_lat", "distance_km", "hour"} <= set(train.column_names)
-    for step in ("quality", "sample"):
+    from components.serve.core import FarePredictor
+
+    model = FarePredictor.load(summary["train"]["artifacts"]["model"])
+    trip = {
+        "ORIGIN_BLOCK_LATITUDE": 38.9007,
+        "ORIGIN_BLOCK_LONGITUDE": -77.0365,
+        "DESTINATION_BLOCK_LATITUDE": 38.8899,
+        "DESTINATION_BLOCK_LONGITUDE": -77.0091,
+        "ORIGINDATETIME_TR": "03/14/2015 08:00",
+    }
+    (fare,) = model.predict_records([trip])
+    assert 3.25 <= fare <= 60  # a 2.5 km downtown trip
+    for step in ("quality", "sample", "train"):
         html = (run_dir / "reports" / f"{step}.html").read_text()
         assert "data:image/png;base64," in html  # self-contained plots
         assert (run_dir / "reports" / f"{step}.md").read_text().strip()
@@ -89,7 +108,9 @@ def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
 def test_user_source_is_not_cached_by_default(tmp_path, monkeypatch):
     """Files behind a --source URI may change; without --cache every run reads them again."""
     seen = []
-    monkeypatch.setattr(local, "run_pipeline", lambda source, workdir, caching: seen.append(caching) or {})
+    monkeypatch.setattr(
+        local, "run_pipeline", lambda source, workdir, caching, arguments: seen.append(caching) or {}
+    )
     monkeypatch.setattr(local, "print_summary", lambda outputs, seconds: None)
     assert local.main(["--source", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 0
     assert local.main(["--source", str(tmp_path), "--workdir", str(tmp_path / "w"), "--cache"]) == 0

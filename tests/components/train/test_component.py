@@ -8,16 +8,6 @@ import pytest
 kfp = pytest.importorskip("kfp")
 
 
-@pytest.fixture
-def local_kfp(tmp_path):
-    from kfp import local
-
-    root = tmp_path / "pipeline_root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    yield root
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "unused"))
-
-
 def test_component_signature_is_the_agreed_one():
     from components.common.images import TRAINER_IMAGE
     from components.train.component import train

@@ -120,7 +120,11 @@ def add_truth(outputs: dict, source: str) -> None:
     metrics = (outputs.get("train") or {}).get("metrics")
     if not truth.is_file() or not isinstance(metrics, dict):
         return
-    best = json.loads(truth.read_text()).get("best_rmse")
+    try:
+        best = json.loads(truth.read_text()).get("best_rmse")
+    except (json.JSONDecodeError, AttributeError):
+        print(f"warning: {truth}: not a generator truth.json; best RMSE not shown", file=sys.stderr)
+        return
     if isinstance(best, int | float):
         metrics["best_possible_rmse"] = best
 

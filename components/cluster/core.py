@@ -146,7 +146,8 @@ def model_output_uri(splits_s3: str, name: str) -> str:
 def train_job_object(
     settings: ClusterSettings, name: str, splits_s3: str, output_s3: str, params: TrainParams, workers: int
 ) -> dict:
-    """The PyTorchJob: ``workers`` processes in all (one Master, ``workers - 1`` Workers)."""
+    """The PyTorchJob: ``workers`` pods (one Master, ``workers - 1`` Workers), each running one
+    training process per GPU (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that."""
     if workers < 1:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
@@ -166,9 +167,11 @@ def train_job_object(
 
 
 def inference_service_object(settings: ClusterSettings, name: str, model_s3: str) -> dict:
+    """The InferenceService serving the model directory at ``model_s3`` (as a prefix ending in
+    ``/``, so KServe's download cannot pick up a sibling key such as ``model-old/...``)."""
     return k8s.inference_service(
         name,
-        model_s3,
+        model_s3.rstrip("/") + "/",
         namespace=settings.namespace,
         deployment_mode=settings.serving_deployment_mode,
         min_replicas=settings.serving_min_replicas,

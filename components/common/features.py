@@ -136,11 +136,17 @@ def _pickup(record: Mapping, index: int) -> datetime:
     if contract.PICKUP in record:
         text = record[contract.PICKUP]
         try:
-            return datetime.fromisoformat(str(text))
+            when = datetime.fromisoformat(str(text))
         except ValueError:
             raise UserError(
                 f"instance {index}: field {contract.PICKUP}: expected an ISO date-time, got {text!r}"
             ) from None
+        if when.tzinfo is not None:  # the trip files hold DC local times without an offset
+            raise UserError(
+                f"instance {index}: field {contract.PICKUP}: expected DC local time without a UTC offset, "
+                f"got {text!r}"
+            )
+        return when
     raise UserError(f"instance {index}: missing the pick-up time ({REQUEST_TIME} or {contract.PICKUP})")
 
 

@@ -217,12 +217,15 @@ def pytorch_job(
         "securityContext": container_security_context(),
     }
     template = _pod_template(container, service_account=service_account, gpu=gpu, labels=labels)
-    replica_specs = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
+    # ExitCode: exit codes 1-127 (a user error, a bug) fail the job at once; only 128+ (killed:
+    # OOM, preemption, node loss) restart the replica. OnFailure would rerun a deterministic
+    # failure backoff_limit times.
+    replica_specs = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template}}
     if workers:
         worker_template = copy.deepcopy(template)  # no shared objects: YAML output stays anchor-free
         replica_specs["Worker"] = {
             "replicas": workers,
-            "restartPolicy": "OnFailure",
+            "restartPolicy": "ExitCode",
             "template": worker_template,
         }
     return {

@@ -38,6 +38,7 @@ FIELD_NAMES: dict[str, str] = {**features.REQUEST_FIELDS, features.REQUEST_TIME:
 ACCEPTED_NAMES: frozenset[str] = frozenset(FIELD_NAMES) | frozenset(FIELD_NAMES.values())
 # Rows per forward pass: bounds memory for large requests; the MLP treats rows independently.
 CHUNK_ROWS = 8192
+MAX_ROWS = 100_000  # trips per request: a bigger batch is a scoring job, not a request (HTTP 400)
 
 
 def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
@@ -65,6 +66,45 @@ def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
         except OSError as err:
             raise UserError(f"{uri.rstrip('/')}/{name}: cannot read: {' '.join(str(err).split())}") from None
     return workdir
+
+
+def _check_size(n: int) -> None:
+    if n > MAX_ROWS:
+        raise UserError(f"{n} trips in one request; at most {MAX_ROWS} (split the batch)")
+
+
+def cpu_quota(cgroup: str | Path = "/sys/fs/cgroup") -> int | None:
+    """CPUs this container may use by its cgroup quota (Kubernetes' CPU limit, rounded up), or
+    None when unlimited or unknown. Reads cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us``."""
+    import math
+
+    root = Path(cgroup)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
+
+
+def limit_threads() -> int:
+    """Give torch as many intra-op threads as the container has CPUs (not the node's cores): more
+    threads than the CPU limit only get throttled and raise tail latency. Returns the count."""
+    import os
+
+    import torch
+
+    cpus = cpu_quota() or os.cpu_count() or 1
+    threads = min(cpus, os.cpu_count() or cpus)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _text(value, index: int, name: str):
@@ -122,6 +162,7 @@ class FarePredictor:
             raise UserError(f"instances: expected a list of trip objects, got {type(records).__name__}")
         if not records:
             raise UserError("instances: empty; expected at least one trip")
+        _check_size(len(records))
         columns = features.columns_from_records(records)
         return self._predict(columns).tolist()
 
@@ -150,6 +191,7 @@ class FarePredictor:
         n = next(iter(lengths.values()))
         if n == 0:
             raise UserError("inputs are empty; expected at least one trip")
+        _check_size(n)
         records = [{name: _text(values[i], i, name) for name, values in lists.items()} for i in range(n)]
         return self._predict(features.columns_from_records(records))
 

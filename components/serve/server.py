@@ -11,6 +11,7 @@ This is the only module that imports kserve.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import numpy as np
@@ -21,7 +22,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from components.common import features
 from components.common.errors import UserError
 
-from .core import ACCEPTED_NAMES, FIELD_NAMES, FarePredictor
+from .core import ACCEPTED_NAMES, FIELD_NAMES, FarePredictor, limit_threads
 
 OUTPUT_NAME = "fare"
 OUTPUT_DATATYPE = "FP64"
@@ -53,6 +54,7 @@ class FareModel(Model):
     def load(self) -> bool:
         """Read the model directory (local, or ``s3://`` copied under /tmp); ``UserError`` if unusable."""
         self.predictor = FarePredictor.load(self.model_dir)
+        limit_threads()
         self.ready = True
         return self.ready
 
@@ -68,10 +70,11 @@ class FareModel(Model):
     async def predict(self, payload, headers=None, response_headers=None):
         if self.predictor is None:  # load() not called (kserve routes requests to ready models only)
             raise ModelNotReady(self.name)
+        # In a worker thread: kserve awaits predict on its event loop, which also answers the
+        # health probes and other requests while the model runs.
+        handler = self._predict_v2 if isinstance(payload, InferRequest) else self._predict_v1
         try:
-            if isinstance(payload, InferRequest):
-                return self._predict_v2(payload)
-            return self._predict_v1(payload)
+            return await asyncio.to_thread(handler, payload)
         except UserError as err:
             raise InvalidInput(str(err)) from None
 

@@ -103,7 +103,7 @@ def test_inference_service_object_serves_the_model_artifact():
     isvc = core.inference_service_object(settings, "taxi-fare", "s3://mlpipeline/v2/artifacts/x/model")
     k8s_schema.validate(isvc)
     predictor = isvc["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == "s3://mlpipeline/v2/artifacts/x/model"
+    assert predictor["model"]["storageUri"] == "s3://mlpipeline/v2/artifacts/x/model/"
     assert (
         predictor["model"]["runtime"] == "fareflow-server"
         and predictor["serviceAccountName"] == "fareflow-serving"
@@ -150,7 +150,7 @@ def test_deploy_waits_until_ready_and_reports_the_endpoints():
     api.status_script = [cond("Ready", status="False"), {**cond("Ready"), "url": "http://taxi-fare.fareflow"}]
     isvc = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
     summary = core.deploy(isvc, timeout=60, api=api, poll=0)
-    assert summary["url"] == "http://taxi-fare.fareflow" and summary["storage_uri"] == "s3://b/model"
+    assert summary["url"] == "http://taxi-fare.fareflow" and summary["storage_uri"] == "s3://b/model/"
     assert summary["v2_infer"] == "/v2/models/taxi-fare/infer"
     api.status_script = [cond("Ready")]
     core.deploy(isvc, timeout=60, api=api, poll=0)  # a new model version patches the same object

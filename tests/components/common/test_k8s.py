@@ -176,3 +176,8 @@ def test_wait_times_out_on_not_ready_inference_service(api):
 def test_unknown_kind_is_a_user_error(api):
     with pytest.raises(UserError, match="kind 'Deployment'"):
         k8s_api.get("Deployment", "x", "fareflow", api=api)
+
+
+def test_pytorch_job_fails_fast_on_errors_and_restarts_only_killed_replicas():
+    job = k8s.pytorch_job("t", IMAGE, "m", workers=2)
+    assert {spec["restartPolicy"] for spec in job["spec"]["pytorchReplicaSpecs"].values()} == {"ExitCode"}

@@ -253,3 +253,41 @@ def test_load_from_s3_copies_the_model_and_answers_the_same(s3, model_dir, predi
     assert remote.predict_records(TRIPS) == predictor.predict_records(TRIPS)
     with pytest.raises(UserError, match=r"^s3://models/taxi/v2/model\.json: missing"):
         FarePredictor.load("s3://models/taxi/v2")
+
+
+def test_requests_over_the_row_cap_are_user_errors(predictor, monkeypatch):
+    from components.serve import core
+
+    monkeypatch.setattr(core, "MAX_ROWS", 2)
+    trip = {
+        "ORIGIN_BLOCK_LATITUDE": 38.9,
+        "ORIGIN_BLOCK_LONGITUDE": -77.03,
+        "DESTINATION_BLOCK_LATITUDE": 38.91,
+        "DESTINATION_BLOCK_LONGITUDE": -77.0,
+        "ORIGINDATETIME_TR": "03/14/2016 08:00",
+    }
+    assert len(predictor.predict_records([trip, trip])) == 2
+    with pytest.raises(UserError, match="3 trips in one request; at most 2"):
+        predictor.predict_records([trip] * 3)
+    with pytest.raises(UserError, match="3 trips in one request"):
+        predictor.predict_columns({k: [v] * 3 for k, v in trip.items()})
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # limit 1.5 CPUs -> 2 threads
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no limit
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cpu_quota_reads_the_container_limit(tmp_path, files, expected):
+    from components.serve.core import cpu_quota
+
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert cpu_quota(tmp_path) == expected

@@ -47,7 +47,7 @@ def test_request_features_equal_what_the_quality_step_writes():
     con.register("raw", raw)
     names = list(contract.FEATURES)
     sql = ", ".join(f"{CLEAN_EXPRESSIONS[c]} AS {c}" for c in names)
-    clean = con.execute(f"SELECT {sql} FROM raw").to_arrow_table()
+    clean = con.sql(f"SELECT {sql} FROM raw").to_arrow_table()
     from_sql = features.columns_from_table(clean)
     from_request = features.columns_from_records(trips)
     for name in ("year", "month", "weekday", "hour"):

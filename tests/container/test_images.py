@@ -15,7 +15,7 @@ pytestmark = pytest.mark.container
 # What each image's ENTRYPOINT runs: the fareflow CLI, one training process, the model server.
 ENTRYPOINT_USAGE = {
     "component": ("usage: fareflow COMMAND", "ingest"),
-    "trainer": ("usage: python -m components.train", "--splits"),
+    "trainer": ("usage: fareflow train", "--splits"),
     "server": ("usage: python -m components.serve", "--model_dir"),
 }
 
@@ -133,12 +133,14 @@ def test_server_container_answers_both_protocols(image_refs: dict[str, str], tmp
     model.chmod(0o755)
     for f in model.iterdir():
         f.chmod(0o644)
-    port = free_port()
+    # Containers here share the host's network (images/podman-setup.sh): the server listens on
+    # free host ports instead of KServe's 8080/8081.
+    port, grpc_port = free_port(), free_port()
     name = f"fareflow-server-test-{port}"
     podman(
-        "run", "-d", "--rm", "--name", name, "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
-        "-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/mnt/models:ro",
-        image_refs["server"], "--model_name=taxi-fare", "--model_dir=/mnt/models", "--http_port=8080",
+        "run", "-d", "--rm", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+        "--env", "HOME=/tmp", "-v", f"{model}:/mnt/models:ro", image_refs["server"],
+        "--model_name=taxi-fare", "--model_dir=/mnt/models", f"--http_port={port}", f"--grpc_port={grpc_port}",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90

@@ -14,36 +14,47 @@ run's hyper-parameters mean the same whatever the number of workers.
 
 Distributed (DDP): a process started by torchrun or a PyTorchJob (``WORLD_SIZE`` > 1 in the
 environment) joins the process group (``nccl`` on CUDA, ``gloo`` on CPU) and trains on its
-own shard of the train split (:func:`shard_plan`): with at least as many part files as
-processes, rank r reads files r, r+W, r+2W, ...; with fewer files, the rows of all files
-(in file order) are cut into W contiguous ranges. Every rank reads only the Parquet footers
-of the other files, so all ranks take the same decisions (and raise the same errors).
+own shard of the train split (:func:`shard_plan`): when the part files deal out evenly (their
+number a multiple of W and the ranks' row totals within 1%), rank r reads files r, r+W,
+r+2W, ...; otherwise the rows of all files (in file order) are cut into W contiguous ranges
+(sizes differ by at most one row). Every rank reads only the Parquet footers of the other
+files, so all ranks take the same decisions (and raise the same errors); a rank without a
+single row is refused up front, and again by an all-reduced minimum after loading.
 
 - Feature statistics and the train mean: the count and sum of every continuous feature and
   of the label are all-reduced, then the sum of squared deviations from that global mean
   (two passes, no cancellation), so the ``FeatureSpec`` is that of the whole train split;
   one process uses ``FeatureSpec.fit`` itself.
-- Steps: every rank runs the same number of steps per epoch (set by the largest shard;
-  smaller shards go round again), as DDP's collective gradient averaging requires.
+- Steps: every rank runs the same number of steps per epoch (set by the largest shard; a
+  shard a row smaller goes round again for it), as DDP's collective gradient averaging requires.
 - Losses: each epoch's squared-error sum and row count are all-reduced (the training RMSE);
   the final train RMSE/MAE are all-reduced over the shards with the best weights.
 - Rank 0 evaluates validation after each epoch and broadcasts it, so all ranks agree on the
   best epoch and on early stopping; rank 0 evaluates test once at the end with the best
-  weights, writes the model directory and returns the result; the others wait at a barrier.
+  weights, writes the model directory and returns the result; the others wait for it.
+- Errors: the phases whose outcome may differ between ranks (checking the inputs, loading a
+  rank's shard, rank 0 loading validation/test, rank 0 writing the model) end with
+  :func:`all_ranks_or_none`: an error on one rank makes every rank raise (the others
+  ``rank R of W failed <phase>: <its message>``) and leave the process group, instead of
+  waiting for it forever (a multi-pod job has no torchrun to kill the peers). Any other stuck
+  collective fails after ``FAREFLOW_DDP_TIMEOUT_MINUTES`` (default 30) minutes.
 
 One process on CPU is deterministic for a seed (same weights, same metrics).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -63,6 +74,8 @@ DEVICES = ("auto", "cpu", "cuda")
 EVAL_BATCH = 1 << 16
 TRUTH_KEY = "best_rmse"  # components.generate writes the best achievable RMSE under this key
 SCATTER_POINTS = 5000  # test predictions kept for the report's plots
+TIMEOUT_ENV = "FAREFLOW_DDP_TIMEOUT_MINUTES"  # collective timeout of a DDP run, in minutes
+DEFAULT_TIMEOUT_MINUTES = 30
 
 
 @dataclass(frozen=True)
@@ -179,10 +192,15 @@ def start_process_group(requested_device: str) -> Dist:
     import torch
     import torch.distributed as dist
 
+    minutes = _env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_MINUTES)
+    if minutes < 1:
+        raise UserError(f"environment variable {TIMEOUT_ENV}: expected at least 1 (minutes), got {minutes}")
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(backend=backend, init_method="env://")
+    dist.init_process_group(
+        backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=minutes)
+    )
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device, backend=backend)
 
 
@@ -195,7 +213,7 @@ def end_process_group(d: Dist) -> None:
 
 
 def _all_reduce(d: Dist, values, op: str = "sum") -> np.ndarray:
-    """Sum (or max) a small float64 vector over the ranks; identity for one process."""
+    """Sum (or max, or min) a small float64 vector over the ranks; identity for one process."""
     values = np.asarray(values, dtype=np.float64)
     if not d.distributed:
         return values
@@ -203,7 +221,8 @@ def _all_reduce(d: Dist, values, op: str = "sum") -> np.ndarray:
     import torch.distributed as dist
 
     t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    dist.all_reduce(t, op=ops[op])
     return t.cpu().numpy()
 
 
@@ -218,6 +237,47 @@ def _broadcast(d: Dist, values) -> np.ndarray:
     t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
     dist.broadcast(t, src=0)
     return t.cpu().numpy()
+
+
+PEER_FAILED = "rank {rank} of {world} failed"  # how the other ranks report a rank's error
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    return (text.strip().splitlines() or [type(err).__name__])[0]
+
+
+def _first_failure(d: Dist, failed: BaseException | None) -> tuple[int, str] | None:
+    """Collective: every rank says whether it failed; the lowest failing rank and its one-line
+    message on every rank (broadcast from it), or None when no rank failed."""
+    import torch.distributed as dist
+
+    first = int(_all_reduce(d, [d.rank if failed is not None else d.world], op="min")[0])
+    if first >= d.world:
+        return None
+    message = [_one_line(failed) if d.rank == first and failed is not None else None]
+    dist.broadcast_object_list(message, src=first)
+    return first, str(message[0])
+
+
+@contextmanager
+def all_ranks_or_none(d: Dist, what: str) -> Iterator[None]:
+    """A phase that may fail on some ranks only (their data, rank 0's own work): at its end every
+    rank learns whether any failed, and if one did all of them raise -- the failing rank its own
+    error, the others ``UserError("rank R of W failed <what>: <its message>")`` -- instead of
+    waiting for it in the next collective (a hang in a multi-pod run). Nothing for one process."""
+    if not d.distributed:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        _first_failure(d, err)
+        raise
+    failure = _first_failure(d, None)
+    if failure is not None:
+        rank, message = failure
+        raise UserError(f"{PEER_FAILED.format(rank=rank, world=d.world)} {what}: {message}")
 
 
 # --- reading the splits --------------------------------------------------------------
@@ -298,16 +358,25 @@ def discover(splits_uri: str) -> Splits:
     return Splits(splits_uri, fs, files)
 
 
+def _whole_files(file_rows: list[int], world: int) -> bool:
+    """Whole files per rank only when they deal out evenly: the file count is a multiple of
+    ``world`` and the ranks' row totals (files r, r+W, ...) are within 1% (at least one row)."""
+    if len(file_rows) % world:
+        return False
+    totals = [sum(file_rows[r::world]) for r in range(world)]
+    return max(totals) - min(totals) <= max(1, sum(file_rows) // (100 * world))
+
+
 def shard_plan(
     file_rows: list[int], rank: int, world: int, max_rows: int | None = None
 ) -> list[tuple[int, int, int]]:
     """The ``(file index, start row, stop row)`` pieces rank ``rank`` of ``world`` trains on.
 
-    At least as many files as ranks: files ``rank, rank + world, ...`` whole. Fewer files: the
-    rows of all files in order, cut into ``world`` contiguous ranges (sizes differ by at most
-    one). ``max_rows`` caps the rows of all ranks together (each rank keeps the head of its
-    share of ``max_rows``)."""
-    if len(file_rows) >= world:
+    Files that deal out evenly (:func:`_whole_files`, e.g. the sample step's ``--shards`` =
+    workers): files ``rank, rank + world, ...`` whole. Otherwise the rows of all files in order,
+    cut into ``world`` contiguous ranges (sizes differ by at most one). ``max_rows`` caps the
+    rows of all ranks together (each rank keeps the head of its share of ``max_rows``)."""
+    if _whole_files(file_rows, world):
         pieces = [(i, 0, file_rows[i]) for i in range(rank, len(file_rows), world)]
     else:
         total = sum(file_rows)
@@ -328,6 +397,34 @@ def shard_plan(
             budget -= take
         pieces = capped
     return pieces
+
+
+def shard_sizes(file_rows: list[int], world: int, max_rows: int | None = None) -> list[int]:
+    """Rows per rank under :func:`shard_plan`."""
+    return [sum(b - a for _, a, b in shard_plan(file_rows, r, world, max_rows)) for r in range(world)]
+
+
+def check_max_rows(max_rows: int | None, world: int) -> None:
+    if max_rows is not None and max_rows < world:
+        raise UserError(
+            f"--max-rows {max_rows}: fewer than the {world} workers (each needs at least one train row)"
+        )
+
+
+def _no_rows_message(where: str, file_rows: list[int], world: int, max_rows: int | None, rank: int) -> str:
+    capped = f" (--max-rows {max_rows})" if max_rows is not None and max_rows < sum(file_rows) else ""
+    return (
+        f"{where}: {sum(file_rows):,} row(s) in {len(file_rows)} file(s){capped} for {world} workers: "
+        f"rank {rank} gets no rows (give fewer workers or more rows)"
+    )
+
+
+def check_shards(file_rows: list[int], world: int, max_rows: int | None, where: str) -> None:
+    """``UserError`` when a rank's train shard would be empty (every rank decides the same)."""
+    check_max_rows(max_rows, world)
+    sizes = shard_sizes(file_rows, world, max_rows)
+    if min(sizes) == 0:
+        raise UserError(_no_rows_message(where, file_rows, world, max_rows, sizes.index(0)))
 
 
 def _read_pieces(splits: Splits, split: str, pieces: list[tuple[int, int, int]]) -> pa.Table:
@@ -580,22 +677,32 @@ def _train(
 
     started = time.perf_counter()
     # Every rank checks everything up front (footers only), so all ranks fail alike and early.
-    check_output(config.output_uri)
-    truth = read_truth(config.truth_uri) if config.truth_uri else None
-    splits = discover(config.splits_uri)
-    if splits.rows("train") < d.world:
-        raise UserError(
-            f"{config.splits_uri}: the train split has {splits.rows('train')} rows, fewer than the {d.world} workers"
-        )
+    # Each phase whose outcome may differ between ranks ends with all_ranks_or_none: if one rank
+    # fails, all of them stop with an error instead of waiting for it in the next collective.
+    with all_ranks_or_none(d, "checking the inputs"):
+        check_output(config.output_uri)
+        truth = read_truth(config.truth_uri) if config.truth_uri else None
+        splits = discover(config.splits_uri)
+        train_files = [f.rows for f in splits.files["train"]]
+        where = f"{config.splits_uri.rstrip('/')}/train"
+        check_shards(train_files, d.world, config.max_rows, where)
 
     torch.manual_seed(config.seed)
     np_rng = np.random.default_rng([config.seed, d.rank])
-    train = load_split(splits, "train", d, sharded=True, max_rows=config.max_rows)
+    with all_ranks_or_none(d, "loading its train shard"):
+        train = load_split(splits, "train", d, sharded=True, max_rows=config.max_rows)
+    # Also if the ranks' views of the files differed: an empty shard would divide by zero below
+    # while the others wait in DDP's backward.
+    smallest = int(_all_reduce(d, [train.rows], op="min")[0])
+    if smallest == 0:
+        empty = int(_all_reduce(d, [d.rank if train.rows == 0 else d.world], op="min")[0])
+        raise UserError(_no_rows_message(where, train_files, d.world, config.max_rows, empty))
     spec, train_mean, train_std = fit_spec(train, d)
     validation = test = None
-    if d.main:
-        validation = load_split(splits, "validation", d, sharded=False, max_rows=config.max_rows)
-        test = load_split(splits, "test", d, sharded=False, max_rows=config.max_rows)
+    with all_ranks_or_none(d, "loading validation/test"):
+        if d.main:
+            validation = load_split(splits, "validation", d, sharded=False, max_rows=config.max_rows)
+            test = load_split(splits, "test", d, sharded=False, max_rows=config.max_rows)
     train_rows_total = int(_all_reduce(d, [train.rows])[0])
     if d.distributed:
         log(
@@ -693,57 +800,54 @@ def _train(
     totals = _all_reduce(d, [train_err.sse, train_err.sae, train_err.rows])
     train_err = Errors(float(totals[0]), float(totals[1]), int(totals[2]))
     result = None
-    if d.main:
-        test_pred = predict(module, encode(test.columns, spec), d.device)
-        test_err = _errors(test_pred, test.label)
-        metrics = {
-            "train_rmse": train_err.rmse,
-            "train_mae": train_err.mae,
-            "validation_rmse": best_rmse,
-            "validation_mae": history[best_epoch - 1]["validation_mae"],
-            "test_rmse": test_err.rmse,
-            "test_mae": test_err.mae,
-            "baseline_rmse": math.sqrt(float(np.mean((test.label - train_mean) ** 2))),
-            "rows_per_s": sum(h["rows_per_s"] * h["seconds"] for h in history)
-            / sum(h["seconds"] for h in history),
-        }
-        if truth is not None:
-            metrics["best_possible_rmse"] = truth
-        keep = np.random.default_rng(config.seed).permutation(test.rows)[:SCATTER_POINTS]
-        result = TrainResult(
-            config=config,
-            metrics=metrics,
-            history=history,
-            rows={"train": train_rows_total, "validation": validation.rows, "test": test.rows},
-            best_epoch=best_epoch,
-            stopped_early=stopped_early,
-            world_size=d.world,
-            device=d.device,
-            backend=d.backend,
-            seconds=time.perf_counter() - started,
-            test_actual=test.label[keep],
-            test_predicted=test_pred[keep],
-        )
-        extra = {
-            "metrics": metrics,
-            "history": history,
-            "config": config.to_dict(),
-            "training": {
-                "world_size": d.world,
-                "device": d.device,
-                "best_epoch": best_epoch,
-                "rows": result.rows,
-            },
-        }
-        write_model(config.output_uri, module.cpu(), spec, arch, **extra)
-        log(
-            f"test RMSE {metrics['test_rmse']:.4f} (mean baseline {metrics['baseline_rmse']:.4f}), "
-            f"best epoch {best_epoch}; model -> {config.output_uri}"
-        )
-    if d.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+    with all_ranks_or_none(d, "writing the model"):  # the other ranks wait here for rank 0
+        if d.main:
+            test_pred = predict(module, encode(test.columns, spec), d.device)
+            test_err = _errors(test_pred, test.label)
+            metrics = {
+                "train_rmse": train_err.rmse,
+                "train_mae": train_err.mae,
+                "validation_rmse": best_rmse,
+                "validation_mae": history[best_epoch - 1]["validation_mae"],
+                "test_rmse": test_err.rmse,
+                "test_mae": test_err.mae,
+                "baseline_rmse": math.sqrt(float(np.mean((test.label - train_mean) ** 2))),
+                "rows_per_s": sum(h["rows_per_s"] * h["seconds"] for h in history)
+                / sum(h["seconds"] for h in history),
+            }
+            if truth is not None:
+                metrics["best_possible_rmse"] = truth
+            keep = np.random.default_rng(config.seed).permutation(test.rows)[:SCATTER_POINTS]
+            result = TrainResult(
+                config=config,
+                metrics=metrics,
+                history=history,
+                rows={"train": train_rows_total, "validation": validation.rows, "test": test.rows},
+                best_epoch=best_epoch,
+                stopped_early=stopped_early,
+                world_size=d.world,
+                device=d.device,
+                backend=d.backend,
+                seconds=time.perf_counter() - started,
+                test_actual=test.label[keep],
+                test_predicted=test_pred[keep],
+            )
+            extra = {
+                "metrics": metrics,
+                "history": history,
+                "config": config.to_dict(),
+                "training": {
+                    "world_size": d.world,
+                    "device": d.device,
+                    "best_epoch": best_epoch,
+                    "rows": result.rows,
+                },
+            }
+            write_model(config.output_uri, module.cpu(), spec, arch, **extra)
+            log(
+                f"test RMSE {metrics['test_rmse']:.4f} (mean baseline {metrics['baseline_rmse']:.4f}), "
+                f"best epoch {best_epoch}; model -> {config.output_uri}"
+            )
     return result
 
 
@@ -822,7 +926,8 @@ def launch_local(
     import subprocess
     from collections import deque
 
-    check_output(config.output_uri)  # fail here, before starting the workers
+    check_max_rows(config.max_rows, workers)  # fail here, before starting the workers
+    check_output(config.output_uri)
     with tempfile.TemporaryDirectory(prefix="fareflow-train-") as tmp:
         summary_path = os.path.join(tmp, "summary.json")
         cmd = [
@@ -848,10 +953,12 @@ def launch_local(
                 tail.append(line.rstrip("\n"))
             code = proc.wait()
         if code != 0:
-            errors = [line for line in tail if "components.train: error:" in line]
-            why = (
-                errors[0].split("components.train: error:", 1)[1].strip() if errors else f"exit status {code}"
-            )
+            marker = "components.train: error:"
+            # ranks failing together may interleave their lines: "...: error: A...: error: B"
+            errors = [e.strip() for line in tail for e in line.split(marker)[1:] if e.strip()]
+            # the failing rank's own line first, before the others' "rank R of W failed ..."
+            own = [e for e in errors if not re.match(PEER_FAILED.format(rank=r"\d+", world=r"\d+"), e)]
+            why = (own or errors or [f"exit status {code}"])[0]
             raise UserError(f"distributed training ({workers} workers) failed: {why}")
         try:
             with open(summary_path, encoding="utf-8") as f:

@@ -196,19 +196,64 @@ def test_parse_hidden():
 # --- sharding -------------------------------------------------------------------------
 
 
-def test_shard_plan_whole_files_round_robin():
-    rows = [10, 11, 12, 13, 14]
-    assert core.shard_plan(rows, 0, 2) == [(0, 0, 10), (2, 0, 12), (4, 0, 14)]
-    assert core.shard_plan(rows, 1, 2) == [(1, 0, 11), (3, 0, 13)]
+def test_shard_plan_whole_files_when_they_deal_out_evenly():
+    rows = [1000, 1001, 1000, 1001]  # the sample step's --shards 4: sizes differ by at most one
+    assert core.shard_plan(rows, 0, 2) == [(0, 0, 1000), (2, 0, 1000)]
+    assert core.shard_plan(rows, 1, 2) == [(1, 0, 1001), (3, 0, 1001)]
+    assert [core.shard_plan(rows, r, 4) for r in range(4)] == [[(r, 0, n)] for r, n in enumerate(rows)]
     assert core.shard_plan(rows, 0, 1) == [(i, 0, n) for i, n in enumerate(rows)]
 
 
-def test_shard_plan_splits_rows_when_fewer_files_than_ranks():
-    rows = [5, 4]
+def covered(plans: list) -> list[tuple[int, int]]:
+    return [(f, i) for plan in plans for f, a, b in plan for i in range(a, b)]
+
+
+def test_shard_plan_balanced_when_files_do_not_divide_by_the_ranks():
+    # 4 files over 3 ranks: round robin gave rank 0 half of the rows; now 13/13/14 contiguous rows
+    rows = [10, 10, 10, 10]
     plans = [core.shard_plan(rows, r, 3) for r in range(3)]
-    assert plans == [[(0, 0, 3)], [(0, 3, 5), (1, 0, 1)], [(1, 1, 4)]]
-    covered = [(f, i) for plan in plans for f, a, b in plan for i in range(a, b)]
-    assert covered == [(0, i) for i in range(5)] + [(1, i) for i in range(4)]  # every row once
+    assert plans == [[(0, 0, 10), (1, 0, 3)], [(1, 3, 10), (2, 0, 6)], [(2, 6, 10), (3, 0, 10)]]
+    assert core.shard_sizes(rows, 3) == [13, 13, 14]
+    assert covered(plans) == [(f, i) for f in range(4) for i in range(10)]  # every row once, in order
+    # 5 files over 2 ranks: 30 + 30 rows (round robin: 36 + 24)
+    assert core.shard_sizes([10, 11, 12, 13, 14], 2) == [30, 30]
+    assert core.shard_plan([10, 11, 12, 13, 14], 1, 2) == [(2, 9, 12), (3, 0, 13), (4, 0, 14)]
+
+
+def test_shard_plan_uneven_files_are_cut_by_rows_even_when_they_divide():
+    # the sample step's sizes for 2 rows in 4 shards: round robin gave rank 0 no rows at all
+    assert core.shard_sizes([0, 1, 0, 1], 2) == [1, 1]
+    assert [core.shard_plan([0, 1, 0, 1], r, 2) for r in range(2)] == [[(1, 0, 1)], [(3, 0, 1)]]
+    # 2 files over 2 ranks, 100 vs 140 rows: 120 each
+    assert core.shard_sizes([100, 140], 2) == [120, 120]
+    for world in range(1, 8):
+        for rows in ([7, 0, 3, 9], [1, 1, 1], [50, 1, 1, 50, 2, 30], [5]):
+            sizes = core.shard_sizes(rows, world)
+            assert sum(sizes) == sum(rows) and max(sizes) - min(sizes) <= max(1, sum(rows) // (100 * world))
+
+
+def test_check_shards_refuses_a_rank_without_rows():
+    core.check_shards([1, 1], 2, None, "s/train")
+    with pytest.raises(UserError) as err:
+        core.check_shards([1], 2, None, "s/train")
+    assert (
+        one_line(err)
+        == "s/train: 1 row(s) in 1 file(s) for 2 workers: rank 0 gets no rows (give fewer workers or more rows)"
+    )
+    with pytest.raises(UserError) as err:
+        core.check_shards([0, 1, 0], 3, None, "s/train")
+    assert "1 row(s) in 3 file(s) for 3 workers: rank 0 gets no rows" in one_line(err)
+    with pytest.raises(UserError) as err:
+        core.check_shards([100, 100], 2, 1, "s/train")
+    assert one_line(err) == "--max-rows 1: fewer than the 2 workers (each needs at least one train row)"
+    core.check_shards([100, 100], 2, 2, "s/train")
+    assert core.shard_sizes([100, 100], 2, max_rows=2) == [1, 1]
+
+
+def test_launch_local_refuses_max_rows_below_workers_before_launching(splits, tmp_path):
+    with pytest.raises(UserError, match=r"^--max-rows 1: fewer than the 2 workers"):
+        core.launch_local(config(splits, tmp_path / "m", max_rows=1), workers=2)
+    assert not (tmp_path / "m").exists()
 
 
 def test_shard_plan_max_rows_is_shared_by_the_ranks():

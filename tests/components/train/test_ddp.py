@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import UserError
 from components.common.features import columns_from_table
 from components.train import core, model
+from tests.conftest import free_port
 
 
 def config(splits, out, **overrides) -> core.TrainConfig:
@@ -67,7 +74,120 @@ def test_more_workers_than_files_split_rows(make_splits, tmp_path):
     splits = make_splits(shards=2)
     found = core.discover(str(splits))
     rows = [f.rows for f in found.files["train"]]
+    assert rows == [1200, 1200]
     plans = [core.shard_plan(rows, r, 3) for r in range(3)]
-    sizes = [sum(b - a for _, a, b in plan) for plan in plans]
-    assert sum(sizes) == sum(rows) == 2400 and max(sizes) - min(sizes) <= 1
-    assert np.all(np.diff([p[0][0] for p in plans]) >= 0)
+    assert plans == [[(0, 0, 800)], [(0, 800, 1200), (1, 0, 400)], [(1, 400, 1200)]]
+    # contiguous ranges that, rank after rank, are every row of every file exactly once, in order
+    covered = [(f, i) for plan in plans for f, a, b in plan for i in range(a, b)]
+    assert covered == [(f, i) for f in range(2) for i in range(1200)]
+
+
+# --- one rank fails: every rank stops with the error, none waits for the others ----------------------
+
+
+def nan_fare(part, row: int) -> None:
+    table = pq.read_table(part)
+    fare = table.column("fare").to_numpy().copy()
+    fare[row] = np.nan
+    pq.write_table(table.set_column(table.schema.get_field_index("fare"), "fare", pa.array(fare)), part)
+
+
+@pytest.mark.slow
+def test_bad_rows_on_one_rank_fail_the_torchrun_launch_without_a_hang(make_splits, tmp_path):
+    splits = make_splits(shards=2)  # rank 1 trains on train/part-00001 alone
+    nan_fare(splits / "train" / "part-00001.parquet", 7)
+    started = time.monotonic()
+    with pytest.raises(UserError) as err:
+        core.launch_local(config(splits, tmp_path / "m"), workers=2)
+    assert time.monotonic() - started < 60
+    message = str(err.value)
+    assert "\n" not in message
+    assert message == (
+        f"distributed training (2 workers) failed: {splits}/train (rank 1 of 2): "
+        "column 'fare' has 1 missing or non-finite value(s)"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def start_ranks(cfg: core.TrainConfig, world: int) -> list[subprocess.Popen]:
+    """``world`` ranks as separate processes, as the pods of a PyTorchJob: unlike torchrun, nothing
+    kills the other ranks when one exits."""
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+        **{core.TIMEOUT_ENV: "1"},
+    )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "components.train", *core.cli_args(cfg)],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world)
+    ]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, list[str]]]:
+    deadline = time.monotonic() + timeout
+    out = []
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            out.append((proc.returncode, stderr.strip().splitlines()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bad_part", "failing", "phase", "problem"),
+    [
+        ("train/part-00001.parquet", 1, "loading its train shard", "train (rank 1 of 2): column 'fare'"),
+        ("validation/part-00000.parquet", 0, "loading validation/test", "validation: column 'fare'"),
+    ],
+)
+def test_one_failing_rank_stops_every_rank_with_its_message(
+    make_splits, tmp_path, bad_part, failing, phase, problem
+):
+    splits = make_splits(shards=2)
+    nan_fare(splits / bad_part, 3)
+    own = f"{splits}/{problem} has 1 missing or non-finite value(s)"
+    check_every_rank_stops(config(splits, tmp_path / "m"), failing, phase, own)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_rank_0_failing_to_write_the_model_stops_the_others(make_splits):
+    # check_output (every rank) finds nothing there; rank 0 alone writes, and /proc refuses a directory
+    output = f"/proc/fareflow-no-such-dir-{os.getpid()}/model"
+    splits = make_splits(shards=2)
+    check_every_rank_stops(
+        config(splits, output, epochs=1), 0, "writing the model", f"{output}: cannot write the model there ("
+    )
+
+
+def check_every_rank_stops(cfg: core.TrainConfig, failing: int, phase: str, own: str) -> None:
+    """Two ranks as separate processes: both exit 2 within 60 s, each with one error line -- the
+    failing rank its own, the other one naming the failing rank, the phase and the same error."""
+    started = time.monotonic()
+    results = finish(start_ranks(cfg, 2), timeout=60)
+    assert time.monotonic() - started < 60
+    for rank, (code, lines) in enumerate(results):
+        errors = [line for line in lines if "error:" in line or "Error" in line]
+        assert code == 2, (rank, lines)
+        assert len(errors) == 1, (rank, lines)
+        expected = f"components.train: error: {own}"
+        if rank != failing:
+            expected = f"components.train: error: rank {failing} of 2 failed {phase}: {own}"
+        assert errors[0].startswith(expected), (rank, errors[0], expected)

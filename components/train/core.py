@@ -45,6 +45,7 @@ One process on CPU is deterministic for a seed (same weights, same metrics).
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import math
 import os
@@ -664,6 +665,13 @@ def run(
     d = start_process_group(config.device)
     try:
         return _train(config, d, log if d.main else (lambda _m: None), progress)
+    except UserError as err:
+        if d.distributed:
+            # The traceback's frames hold the DDP model, which holds the process group: free them
+            # before leaving the group, not at interpreter exit (where gloo may abort the process).
+            err.__traceback__ = None
+            gc.collect()
+        raise
     finally:
         end_process_group(d)
 

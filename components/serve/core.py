@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common import contract, features, storage
+from components.common.cpu import cpu_threads
 from components.common.errors import UserError
 
 # Input names a v2 request may use: the raw column names (what check_inference.py sends)
@@ -73,36 +74,12 @@ def _check_size(n: int) -> None:
         raise UserError(f"{n} trips in one request; at most {MAX_ROWS} (split the batch)")
 
 
-def cpu_quota(cgroup: str | Path = "/sys/fs/cgroup") -> int | None:
-    """CPUs this container may use by its cgroup quota (Kubernetes' CPU limit, rounded up), or
-    None when unlimited or unknown. Reads cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us``."""
-    import math
-
-    root = Path(cgroup)
-    try:
-        quota, period = (root / "cpu.max").read_text().split()
-    except (OSError, ValueError):
-        try:
-            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
-            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    try:
-        q, p = int(quota), int(period)
-    except ValueError:  # "max": no limit
-        return None
-    return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
-
-
 def limit_threads() -> int:
     """Give torch as many intra-op threads as the container has CPUs (not the node's cores): more
     threads than the CPU limit only get throttled and raise tail latency. Returns the count."""
-    import os
-
     import torch
 
-    cpus = cpu_quota() or os.cpu_count() or 1
-    threads = min(cpus, os.cpu_count() or cpus)
+    threads = cpu_threads()
     torch.set_num_threads(threads)
     return threads
 

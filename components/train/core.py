@@ -183,10 +183,23 @@ def _pick_device(requested: str, local_rank: int) -> str:
     return f"cuda:{local_rank % torch.cuda.device_count()}"
 
 
+def _size_cpu_threads() -> None:
+    """Unless OMP_NUM_THREADS says otherwise, give each local process its share of the
+    container's CPU limit (not the node's cores, which torch would use in a pod)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    from components.common.cpu import cpu_threads
+
+    torch.set_num_threads(cpu_threads(_env_int("LOCAL_WORLD_SIZE", 1)))
+
+
 def start_process_group(requested_device: str) -> Dist:
     """Join the torchrun/PyTorchJob process group when WORLD_SIZE > 1; else a one-process Dist."""
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    _size_cpu_threads()
     device = _pick_device(requested_device, local_rank)
     if world <= 1:
         return Dist(device=device)

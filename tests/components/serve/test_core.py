@@ -285,9 +285,19 @@ def test_requests_over_the_row_cap_are_user_errors(predictor, monkeypatch):
     ],
 )
 def test_cpu_quota_reads_the_container_limit(tmp_path, files, expected):
-    from components.serve.core import cpu_quota
+    from components.common.cpu import cpu_quota
 
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     assert cpu_quota(tmp_path) == expected
+
+
+def test_cpu_threads_share_the_quota_between_processes(monkeypatch):
+    from components.common import cpu
+
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: 4)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 32)
+    assert (cpu.cpu_threads(), cpu.cpu_threads(2), cpu.cpu_threads(8)) == (4, 2, 1)
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: None)  # no limit: the machine's cores
+    assert cpu.cpu_threads(4) == 8

@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from tests.manifests.k8s_schema import MANIFESTS, REPO
 
@@ -460,3 +461,16 @@ def test_check_inference_rejects_bad_answers(model_server, proto, bad, message):
 def test_check_inference_fails_for_the_wrong_model_name(model_server):
     proc = check(model_server["url"], model="other")
     assert proc.returncode == 1 and "HTTP 404" in proc.stderr
+
+
+def test_workflow_installs_cpu_torch_and_runs_kind_test():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind-test.yml").read_text())
+    steps = workflow["jobs"]["kind-test"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    install = next(s for s in steps if s.get("run", "").strip() == "make install")
+    # torch==2.13.0 from PyPI is the multi-GB CUDA build; the runner has no GPU.
+    assert install["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert runs.index("make install") < runs.index("make kind-test-dry") < runs.index("make kind-test")
+    for step in steps:
+        if "uses" in step:
+            assert "@v" in step["uses"], step["uses"]  # pinned actions, never a branch

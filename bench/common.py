@@ -11,32 +11,59 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+# Runs the measured command and reports its rusage. A process forked from a big parent starts
+# with that parent's peak RSS on its record (Linux keeps the pre-exec high-water mark in
+# ru_maxrss), so the benchmark driver -- which holds generated data -- must not be the direct
+# parent: this small interpreter (no site packages) is, and it reports its child's figures.
+_TRAMPOLINE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "seconds": seconds,
+               "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}, f)
+"""
 
 
 def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None) -> dict:
     """Run ``cmd``; return {"seconds", "cpu_s", "peak_rss_mb", "returncode", "stdout", "stderr"}.
 
-    Raises on failure. The child's output goes to temporary files, not pipes: nothing reads a
-    pipe while ``wait4`` waits, so a child writing more than a pipe buffer would block forever.
-    ``cpu_s`` is the child's user + system CPU seconds, ``peak_rss_mb`` its ru_maxrss.
+    Raises on failure. ``cmd`` runs as the child of a small trampoline process (see
+    ``_TRAMPOLINE``), so ``peak_rss_mb`` (its ru_maxrss) is its own and not this process's;
+    ``seconds`` is its wall time and ``cpu_s`` its user + system CPU seconds. Its output goes
+    to temporary files, not pipes (nothing reads a pipe while the trampoline waits).
     """
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    import json
+
+    with (
+        tempfile.TemporaryFile() as stdout,
+        tempfile.TemporaryFile() as stderr,
+        tempfile.TemporaryDirectory(prefix="fareflow-measure-") as tmp,
+    ):
+        report = Path(tmp) / "rusage.json"
+        trampoline = [sys.executable, "-S", "-c", _TRAMPOLINE, str(report), *map(str, cmd)]
+        proc = subprocess.run(
+            trampoline, env={**os.environ, **(env or {})}, cwd=cwd, stdout=stdout, stderr=stderr, check=False
+        )
         stdout.seek(0)
         stderr.seek(0)
         out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
+        if proc.returncode != 0 or not report.exists():
+            raise RuntimeError(
+                f"benchmark trampoline failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{err[-2000:]}"
+            )
+        usage = json.loads(report.read_text())
+    code = usage["code"]
     if code != 0:
         raise RuntimeError(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}\n{err[-2000:]}")
     return {
-        "seconds": seconds,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "seconds": usage["seconds"],
+        "cpu_s": usage["cpu_s"],
+        "peak_rss_mb": usage["maxrss_kb"] / 1024,
         "returncode": code,
         "stdout": out,
         "stderr": err,

@@ -37,3 +37,14 @@ def test_median_run_and_ratios() -> None:
         {"case": "generate", "impl": "fareflow", "rows_per_s": 5, "peak_rss_mb": 1},
     ]
     assert ratios(rows) == [{"case": "ingest", "baseline": "pandas", "speedup": 3.0, "memory_ratio": 0.25}]
+
+
+def test_measure_reports_the_childs_peak_rss_not_the_parents() -> None:
+    """Linux keeps a forked child's pre-exec high-water mark (the parent's RSS) in ru_maxrss;
+    a benchmark driver holding data must not inflate the figures it measures."""
+    import numpy as np
+
+    ballast = np.ones(50_000_000)  # 400 MB resident in this (parent) process
+    result = measure([sys.executable, "-c", "import numpy as np; a = np.ones(25_000_000); print(a.sum())"])
+    assert 150 < result["peak_rss_mb"] < 350, result["peak_rss_mb"]  # ~200 MB array + interpreter
+    assert ballast.sum() == 50_000_000

@@ -10,6 +10,8 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ROWS ?= 2000000
 BENCH_ARGS ?=
+BENCH_BASELINE_VENV ?= .venv-bench-baseline
+BENCH_BASELINE_PANDAS ?= 3.1.1
 # checkov pins many packages of its own: it lives in a venv of its own, shared by the
 # manifest policy scan (manifests/cluster.mk) and the Dockerfile scan (images/images.mk).
 CHECKOV_VENV ?= .venv-checkov
@@ -45,8 +47,14 @@ format: install ## ruff autofix + format
 compile: install ## write the pipeline IR YAML to build/taxi_fare_pipeline.yaml
 	$(BIN)/fareflow compile --output build/taxi_fare_pipeline.yaml
 
-bench: install ## benchmark fareflow vs plain pandas baselines (BENCH_ROWS rows); JSON in bench/results/
-	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) $(BENCH_ARGS)
+bench: install $(BENCH_BASELINE_VENV)/.installed ## benchmark fareflow vs plain baselines (BENCH_ROWS rows); JSON in bench/results/
+	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) --baseline-python $(BENCH_BASELINE_VENV)/bin/python $(BENCH_ARGS)
+
+# The pandas baselines run with the fastest pandas (3.x; the project pins 2.3 for kserve).
+$(BENCH_BASELINE_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_BASELINE_VENV)
+	$(BENCH_BASELINE_VENV)/bin/pip install --quiet pandas==$(BENCH_BASELINE_PANDAS) pyarrow==26.0.1 numpy==2.4.6
+	touch $@
 
 $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -55,7 +63,7 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 
 checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## install checkov (CHECKOV_VERSION) into its own venv
 
-clean: ## remove local run outputs and caches (keeps the venv)
+clean: ## remove local run outputs and caches (keeps the venvs)
 	rm -rf runs local_outputs build .pytest_cache .ruff_cache
 
 include manifests/cluster.mk

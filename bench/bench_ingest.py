@@ -25,7 +25,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from bench.common import dir_bytes, measure, median_run, python_cmd
+from bench.common import baseline_cmd, dir_bytes, measure, median_run, python_cmd
 
 MONTH = "2015-01"
 PANDAS_BASELINE = """
@@ -35,7 +35,7 @@ src, out = sys.argv[1], sys.argv[2]
 kwargs = {"compression": "zip"} if src.endswith(".zip") else {}
 df = pd.read_csv(src, sep="|", **kwargs)
 df.to_parquet(out)
-print(len(df))
+print(len(df), pd.__version__)
 """
 
 
@@ -85,20 +85,22 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
                 "--output", str(workdir / "out" / f"{case}-fareflow"),
                 "--summary-json", str(summary_path), "--no-progress",
             ),
-            "pandas": python_cmd(
+            "pandas": baseline_cmd(
                 "-c", PANDAS_BASELINE, str(source), str(workdir / "out" / f"{case}-pandas.parquet")
             ),
         }  # fmt: skip
         runs: dict[str, list[dict]] = {impl: [] for impl in cmds}
         for _ in range(repeat):
             for impl, cmd in cmds.items():
-                runs[impl].append(measure(cmd))
+                cmd, env = cmd if isinstance(cmd, tuple) else (cmd, None)
+                runs[impl].append(measure(cmd, env=env))
             summary = json.loads(summary_path.read_text())
             if summary["rows_read"] != rows or not summary["invariant_holds"]:
                 raise RuntimeError(f"{case}: ingest read {summary['rows_read']} rows, expected {rows}")
-            got = runs["pandas"][-1]["stdout"]
-            if int(got.split()[-1]) != rows:
-                raise RuntimeError(f"{case}: pandas read {got.strip()} rows, expected {rows}")
+            got, version = runs["pandas"][-1]["stdout"].split()[-2:]
+            if int(got) != rows:
+                raise RuntimeError(f"{case}: pandas read {got} rows, expected {rows}")
         for impl, impl_runs in runs.items():
-            records.append(_record(case, impl, rows, nbytes, median_run(impl_runs)))
+            name = f"pandas {version}" if impl == "pandas" else impl
+            records.append(_record(case, name, rows, nbytes, median_run(impl_runs)))
     return records

@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.common import measure, median_run, python_cmd
+from bench.common import baseline_cmd, measure, median_run, python_cmd
 
 MONTHS_FULL = "2015-01:2015-12"
 MONTHS_QUARTER = "2015-01:2015-03"
@@ -84,7 +84,7 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
     out = workdir / "quality-out"
     raw = ingested(workdir, rows, MONTHS_FULL)
     cmds = {
-        "pandas": python_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas")),
+        "pandas": baseline_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas")),
         "fareflow": _fareflow(raw, out / "fareflow"),
     }
     runs: dict[str, list[dict]] = {impl: [] for impl in cmds}
@@ -92,7 +92,8 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
         for impl, cmd in cmds.items():
             shutil.rmtree(out, ignore_errors=True)
             (out / impl).mkdir(parents=True)
-            runs[impl].append(measure(cmd))
+            cmd, env = cmd if isinstance(cmd, tuple) else (cmd, None)
+            runs[impl].append(measure(cmd, env=env))
             if impl == "fareflow":
                 clean = json.loads((out / impl / "summary.json").read_text())["rows_clean"]
             else:
@@ -100,7 +101,11 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
             runs[impl][-1]["rows_clean"] = clean
     if {r["rows_clean"] for rs in runs.values() for r in rs} != {runs["pandas"][0]["rows_clean"]}:
         raise RuntimeError(f"pandas and fareflow disagree on the clean rows: {runs}")
-    results = [_row("quality", impl, rows, r) for impl, r in runs.items()]
+    version = json.loads(runs["pandas"][0]["stdout"])["pandas"]
+    results = [
+        _row("quality", f"pandas {version}" if impl == "pandas" else impl, rows, r)
+        for impl, r in runs.items()
+    ]
     report = []
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
@@ -203,6 +208,7 @@ def pandas_quality(raw: str, out: str) -> dict:
     rejected.to_parquet(f"{out}/rejected", partition_cols=["year", "month"])
     stats = {c: (clean[c].mean(), clean[c].std(ddof=0)) for c in (contract.LABEL, *contract.FEATURES)}
     return {
+        "pandas": pd.__version__,
         "rows_in": len(df),
         "rows_clean": len(clean),
         "rejected": rule.value_counts().to_dict(),

@@ -107,6 +107,20 @@ def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+BASELINE_PYTHON_ENV = "FAREFLOW_BENCH_BASELINE_PYTHON"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def baseline_cmd(*args: str) -> tuple[list[str], dict[str, str]]:
+    """(command, extra environment) running a plain baseline with the baseline interpreter:
+    ``$FAREFLOW_BENCH_BASELINE_PYTHON`` (``bench.run --baseline-python``; ``make bench`` points
+    it at a venv with pandas 3, the fastest pandas) or this one. The repository goes on
+    PYTHONPATH so ``bench`` and ``components.common`` import there too."""
+    python = os.environ.get(BASELINE_PYTHON_ENV) or sys.executable
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return [python, *args], {"PYTHONPATH": path}
+
+
 def dir_bytes(path: str | Path) -> int:
     p = Path(path)
     if p.is_file():

@@ -1,0 +1,110 @@
+"""The cluster training path without a cluster: the PyTorchJob that ``train_job`` creates, its
+Master and Worker pods played by two trainer-image containers.
+
+Each container runs exactly the container spec of ``components.cluster.core.train_job_object``
+(command, args, env) plus what the Training Operator injects into a PyTorchJob with a Master
+replica (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_NPROC_PER_NODE``, ``PET_MASTER_ADDR``,
+``PET_MASTER_PORT``, which torchrun reads), and the ``fareflow-s3`` Secret's keys. The splits
+and the model live in an S3 server (moto) the way they live in KFP's object store; the task
+then copies the model back (``copy_model_dir``) and the model server's loader reads it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from .conftest import podman
+
+pytestmark = pytest.mark.container
+
+
+def _upload(s3, bucket: str, root, prefix: str) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        s3.put(bucket, f"{prefix}/{path.relative_to(root).as_posix()}", path)
+
+
+def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
+    if "trainer" not in image_refs:
+        pytest.skip("trainer image not selected (FAREFLOW_IMAGE_NAMES)")
+    from components.cluster import core
+    from components.serve.core import FarePredictor
+    from tests.components.train.conftest import trips, write_splits
+    from tests.conftest import free_port
+
+    bucket = s3.bucket("mlpipeline")
+    splits_uri = "minio://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-1/sample/7/splits"
+    _upload(s3, bucket, write_splits(trips(4000), tmp_path / "splits", shards=2), splits_uri.split("/", 3)[3])
+
+    settings = core.ClusterSettings(image_tag=image_refs["trainer"].rsplit(":", 1)[1])
+    splits_s3 = core.s3_uri(splits_uri)
+    params = core.TrainParams(epochs=3, batch_size=256)
+    name = core.job_name("taxi-fare-train", splits_s3, *params.args(), "2")
+    output_s3 = core.model_output_uri(splits_s3, name)
+    job = core.train_job_object(settings, name, splits_s3, output_s3, params, workers=2)
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master", "Worker"} and specs["Worker"]["replicas"] == 1
+
+    port = free_port()
+    containers = []
+    try:
+        for rank, role in enumerate(("Master", "Worker")):
+            (c,) = specs[role]["template"]["spec"]["containers"]
+            assert c["image"] == image_refs["trainer"]
+            env = {e["name"]: e["value"] for e in c["env"]}
+            env |= {  # the Training Operator's injections for a Master + 1 Worker job
+                "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": job["spec"]["nprocPerNode"],
+                "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
+            }  # fmt: skip
+            env |= {  # envFrom Secret fareflow-s3
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3.endpoint,
+            }  # fmt: skip
+            assert c["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
+            cname = f"fareflow-ptj-{port}-{role.lower()}"
+            args = ["run", "-d", "--name", cname, "--network", "host", "--read-only", "--tmpfs", "/tmp"]
+            for key, value in env.items():
+                args += ["--env", f"{key}={value}"]
+            args += ["--entrypoint", c["command"][0], c["image"], *c["command"][1:], *c["args"]]
+            podman(*args)
+            containers.append(cname)
+        codes = {}
+        deadline = time.monotonic() + 300
+        while len(codes) < len(containers) and time.monotonic() < deadline:
+            for cname in containers:
+                state = podman(
+                    "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", cname
+                ).stdout.split()
+                if state[0] == "exited":
+                    codes[cname] = int(state[1])
+            time.sleep(1)
+        logs = {cname: podman("logs", cname, check=False) for cname in containers}
+        text = "\n".join(f"--- {n}\n{p.stdout}{p.stderr}" for n, p in logs.items())
+        assert codes == {cname: 0 for cname in containers}, text
+    finally:
+        for cname in containers:
+            subprocess.run(["podman", "rm", "-f", cname], capture_output=True, check=False)
+
+    # Rank 0 wrote the model directory; the task copies it into its Model artifact.
+    model_dir = tmp_path / "model"
+    files = core.copy_model_dir(output_s3, str(model_dir))
+    assert {"model.json", "model.pt"} <= set(files)
+    metrics = core.read_model_metrics(str(model_dir))
+    assert metrics["test_rmse"] < 0.6 * metrics["baseline_rmse"], metrics
+    import json
+
+    assert json.loads((model_dir / "model.json").read_text())["training"]["world_size"] == 2
+    fares = FarePredictor.load(str(model_dir)).predict_records(
+        [
+            {
+                "ORIGIN_BLOCK_LATITUDE": 38.9007,
+                "ORIGIN_BLOCK_LONGITUDE": -77.0365,
+                "DESTINATION_BLOCK_LATITUDE": 38.8899,
+                "DESTINATION_BLOCK_LONGITUDE": -77.0091,
+                "ORIGINDATETIME_TR": "03/14/2015 08:00",
+            }
+        ]
+    )
+    assert 3.25 <= fares[0] <= 30

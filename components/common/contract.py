@@ -151,6 +151,11 @@ FEATURES: tuple[str, ...] = (
     "hour",
 )
 
+# In each quality output directory (clean, rejected, stats): {"step": "quality", "role": ...,
+# "complete": bool}. Written with complete=false before the step writes anything there and
+# rewritten with complete=true once it has written all of it; readers require true.
+QUALITY_MARKER = "_fareflow_quality.json"
+
 # --- population statistics (quality -> sample) --------------------------------
 # An artifact directory holding:
 #   stats.json        {"rows": N, "columns": {col: {"count","mean","std","min","max"}}}

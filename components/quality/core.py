@@ -44,7 +44,7 @@ from .rules import RuleSet, load_rules
 PART_FILE = "part-0.parquet"
 # In each output directory (clean, rejected, stats): says a quality run wrote it, so that
 # --overwrite may empty it; "complete" turns true once the run has finished writing.
-QUALITY_MARKER = "_fareflow_quality.json"
+QUALITY_MARKER = contract.QUALITY_MARKER
 PARTIAL_FILE = "partial.json"
 PARTIAL_RESERVOIR = "reservoir.parquet"
 PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"

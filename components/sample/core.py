@@ -131,12 +131,33 @@ def check_schema(dataset: ds.Dataset, uri: str) -> None:
                 raise UserError(f"{fragment.path}: column {want.name!r} is {got}, expected {want.type}")
 
 
+def require_quality_complete(fs: pafs.FileSystem, path: str, uri: str) -> None:
+    """The quality step marks its clean output complete last: never sample a half-written one."""
+    marker = f"{path.rstrip('/')}/{contract.QUALITY_MARKER}"
+    try:
+        with fs.open_input_stream(marker) as src:
+            state = json.loads(src.read().decode())
+    except FileNotFoundError:
+        raise UserError(
+            f"{uri}: no {contract.QUALITY_MARKER}; expected the clean output of the quality step"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{uri}: unreadable {contract.QUALITY_MARKER} ({err})") from None
+    if not isinstance(state, dict) or state.get("step") != "quality" or state.get("complete") is not True:
+        raise UserError(
+            f"{uri}: the quality step has not finished writing it ({contract.QUALITY_MARKER}: {state}); "
+            "rerun quality"
+        )
+
+
 def open_clean(uri: str) -> ds.Dataset:
-    """The clean, hive-partitioned (year=/month=) Parquet data set, typed per CLEAN_SCHEMA."""
+    """The clean, hive-partitioned (year=/month=) Parquet data set, typed per CLEAN_SCHEMA;
+    only once the quality step has marked it complete."""
     fs, path = resolve_filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{uri}: clean data set not found")
+    require_quality_complete(fs, path, uri)
     try:
         dataset = ds.dataset(
             path,

@@ -12,6 +12,7 @@ This is the only module that imports kserve.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import numpy as np
@@ -79,6 +80,11 @@ class FareModel(Model):
             raise InvalidInput(str(err)) from None
 
     def _predict_v1(self, payload) -> dict:
+        if isinstance(payload, bytes | bytearray | str):  # a body sent without Content-Type: JSON
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                raise UserError('expected a JSON body {"instances": [trip, ...]}') from None
         if not isinstance(payload, dict) or "instances" not in payload:
             raise UserError('expected a JSON object {"instances": [trip, ...]}')
         return {"predictions": self.predictor.predict_records(payload["instances"])}

@@ -76,6 +76,8 @@ def write_clean(table: pa.Table, root: Path, basename: str = "part-{i}.parquet")
         basename_template=basename,
         existing_data_behavior="overwrite_or_ignore",
     )
+    marker = {"step": "quality", "role": "output", "complete": True}
+    (root / contract.QUALITY_MARKER).write_text(json.dumps(marker))
     return root
 
 

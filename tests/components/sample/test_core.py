@@ -207,15 +207,21 @@ def test_no_pointless_retries_when_the_sample_is_every_row(make_inputs, tmp_path
     assert "retries cannot help" in result.failure_message()
 
 
+def _mark_quality_complete(root) -> None:
+    (root / contract.QUALITY_MARKER).write_text('{"step": "quality", "role": "output", "complete": true}')
+
+
 def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_path):
     clean, stats, table = inputs
     raw = tmp_path / "raw" / "year=2015" / "month=1"
     raw.mkdir(parents=True)
+    _mark_quality_complete(tmp_path / "raw")
     pq.write_table(pa.table({"OBJECTID": [1, 2], "FAREAMOUNT": [5.0, 6.0]}), raw / "part-0.parquet")
     with pytest.raises(UserError, match=r"part-0\.parquet: no column 'objectid'"):
         core.run(core.SampleConfig(str(tmp_path / "raw"), str(stats), str(tmp_path / "o")))
     typed = tmp_path / "typed" / "year=2015" / "month=1"
     typed.mkdir(parents=True)
+    _mark_quality_complete(tmp_path / "typed")
     bad = table.drop_columns(["year", "month"])
     bad = bad.set_column(
         bad.schema.get_field_index(contract.LABEL),
@@ -225,6 +231,28 @@ def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_pat
     pq.write_table(bad, typed / "part-0.parquet")
     with pytest.raises(UserError, match=rf"column '{contract.LABEL}' is string"):
         core.run(core.SampleConfig(str(tmp_path / "typed"), str(stats), str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        (None, "no _fareflow_quality.json; expected the clean output of the quality step"),
+        ('{"step": "quality", "role": "output", "complete": false}', "has not finished writing it"),
+        ('{"step": "ingest"}', "has not finished writing it"),
+        ("{not json", "unreadable _fareflow_quality.json"),
+    ],
+)
+def test_clean_input_must_be_marked_complete_by_quality(inputs, tmp_path, marker, message):
+    """A quality run that died half-way leaves complete=false: its rows must never be sampled."""
+    clean, stats, _ = inputs
+    path = clean / contract.QUALITY_MARKER
+    if marker is None:
+        path.unlink()
+    else:
+        path.write_text(marker)
+    with pytest.raises(UserError, match=message):
+        core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()
 
 

@@ -10,7 +10,7 @@ from components.sample import core
 def test_sample_reads_and_writes_s3(inputs, s3):
     clean, stats, _ = inputs
     bucket = s3.bucket("fareflow")
-    for path in sorted(clean.rglob("*.parquet")):
+    for path in sorted(p for p in clean.rglob("*") if p.is_file()):  # Parquet + quality marker
         s3.put(bucket, f"clean/{path.relative_to(clean)}", path)
     for path in sorted(stats.iterdir()):
         s3.put(bucket, f"stats/{path.name}", path)

@@ -340,3 +340,18 @@ def test_cli_refuses_a_directory_that_is_not_a_model_in_one_line(tmp_path):
 def test_cli_needs_a_model_dir():
     result = _serve_cli("--model_name", MODEL)
     assert result.returncode == 2 and "--model_dir" in result.stderr
+
+
+def test_v1_body_without_a_json_content_type_is_still_read(server):
+    """curl -d sends form encoding by default; the body is JSON all the same."""
+    body = json.dumps({"instances": TRIPS}).encode()
+    request = urllib.request.Request(f"{server.url}/v1/models/{MODEL}:predict", data=body, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    status, answer = _call(request, 30.0)
+    assert status == 200 and len(answer["predictions"]) == len(TRIPS)
+    bad = urllib.request.Request(
+        f"{server.url}/v1/models/{MODEL}:predict", data=b"fare please", method="POST"
+    )
+    bad.add_header("Content-Type", "text/plain")
+    status, answer = _call(bad, 30.0)
+    assert status == 400 and "expected a JSON body" in answer["error"]

@@ -112,3 +112,13 @@ def test_train_job_takes_s3_settings_from_the_secret(tmp_path):
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     train = next(v for k, v in platform.items() if "train-job" in k)
     assert all(e["secretName"] == S3_SECRET for e in train["secretAsEnv"])
+
+
+def test_readme_lists_every_pipeline_parameter(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    paragraph = readme[readme.index("Pipeline parameters (`--param key=value`)") :].split("Compile-time")[0]
+    listed = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"fareflow"}
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text())
+    assert listed == set(spec["root"]["inputDefinitions"]["parameters"])

@@ -406,6 +406,20 @@ SUCCESS_MARKER = "_SUCCESS"
 INCOMPLETE_MARKER = "_INCOMPLETE"
 
 
+def read_json(fs: pafs.FileSystem, path: str, missing: str) -> object:
+    """The JSON document at ``path`` on ``fs``. ``UserError(missing)`` when there is no such
+    file, ``UserError("PATH: not valid JSON (...)")`` when it does not parse."""
+    import json
+
+    try:
+        with fs.open_input_stream(path) as src:
+            return json.loads(src.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError(missing) from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
 def output_is_complete(uri: str) -> bool:
     """Whether ``uri`` holds a committed output (its ``_SUCCESS`` marker exists).
 

@@ -29,7 +29,6 @@ Known conservativeness, documented rather than corrected:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -39,7 +38,7 @@ import pyarrow.parquet as pq
 
 from components.common import contract
 from components.common.errors import UserError
-from components.common.storage import resolve_filesystem
+from components.common.storage import read_json, resolve_filesystem
 
 TESTED_COLUMNS: tuple[str, ...] = (contract.LABEL, *contract.FEATURES)
 STAT_KEYS = ("count", "mean", "std", "min", "max")
@@ -66,15 +65,8 @@ def load_population(uri: str) -> Population:
     fs, root = resolve_filesystem(uri)
     stats_path = f"{root}/{contract.POPULATION_STATS_FILE}"
     reservoir_path = f"{root}/{contract.POPULATION_RESERVOIR_FILE}"
-    try:
-        with fs.open_input_stream(stats_path) as f:
-            raw = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise UserError(
-            f"{uri}: no {contract.POPULATION_STATS_FILE} (expected the quality step's population stats)"
-        ) from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{stats_path}: not valid JSON ({err})") from None
+    missing = f"{uri}: no {contract.POPULATION_STATS_FILE} (expected the quality step's population stats)"
+    raw = read_json(fs, stats_path, missing)
     if not isinstance(raw, dict) or not isinstance(raw.get("columns"), dict) or "rows" not in raw:
         raise UserError(
             f'{stats_path}: expected {{"rows": N, "columns": {{col: {{count, mean, std, min, max}}}}}}'

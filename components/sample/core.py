@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from components.common import contract
 from components.common.errors import UserError
-from components.common.storage import resolve_filesystem
+from components.common.storage import read_json, resolve_filesystem
 
 from . import checks, hashing
 
@@ -134,15 +134,8 @@ def check_schema(dataset: ds.Dataset, uri: str) -> None:
 def require_quality_complete(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """The quality step marks its clean output complete last: never sample a half-written one."""
     marker = f"{path.rstrip('/')}/{contract.QUALITY_MARKER}"
-    try:
-        with fs.open_input_stream(marker) as src:
-            state = json.loads(src.read().decode())
-    except FileNotFoundError:
-        raise UserError(
-            f"{uri}: no {contract.QUALITY_MARKER}; expected the clean output of the quality step"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"{uri}: unreadable {contract.QUALITY_MARKER} ({err})") from None
+    missing = f"{uri}: no {contract.QUALITY_MARKER}; expected the clean output of the quality step"
+    state = read_json(fs, marker, missing)
     if not isinstance(state, dict) or state.get("step") != "quality" or state.get("complete") is not True:
         raise UserError(
             f"{uri}: the quality step has not finished writing it ({contract.QUALITY_MARKER}: {state}); "

@@ -240,7 +240,7 @@ def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_pat
         (None, "no _fareflow_quality.json; expected the clean output of the quality step"),
         ('{"step": "quality", "role": "output", "complete": false}', "has not finished writing it"),
         ('{"step": "ingest"}', "has not finished writing it"),
-        ("{not json", "unreadable _fareflow_quality.json"),
+        ("{not json", r"_fareflow_quality\.json: not valid JSON"),
     ],
 )
 def test_clean_input_must_be_marked_complete_by_quality(inputs, tmp_path, marker, message):

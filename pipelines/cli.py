@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("components.ingest.__main__", "raw trip files -> typed, partitioned Parquet + quarantine"),
     "quality": ("components.quality.__main__", "data-quality rules, clean Parquet, report and gate"),
     "sample": ("components.sample.__main__", "train/validation/test splits with a statistical check"),
+    "tune": ("components.tune.__main__", "Optuna study (TPE, median pruning) -> best hyper-parameters"),
     "train": (
         "components.train.__main__",
         "train the fare MLP on the splits (torchrun DDP with --workers N)",

@@ -670,14 +670,23 @@ def write_model(uri: str, module, spec: FeatureSpec, arch, **extra) -> None:
 
 
 def run(
-    config: TrainConfig, *, log: Callable[[str], None] = _log, progress: bool | None = None
+    config: TrainConfig,
+    *,
+    log: Callable[[str], None] = _log,
+    progress: bool | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult | None:
     """Train (joining the process group when launched as a rank); rank 0 returns the result
-    and has written the model directory, other ranks return None."""
+    and has written the model directory, other ranks return None.
+
+    ``on_epoch(epoch, validation_rmse)``, when given, is called on rank 0 after each epoch's
+    validation (epochs count from 1; the RMSE may be non-finite if training diverged); an
+    exception it raises stops training and propagates (the tune step's pruning). Under DDP
+    every rank must pass a callback or none (its outcome is shared by a collective)."""
     config.validate()
     d = start_process_group(config.device)
     try:
-        return _train(config, d, log if d.main else (lambda _m: None), progress)
+        return _train(config, d, log if d.main else (lambda _m: None), progress, on_epoch)
     except UserError as err:
         if d.distributed:
             # The traceback's frames hold the DDP model, which holds the process group: free them
@@ -690,7 +699,11 @@ def run(
 
 
 def _train(
-    config: TrainConfig, d: Dist, log: Callable[[str], None], progress: bool | None
+    config: TrainConfig,
+    d: Dist,
+    log: Callable[[str], None],
+    progress: bool | None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult | None:
     import torch
 
@@ -806,6 +819,10 @@ def _train(
             f"epoch {epoch}/{config.epochs}: train RMSE {train_rmse:.4f}, validation RMSE {val_rmse:.4f}"
             f"{' (best)' if improved else ''}, {rows_per_s:,.0f} rows/s"
         )
+        if on_epoch is not None:
+            with all_ranks_or_none(d, "the epoch callback"):
+                if d.main:
+                    on_epoch(epoch, val_rmse)
         if not math.isfinite(val_rmse):
             raise UserError(
                 f"training diverged at epoch {epoch} (validation RMSE {val_rmse}); try a smaller --lr"

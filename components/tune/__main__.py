@@ -1,0 +1,69 @@
+"""``python -m components.tune``: an Optuna study over the train step's hyper-parameters.
+
+Exit status: 0 tuned (or tuning off with ``--trials 0``); 2 bad arguments or input (one line
+on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from components.common.errors import cli_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fareflow tune",
+        description="Tune the fare MLP's hyper-parameters with Optuna (TPE + median pruning) on validation RMSE.",
+    )
+    p.add_argument(
+        "--splits", required=True, help="the sample step's output (train/ validation/ test/), path or s3://"
+    )
+    p.add_argument(
+        "--trials", type=int, required=True, help="new trials to run; 0 = off (the train defaults)"
+    )
+    p.add_argument("--epochs", type=int, default=4, help="at most this many epochs per trial (default 4)")
+    p.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    p.add_argument(
+        "--storage",
+        default="",
+        help="Optuna RDB URL (sqlite:///study.db, postgresql://...); default: in memory",
+    )
+    p.add_argument("--study-name", default="fareflow-tune", help="study name (default fareflow-tune)")
+    p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
+    p.add_argument("--max-rows", type=int, help="use at most this many rows of each split per trial")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto: CUDA if present"
+    )
+    p.add_argument("--summary-json", help="write the summary (best params, trials table) here")
+    p.add_argument("--report-dir", help="write report.html and summary.md here")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import core
+
+    config = core.TuneConfig(
+        splits_uri=args.splits,
+        trials=args.trials,
+        timeout_s=args.timeout,
+        seed=args.seed,
+        epochs=args.epochs,
+        storage=args.storage,
+        study_name=args.study_name,
+        max_rows=args.max_rows,
+        device=args.device,
+    )
+    result = core.run(config)
+    core.write_outputs(result, summary_json=args.summary_json, report_dir=args.report_dir)
+    best = "-" if result.best_value is None else f"{result.best_value:.4f}"
+    print(f"tune: best validation RMSE {best}; best params {json.dumps(result.best_params)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

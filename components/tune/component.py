@@ -1,0 +1,52 @@
+"""KFP component over ``components.tune.core`` (logic and tests live there)."""
+
+# No "from __future__ import annotations": kfp reads the annotations as objects.
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+from components.common.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def tune(
+    splits: Input[Dataset],
+    trials: int,
+    epochs: int,
+    seed: int,
+    report: Output[HTML],
+    summary_md: Output[Markdown],
+    metrics: Output[Metrics],
+) -> NamedTuple(
+    "TuneOutputs", [("learning_rate", float), ("batch_size", int), ("hidden", str), ("summary", dict)]
+):
+    """Tune the train step's hyper-parameters on ``splits`` (an in-memory Optuna study of
+    ``trials`` trials of at most ``epochs`` epochs, TPE seeded with ``seed``, median pruning);
+    ``trials`` 0 switches tuning off and returns the train defaults. The outputs are the train
+    component's inputs of the same names; ``summary`` holds every trial and all best params."""
+    from collections import namedtuple
+
+    from components.common.artifacts import save_metrics
+    from components.tune import core
+    from components.tune.report import render_html, render_markdown
+
+    result = core.run(core.TuneConfig(splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed))
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(render_html(result))
+    with open(summary_md.path, "w", encoding="utf-8") as f:
+        f.write(render_markdown(result))
+    summary = result.summary()
+    if result.best_value is not None:
+        metrics.log_metric("best_validation_rmse", result.best_value)
+    if result.default_value is not None:
+        metrics.log_metric("default_validation_rmse", result.default_value)
+    counts = result.counts()
+    for state, name in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed")):
+        metrics.log_metric(f"trials_{name}", counts[state])
+    save_metrics(metrics)
+    summary["artifacts"] = {"report": report.uri, "summary_md": summary_md.uri}
+    best = result.best_params
+    outputs = namedtuple("TuneOutputs", ["learning_rate", "batch_size", "hidden", "summary"])
+    return outputs(float(best["learning_rate"]), int(best["batch_size"]), str(best["hidden"]), summary)

@@ -1,0 +1,344 @@
+"""Tune step: an Optuna study over the train step's hyper-parameters on the sample step's splits.
+
+Input: the sample step's output (``train/``, ``validation/``, ``test/`` with ``_SUCCESS``), a
+local path or ``s3://`` URI. Output: the best hyper-parameters under the train step's names,
+the best validation RMSE, and a table of every trial of the study.
+
+Objective: the best validation RMSE of ``components.train.core.run`` (one process, in this
+process, ``epochs`` epochs at most, the train step's early stopping) with the trial's
+hyper-parameters; every trial uses the same training ``seed`` so trials differ only by their
+parameters. The test split is never looked at for choosing.
+
+Search space (:data:`SEARCH_SPACE`):
+
+- ``learning_rate``: log-uniform in [1e-4, 1e-2]
+- ``batch_size``: one of 256, 512, 1024, 2048
+- ``hidden``: one of "64,32", "128,64,32", "256,128,64", "256,128,64,32"
+- ``weight_decay``: log-uniform in [1e-6, 1e-2]
+- ``dropout``: uniform in [0, 0.3]
+
+Trial 0 of a new study is the train step's defaults (:data:`DEFAULTS`, enqueued), so the best
+trial is never worse on validation than the defaults. The sampler is TPE seeded with ``seed``:
+the same inputs and seed give the same trials and the same best parameters (on CPU).
+
+Pruning: Optuna's ``MedianPruner`` is fed each epoch's validation RMSE (``trial.report``
+through ``core.run``'s ``on_epoch`` callback); a trial whose RMSE at an epoch is worse than
+the median of the earlier trials at that epoch stops there (state PRUNED). The first
+``prune_startup_trials`` trials are never pruned, nor any trial before epoch
+``prune_warmup_epochs + 1``. A trial whose training diverges (non-finite RMSE) is FAIL.
+
+Storage: ``""`` keeps the study in memory (gone with the process); an Optuna RDB URL
+(``sqlite:///study.db``, ``postgresql://user:pass@host/db``) keeps it, and a later run with the
+same ``study_name`` adds its trials to the same study.
+
+``trials == 0`` switches tuning off: no study, no training, the train defaults come back
+unchanged (with a note saying so).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from components.common.errors import UserError
+from components.train import core as train_core
+
+HIDDEN_CHOICES: tuple[str, ...] = ("64,32", "128,64,32", "256,128,64", "256,128,64,32")
+BATCH_CHOICES: tuple[int, ...] = (256, 512, 1024, 2048)
+
+# name -> (kind, arguments); documented in the module docstring and docs/tune.md
+SEARCH_SPACE: dict[str, tuple[str, tuple]] = {
+    "learning_rate": ("log-uniform", (1e-4, 1e-2)),
+    "batch_size": ("categorical", BATCH_CHOICES),
+    "hidden": ("categorical", HIDDEN_CHOICES),
+    "weight_decay": ("log-uniform", (1e-6, 1e-2)),
+    "dropout": ("uniform", (0.0, 0.3)),
+}
+PARAM_NAMES: tuple[str, ...] = tuple(SEARCH_SPACE)
+
+_TRAIN_DEFAULTS = train_core.TrainConfig(splits_uri="", output_uri="")
+# The train step's defaults, under the same names and types as the suggested parameters.
+DEFAULTS: dict[str, object] = {
+    "learning_rate": _TRAIN_DEFAULTS.learning_rate,
+    "batch_size": _TRAIN_DEFAULTS.batch_size,
+    "hidden": ",".join(str(h) for h in _TRAIN_DEFAULTS.hidden),
+    "weight_decay": _TRAIN_DEFAULTS.weight_decay,
+    "dropout": _TRAIN_DEFAULTS.dropout,
+}
+DEFAULT_STUDY = "fareflow-tune"
+OFF_NOTE = "tuning off (trials=0): the train step's defaults, unchanged"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    splits_uri: str
+    trials: int = 8
+    timeout_s: float | None = None  # stop starting new trials after this many seconds
+    seed: int = 0  # the sampler's seed and every trial's training seed
+    epochs: int = 4  # at most this many epochs per trial
+    storage: str = ""  # an Optuna RDB URL, or "" for an in-memory study
+    study_name: str = DEFAULT_STUDY
+    max_rows: int | None = None  # use at most this many rows of each split per trial (None = all)
+    device: str = "auto"
+    prune_startup_trials: int = 2  # trials never pruned (the median needs some history)
+    prune_warmup_epochs: int = 1  # epochs at the start of a trial that are never pruned
+
+    def validate(self) -> None:
+        if self.trials < 0:
+            raise UserError(f"--trials: expected 0 (off) or a positive number, got {self.trials}")
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise UserError(f"--timeout: expected a positive number of seconds, got {self.timeout_s}")
+        if self.epochs < 1:
+            raise UserError(f"--epochs: expected at least 1, got {self.epochs}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise UserError(f"--max-rows: expected a positive number of rows, got {self.max_rows}")
+        if not self.study_name.strip():
+            raise UserError("--study-name: expected a non-empty name")
+        if self.device not in train_core.DEVICES:
+            raise UserError(f"--device: expected one of {', '.join(train_core.DEVICES)}, got {self.device!r}")
+        if self.prune_startup_trials < 1:
+            raise UserError(
+                f"prune_startup_trials: expected at least 1 (trial 0, the defaults, is never pruned), "
+                f"got {self.prune_startup_trials}"
+            )
+        if self.prune_warmup_epochs < 0:
+            raise UserError(f"prune_warmup_epochs: expected 0 or more, got {self.prune_warmup_epochs}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "storage": redact(self.storage)}
+
+
+def redact(storage: str) -> str:
+    """The storage URL without its password (``postgresql://u:***@host/db``); "in-memory" for ""."""
+    if not storage:
+        return "in-memory"
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", storage)
+
+
+def train_config(config: TuneConfig, params: dict, output_uri: str) -> train_core.TrainConfig:
+    """The train step's configuration for one trial's parameters."""
+    return train_core.TrainConfig(
+        splits_uri=config.splits_uri,
+        output_uri=output_uri,
+        epochs=config.epochs,
+        batch_size=int(params["batch_size"]),
+        learning_rate=float(params["learning_rate"]),
+        weight_decay=float(params["weight_decay"]),
+        hidden=train_core.parse_hidden(str(params["hidden"])),
+        dropout=float(params["dropout"]),
+        seed=config.seed,
+        device=config.device,
+        max_rows=config.max_rows,
+    )
+
+
+def suggest(trial) -> dict:
+    """Draw one point of :data:`SEARCH_SPACE` from an Optuna trial."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", list(BATCH_CHOICES)),
+        "hidden": trial.suggest_categorical("hidden", list(HIDDEN_CHOICES)),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+    }
+
+
+class Diverged(Exception):
+    """A trial's training gave a non-finite validation RMSE (the trial is recorded as FAIL)."""
+
+
+def pruning_callback(trial) -> Callable[[int, float], None]:
+    """``core.run``'s ``on_epoch``: report the epoch's validation RMSE to the trial and raise
+    ``optuna.TrialPruned`` when the pruner says so (``Diverged`` for a non-finite RMSE)."""
+    import optuna
+
+    def on_epoch(epoch: int, validation_rmse: float) -> None:
+        trial.set_user_attr("epochs_run", epoch)
+        if not math.isfinite(validation_rmse):
+            raise Diverged(f"validation RMSE {validation_rmse} at epoch {epoch}")
+        trial.report(validation_rmse, step=epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation RMSE {validation_rmse:.4f})")
+
+    return on_epoch
+
+
+@dataclass
+class TuneResult:
+    config: TuneConfig
+    best_params: dict
+    best_value: float | None  # best validation RMSE; None when tuning was off
+    default_value: float | None  # the defaults' trial validation RMSE, when it completed
+    trials: list[dict] = field(default_factory=list)  # every trial of the study
+    new_trials: int = 0  # trials run by this call (a stored study may hold earlier ones)
+    best_trial: int | None = None
+    note: str = ""
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        for t in self.trials:
+            out[t["state"]] = out.get(t["state"], 0) + 1
+        return out
+
+    def summary(self) -> dict:
+        return {
+            "best_params": dict(self.best_params),
+            "best_validation_rmse": self.best_value,
+            "default_validation_rmse": self.default_value,
+            "best_trial": self.best_trial,
+            "trials": [dict(t) for t in self.trials],
+            "new_trials": self.new_trials,
+            "states": self.counts(),
+            "search_space": {k: {"kind": kind, "values": list(v)} for k, (kind, v) in SEARCH_SPACE.items()},
+            "note": self.note,
+            "seconds": round(self.seconds, 3),
+            "config": self.config.to_dict(),
+        }
+
+
+def _log(message: str) -> None:
+    import sys
+
+    print(f"tune: {message}", file=sys.stderr, flush=True)
+
+
+def _trial_row(t) -> dict:
+    seconds = (
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.datetime_complete and t.datetime_start
+        else None
+    )
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "params": dict(t.params),
+        "value": t.value,
+        "epochs_run": int(t.user_attrs.get("epochs_run", 0)),
+        "intermediate": {int(k): float(v) for k, v in sorted(t.intermediate_values.items())},
+        "seconds": round(seconds, 3) if seconds is not None else None,
+    }
+
+
+def _finished(study) -> list:
+    """The study's finished trials (not the waiting or running ones, e.g. of another worker)."""
+    return [t for t in study.trials if t.state.is_finished()]
+
+
+def _is_defaults(params: dict) -> bool:
+    return set(params) == set(DEFAULTS) and all(params[k] == v for k, v in DEFAULTS.items())
+
+
+def open_study(config: TuneConfig):
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=config.seed)
+    pruner = optuna.pruners.MedianPruner(
+        # steps are epochs (from 1); MedianPruner never prunes a step < n_warmup_steps
+        n_startup_trials=config.prune_startup_trials,
+        n_warmup_steps=config.prune_warmup_epochs + 1,
+    )
+    try:
+        return optuna.create_study(
+            storage=config.storage or None,
+            sampler=sampler,
+            pruner=pruner,
+            study_name=config.study_name,
+            direction="minimize",
+            load_if_exists=True,
+        )
+    except Exception as err:  # bad URL, unreachable database, missing driver, other direction
+        why = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"--storage {redact(config.storage)}: cannot open study {config.study_name!r} "
+            f"({type(err).__name__}: {why})"
+        ) from None
+
+
+def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
+    """Run ``config.trials`` new trials (or none: tuning off) and return the study's best."""
+    config.validate()
+    started = time.perf_counter()
+    if config.trials == 0:
+        log(OFF_NOTE)
+        return TuneResult(config, dict(DEFAULTS), None, None, note=OFF_NOTE)
+    train_core.discover(config.splits_uri)  # a missing _SUCCESS or split fails here, in one line
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(config)
+    before = len(_finished(study))
+    study.enqueue_trial(dict(DEFAULTS), skip_if_exists=True)
+
+    with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
+
+        def objective(trial) -> float:
+            params = suggest(trial)
+            output = str(Path(tmp) / f"trial-{trial.number}")
+            result = train_core.run(
+                train_config(config, params, output),
+                log=lambda m: None,
+                progress=False,
+                on_epoch=pruning_callback(trial),
+            )
+            return float(result.metrics["validation_rmse"])
+
+        def report(study, t) -> None:
+            shown = f"{t.value:.4f}" if t.value is not None else "-"
+            log(
+                f"trial {t.number} {t.state.name}: validation RMSE {shown} after "
+                f"{t.user_attrs.get('epochs_run', 0)} epoch(s); {t.params}"
+            )
+
+        study.optimize(
+            objective,
+            n_trials=config.trials,
+            timeout=config.timeout_s,
+            catch=(Diverged,),
+            callbacks=[report],
+        )
+    finished = _finished(study)
+    trials = [_trial_row(t) for t in finished]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    if not complete:
+        raise UserError(
+            f"tuning: none of the {len(trials)} trial(s) of study {config.study_name!r} completed "
+            "(all pruned or diverged)"
+        )
+    best = study.best_trial
+    defaults = [t for t in complete if _is_defaults(t["params"])]
+    result = TuneResult(
+        config=config,
+        best_params={name: best.params[name] for name in PARAM_NAMES},
+        best_value=float(best.value),
+        default_value=defaults[0]["value"] if defaults else None,
+        trials=trials,
+        new_trials=len(finished) - before,
+        best_trial=best.number,
+        seconds=time.perf_counter() - started,
+    )
+    if config.timeout_s is not None and result.new_trials < config.trials:
+        result.note = f"stopped by the {config.timeout_s:g} s timeout after {result.new_trials} trial(s)"
+    shown = f"{result.default_value:.4f}" if result.default_value is not None else "-"
+    log(f"best trial {best.number}: validation RMSE {best.value:.4f} (defaults {shown}); {best.params}")
+    return result
+
+
+def write_outputs(
+    result: TuneResult, *, summary_json: str | None = None, report_dir: str | None = None
+) -> None:
+    """The summary JSON and the report (report.html, summary.md)."""
+    if report_dir:
+        from .report import render_html, render_markdown
+
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.html").write_text(render_html(result), encoding="utf-8")
+        (out / "summary.md").write_text(render_markdown(result), encoding="utf-8")
+    if summary_json:
+        train_core.write_summary(result.summary(), summary_json)

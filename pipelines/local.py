@@ -108,6 +108,7 @@ HEADLINES = {
     ),
     "quality": ("rows_in", "rows_clean", "rows_rejected", "rejected_pct", "rejected_by_rule", "gate_passed"),
     "sample": ("rows", "sample_rows", "size_mode", "seed", "attempts", "min_p_value", "passed"),
+    "tune": ("best_params", "best_validation_rmse", "default_validation_rmse", "states", "note"),
     "train": ("metrics", "best_epoch", "epochs_run", "world_size", "device", "seconds"),
 }
 REPORT_SUFFIXES = {"report": ".html", "summary_md": ".md"}
@@ -200,12 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         help="training processes (torchrun DDP on this machine; default %(default)s)",
     )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default %(default)s)")
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=4,
+        help="Optuna trials before training (0 = train with the defaults; default %(default)s)",
+    )
     parser.add_argument("--summary-json", help="also write the step summaries here as JSON")
     args = parser.parse_args(argv)
     if args.rows <= 0:
         raise UserError(f"--rows must be positive, got {args.rows}")
     if args.train_workers < 1 or args.epochs < 1:
         raise UserError(f"--train-workers and --epochs must be >= 1, got {args.train_workers}, {args.epochs}")
+    if args.tune_trials < 0:
+        raise UserError(f"--tune-trials must be >= 0, got {args.tune_trials}")
 
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         source = str(generated_source(workdir, args.rows, args.months, args.seed))
         print(f"generated data: {source}", file=sys.stderr)
     caching = args.cache if args.cache is not None else not args.source
-    arguments = {"train_workers": args.train_workers, "epochs": args.epochs}
+    arguments = {"train_workers": args.train_workers, "epochs": args.epochs, "tune_trials": args.tune_trials}
     outputs = run_pipeline(source, workdir, caching=caching, arguments=arguments)
     add_truth(outputs, source)
     publish_reports(outputs, workdir / "reports")

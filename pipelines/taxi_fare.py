@@ -1,4 +1,4 @@
-"""The DC taxi fare pipeline: raw trip files -> ingest -> quality -> sample -> train (-> deploy).
+"""The DC taxi fare pipeline: raw trip files -> ingest -> quality -> sample -> tune -> train (-> deploy).
 
 One definition for both execution modes: ``fareflow run`` executes it on this
 machine through ``kfp.local``; ``fareflow compile`` / ``fareflow submit`` turn it
@@ -24,6 +24,7 @@ from components.ingest.component import ingest
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
 from components.train.component import train
+from components.tune.component import tune
 
 PIPELINE_NAME = "fareflow-taxi-fare"
 # Kubernetes Secret whose keys become the ingest task's environment in the cluster, so an
@@ -40,6 +41,7 @@ class PipelineOutputs(NamedTuple):
     ingest: dict
     quality: dict
     sample: dict
+    tune: dict
     train: dict
 
 
@@ -86,11 +88,15 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
         seed: int = 0,
         shards: int = 4,
         fractions: str = "0.8,0.1,0.1",
+        tune_trials: int = 0,
+        tune_epochs: int = 3,
         train_workers: int = 1,
         epochs: int = 8,
         batch_size: int = 1024,
         learning_rate: float = 0.001,
         hidden: str = "128,64,32",
+        weight_decay: float = 0.0001,
+        dropout: float = 0.0,
         namespace: str = "fareflow",
         model_name: str = DEFAULT_MODEL_NAME,
         timeout_s: int = 3600,
@@ -103,10 +109,12 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
         sample_rows: rows to sample (0 = automatic: where the standard error stops improving).
         seed: sampling/split seed. shards: Parquet files per split (one per training worker).
         fractions: train,validation,test fractions of the sample.
+        tune_trials, tune_epochs: Optuna trials (0 = no tuning) of at most this many epochs;
+            the best trial's settings replace the five below (which are trial 0).
         train_workers: training processes (DDP): torchrun processes locally, PyTorchJob
             replicas (one Master + Workers) in the cluster.
-        epochs, batch_size, learning_rate, hidden: the MLP's training settings
-            (hidden: comma-separated layer sizes).
+        epochs, batch_size, learning_rate, hidden, weight_decay, dropout: the MLP's training
+            settings (hidden: comma-separated layer sizes).
         namespace, model_name, timeout_s: cluster only — where the PyTorchJob and the
             InferenceService run, the InferenceService name, and how long each may take.
         """
@@ -122,16 +130,29 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
             fractions=fractions,
         ).set_display_name("sample")
         splits = sample_task.outputs["splits"]
+        tune_task = tune(
+            splits=splits,
+            trials=tune_trials,
+            epochs=tune_epochs,
+            seed=seed,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            hidden=hidden,
+            weight_decay=weight_decay,
+            dropout=dropout,
+        ).set_display_name("tune")
+        best = {
+            name: tune_task.outputs[name]
+            for name in ("learning_rate", "batch_size", "hidden", "weight_decay", "dropout")
+        }
         if cluster:
             train_task = train_job(
                 splits=splits,
                 namespace=namespace,
                 workers=train_workers,
                 epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                hidden=hidden,
                 seed=seed,
+                **best,
                 timeout_s=timeout_s,
             ).set_display_name("train (PyTorchJob)")
             _s3_env(train_task, s3_secret)
@@ -140,18 +161,13 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
             ).set_display_name("deploy (KServe)")
         else:
             train_task = train(
-                splits=splits,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                hidden=hidden,
-                workers=train_workers,
-                seed=seed,
+                splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best
             ).set_display_name("train")
         return PipelineOutputs(
             ingest=ingest_task.outputs["Output"],
             quality=quality_task.outputs["Output"],
             sample=sample_task.outputs["Output"],
+            tune=tune_task.outputs["summary"],
             train=train_task.outputs["Output"],
         )
 

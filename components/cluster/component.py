@@ -19,6 +19,8 @@ def train_job(
     batch_size: int,
     learning_rate: float,
     hidden: str,
+    weight_decay: float,
+    dropout: float,
     seed: int,
     timeout_s: int,
 ) -> dict:
@@ -29,7 +31,7 @@ def train_job(
 
     settings = core.load_settings(namespace)
     splits_s3 = core.s3_uri(splits.uri)
-    params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed)
+    params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
     name = core.job_name("taxi-fare-train", splits_s3, *params.args(), str(workers))
     output_s3 = core.model_output_uri(splits_s3, name)
     obj = core.train_job_object(settings, name, splits_s3, output_s3, params, workers)

@@ -110,11 +110,14 @@ class TrainParams:
     learning_rate: float = 1e-3
     hidden: str = "128,64,32"
     seed: int = 0
+    weight_decay: float = 1e-4
+    dropout: float = 0.0
 
     def args(self) -> list[str]:
         return [
             "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
             "--lr", repr(float(self.learning_rate)), "--hidden", self.hidden, "--seed", str(self.seed),
+            "--weight-decay", repr(float(self.weight_decay)), "--dropout", repr(float(self.dropout)),
         ]  # fmt: skip
 
 

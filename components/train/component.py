@@ -19,6 +19,8 @@ def train(
     batch_size: int,
     learning_rate: float,
     hidden: str,
+    weight_decay: float,
+    dropout: float,
     workers: int,
     seed: int,
 ) -> dict:
@@ -38,6 +40,8 @@ def train(
         batch_size=batch_size,
         learning_rate=learning_rate,
         hidden=core.parse_hidden(hidden),
+        weight_decay=weight_decay,
+        dropout=dropout,
         seed=seed,
     )
     with tempfile.TemporaryDirectory(prefix="fareflow-train-report-") as tmp:

@@ -16,23 +16,47 @@ def tune(
     trials: int,
     epochs: int,
     seed: int,
+    learning_rate: float,
+    batch_size: int,
+    hidden: str,
+    weight_decay: float,
+    dropout: float,
     report: Output[HTML],
     summary_md: Output[Markdown],
     metrics: Output[Metrics],
 ) -> NamedTuple(
-    "TuneOutputs", [("learning_rate", float), ("batch_size", int), ("hidden", str), ("summary", dict)]
+    "TuneOutputs",
+    [
+        ("learning_rate", float),
+        ("batch_size", int),
+        ("hidden", str),
+        ("weight_decay", float),
+        ("dropout", float),
+        ("summary", dict),
+    ],
 ):
     """Tune the train step's hyper-parameters on ``splits`` (an in-memory Optuna study of
     ``trials`` trials of at most ``epochs`` epochs, TPE seeded with ``seed``, median pruning);
-    ``trials`` 0 switches tuning off and returns the train defaults. The outputs are the train
-    component's inputs of the same names; ``summary`` holds every trial and all best params."""
+    ``trials`` 0 switches tuning off. The given ``learning_rate`` ... ``dropout`` are trial 0 (and
+    the answer when tuning is off); the outputs are the best trial's, the train step's inputs of
+    the same names; ``summary`` holds every trial."""
     from collections import namedtuple
 
     from components.common.artifacts import save_metrics
     from components.tune import core
     from components.tune.report import render_html, render_markdown
 
-    result = core.run(core.TuneConfig(splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed))
+    base = {
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "hidden": hidden,
+        "weight_decay": weight_decay,
+        "dropout": dropout,
+    }
+    config = core.TuneConfig(
+        splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
+    )
+    result = core.run(config)
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(render_html(result))
     with open(summary_md.path, "w", encoding="utf-8") as f:
@@ -48,5 +72,13 @@ def tune(
     save_metrics(metrics)
     summary["artifacts"] = {"report": report.uri, "summary_md": summary_md.uri}
     best = result.best_params
-    outputs = namedtuple("TuneOutputs", ["learning_rate", "batch_size", "hidden", "summary"])
-    return outputs(float(best["learning_rate"]), int(best["batch_size"]), str(best["hidden"]), summary)
+    names = ["learning_rate", "batch_size", "hidden", "weight_decay", "dropout", "summary"]
+    outputs = namedtuple("TuneOutputs", names)
+    return outputs(
+        float(best["learning_rate"]),
+        int(best["batch_size"]),
+        str(best["hidden"]),
+        float(best["weight_decay"]),
+        float(best["dropout"]),
+        summary,
+    )

@@ -71,7 +71,7 @@ DEFAULTS: dict[str, object] = {
     "dropout": _TRAIN_DEFAULTS.dropout,
 }
 DEFAULT_STUDY = "fareflow-tune"
-OFF_NOTE = "tuning off (trials=0): the train step's defaults, unchanged"
+OFF_NOTE = "tuning off (trials=0): the given (or the train step's default) parameters, unchanged"
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,15 @@ class TuneConfig:
     device: str = "auto"
     prune_startup_trials: int = 2  # trials never pruned (the median needs some history)
     prune_warmup_epochs: int = 1  # epochs at the start of a trial that are never pruned
+    # The starting point: trial 0 of a new study, and the answer when trials == 0 (tuning
+    # off). Any of DEFAULTS' keys; the rest keep the train step's defaults.
+    base_params: dict = field(default_factory=dict)
+
+    def base(self) -> dict:
+        unknown = sorted(set(self.base_params) - set(DEFAULTS))
+        if unknown:
+            raise UserError(f"base parameters {unknown}: expected some of {sorted(DEFAULTS)}")
+        return {**DEFAULTS, **self.base_params}
 
     def validate(self) -> None:
         if self.trials < 0:
@@ -230,8 +239,8 @@ def _finished(study) -> list:
     return [t for t in study.trials if t.state.is_finished()]
 
 
-def _is_defaults(params: dict) -> bool:
-    return set(params) == set(DEFAULTS) and all(params[k] == v for k, v in DEFAULTS.items())
+def _is_base(params: dict, base: dict) -> bool:
+    return set(params) == set(base) and all(params[k] == v for k, v in base.items())
 
 
 def open_study(config: TuneConfig):
@@ -266,14 +275,14 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     started = time.perf_counter()
     if config.trials == 0:
         log(OFF_NOTE)
-        return TuneResult(config, dict(DEFAULTS), None, None, note=OFF_NOTE)
+        return TuneResult(config, config.base(), None, None, note=OFF_NOTE)
     train_core.discover(config.splits_uri)  # a missing _SUCCESS or split fails here, in one line
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
     before = len(_finished(study))
-    study.enqueue_trial(dict(DEFAULTS), skip_if_exists=True)
+    study.enqueue_trial(config.base(), skip_if_exists=True)
 
     with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
 
@@ -311,7 +320,7 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
             "(all pruned or diverged)"
         )
     best = study.best_trial
-    defaults = [t for t in complete if _is_defaults(t["params"])]
+    defaults = [t for t in complete if _is_base(t["params"], config.base())]
     result = TuneResult(
         config=config,
         best_params={name: best.params[name] for name in PARAM_NAMES},

@@ -24,9 +24,9 @@ def test_compiled_pipeline_uses_project_image_without_kfp_install(tmp_path):
     assert executors, "no executors compiled"
     for name, executor in executors.items():
         container = executor["container"]
-        # Cluster form: every task drives the cluster or the data from the component image
-        # (training runs in the PyTorchJob's trainer image, not in a pipeline task).
-        assert container["image"] == COMPONENT_IMAGE, name
+        # Cluster form: tuning trains in its task (trainer image); every other task drives the
+        # cluster or the data from the component image (training runs in the PyTorchJob's pods).
+        assert container["image"] == (TRAINER_IMAGE if name == "exec-tune" else COMPONENT_IMAGE), name
         assert not container["image"].endswith(":latest")
         # install_kfp_package=False: no pip install of kfp at run time (cluster needs no network)
         assert "pip install" not in " ".join(container.get("command", [])), name
@@ -86,13 +86,16 @@ def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
     spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert {"train-job", "deploy"} <= set(tasks) and "train" not in tasks
-    assert tasks["train-job"]["dependentTasks"] == ["sample"]
+    assert sorted(tasks["train-job"]["dependentTasks"]) == ["sample", "tune"]
+    hp = tasks["train-job"]["inputs"]["parameters"]["learning_rate"]["taskOutputParameter"]
+    assert hp == {"producerTask": "tune", "outputParameterKey": "learning_rate"}
     assert tasks["deploy"]["dependentTasks"] == ["train-job"]
     model_in = tasks["deploy"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
     assert model_in == {"producerTask": "train-job", "outputArtifactKey": "model"}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["model_name"]["defaultValue"] == "taxi-fare"
-    assert {"train_workers", "epochs", "namespace", "timeout_s"} <= set(params)
+    assert {"train_workers", "epochs", "namespace", "timeout_s", "tune_trials"} <= set(params)
+    assert params["tune_trials"]["defaultValue"] == 0  # tuning is opt-in in the cluster
 
 
 def test_local_form_trains_in_the_task_on_the_trainer_image(tmp_path):

@@ -42,8 +42,11 @@ def test_counts_flow_from_step_to_step(summary):
     assert 0.4 * ROWS < quality["rows_clean"] < 0.8 * ROWS
     assert sum(sample["rows"].values()) == sample["sample_rows"] <= quality["rows_clean"]
     assert sample["passed"] is True
+    tune = summary["tune"]  # `fareflow run` tunes with 4 trials by default; trial 0 = the defaults
+    assert len(tune["trials"]) == 4 and tune["best_validation_rmse"] <= tune["default_validation_rmse"]
     train = summary["train"]
     assert train["rows"]["train"] == sample["rows"]["train"]
+    assert train["config"]["learning_rate"] == pytest.approx(tune["best_params"]["learning_rate"])
     metrics = train["metrics"]
     # The model learned something real: far below predicting the mean, and not below what the
     # generator says any model can reach (truth.json, added by `fareflow run`).
@@ -68,7 +71,7 @@ def test_artifacts_are_real_data_and_reports(summary, run_dir):
     }
     (fare,) = model.predict_records([trip])
     assert 3.25 <= fare <= 60  # a 2.5 km downtown trip
-    for step in ("quality", "sample", "train"):
+    for step in ("quality", "sample", "tune", "train"):
         html = (run_dir / "reports" / f"{step}.html").read_text()
         assert "data:image/png;base64," in html  # self-contained plots
         assert (run_dir / "reports" / f"{step}.md").read_text().strip()

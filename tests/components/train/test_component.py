@@ -19,6 +19,8 @@ def test_component_signature_is_the_agreed_one():
         "batch_size",
         "learning_rate",
         "hidden",
+        "weight_decay",
+        "dropout",
         "workers",
         "seed",
     ]
@@ -45,6 +47,8 @@ def test_component_runs_through_kfp_local(splits, local_kfp):
             batch_size=64,
             learning_rate=3e-3,
             hidden="32,16",
+            weight_decay=0.0,
+            dropout=0.1,
             workers=1,
             seed=3,
         )

@@ -14,7 +14,9 @@ def test_component_signature_is_the_agreed_one():
     from components.tune.component import tune
 
     spec = tune.component_spec
-    assert list(spec.inputs) == ["splits", "trials", "epochs", "seed"]
+    assert list(spec.inputs) == [
+        "splits", "trials", "epochs", "seed", "learning_rate", "batch_size", "hidden", "weight_decay", "dropout",
+    ]  # fmt: skip
     assert {name: out.type for name, out in spec.outputs.items()} == {
         "report": "system.HTML@0.0.1",
         "summary_md": "system.Markdown@0.0.1",
@@ -22,6 +24,8 @@ def test_component_signature_is_the_agreed_one():
         "learning_rate": "Float",
         "batch_size": "Integer",
         "hidden": "String",
+        "weight_decay": "Float",
+        "dropout": "Float",
         "summary": "Dict",
     }
     assert spec.implementation.container.image == TRAINER_IMAGE
@@ -48,7 +52,10 @@ def test_component_runs_through_kfp_local_and_its_named_outputs_come_back(make_s
     @dsl.pipeline(name="tune-only")
     def tune_only(splits_uri: str) -> Outputs:
         data = dsl.importer(artifact_uri=splits_uri, artifact_class=dsl.Dataset, reimport=True)
-        task = tune(splits=data.output, trials=3, epochs=2, seed=7)
+        task = tune(
+            splits=data.output, trials=3, epochs=2, seed=7,
+            learning_rate=0.001, batch_size=1024, hidden="128,64,32", weight_decay=0.0001, dropout=0.0,
+        )  # fmt: skip
         downstream = echo(
             learning_rate=task.outputs["learning_rate"],
             batch_size=task.outputs["batch_size"],

@@ -208,3 +208,16 @@ def test_a_diverging_trial_is_failed_and_the_study_goes_on(shared_splits, monkey
     assert [t["state"] for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert result.trials[1]["value"] is None and result.best_trial != 1
     assert result.counts() == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
+
+
+def test_given_base_params_are_trial_0_and_the_answer_when_off(make_splits, tmp_path):
+    """The pipeline passes its own training settings: they start the study (trial 0) and are
+    returned unchanged when tuning is off."""
+    base = {"learning_rate": 0.005, "hidden": "64,32", "dropout": 0.1}
+    off = tune(tmp_path / "nothing-here", trials=0, base_params=base)
+    assert off.best_params == {**DEFAULTS, **base}
+    on = tune(make_splits(n=1500), trials=2, epochs=2, base_params=base)
+    assert on.trials[0]["params"] == {**DEFAULTS, **base}
+    assert on.default_value == on.trials[0]["value"]  # "defaults" = the given starting point
+    with pytest.raises(UserError, match="base parameters \\['epochs'\\]"):
+        tune(tmp_path, trials=0, base_params={"epochs": 3})

@@ -146,12 +146,21 @@ def train_config(config: TuneConfig, params: dict, output_uri: str) -> train_cor
     )
 
 
-def suggest(trial) -> dict:
-    """Draw one point of :data:`SEARCH_SPACE` from an Optuna trial."""
+def _with(choices: tuple, value) -> list:
+    """The categorical choices plus the starting point's value when it is not among them (an
+    enqueued trial must lie in its distribution's choices)."""
+    return list(choices) if value is None or value in choices else [*choices, value]
+
+
+def suggest(trial, base: dict | None = None) -> dict:
+    """Draw one point of :data:`SEARCH_SPACE` from an Optuna trial; ``base`` (the starting point,
+    trial 0) adds its batch size and layers to the categorical choices if they are not there.
+    (Its numbers may lie outside the float ranges: Optuna runs an enqueued trial as given.)"""
+    base = base or {}
     return {
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", list(BATCH_CHOICES)),
-        "hidden": trial.suggest_categorical("hidden", list(HIDDEN_CHOICES)),
+        "batch_size": trial.suggest_categorical("batch_size", _with(BATCH_CHOICES, base.get("batch_size"))),
+        "hidden": trial.suggest_categorical("hidden", _with(HIDDEN_CHOICES, base.get("hidden"))),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
         "dropout": trial.suggest_float("dropout", 0.0, 0.3),
     }
@@ -282,12 +291,18 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
     before = len(_finished(study))
-    study.enqueue_trial(config.base(), skip_if_exists=True)
+    base = config.base()
+    for name in ("learning_rate", "weight_decay"):  # log-uniform dimensions: 0 is not a point
+        if not float(base[name]) > 0:
+            raise UserError(
+                f"{name}={base[name]}: a tuned run starts from a positive value (or pass trials=0)"
+            )
+    study.enqueue_trial(base, skip_if_exists=True)
 
     with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
 
         def objective(trial) -> float:
-            params = suggest(trial)
+            params = suggest(trial, config.base())
             output = str(Path(tmp) / f"trial-{trial.number}")
             result = train_core.run(
                 train_config(config, params, output),

@@ -199,8 +199,8 @@ def test_bad_config_is_refused(kwargs, message):
 def test_a_diverging_trial_is_failed_and_the_study_goes_on(shared_splits, monkeypatch):
     suggest = core.suggest
 
-    def exploding(trial):
-        params = suggest(trial)
+    def exploding(trial, base=None):
+        params = suggest(trial, base)
         return {**params, "learning_rate": 1e9} if trial.number == 1 else params
 
     monkeypatch.setattr(core, "suggest", exploding)
@@ -221,3 +221,16 @@ def test_given_base_params_are_trial_0_and_the_answer_when_off(make_splits, tmp_
     assert on.default_value == on.trials[0]["value"]  # "defaults" = the given starting point
     with pytest.raises(UserError, match="base parameters \\['epochs'\\]"):
         tune(tmp_path, trials=0, base_params={"epochs": 3})
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter dropout with value 0.5 is out of range:UserWarning")
+def test_a_starting_point_outside_the_search_space_is_still_trial_0(make_splits):
+    """Pipeline settings need not be among the categorical choices (batch 1000, layers 32,16),
+    nor inside the float ranges (dropout 0.5): trial 0 runs them as given."""
+    splits = make_splits(n=1500)
+    base = {"batch_size": 1000, "hidden": "32,16", "dropout": 0.5}
+    result = tune(splits, trials=2, epochs=1, base_params=base)
+    assert result.trials[0]["params"] == {**DEFAULTS, **base}
+    assert result.trials[0]["state"] == "COMPLETE"
+    with pytest.raises(UserError, match="weight_decay=0.0: a tuned run starts from a positive value"):
+        tune(splits, trials=2, epochs=1, base_params={"weight_decay": 0.0})

@@ -73,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     result = core.run(config)
     summary = result.summary()
     if args.report_dir:
+        from components.common.report import write_report_dir
+
         from .report import render_html, render_markdown
 
-        out = Path(args.report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.html").write_text(render_html(result), encoding="utf-8")
-        (out / "summary.md").write_text(render_markdown(result), encoding="utf-8")
+        write_report_dir(args.report_dir, render_html(result), render_markdown(result))
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -919,15 +919,12 @@ def write_outputs(
     result: TrainResult, *, summary_json: str | None = None, report_dir: str | None = None
 ) -> None:
     """The summary JSON and the report (report.html, summary.md)."""
-    from pathlib import Path
-
     if report_dir:
+        from components.common.report import write_report_dir
+
         from .report import render_html, render_markdown
 
-        out = Path(report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.html").write_text(render_html(result), encoding="utf-8")
-        (out / "summary.md").write_text(render_markdown(result), encoding="utf-8")
+        write_report_dir(report_dir, render_html(result), render_markdown(result))
     if summary_json:
         write_summary(result.summary(), summary_json)
 

@@ -692,9 +692,13 @@ def run(
             # The traceback's frames hold the DDP model, which holds the process group: free them
             # before leaving the group, not at interpreter exit (where gloo may abort the process).
             err.__traceback__ = None
-            gc.collect()
         raise
     finally:
+        if d.distributed:
+            # DDP's reducer sits in reference cycles: collect it now, while its process group
+            # exists. Left to interpreter exit it outlived the group and gloo aborted the process
+            # ("terminate called without an active exception", exit -6) after a finished run.
+            gc.collect()
         end_process_group(d)
 
 

@@ -17,3 +17,10 @@ def save_metrics(metrics) -> None:
     os.makedirs(os.path.dirname(metrics.path) or ".", exist_ok=True)
     with open(metrics.path, "w", encoding="utf-8") as f:
         json.dump(dict(metrics.metadata), f, indent=2, sort_keys=True)
+
+
+def save_reports(report, summary_md, html_text: str, markdown_text: str) -> None:
+    """Write a step's ``HTML`` report and ``Markdown`` summary artifacts."""
+    for artifact, text in ((report, html_text), (summary_md, markdown_text)):
+        with open(artifact.path, "w", encoding="utf-8") as f:
+            f.write(text)

@@ -23,7 +23,7 @@ def sample(
 ) -> dict:
     """Train/validation/test splits of ``clean`` (``rows`` 0 = automatic size), checked
     against ``population_stats``; ``splits.path`` holds train/ validation/ test/ shards."""
-    from components.common.artifacts import save_metrics
+    from components.common.artifacts import save_metrics, save_reports
     from components.sample import core
     from components.sample.report import render_html, render_markdown
 
@@ -37,10 +37,7 @@ def sample(
         shards=shards,
     )
     result = core.run(config)
-    with open(report.path, "w", encoding="utf-8") as f:
-        f.write(render_html(result))
-    with open(summary_md.path, "w", encoding="utf-8") as f:
-        f.write(render_markdown(result))
+    save_reports(report, summary_md, render_html(result), render_markdown(result))
     summary = result.summary()
     for name, n in summary["rows"].items():
         metrics.log_metric(f"rows_{name}", n)

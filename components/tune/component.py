@@ -42,7 +42,7 @@ def tune(
     the same names; ``summary`` holds every trial."""
     from collections import namedtuple
 
-    from components.common.artifacts import save_metrics
+    from components.common.artifacts import save_metrics, save_reports
     from components.tune import core
     from components.tune.report import render_html, render_markdown
 
@@ -57,10 +57,7 @@ def tune(
         splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
     )
     result = core.run(config)
-    with open(report.path, "w", encoding="utf-8") as f:
-        f.write(render_html(result))
-    with open(summary_md.path, "w", encoding="utf-8") as f:
-        f.write(render_markdown(result))
+    save_reports(report, summary_md, render_html(result), render_markdown(result))
     summary = result.summary()
     if result.best_value is not None:
         metrics.log_metric("best_validation_rmse", result.best_value)

@@ -34,7 +34,7 @@ run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.
 	$(BIN)/fareflow run --rows $(ROWS) $(RUN_ARGS)
 
 test: install ## run the unit, component and local-pipeline tests
-	$(BIN)/pytest -m "not container" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not container and not k8s" $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
 	$(BIN)/ruff check .
@@ -68,3 +68,4 @@ clean: ## remove local run outputs and caches (keeps the venvs)
 
 include manifests/cluster.mk
 include images/images.mk
+include manifests/k8s-tier/tier.mk

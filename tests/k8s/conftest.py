@@ -1,0 +1,116 @@
+"""Fixtures of the k8s tier: a real API server (and controllers, kwok nodes, the Training
+Operator) started by ``make k8s-up``. Every test module here sets ``pytestmark = pytest.mark.k8s``;
+the tests are skipped with one line when the tier is not up, so ``make test`` never needs it and ``make k8s-test`` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_KUBECONFIG = REPO / ".cache" / "k8s-tier" / "run" / "admin.kubeconfig"
+
+
+class KubectlError(RuntimeError):
+    def __init__(self, args: list[str], proc: subprocess.CompletedProcess):
+        self.stderr = proc.stderr
+        self.returncode = proc.returncode
+        super().__init__(f"kubectl {' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class Tier:
+    kubeconfig: str
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+        """Run kubectl against the tier; stdout, or KubectlError with its stderr."""
+        cmd = ["kubectl", "--kubeconfig", self.kubeconfig, *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise KubectlError(list(args), proc)
+        return proc.stdout
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def apply(self, objs: list[dict] | str, *extra: str) -> str:
+        text = objs if isinstance(objs, str) else yaml.safe_dump_all(objs)
+        return self.kubectl("apply", "--server-side", "--field-manager", "fareflow-k8s-test", "-f", "-", *extra, input=text)
+
+    def can_i(self, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
+        args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{sa}"]
+        args += ["-n", namespace] if namespace else []
+        out = self.kubectl(*args, check=False).strip()
+        return out == "yes"
+
+
+def _tier_or_reason() -> Tier | str:
+    kubeconfig = os.environ.get("K8S_TIER_KUBECONFIG") or str(DEFAULT_KUBECONFIG)
+    if not Path(kubeconfig).is_file():
+        return f"k8s tier not up: no kubeconfig at {kubeconfig} (make k8s-up)"
+    try:
+        proc = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"k8s tier not reachable through {kubeconfig}: {err}"
+    if proc.returncode != 0:
+        return f"k8s tier not ready through {kubeconfig}: {proc.stderr.strip().splitlines()[-1:]}"
+    return Tier(kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def tier() -> Tier:
+    found = _tier_or_reason()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture
+def kube_env(tier: Tier, monkeypatch: pytest.MonkeyPatch) -> Tier:
+    """The tier as the process's kubeconfig, so components.common.k8s_api talks to it."""
+    monkeypatch.setenv("KUBECONFIG", tier.kubeconfig)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return tier
+
+
+@pytest.fixture
+def namespace(tier: Tier) -> Iterator[str]:
+    """A fresh namespace for one test (Pod Security restricted), deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    tier.apply(
+        [{
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }]
+    )  # fmt: skip
+    wait_for(lambda: _has_default_sa(tier, name), 60, f"default ServiceAccount in {name}")
+    yield name
+    tier.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _has_default_sa(tier: Tier, ns: str) -> bool:
+    return tier.kubectl("-n", ns, "get", "serviceaccount", "default", check=False) != ""
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, poll: float = 0.25):
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not after {timeout:g}s")
+        time.sleep(poll)

@@ -35,7 +35,9 @@ def train_job(
     name = core.job_name("taxi-fare-train", splits_s3, *params.args(), str(workers))
     output_s3 = core.model_output_uri(splits_s3, name)
     obj = core.train_job_object(settings, name, splits_s3, output_s3, params, workers)
-    print(f"PyTorchJob {settings.namespace}/{name}: {workers} process(es), image {settings.image('trainer')}")
+    print(
+        f"PyTorchJob {settings.namespace}/{name}: {workers} process(es), image {settings.image('trainer', cuda=settings.train_gpus_per_pod > 0)}"
+    )
     core.run_train_job(obj, timeout=timeout_s)
     files = core.copy_model_dir(output_s3, model.path)
     values = core.read_model_metrics(model.path)

@@ -35,6 +35,19 @@ CONFIG_MAP = "fareflow-cluster"
 S3_SECRET = "fareflow-s3"
 MODEL_PREFIX = "fareflow/models"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # the Training Operator's pod label
+# An image tag as the OCI distribution spec allows it.
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_image_tag(key: str, tag: str, where: str = "") -> str:
+    """``tag`` if it pins an image: never empty (the engine would pull ``latest``) nor ``latest``."""
+    prefix = f"{where}: " if where else ""
+    if not tag or tag == "latest" or not _TAG.fullmatch(tag):
+        raise UserError(
+            f"{prefix}{key}={tag!r}: expected a pinned image tag (not empty, not 'latest'; "
+            "letters, digits, '_', '.', '-')"
+        )
+    return tag
 
 
 @dataclass(frozen=True)
@@ -44,13 +57,22 @@ class ClusterSettings:
     namespace: str = k8s.DEFAULT_NAMESPACE
     image_registry: str = "ghcr.io/fareflow"
     image_tag: str = "0.1.0"
+    cuda_image_tag: str = ""  # the trainer's CUDA build; "" means IMAGE_TAG + "-cuda"
     train_gpus_per_pod: int = 0
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
     serving_gpus: int = 0
     serving_deployment_mode: str = "Standard"
     serving_min_replicas: int = 1
     serving_max_replicas: int = 3
+    serving_scale_metric: str = ""  # "" = the mode's default (cpu for Standard, concurrency for Knative)
+    serving_scale_target: int = 0  # 0 = the metric's default
     aws_endpoint_url: str = ""
+    aws_region: str = ""
+
+    def __post_init__(self) -> None:
+        check_image_tag("IMAGE_TAG", self.image_tag, f"ConfigMap {self.namespace}/{CONFIG_MAP}")
+        if self.cuda_image_tag:
+            check_image_tag("CUDA_IMAGE_TAG", self.cuda_image_tag, f"ConfigMap {self.namespace}/{CONFIG_MAP}")
 
     @classmethod
     def from_config_map(cls, data: dict[str, str] | None, namespace: str) -> ClusterSettings:
@@ -74,24 +96,32 @@ class ClusterSettings:
                     "expected key=value[,key=value]"
                 )
             selector[key.strip()] = value.strip()
-        tag = str(data.get("IMAGE_TAG", cls.image_tag))
-        if tag == "latest":
-            raise UserError(f"ConfigMap {namespace}/{CONFIG_MAP}: IMAGE_TAG must not be 'latest'")
+        where = f"ConfigMap {namespace}/{CONFIG_MAP}"
+        tag = check_image_tag("IMAGE_TAG", str(data.get("IMAGE_TAG", cls.image_tag)).strip(), where)
+        cuda_tag = str(data.get("CUDA_IMAGE_TAG", "")).strip()
+        if "CUDA_IMAGE_TAG" in data:
+            check_image_tag("CUDA_IMAGE_TAG", cuda_tag, where)
         return cls(
             namespace=str(data.get("NAMESPACE", namespace)),
             image_registry=str(data.get("IMAGE_REGISTRY", cls.image_registry)).rstrip("/"),
             image_tag=tag,
+            cuda_image_tag=cuda_tag,
             train_gpus_per_pod=integer("TRAIN_GPUS_PER_POD", 0),
             gpu_node_selector=selector,
             serving_gpus=integer("SERVING_GPUS", 0),
             serving_deployment_mode=str(data.get("SERVING_DEPLOYMENT_MODE", "Standard")),
             serving_min_replicas=integer("SERVING_MIN_REPLICAS", 1),
             serving_max_replicas=integer("SERVING_MAX_REPLICAS", 3),
+            serving_scale_metric=str(data.get("SERVING_SCALE_METRIC", "")).strip(),
+            serving_scale_target=integer("SERVING_SCALE_TARGET", 0),
             aws_endpoint_url=str(data.get("AWS_ENDPOINT_URL", "")),
+            aws_region=str(data.get("AWS_DEFAULT_REGION", "")).strip(),
         )
 
-    def image(self, name: str) -> str:
-        return f"{self.image_registry}/{name}:{self.image_tag}"
+    def image(self, name: str, cuda: bool = False) -> str:
+        """``REGISTRY/NAME:TAG``; ``cuda``: the CUDA build (``CUDA_IMAGE_TAG``, else ``TAG-cuda``)."""
+        tag = (self.cuda_image_tag or f"{self.image_tag}-cuda") if cuda else self.image_tag
+        return f"{self.image_registry}/{name}:{tag}"
 
     def gpu(self, gpus: int) -> k8s.GpuScheduling | None:
         if not gpus:
@@ -150,15 +180,21 @@ def train_job_object(
     settings: ClusterSettings, name: str, splits_s3: str, output_s3: str, params: TrainParams, workers: int
 ) -> dict:
     """The PyTorchJob: ``workers`` pods (one Master, ``workers - 1`` Workers), each running one
-    training process per GPU (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that."""
+    training process per GPU (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that.
+
+    On GPUs the pods run the CUDA trainer image with ``--device cuda``, so a pod without a usable
+    GPU fails with one line instead of training on CPU; without GPUs, ``--device cpu``."""
     if workers < 1:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
+    if settings.aws_region:
+        env["AWS_DEFAULT_REGION"] = settings.aws_region
+    gpus = settings.train_gpus_per_pod
     return k8s.pytorch_job(
         name,
-        settings.image("trainer"),
+        settings.image("trainer", cuda=gpus > 0),
         "components.train",
-        ["--splits", splits_s3, "--output", output_s3, *params.args()],
+        ["--splits", splits_s3, "--output", output_s3, *params.args(), "--device", "cuda" if gpus else "cpu"],
         namespace=settings.namespace,
         workers=workers - 1,
         nproc_per_node=max(1, settings.train_gpus_per_pod),
@@ -179,6 +215,8 @@ def inference_service_object(settings: ClusterSettings, name: str, model_s3: str
         deployment_mode=settings.serving_deployment_mode,
         min_replicas=settings.serving_min_replicas,
         max_replicas=settings.serving_max_replicas,
+        scale_metric=settings.serving_scale_metric or None,
+        scale_target=settings.serving_scale_target or None,
         gpu=settings.gpu(settings.serving_gpus),
         labels={"app.kubernetes.io/component": "serve"},
     )
@@ -224,13 +262,20 @@ def _wait_gone(kind: str, name: str, ns: str, *, api, poll: float, timeout: floa
         time.sleep(poll)
 
 
-def deploy(obj: dict, timeout: float, *, api=None, poll: float = 10.0) -> dict:
-    """Create or update the InferenceService and wait until it is Ready; return a summary."""
+def deploy(obj: dict, timeout: float, *, api=None, apps_api=None, poll: float = 10.0) -> dict:
+    """Create or update the InferenceService and wait until it is Ready and its predictor runs
+    this ``storageUri`` (``k8s_api.wait``); return a summary."""
     from components.common import k8s_api
 
     k8s_api.apply(obj, api=api)
     ready = k8s_api.wait(
-        obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"], timeout, poll, api=api
+        obj["kind"],
+        obj["metadata"]["name"],
+        obj["metadata"]["namespace"],
+        timeout,
+        poll,
+        api=api,
+        apps_api=apps_api,
     )
     status = ready.get("status") or {}
     name = obj["metadata"]["name"]

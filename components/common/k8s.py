@@ -45,7 +45,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_POOL_LABEL = "fareflow.io/pool"
 NON_ROOT_UID = 10001  # high UID (no clash with node users); images must not rely on their own UID
 DEPLOYMENT_MODES = ("Standard", "RawDeployment", "Knative", "Serverless")
+KNATIVE_MODES = ("Knative", "Serverless")
 PROTOCOLS = ("v1", "v2")
+# KServe v0.21's validator (pkg/apis/serving/v1beta1/inference_service_validation.go): the HPA
+# class takes cpu or memory, Knative's KPA only concurrency or rps. First = the default.
+HPA_METRICS = ("cpu", "memory")
+KPA_METRICS = ("concurrency", "rps")
+DEFAULT_SCALE_TARGETS = {"cpu": 70, "concurrency": 10, "rps": 100}
 
 
 @dataclass(frozen=True)
@@ -323,8 +329,8 @@ def inference_service(
     deployment_mode: str = "Standard",
     min_replicas: int = 1,
     max_replicas: int = 3,
-    scale_metric: str = "cpu",
-    scale_target: int = 70,
+    scale_metric: str | None = None,
+    scale_target: int | None = None,
     resources: Resources = Resources("250m", "512Mi", "1", "1Gi"),
     gpu: GpuScheduling | None = None,
     service_account: str = SERVING_SERVICE_ACCOUNT,
@@ -334,12 +340,27 @@ def inference_service(
 
     The URL's model name (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``) is ``name``:
     the ServingRuntime passes ``{{.Name}}`` to the server as its model name.
+
+    ``scale_metric``: Standard (HPA) ``cpu`` (default) or ``memory``; Knative (KPA)
+    ``concurrency`` (default) or ``rps``. ``scale_target`` defaults per metric (cpu 70 %,
+    concurrency 10, rps 100; memory has none).
     """
     if protocol not in PROTOCOLS:
         raise UserError(f"protocol {protocol!r}: expected one of {PROTOCOLS}")
     if deployment_mode not in DEPLOYMENT_MODES:
         raise UserError(f"deployment_mode {deployment_mode!r}: expected one of {DEPLOYMENT_MODES}")
-    knative = deployment_mode in {"Knative", "Serverless"}
+    knative = deployment_mode in KNATIVE_MODES
+    metrics = KPA_METRICS if knative else HPA_METRICS
+    scale_metric = scale_metric or metrics[0]
+    if scale_metric not in metrics:
+        raise UserError(
+            f"scale_metric {scale_metric!r}: expected one of {metrics} in {deployment_mode} mode "
+            f"({'Knative KPA' if knative else 'HPA'} autoscaling)"
+        )
+    scale_target = DEFAULT_SCALE_TARGETS.get(scale_metric) if scale_target is None else scale_target
+    if scale_target is not None and not (1 <= scale_target <= (100 if scale_metric == "cpu" else 10**9)):
+        bound = "[1, 100] (% CPU)" if scale_metric == "cpu" else ">= 1"
+        raise UserError(f"scale_target={scale_target}: expected {bound} for scale_metric {scale_metric}")
     if min_replicas < (0 if knative else 1):
         raise UserError(
             f"min_replicas={min_replicas}: scale to zero needs the Knative mode; expected >= 1 in {deployment_mode}"
@@ -358,7 +379,7 @@ def inference_service(
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
         "scaleMetric": scale_metric,
-        "scaleTarget": scale_target,
+        **({"scaleTarget": scale_target} if scale_target is not None else {}),
         "securityContext": pod_security_context(),
         "model": {
             "modelFormat": {"name": model_format},
@@ -410,6 +431,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment-mode", default="Standard", choices=DEPLOYMENT_MODES)
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=3)
+    p.add_argument("--scale-metric", default=None, help="cpu/memory (Standard), concurrency/rps (Knative)")
     return p
 
 
@@ -444,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             deployment_mode=ns.deployment_mode,
             min_replicas=ns.min_replicas,
             max_replicas=ns.max_replicas,
+            scale_metric=ns.scale_metric,
             gpu=gpu,
         )
     sys.stdout.write(to_yaml(obj))

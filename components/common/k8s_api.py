@@ -3,7 +3,22 @@
 Applies, reads, waits on and deletes the custom objects ``components.common.k8s`` builds
 (PyTorchJob, MPIJob, InferenceService) through the ``kubernetes`` client's
 ``CustomObjectsApi``. The client is imported lazily; pass ``api=`` to use another
-``CustomObjectsApi`` (tests pass a fake).
+``CustomObjectsApi`` (tests pass a fake), and ``apps_api=`` for the ``AppsV1Api``.
+
+When is a (re)deployed InferenceService serving the model it was given? Its ``Ready``
+condition alone says nothing about the current spec: in Standard mode it mirrors the predictor
+Deployment's ``Available`` condition, which stays True on the old pods during a rollout, and
+its ``status.observedGeneration`` is copied from the predictor Deployment (Knative mode: from
+the Knative Service), not from the InferenceService's own ``metadata.generation`` (KServe
+v0.21 ``pkg/apis/serving/v1beta1/inference_service_status.go``), so comparing the two would
+be comparing unrelated counters. ``wait`` therefore also requires that the object behind the
+predictor, ``NAME-predictor`` (a Deployment, or a Knative Service), carries the
+InferenceService's ``storageUri`` in its pod template
+(``internal.serving.kserve.io/storage-initializer-sourceuri``), has observed its own latest
+generation (``status.observedGeneration >= metadata.generation``), and finished rolling out.
+Training Operator v1.9 jobs have no ``observedGeneration`` (``JobStatus``: conditions, replica
+statuses, times); fareflow never updates a job in place (a failed one is deleted and created
+again), so their Succeeded/Failed conditions are the job's own.
 """
 
 from __future__ import annotations
@@ -38,6 +53,14 @@ def custom_objects_api():
 
     _load_config()
     return client.CustomObjectsApi()
+
+
+def apps_v1_api():
+    """An AppsV1Api (the predictor Deployment), configured like ``custom_objects_api``."""
+    from kubernetes import client
+
+    _load_config()
+    return client.AppsV1Api()
 
 
 def core_v1_api():
@@ -135,6 +158,68 @@ def condition(obj: dict, type_: str) -> dict | None:
     return None
 
 
+SOURCE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+KNATIVE_SERVICE = ("serving.knative.dev", "v1", "services")
+
+
+def generation_observed(obj: dict) -> bool:
+    """``status.observedGeneration >= metadata.generation`` (an object without a generation, or
+    whose controller never reports one, cannot be checked: False)."""
+    gen = (obj.get("metadata") or {}).get("generation")
+    seen = (obj.get("status") or {}).get("observedGeneration")
+    return gen is not None and seen is not None and int(seen) >= int(gen)
+
+
+def _template_source_uri(obj: dict) -> str | None:
+    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (template.get("annotations") or {}).get(SOURCE_URI_ANNOTATION)
+
+
+def predictor_rollout(isvc: dict, api=None, apps_api=None) -> str | None:
+    """None when the InferenceService's predictor runs its current ``storageUri`` everywhere,
+    else what is still missing (for the wait's timeout message)."""
+    meta = isvc["metadata"]
+    name, ns = f"{meta['name']}-predictor", meta["namespace"]
+    uri = (((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri")
+    mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
+    ApiException = _api_exception()
+    if mode in ("Knative", "Serverless"):
+        try:
+            obj = (api or custom_objects_api()).get_namespaced_custom_object(
+                *KNATIVE_SERVICE[:2], ns, KNATIVE_SERVICE[2], name
+            )
+        except ApiException as err:
+            return f"Knative Service {ns}/{name}: HTTP {err.status}"
+        where = f"Knative Service {ns}/{name}"
+    else:
+        try:
+            obj = (apps_api or apps_v1_api()).read_namespaced_deployment(name, ns)
+        except ApiException as err:
+            return f"Deployment {ns}/{name}: HTTP {err.status}"
+        if not isinstance(obj, dict):  # a V1Deployment: as the API's camelCase JSON
+            from kubernetes.client import ApiClient
+
+            obj = ApiClient().sanitize_for_serialization(obj)
+        where = f"Deployment {ns}/{name}"
+    if uri and _template_source_uri(obj) != uri:
+        return f"{where} does not run storageUri {uri} yet (has {_template_source_uri(obj)})"
+    if not generation_observed(obj):
+        return f"{where}: observedGeneration < generation (its controller has not seen the change)"
+    status = obj.get("status") or {}
+    if mode in ("Knative", "Serverless"):
+        if not condition(obj, "Ready"):
+            return f"{where} not Ready"
+        if status.get("latestReadyRevisionName") != status.get("latestCreatedRevisionName"):
+            return f"{where}: revision {status.get('latestCreatedRevisionName')} not ready yet"
+        return None
+    want = ((obj.get("spec") or {}).get("replicas")) or 0
+    updated, total = status.get("updatedReplicas") or 0, status.get("replicas") or 0
+    available = status.get("availableReplicas") or 0
+    if updated < want or total > updated or available < updated:
+        return f"{where}: rollout {updated}/{want} updated, {available} available, {total - updated} old"
+    return None
+
+
 def wait(
     kind: str,
     name: str,
@@ -144,16 +229,24 @@ def wait(
     api=None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    apps_api=None,
 ) -> dict:
-    """Poll until a job Succeeded (UserError if it Failed) or an InferenceService is Ready."""
+    """Poll until a job Succeeded (UserError if it Failed) or an InferenceService is Ready and
+    its predictor has rolled out the InferenceService's current ``storageUri`` (see the module
+    docstring: KServe's Ready and observedGeneration alone cannot tell an old model from the new)."""
     api = api or custom_objects_api()
     done, failed = WAIT_CONDITIONS[kind] if kind in WAIT_CONDITIONS else (_gvp(kind) and _READY)
     deadline = clock() + timeout
     while True:
         obj = get(kind, name, namespace, api=api)
+        pending = None
         if obj is not None:
             if condition(obj, done):
-                return obj
+                if kind != "InferenceService":
+                    return obj
+                pending = predictor_rollout(obj, api=api, apps_api=apps_api)
+                if pending is None:
+                    return obj
             for bad in failed:
                 cond = condition(obj, bad)
                 if cond:
@@ -161,6 +254,10 @@ def wait(
                         f"{kind} {namespace}/{name} {bad}: {cond.get('reason', '')} {cond.get('message', '')}".strip()
                     )
         if clock() >= deadline:
+            if pending:
+                raise UserError(
+                    f"{kind} {namespace}/{name}: {done} but not rolled out after {timeout:g}s ({pending})"
+                )
             state = (
                 "not found" if obj is None else f"conditions {(obj.get('status') or {}).get('conditions')}"
             )

@@ -8,7 +8,7 @@ import yaml
 from components.cluster import core
 from components.common import k8s_api
 from components.common.errors import UserError
-from tests.k8s_fakes import FakeCoreV1, FakeCustomObjects
+from tests.k8s_fakes import FakeAppsV1, FakeCoreV1, FakeCustomObjects, deployment
 from tests.manifests import k8s_schema
 
 SPLITS = "minio://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-1/sample/123/splits"
@@ -35,7 +35,7 @@ def test_settings_from_config_map_are_typed_and_checked():
             "TRAIN_GPUS_PER_POD": "2",
             "GPU_NODE_SELECTOR": "pool=gpu, zone=a",
             "SERVING_MIN_REPLICAS": "2",
-            "AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000",
+            "AWS_ENDPOINT_URL": "http://seaweedfs.kubeflow:9000",
         },
         "fareflow",
     )
@@ -52,6 +52,46 @@ def test_settings_from_config_map_are_typed_and_checked():
         core.ClusterSettings.from_config_map({"IMAGE_TAG": "latest"}, "fareflow")
 
 
+@pytest.mark.parametrize("key", ["IMAGE_TAG", "CUDA_IMAGE_TAG"])
+@pytest.mark.parametrize("tag", ["", "  ", "latest", "1.0:x", "-bad"])
+def test_image_tags_must_pin_an_image(key, tag):
+    """An empty IMAGE_TAG would build `trainer:` -- an engine reads that as latest."""
+    with pytest.raises(UserError, match=f"fareflow/fareflow-cluster: {key}=.*expected a pinned image tag"):
+        core.ClusterSettings.from_config_map({key: tag}, "fareflow")
+    field = {"IMAGE_TAG": "image_tag", "CUDA_IMAGE_TAG": "cuda_image_tag"}[key]
+    if tag.strip():  # built directly too (an empty CUDA tag there means the default)
+        with pytest.raises(UserError, match=key):
+            core.ClusterSettings(**{field: tag})
+
+
+def test_cuda_image_tag_defaults_to_the_tag_plus_cuda():
+    assert core.ClusterSettings().image("trainer", cuda=True) == "ghcr.io/fareflow/trainer:0.1.0-cuda"
+    s = core.ClusterSettings.from_config_map({"IMAGE_TAG": "2.0", "CUDA_IMAGE_TAG": "2.0-cu124"}, "ff")
+    assert s.image("trainer", cuda=True).endswith(":2.0-cu124") and s.image("trainer").endswith(":2.0")
+
+
+def test_serving_autoscaling_and_region_settings():
+    s = core.ClusterSettings.from_config_map(
+        {"SERVING_DEPLOYMENT_MODE": "Knative", "SERVING_MIN_REPLICAS": "0", "SERVING_SCALE_METRIC": "rps",
+         "SERVING_SCALE_TARGET": "50", "AWS_DEFAULT_REGION": "eu-west-1"},
+        "fareflow",
+    )  # fmt: skip
+    pred = core.inference_service_object(s, "taxi-fare", "s3://b/m")["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["scaleMetric"], pred["scaleTarget"]) == (0, "rps", 50)
+    job = core.train_job_object(s, "t", "s3://b/s", "s3://b/m", core.TrainParams(), workers=1)
+    env = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_DEFAULT_REGION", "value": "eu-west-1"} in env
+    knative = core.ClusterSettings(serving_deployment_mode="Knative", serving_min_replicas=0)
+    pred = core.inference_service_object(knative, "taxi-fare", "s3://b/m")["spec"]["predictor"]
+    assert pred["scaleMetric"] == "concurrency"
+    with pytest.raises(UserError, match="scale_metric 'cpu'"):
+        core.inference_service_object(
+            core.ClusterSettings(serving_deployment_mode="Knative", serving_scale_metric="cpu"),
+            "n",
+            "s3://b/m",
+        )
+
+
 def test_settings_are_read_from_the_config_map():
     api = FakeCoreV1({("team", core.CONFIG_MAP): {"IMAGE_TAG": "9.9.9"}})
     assert core.load_settings("team", api=api).image("server").endswith(":9.9.9")
@@ -59,7 +99,7 @@ def test_settings_are_read_from_the_config_map():
 
 
 def test_train_job_object_runs_the_train_module_on_the_splits():
-    settings = core.ClusterSettings(aws_endpoint_url="http://minio-service.kubeflow:9000")
+    settings = core.ClusterSettings(aws_endpoint_url="http://seaweedfs.kubeflow:9000")
     splits = core.s3_uri(SPLITS)
     name = core.job_name("taxi-fare-train", splits, "x")
     out = core.model_output_uri(splits, name)
@@ -74,7 +114,8 @@ def test_train_job_object_runs_the_train_module_on_the_splits():
     assert c["args"][:4] == ["--splits", splits, "--output", out]
     assert c["args"][c["args"].index("--epochs") + 1] == "3"
     assert c["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
-    assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"} in c["env"]
+    assert {"name": "AWS_ENDPOINT_URL", "value": "http://seaweedfs.kubeflow:9000"} in c["env"]
+    assert c["args"][-2:] == ["--device", "cpu"]
     assert "nodeSelector" not in specs["Master"]["template"]["spec"]
     single = core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=1)
     assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
@@ -89,6 +130,10 @@ def test_train_job_on_a_gpu_pool_gets_one_process_per_gpu():
     assert job["spec"]["nprocPerNode"] == "2"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    (c,) = pod["containers"]
+    # The CUDA build, and a CUDA request: a pod whose torch has no CUDA fails instead of using CPU.
+    assert c["image"] == "ghcr.io/fareflow/trainer:0.1.0-cuda"
+    assert c["args"][c["args"].index("--device") + 1] == "cuda"
 
 
 def test_job_names_are_stable_dns_labels():
@@ -148,13 +193,39 @@ def test_a_failed_job_raises_with_its_reason_and_pod_logs():
 def test_deploy_waits_until_ready_and_reports_the_endpoints():
     api = FakeCustomObjects()
     api.status_script = [cond("Ready", status="False"), {**cond("Ready"), "url": "http://taxi-fare.fareflow"}]
+    apps = FakeAppsV1(
+        {("fareflow", "taxi-fare-predictor"): deployment("taxi-fare-predictor", "s3://b/model/")}
+    )
     isvc = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
-    summary = core.deploy(isvc, timeout=60, api=api, poll=0)
+    summary = core.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)
     assert summary["url"] == "http://taxi-fare.fareflow" and summary["storage_uri"] == "s3://b/model/"
     assert summary["v2_infer"] == "/v2/models/taxi-fare/infer"
-    api.status_script = [cond("Ready")]
-    core.deploy(isvc, timeout=60, api=api, poll=0)  # a new model version patches the same object
-    assert api.calls == ["create", "create", "patch"]
+
+
+def test_redeploy_returns_only_once_the_new_model_is_rolled_out():
+    """A new model version patches the same object; the old one's Ready=True is not enough."""
+    api = FakeCustomObjects()
+    old = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-1")
+    k8s_api.apply(old, api=api)
+    new = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-2")
+    api.status_script = [cond("Ready")] * 4
+    apps = FakeAppsV1(
+        script=[
+            deployment("taxi-fare-predictor", "s3://b/model-1/", generation=1, observed=1),
+            deployment(
+                "taxi-fare-predictor", "s3://b/model-2/", generation=2, observed=2, updated=0, total=1
+            ),
+            deployment("taxi-fare-predictor", "s3://b/model-2/", generation=2, observed=2),
+        ]
+    )
+    core.deploy(new, timeout=60, api=api, apps_api=apps, poll=0)
+    assert api.calls == ["create", "create", "patch"] and apps.reads == 3
+    assert (
+        api.store[("serving.kserve.io", "v1beta1", "fareflow", "inferenceservices", "taxi-fare")]["metadata"][
+            "generation"
+        ]
+        == 2
+    )
 
 
 def test_copy_model_dir_from_s3(s3, tmp_path):

@@ -5,7 +5,7 @@ import yaml
 
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
-from tests.k8s_fakes import FakeCustomObjects
+from tests.k8s_fakes import FakeAppsV1, FakeCustomObjects, deployment
 
 IMAGE = "ghcr.io/fareflow/trainer:0.1.0"
 
@@ -78,6 +78,31 @@ def test_inference_service_standard_mode_v2_with_autoscaling():
     assert model["modelFormat"] == {"name": "fareflow"} and model["storageUri"] == "s3://mlpipeline/models/1"
     assert model["securityContext"]["readOnlyRootFilesystem"] is True
     assert pred["serviceAccountName"] == "fareflow-serving"
+
+
+def test_autoscaling_metric_follows_the_deployment_mode():
+    """KServe v0.21 validates scaleMetric per autoscaler: HPA (Standard) cpu/memory, KPA
+    (Knative) concurrency/rps; a cpu InferenceService in Knative mode is refused by its webhook."""
+    standard = k8s.inference_service("x", "s3://b/m")["spec"]["predictor"]
+    assert (standard["scaleMetric"], standard["scaleTarget"]) == ("cpu", 70)
+    kn = k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", min_replicas=0)["spec"][
+        "predictor"
+    ]
+    assert (kn["scaleMetric"], kn["scaleTarget"]) == ("concurrency", 10)
+    rps = k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", scale_metric="rps")
+    assert rps["spec"]["predictor"]["scaleMetric"] == "rps"
+    memory = k8s.inference_service("x", "s3://b/m", scale_metric="memory")["spec"]["predictor"]
+    assert memory["scaleMetric"] == "memory" and "scaleTarget" not in memory
+    with pytest.raises(
+        UserError, match=r"scale_metric 'cpu': expected one of \('concurrency', 'rps'\) in Knative"
+    ):
+        k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", scale_metric="cpu")
+    with pytest.raises(UserError, match="scale_metric 'concurrency'.*Standard"):
+        k8s.inference_service("x", "s3://b/m", scale_metric="concurrency")
+    with pytest.raises(UserError, match=r"scale_target=150: expected \[1, 100\]"):
+        k8s.inference_service("x", "s3://b/m", scale_target=150)
+    with pytest.raises(UserError, match="scale_target=0: expected >= 1"):
+        k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", scale_metric="rps", scale_target=0)
 
 
 def test_knative_mode_allows_scale_to_zero_but_standard_does_not():
@@ -181,3 +206,72 @@ def test_unknown_kind_is_a_user_error(api):
 def test_pytorch_job_fails_fast_on_errors_and_restarts_only_killed_replicas():
     job = k8s.pytorch_job("t", IMAGE, "m", workers=2)
     assert {spec["restartPolicy"] for spec in job["spec"]["pytorchReplicaSpecs"].values()} == {"ExitCode"}
+
+
+ISVC_URI = "s3://b/models/v2/"
+
+
+def isvc_ready(api, uri=ISVC_URI, mode="Standard"):
+    k8s_api.apply(k8s.inference_service("isvc", uri, deployment_mode=mode), api=api)
+    api.status_script = [cond("Ready")] * 500
+
+
+def wait_isvc(api, apps=None, timeout=30):
+    now = iter(range(1000))
+    return k8s_api.wait(
+        "InferenceService", "isvc", "fareflow", timeout=timeout, api=api, apps_api=apps,
+        sleep=lambda s: None, clock=lambda: next(now),
+    )  # fmt: skip
+
+
+def test_generation_observed_compares_the_objects_own_counters():
+    assert k8s_api.generation_observed({"metadata": {"generation": 3}, "status": {"observedGeneration": 3}})
+    assert not k8s_api.generation_observed(
+        {"metadata": {"generation": 3}, "status": {"observedGeneration": 2}}
+    )
+    assert not k8s_api.generation_observed({"metadata": {"generation": 1}, "status": {}})
+
+
+def test_wait_on_a_redeploy_ignores_ready_until_the_predictor_runs_the_new_model(api):
+    """Ready=True from the previous model (its Deployment still Available) is not the answer."""
+    isvc_ready(api)
+    old = deployment("isvc-predictor", "s3://b/models/v1/", generation=4, observed=4)
+    not_seen = deployment("isvc-predictor", ISVC_URI, generation=5, observed=4)
+    rolling = deployment("isvc-predictor", ISVC_URI, generation=5, observed=5, replicas=2, updated=1, total=3)
+    done = deployment("isvc-predictor", ISVC_URI, generation=5, observed=5, replicas=2)
+    apps = FakeAppsV1(script=[old, old, not_seen, rolling, done])
+    obj = wait_isvc(api, apps)
+    assert k8s_api.condition(obj, "Ready") and apps.reads == 5
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (deployment("isvc-predictor", "s3://b/models/v1/"), "does not run storageUri s3://b/models/v2/ yet"),
+        (deployment("isvc-predictor", ISVC_URI, generation=2, observed=1), "observedGeneration < generation"),
+        (deployment("isvc-predictor", ISVC_URI, replicas=2, updated=2, available=1), "1 available"),
+        (deployment("isvc-predictor", ISVC_URI, replicas=1, updated=1, total=2), "1 old"),
+    ],
+)
+def test_wait_times_out_naming_what_the_rollout_lacks(api, state, message):
+    isvc_ready(api)
+    with pytest.raises(UserError, match=f"Ready but not rolled out after 30s.*{message}"):
+        wait_isvc(api, FakeAppsV1({("fareflow", "isvc-predictor"): state}))
+
+
+def test_wait_in_knative_mode_checks_the_knative_service(api):
+    isvc_ready(api, mode="Knative")
+    key = ("serving.knative.dev", "v1", "fareflow", "services", "isvc-predictor")
+    ksvc = {
+        "metadata": {"name": "isvc-predictor", "generation": 2},
+        "spec": {"template": {"metadata": {"annotations": {k8s_api.SOURCE_URI_ANNOTATION: ISVC_URI}}}},
+        "status": {**cond("Ready"), "observedGeneration": 1},
+    }
+    api.store[key] = ksvc
+    with pytest.raises(UserError, match="Knative Service fareflow/isvc-predictor: observedGeneration"):
+        wait_isvc(api)
+    ksvc["status"].update(observedGeneration=2, latestCreatedRevisionName="r2", latestReadyRevisionName="r1")
+    with pytest.raises(UserError, match="revision r2 not ready"):
+        wait_isvc(api)
+    ksvc["status"]["latestReadyRevisionName"] = "r2"
+    assert k8s_api.condition(wait_isvc(api), "Ready")

@@ -11,13 +11,21 @@ import yaml
 
 from tests.manifests.k8s_schema import MANIFESTS, render, validate
 
-KUSTOMIZATIONS = ["base", "overlays/kind", "overlays/gpu-cluster"]
-COMPONENTS = ["components/gpu", "components/gpu-serving", "components/knative-serving"]
+KUSTOMIZATIONS = ["base", "overlays/kind", "overlays/gpu-cluster", "overlays/team-b"]
+PROJECT_NAMESPACE = {"overlays/team-b": "team-b"}  # the others: fareflow
+COMPONENTS = [
+    "components/gpu",
+    "components/gpu-serving",
+    "components/knative-serving",
+    "components/optuna-postgres",
+]
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict]]:
-    return {k: render(MANIFESTS / k) for k in KUSTOMIZATIONS}
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    out = {k: render(MANIFESTS / k) for k in KUSTOMIZATIONS}
+    out["optuna"] = with_components(tmp_path_factory.mktemp("optuna"), ["components/optuna-postgres"])
+    return out
 
 
 def with_components(tmp_path: pathlib.Path, components: list[str]) -> list[dict]:
@@ -69,15 +77,18 @@ def test_each_component_renders_on_base_and_validates(tmp_path, component):
         validate(obj)
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
 def test_everything_lives_in_the_project_namespace(rendered, name):
+    project = PROJECT_NAMESPACE.get(name, "fareflow")
+    (ns,) = by_kind(rendered[name], "Namespace")
+    assert ns["metadata"]["name"] == project
     for obj in rendered[name]:
         if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == "fareflow", obj["metadata"]
+            assert obj["metadata"]["namespace"] == project, obj["metadata"]
     assert not by_kind(rendered[name], "ClusterRole") and not by_kind(rendered[name], "ClusterRoleBinding")
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
 def test_pods_are_hardened_and_bounded(rendered, name):
     checked = 0
     for obj in rendered[name]:
@@ -95,7 +106,7 @@ def test_pods_are_hardened_and_bounded(rendered, name):
                 assert pod["securityContext"]["runAsNonRoot"] is True, where
                 assert pod.get("automountServiceAccountToken") is False, where
             checked += 1
-    assert checked >= 2  # postgres and the model server
+    assert checked >= (2 if name == "optuna" else 1)  # the model server (and postgres)
 
 
 def test_namespace_has_quota_limits_and_default_deny(rendered):
@@ -110,11 +121,10 @@ def test_namespace_has_quota_limits_and_default_deny(rendered):
         "allow-same-namespace",
         "allow-kubeflow-pipelines",
         "allow-kserve-ingress-to-predictors",
-        "allow-optuna-postgres",
     } <= names
     kfp = one(objs, "NetworkPolicy", "allow-kubeflow-pipelines")
     ports = {p["port"] for rule in kfp["spec"]["egress"] for p in rule["ports"]}
-    assert {8888, 9000, 8080} <= ports
+    assert {8888, 8333, 8080} <= ports
 
 
 def test_pipeline_runner_rbac_is_namespaced_and_minimal(rendered):
@@ -144,17 +154,29 @@ def _secret_values(obj: dict) -> dict[str, str]:
 
 
 def test_base_secrets_are_templates_without_real_values(rendered):
-    for name in ("fareflow-s3", "fareflow-postgres"):
-        values = _secret_values(one(rendered["base"], "Secret", name))
-        assert "REPLACE_ME" in values.values()
-    for name in ("fareflow-s3", "fareflow-postgres"):
-        assert "REPLACE_ME" in _secret_values(one(rendered["overlays/gpu-cluster"], "Secret", name)).values()
+    for where in ("base", "overlays/gpu-cluster"):
+        assert "REPLACE_ME" in _secret_values(one(rendered[where], "Secret", "fareflow-s3")).values()
+    assert "REPLACE_ME" in _secret_values(one(rendered["optuna"], "Secret", "fareflow-postgres")).values()
     kind_values = _secret_values(one(rendered["overlays/kind"], "Secret", "fareflow-s3"))
     assert kind_values == {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123"}
 
 
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_postgres_is_off_the_critical_path(rendered, name):
+    """Nothing uses PostgreSQL by default (the tune step keeps its study in memory): no base or
+    overlay deploys it, so no install waits for it; components/optuna-postgres adds it."""
+    objs = rendered[name]
+    assert not [o for o in objs if "postgres" in o["metadata"]["name"]], name
+    assert "OPTUNA_STORAGE_HOST" not in one(objs, "ConfigMap", "fareflow-cluster")["data"]
+
+
 def test_postgres_for_optuna_reads_credentials_from_the_secret(rendered):
-    objs = rendered["base"]
+    objs = rendered["optuna"]
+    assert one(objs, "ConfigMap", "fareflow-cluster")["data"]["OPTUNA_STORAGE_HOST"] == "fareflow-postgres"
+    assert one(objs, "NetworkPolicy", "allow-optuna-postgres")
+    versions = (MANIFESTS / "versions.env").read_text()
+    pg = one(objs, "StatefulSet", "fareflow-postgres")["spec"]["template"]["spec"]
+    assert f"POSTGRES_IMAGE:-{pg['containers'][0]['image']}}}" in versions
     sts = one(objs, "StatefulSet", "fareflow-postgres")
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     spec = sts["spec"]["template"]["spec"]
@@ -184,10 +206,26 @@ def test_gpu_serving_component_puts_the_runtime_on_the_gpu_pool(tmp_path):
 
 
 def test_knative_component_enables_scale_to_zero(tmp_path):
+    from components.cluster.core import ClusterSettings, inference_service_object
+
     objs = with_components(tmp_path, ["components/knative-serving"])
     cfg = one(objs, "ConfigMap", "fareflow-cluster")["data"]
     assert cfg["SERVING_DEPLOYMENT_MODE"] == "Knative" and cfg["SERVING_MIN_REPLICAS"] == "0"
     assert one(objs, "NetworkPolicy", "allow-knative-to-predictors")
+    # What the deploy step builds from these settings is what KServe's KPA validation accepts.
+    settings = ClusterSettings.from_config_map(cfg, "fareflow")
+    isvc = inference_service_object(settings, "taxi-fare", "s3://mlpipeline/m")
+    validate(isvc)
+    pred = isvc["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["scaleMetric"]) == (0, "concurrency")
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
+    # Knative Serving takes one container port: HTTP stays, gRPC goes.
+    (port,) = one(objs, "ServingRuntime", "fareflow-server")["spec"]["containers"][0]["ports"]
+    assert port["containerPort"] == 8080
+    role = one(objs, "Role", "fareflow-pipeline-runner")
+    assert {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get"]} in role[
+        "rules"
+    ]
 
 
 def test_kind_overlay_uses_the_tag_the_images_are_built_with(rendered):
@@ -195,9 +233,7 @@ def test_kind_overlay_uses_the_tag_the_images_are_built_with(rendered):
 
     runtime = one(rendered["overlays/kind"], "ServingRuntime", "fareflow-server")
     assert runtime["spec"]["containers"][0]["image"] == f"ghcr.io/fareflow/server:{VERSION}"
-    versions = (MANIFESTS / "versions.env").read_text()
-    pg = one(rendered["overlays/kind"], "StatefulSet", "fareflow-postgres")["spec"]["template"]["spec"]
-    assert f"POSTGRES_IMAGE:-{pg['containers'][0]['image']}}}" in versions
+    assert one(rendered["overlays/kind"], "ConfigMap", "fareflow-cluster")["data"]["IMAGE_TAG"] == VERSION
 
 
 def test_kind_cluster_has_cpu_pool_and_tainted_gpu_like_pool():
@@ -218,7 +254,7 @@ def test_kind_cluster_has_cpu_pool_and_tainted_gpu_like_pool():
 
 def test_validation_rejects_bad_objects(rendered):
     """The checks can fail: an unknown field and a wrong type are caught for each family."""
-    sts = yaml.safe_load(yaml.safe_dump(one(rendered["base"], "StatefulSet", "fareflow-postgres")))
+    sts = yaml.safe_load(yaml.safe_dump(one(rendered["optuna"], "StatefulSet", "fareflow-postgres")))
     sts["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(AssertionError, match="imagePullPolicyy"):
         validate(sts)
@@ -236,3 +272,157 @@ def test_validation_rejects_bad_objects(rendered):
     )
     with pytest.raises(AssertionError):
         validate(quota)
+
+
+# --- object store, namespaces, ports, tags (issue 10) ---
+
+SEAWEEDFS = "seaweedfs.kubeflow:9000"  # KFP 2.17: Service seaweedfs, port 9000 -> pods' 8333
+
+
+def _strings(obj, path=""):
+    """(path, value) for every string in an object, keys included as path parts."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(obj, str):
+        yield path, obj
+
+
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+def test_no_minio_service_anywhere(rendered, name):
+    """KFP 2.17 has no minio-service (kubeflow/pipelines#12613); its store is SeaweedFS."""
+    for obj in rendered[name]:
+        for path, value in _strings(obj):
+            assert "minio-service" not in value, f"{obj['kind']}/{obj['metadata']['name']}{path}"
+
+
+@pytest.mark.parametrize("name", ["base", "overlays/kind", "overlays/team-b"])
+def test_in_cluster_object_store_is_kfps_seaweedfs(rendered, name):
+    cfg = one(rendered[name], "ConfigMap", "fareflow-cluster")["data"]
+    assert cfg["AWS_ENDPOINT_URL"] == f"http://{SEAWEEDFS}"
+    secret = one(rendered[name], "Secret", "fareflow-s3")["metadata"]["annotations"]
+    assert secret["serving.kserve.io/s3-endpoint"] == SEAWEEDFS
+    egress = one(rendered[name], "NetworkPolicy", "allow-kubeflow-pipelines")["spec"]["egress"]
+    to_store = [
+        r for r in egress if r["to"][0].get("podSelector", {}).get("matchLabels") == {"app": "seaweedfs"}
+    ]
+    assert [p["port"] for r in to_store for p in r["ports"]] == [8333]  # the pod port NetworkPolicy sees
+    assert not [r for r in egress if r["to"][0].get("podSelector", {}).get("matchLabels") == {"app": "minio"}]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_project_namespace_is_admitted_by_kfps_seaweedfs_policy(rendered, name):
+    """kubeflow/pipelines 2.17.0 third-party/seaweedfs/base/seaweedfs/seaweedfs-networkpolicy.yaml
+    admits port 8333 from namespaces labelled app.kubernetes.io/part-of In [kubeflow-profile]."""
+    (ns,) = by_kind(rendered[name], "Namespace")
+    assert ns["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubeflow-profile"
+    # Everything inside it keeps the project label.
+    for obj in rendered[name]:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fareflow", obj["metadata"]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_object_store_settings_are_one_coherent_set(rendered, name):
+    """The jobs' endpoint/region (ConfigMap) and KServe's storage initializer settings (Secret
+    annotations) name the same store; no in-cluster endpoint beside a cloud one."""
+    from urllib.parse import urlsplit
+
+    cfg = one(rendered[name], "ConfigMap", "fareflow-cluster")["data"]
+    ann = one(rendered[name], "Secret", "fareflow-s3")["metadata"]["annotations"]
+    url = urlsplit(cfg["AWS_ENDPOINT_URL"])
+    assert ann["serving.kserve.io/s3-endpoint"] == url.netloc, name
+    assert ann["serving.kserve.io/s3-usehttps"] == ("1" if url.scheme == "https" else "0"), name
+    assert ann["serving.kserve.io/s3-region"] == cfg["AWS_DEFAULT_REGION"], name
+
+
+def test_gpu_cluster_object_store_is_the_clouds(rendered):
+    cfg = one(rendered["overlays/gpu-cluster"], "ConfigMap", "fareflow-cluster")["data"]
+    assert cfg["AWS_ENDPOINT_URL"].startswith("https://s3.") and cfg["AWS_ENDPOINT_URL"].endswith(
+        ".amazonaws.com"
+    )
+
+
+def test_a_second_project_follows_its_namespace_everywhere(rendered):
+    """overlays/team-b (namespace: team-b + base/follow-namespace) beside the default project:
+    no value may still name fareflow's namespace."""
+    team_b, default = rendered["overlays/team-b"], rendered["overlays/kind"]
+    assert one(team_b, "ConfigMap", "fareflow-cluster")["data"]["NAMESPACE"] == "team-b"
+    assert one(default, "ConfigMap", "fareflow-cluster")["data"]["NAMESPACE"] == "fareflow"
+    subjects = {
+        (s["namespace"], s["name"])
+        for s in one(team_b, "RoleBinding", "fareflow-pipeline-runner")["subjects"]
+    }
+    assert subjects == {("team-b", "fareflow-pipeline-runner"), ("kubeflow", "pipeline-runner")}
+    allowed = ("labels.app.kubernetes.io/part-of", ".supportedModelFormats[0].name")
+    for obj in team_b:
+        for path, value in _strings(obj):
+            if path.endswith(allowed):
+                continue
+            assert value != "fareflow" and ".fareflow." not in value and ".fareflow:" not in value, (
+                f"{obj['kind']}/{obj['metadata']['name']}{path}={value!r}"
+            )
+    # Both projects can live on one cluster: same object names, different namespaces.
+    assert {(o["kind"], o["metadata"]["name"]) for o in team_b} == {
+        (o["kind"], o["metadata"]["name"]) for o in default
+    } - {("Namespace", "fareflow")} | {("Namespace", "team-b")}
+
+
+def test_follow_namespace_is_needed(tmp_path):
+    """Without base/follow-namespace, `namespace:` alone leaves NAMESPACE and the subject behind."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": "team-c", "resources": [os.path.relpath(MANIFESTS / "base", tmp_path)]})
+    )
+    objs = render(tmp_path, outside_root=True)
+    assert one(objs, "ConfigMap", "fareflow-cluster")["data"]["NAMESPACE"] == "fareflow"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_serving_runtime_declares_http_and_v2_grpc_ports(rendered, name):
+    """KServe v0.21 Standard mode: the first container port becomes the predictor Service's 80,
+    further ones keep their number, names with grpc/h2c get appProtocol kubernetes.io/h2c."""
+    (c,) = one(rendered[name], "ServingRuntime", "fareflow-server")["spec"]["containers"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http1", 8080), ("h2c", 8081)]
+    assert "--grpc_port=8081" in c["args"] and "--http_port=8080" in c["args"]
+    ingress = one(rendered[name], "NetworkPolicy", "allow-kserve-ingress-to-predictors")["spec"]["ingress"]
+    assert {8080, 8081} <= {p["port"] for r in ingress for p in r["ports"]}
+
+
+def assert_pinned_settings(objs: list[dict]) -> None:
+    """The ConfigMap's image tags pass the same guard the pipeline applies."""
+    from components.cluster.core import ClusterSettings
+
+    data = one(objs, "ConfigMap", "fareflow-cluster")["data"]
+    assert data.get("IMAGE_TAG"), "IMAGE_TAG missing or empty"
+    ClusterSettings.from_config_map(data, "fareflow")  # raises UserError on latest/empty tags
+
+
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+def test_config_map_image_tags_are_pinned(rendered, name):
+    assert_pinned_settings(rendered[name])
+
+
+@pytest.mark.parametrize(
+    ("key", "tag"), [("IMAGE_TAG", "latest"), ("IMAGE_TAG", ""), ("CUDA_IMAGE_TAG", "latest")]
+)
+def test_the_tag_guard_catches_an_overlay_that_unpins(tmp_path, key, tag):
+    from components.common.errors import UserError
+
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(MANIFESTS / "overlays/kind", tmp_path)],
+                "patches": [
+                    {
+                        "target": {"kind": "ConfigMap", "name": "fareflow-cluster"},
+                        "patch": yaml.safe_dump([{"op": "replace", "path": f"/data/{key}", "value": tag}]),
+                    }
+                ],
+            }
+        )
+    )
+    with pytest.raises((UserError, AssertionError), match=key):
+        assert_pinned_settings(render(tmp_path, outside_root=True))

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install the cluster platform fareflow runs on, with pinned versions (manifests/versions.env):
 # cert-manager, Kubeflow Pipelines standalone, the Training Operator (PyTorchJob, MPIJob v1)
-# and KServe in Standard (raw Deployment) mode. Waits on every CRD being Established and on
+# and KServe in Standard (raw Deployment) mode, or with KSERVE_MODE=Knative, Knative Serving
+# with Kourier first and KServe in Knative mode. Waits on every CRD being Established and on
 # the controllers being ready. Idempotent: everything is `apply`, so running it twice is harmless.
+# The order and the upstream files each step follows: docs/kind-test.md.
 #
 # Uses the current kubectl context. DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
@@ -18,6 +20,17 @@ KFP_REPO="github.com/kubeflow/pipelines/manifests/kustomize"
 TRAINING_OPERATOR_REPO="github.com/kubeflow/training-operator.git/manifests/overlays/standalone"
 CERT_MANAGER_URL="https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
 KSERVE_URL="https://github.com/kserve/kserve/releases/download/${KSERVE_VERSION}"
+KNATIVE_SERVING_URL="https://github.com/knative/serving/releases/download/knative-v${KNATIVE_SERVING_VERSION}"
+KOURIER_URL="https://github.com/knative/net-kourier/releases/download/knative-v${KOURIER_VERSION}/kourier.yaml"
+# Every controller kserve.yaml deploys (config/overlays/all: KServe, LocalModel, LLMISvc). The
+# LLMISvc controller serves the webhooks (failurePolicy: Fail) that admit the
+# LLMInferenceServiceConfigs in kserve-cluster-resources.yaml, so all of them come up first.
+KSERVE_DEPLOYMENTS=(kserve-controller-manager kserve-localmodel-controller-manager llmisvc-controller-manager)
+
+case "${KSERVE_MODE}" in
+  Standard | Knative) ;;
+  *) die "KSERVE_MODE=${KSERVE_MODE}: expected Standard or Knative" ;;
+esac
 
 require kubectl python3
 
@@ -68,31 +81,61 @@ install_training_operator() {
   run kubectl -n kubeflow rollout status deployment/training-operator --timeout="${ROLLOUT_TIMEOUT}"
 }
 
+# Knative Serving (CRDs, core, Kourier as the networking layer), before KServe: KServe's
+# controller looks for the Knative Service CRD when it starts.
+install_knative() {
+  step "install Knative Serving ${KNATIVE_SERVING_VERSION} with Kourier ${KOURIER_VERSION}"
+  run kubectl apply --server-side --force-conflicts -f "${KNATIVE_SERVING_URL}/serving-crds.yaml"
+  wait_crds services.serving.knative.dev configurations.serving.knative.dev revisions.serving.knative.dev \
+    routes.serving.knative.dev podautoscalers.autoscaling.internal.knative.dev \
+    ingresses.networking.internal.knative.dev
+  run kubectl apply --server-side --force-conflicts -f "${KNATIVE_SERVING_URL}/serving-core.yaml"
+  run kubectl apply --server-side --force-conflicts -f "${KOURIER_URL}"
+  rollout_all knative-serving activator autoscaler controller webhook net-kourier-controller
+  rollout_all kourier-system 3scale-kourier-gateway
+  # Knative's webhook validates its ConfigMaps: patched once it serves.
+  retry 10 6 kubectl -n knative-serving patch configmap config-network --type=merge \
+    -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+  # A domain Kourier's external gateway serves (Knative's default svc.cluster.local is not
+  # exposed on the ingress; KServe's own Kourier template sets example.com the same way).
+  run kubectl -n knative-serving patch configmap config-domain --type=merge -p '{"data":{"example.com":""}}'
+}
+
 # Standard mode without an ingress controller: no Ingress objects (clients reach the
-# predictor Service directly, or through a gateway the cluster owner adds).
+# predictor Service directly, or through a gateway the cluster owner adds). Knative mode
+# through Kourier: no Istio VirtualService (as KServe's own Kourier e2e job configures it).
 patch_kserve_config() {
-  local ingress
+  local ingress key
   run kubectl -n kserve patch configmap inferenceservice-config --type=merge \
-    -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+    -p "{\"data\":{\"deploy\":\"{\\\"defaultDeploymentMode\\\":\\\"${KSERVE_MODE}\\\"}\"}}"
+  key="disableIngressCreation"
+  [[ "${KSERVE_MODE}" == "Knative" ]] && key="disableIstioVirtualHost"
   if [[ "${DRY_RUN}" == "1" ]]; then
     show kubectl -n kserve patch configmap inferenceservice-config --type=merge \
-      -p '{"data":{"ingress":"<current ingress config with disableIngressCreation=true>"}}'
+      -p "{\"data\":{\"ingress\":\"<current ingress config with ${key}=true>\"}}"
     return 0
   fi
   ingress="$(kubectl -n kserve get configmap inferenceservice-config -o jsonpath='{.data.ingress}')"
-  ingress="$(printf '%s' "${ingress}" | python3 -c \
-    'import json,sys; d=json.load(sys.stdin); d["disableIngressCreation"]=True; print(json.dumps(json.dumps(d)))')"
+  ingress="$(printf '%s' "${ingress}" | KEY="${key}" python3 -c \
+    'import json,os,sys; d=json.load(sys.stdin); d[os.environ["KEY"]]=True; print(json.dumps(json.dumps(d)))')"
   run kubectl -n kserve patch configmap inferenceservice-config --type=merge \
     -p "{\"data\":{\"ingress\":${ingress}}}"
 }
 
+# Since v0.17 kserve.yaml carries no Namespace (hack/release/generate-install.sh drops it) but
+# holds a ClusterStorageContainer beside its CRD, so: namespace, then the CRDs (the release's
+# kserve-crds.yaml) and wait, then kserve.yaml, then every controller, then the runtimes.
 install_kserve() {
-  step "install KServe ${KSERVE_VERSION} (Standard mode)"
-  run kubectl apply --server-side --force-conflicts -f "${KSERVE_URL}/kserve.yaml"
+  step "install KServe ${KSERVE_VERSION} (${KSERVE_MODE} mode)"
+  ensure_namespace kserve
+  run kubectl apply --server-side --force-conflicts -f "${KSERVE_URL}/kserve-crds.yaml"
   wait_crds inferenceservices.serving.kserve.io servingruntimes.serving.kserve.io \
-    clusterservingruntimes.serving.kserve.io
-  run kubectl -n kserve rollout status deployment/kserve-controller-manager --timeout="${ROLLOUT_TIMEOUT}"
-  # The cluster runtimes go through KServe's webhook, which may need a moment after rollout.
+    clusterservingruntimes.serving.kserve.io clusterstoragecontainers.serving.kserve.io
+  run kubectl apply --server-side --force-conflicts -f "${KSERVE_URL}/kserve.yaml"
+  # kserve.yaml's own CRDs: the LLMISvc kinds kserve-cluster-resources.yaml instantiates.
+  wait_crds llminferenceserviceconfigs.serving.kserve.io llminferenceservices.serving.kserve.io
+  rollout_all kserve "${KSERVE_DEPLOYMENTS[@]}"
+  # The webhooks may need a moment after the rollout before their endpoints answer.
   retry 10 6 kubectl apply --server-side --force-conflicts -f "${KSERVE_URL}/kserve-cluster-resources.yaml"
   patch_kserve_config
 }
@@ -106,9 +149,12 @@ main() {
   install_cert_manager
   install_kfp
   install_training_operator
+  if [[ "${KSERVE_MODE}" == "Knative" ]]; then
+    install_knative
+  fi
   install_kserve
   wait_platform
-  log "platform installed: KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION}"
+  log "platform installed: KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION} (${KSERVE_MODE})"
 }
 
 main "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the cluster path on a throwaway kind cluster:
-#   create the cluster -> install the platform -> build and load the images -> apply
-#   overlays/kind -> generate a small data set, upload it to KFP's object store and create the
+#   create the cluster -> advertise fake GPUs on the GPU pool's node -> install the platform
+#   (KSERVE_MODE=Standard, or Knative with Knative Serving) -> build and load the images -> apply
+#   overlays/kind (plus components/knative-serving in Knative mode) -> generate a small data set, upload it to KFP's object store and create the
 #   fareflow-s3 Secret the pipeline's ingest reads -> compile and submit the pipeline with
 #   kfp.Client (port-forward to the KFP API) -> wait for the run to succeed -> send v1 and v2
 #   inference requests to the InferenceService and check the answers -> (on failure) collect
@@ -12,7 +13,9 @@
 # NAMESPACE, TRAIN_WORKERS, PIPELINE_PARAMS ("key=value ..."; source, model_name,
 # train_workers and namespace default to the data uploaded here and the settings above),
 # DATA_ROWS, DATA_MONTHS, DATA_URI, ARTIFACT_DIR, KFP_LOCAL_PORT, MODEL_LOCAL_PORT,
-# MINIO_LOCAL_PORT, PYTHON, MAKE. Versions come from manifests/versions.env.
+# S3_LOCAL_PORT, KSERVE_MODE (Standard or Knative), FAKE_GPUS (nvidia.com/gpu the GPU pool's
+# node advertises), IMAGE_PLATFORM (the nodes' platform, for loading pulled images), PYTHON,
+# MAKE. Versions come from manifests/versions.env. Order and upstream sources: docs/kind-test.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,25 +36,32 @@ PIPELINE_PARAMS="${PIPELINE_PARAMS:-}"
 ARTIFACT_DIR="${ARTIFACT_DIR:-${TMPDIR:-/tmp}/fareflow-kind-test}"
 KFP_LOCAL_PORT="${KFP_LOCAL_PORT:-8888}"
 MODEL_LOCAL_PORT="${MODEL_LOCAL_PORT:-8081}"
-MINIO_LOCAL_PORT="${MINIO_LOCAL_PORT:-9000}"
-# The data set the pipeline ingests: generated here, uploaded to KFP's object store (MinIO, or
-# SeaweedFS behind the same minio-service) in the bucket KFP itself uses.
+S3_LOCAL_PORT="${S3_LOCAL_PORT:-9000}"
+FAKE_GPUS="${FAKE_GPUS:-2}"
+IMAGE_PLATFORM="${IMAGE_PLATFORM:-}"
+# The data set the pipeline ingests: generated here, uploaded to KFP's object store (KFP 2.17:
+# SeaweedFS, Service seaweedfs.kubeflow, S3 on port 9000 -> 8333) in the bucket KFP itself uses.
 DATA_ROWS="${DATA_ROWS:-50000}"
 DATA_MONTHS="${DATA_MONTHS:-2015-01:2015-03}"
 DATA_URI="${DATA_URI:-s3://mlpipeline/fareflow-kind-test/raw/}"
 DATA_DIR="${ARTIFACT_DIR}/data"
-# KFP standalone's object store credentials (keys accesskey/secretkey) and the Secret the
+# KFP standalone's object store credentials (keys accesskey/secretkey; the Secret kept its MinIO
+# era name) and the Secret the
 # compiled pipeline injects into the ingest task (pipelines.taxi_fare.S3_SECRET); KFP
 # standalone runs pipeline pods in kubeflow, so that is where it must exist.
-MINIO_SECRET="mlpipeline-minio-artifact"
+S3_CREDENTIALS_SECRET="mlpipeline-minio-artifact"
 S3_SECRET="fareflow-s3"
-S3_ENDPOINT_IN_CLUSTER="http://minio-service.kubeflow:9000"
+S3_SERVICE="seaweedfs"
+S3_ENDPOINT_IN_CLUSTER="http://${S3_SERVICE}.kubeflow:9000"
 S3_REGION="us-east-1"
 REDACTED="<redacted>"
 PYTHON="${PYTHON:-python3}"
 MAKE="${MAKE:-make}"
 KIND_CONFIG="${REPO_ROOT}/manifests/kind/kind-config.yaml"
 OVERLAY="${REPO_ROOT}/manifests/overlays/kind"
+KNATIVE_COMPONENT="${REPO_ROOT}/manifests/components/knative-serving"
+# Knative mode: overlays/kind plus components/knative-serving, composed here (no file changes).
+KNATIVE_OVERLAY="${ARTIFACT_DIR}/overlay-knative"
 KFP_HOST="http://127.0.0.1:${KFP_LOCAL_PORT}"
 
 require kind kubectl docker curl "${PYTHON}" "${MAKE}"
@@ -68,7 +78,7 @@ collect_logs() {
   fi
   kubectl get all,events,inferenceservices,pytorchjobs,mpijobs -A -o wide >"${ARTIFACT_DIR}/resources.txt" 2>&1 || true
   local ns pod
-  for ns in "${NAMESPACE}" kubeflow kserve cert-manager; do
+  for ns in "${NAMESPACE}" kubeflow kserve cert-manager knative-serving kourier-system; do
     kubectl -n "${ns}" describe pods >"${ARTIFACT_DIR}/${ns}-pods.txt" 2>&1 || true
     for pod in $(kubectl -n "${ns}" get pods -o name 2>/dev/null); do
       kubectl -n "${ns}" logs "${pod}" --all-containers --prefix --tail=2000 \
@@ -114,10 +124,57 @@ create_cluster() {
   run kubectl config use-context "kind-${CLUSTER_NAME}"
 }
 
+# kind nodes have no GPU: the tainted GPU pool's node advertises FAKE_GPUS nvidia.com/gpu
+# through the Node status subresource (an extended resource; the kubelet derives allocatable
+# from it and keeps it), so pods that request GPUs schedule there and run on its CPU.
+advertise_gpus() {
+  step "advertise ${FAKE_GPUS} fake nvidia.com/gpu on the fareflow.io/pool=gpu node"
+  local node
+  show kubectl get nodes -l fareflow.io/pool=gpu -o "jsonpath={.items[0].metadata.name}"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    node="${CLUSTER_NAME}-worker3"
+  else
+    node="$(kubectl get nodes -l fareflow.io/pool=gpu -o 'jsonpath={.items[0].metadata.name}')"
+  fi
+  [[ -n "${node}" ]] || die "no node labelled fareflow.io/pool=gpu (see ${KIND_CONFIG})"
+  run kubectl patch node "${node}" --subresource=status --type=json \
+    -p "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"${FAKE_GPUS}\"}]"
+  run kubectl wait "node/${node}" --for="jsonpath={.status.allocatable.nvidia\.com/gpu}=${FAKE_GPUS}" --timeout=60s
+}
+
 install_platform() {
   step "install the platform"
   # The install script prints its own commands in a dry run.
-  DRY_RUN="${DRY_RUN}" bash "${SCRIPT_DIR}/install-platform.sh"
+  DRY_RUN="${DRY_RUN}" KSERVE_MODE="${KSERVE_MODE}" bash "${SCRIPT_DIR}/install-platform.sh"
+}
+
+# The nodes' platform (os/arch), for saving one platform of a pulled multi-arch image.
+node_platform() {
+  if [[ -n "${IMAGE_PLATFORM}" ]]; then
+    printf '%s\n' "${IMAGE_PLATFORM}"
+    return 0
+  fi
+  case "$(uname -m)" in
+    x86_64 | amd64) printf 'linux/amd64\n' ;;
+    aarch64 | arm64) printf 'linux/arm64\n' ;;
+    *) die "unknown machine $(uname -m): set IMAGE_PLATFORM=linux/ARCH" ;;
+  esac
+}
+
+# Load a pulled image into every node. `kind load docker-image` imports with --all-platforms,
+# which fails on Docker 29's containerd image store for multi-arch images whose other
+# platforms were never pulled ("content digest not found", kind#3795). So pull and save one
+# platform (--platform needs Docker 28+) into a file and load that archive: a file, not
+# /dev/stdin, because kind opens the archive once per node, concurrently.
+kind_load_pulled_image() {
+  local img="$1" platform archive
+  platform="$(node_platform)"
+  archive="${ARTIFACT_DIR}/images/$(printf '%s' "${img}" | tr '/:' '__').tar"
+  run mkdir -p "${ARTIFACT_DIR}/images"
+  run docker pull --platform "${platform}" "${img}"
+  run docker save --platform "${platform}" -o "${archive}" "${img}"
+  run kind load image-archive "${archive}" --name "${CLUSTER_NAME}"
+  run rm -f "${archive}"
 }
 
 load_images() {
@@ -128,28 +185,43 @@ load_images() {
   # Third-party images the cluster runs: the operator's init container and PostgreSQL.
   local img
   for img in "${ALPINE_IMAGE}" "${POSTGRES_IMAGE}"; do
-    run docker pull "${img}"
-    run kind load docker-image "${img}" --name "${CLUSTER_NAME}"
+    kind_load_pulled_image "${img}"
   done
 }
 
+# kustomize takes only relative paths to other kustomizations.
+write_knative_overlay() {
+  mkdir -p "${KNATIVE_OVERLAY}"
+  printf '%s\n' "# kind-test KSERVE_MODE=Knative: overlays/kind with scale-to-zero serving." \
+    "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+    "resources:" "  - $(realpath --relative-to="${KNATIVE_OVERLAY}" "${OVERLAY}")" \
+    "components:" "  - $(realpath --relative-to="${KNATIVE_OVERLAY}" "${KNATIVE_COMPONENT}")" \
+    >"${KNATIVE_OVERLAY}/kustomization.yaml"
+}
+
 apply_overlay() {
-  step "apply overlays/kind"
-  run kubectl apply -k "${OVERLAY}"
+  if [[ "${KSERVE_MODE}" == "Knative" ]]; then
+    step "apply overlays/kind with components/knative-serving"
+    run write_knative_overlay
+    run kubectl apply -k "${KNATIVE_OVERLAY}"
+  else
+    step "apply overlays/kind"
+    run kubectl apply -k "${OVERLAY}"
+  fi
   run kubectl -n "${NAMESPACE}" rollout status statefulset/fareflow-postgres --timeout=300s
 }
 
 # Set variable $1 to key $2 of KFP's object store Secret, decoded. The value is never
 # printed (a placeholder in a dry run).
-read_minio_credential() {
+read_s3_credential() {
   local value
-  show kubectl -n kubeflow get secret "${MINIO_SECRET}" -o "jsonpath={.data.$2}" "|" base64 -d
+  show kubectl -n kubeflow get secret "${S3_CREDENTIALS_SECRET}" -o "jsonpath={.data.$2}" "|" base64 -d
   if [[ "${DRY_RUN}" == "1" ]]; then
     value="${REDACTED}"
   else
-    value="$(kubectl -n kubeflow get secret "${MINIO_SECRET}" -o "jsonpath={.data.$2}" | base64 -d)"
+    value="$(kubectl -n kubeflow get secret "${S3_CREDENTIALS_SECRET}" -o "jsonpath={.data.$2}" | base64 -d)"
   fi
-  [[ -n "${value}" ]] || die "kubeflow/${MINIO_SECRET} has no key $2"
+  [[ -n "${value}" ]] || die "kubeflow/${S3_CREDENTIALS_SECRET} has no key $2"
   printf -v "$1" '%s' "${value}"
 }
 
@@ -158,14 +230,14 @@ upload_data() {
   run rm -rf "${DATA_DIR}"
   run "${PYTHON}" -m components.generate --out "${DATA_DIR}" --rows "${DATA_ROWS}" --months "${DATA_MONTHS}"
   local access_key="" secret_key=""
-  read_minio_credential access_key accesskey
-  read_minio_credential secret_key secretkey
-  run_bg kubectl -n kubeflow port-forward svc/minio-service "${MINIO_LOCAL_PORT}:9000"
+  read_s3_credential access_key accesskey
+  read_s3_credential secret_key secretkey
+  run_bg kubectl -n kubeflow port-forward "svc/${S3_SERVICE}" "${S3_LOCAL_PORT}:9000"
   # Credentials travel in the environment only; retry while the port-forward (and KFP's
   # object store init job) come up.
   (
     export AWS_ACCESS_KEY_ID="${access_key}" AWS_SECRET_ACCESS_KEY="${secret_key}" \
-      AWS_ENDPOINT_URL="http://127.0.0.1:${MINIO_LOCAL_PORT}" AWS_DEFAULT_REGION="${S3_REGION}"
+      AWS_ENDPOINT_URL="http://127.0.0.1:${S3_LOCAL_PORT}" AWS_DEFAULT_REGION="${S3_REGION}"
     retry 30 2 "${PYTHON}" "${SCRIPT_DIR}/upload_data.py" --src "${DATA_DIR}" --dest "${DATA_URI}" --delete
   )
   stop_bg
@@ -223,10 +295,38 @@ submit_pipeline() {
     --experiment kind-test "${params[@]}" --wait --timeout "${RUN_TIMEOUT}"
 }
 
+# Knative mode: svc/ISVC-predictor is an ExternalName to Kourier (nothing to port-forward to).
+# One request through Kourier with the predictor's Knative host (Route -> activator -> pod),
+# then the checks against the ready revision's pods.
+knative_predictor_service() {
+  local host revision
+  show kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" -o "jsonpath={.status.components.predictor.url}"
+  show kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" \
+    -o "jsonpath={.status.components.predictor.latestReadyRevision}"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    host="${ISVC_NAME}-predictor.${NAMESPACE}.example.com"
+    revision="${ISVC_NAME}-predictor-00001"
+  else
+    host="$(kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" -o 'jsonpath={.status.components.predictor.url}')"
+    host="${host#*://}"
+    revision="$(kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" \
+      -o 'jsonpath={.status.components.predictor.latestReadyRevision}')"
+  fi
+  [[ -n "${host}" && -n "${revision}" ]] || die "inferenceservice/${ISVC_NAME} has no URL or ready revision"
+  run_bg kubectl -n kourier-system port-forward svc/kourier "${MODEL_LOCAL_PORT}:80"
+  retry 30 2 curl -fsS -o /dev/null -H "Host: ${host}" "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
+  stop_bg
+  PREDICTOR_SERVICE="${revision}-private"
+}
+
 check_inference() {
   step "send inference requests to ${NAMESPACE}/${ISVC_NAME}"
   run kubectl -n "${NAMESPACE}" wait --for=condition=Ready "inferenceservice/${ISVC_NAME}" --timeout=600s
-  run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${ISVC_NAME}-predictor" "${MODEL_LOCAL_PORT}:80"
+  PREDICTOR_SERVICE="${ISVC_NAME}-predictor"
+  if [[ "${KSERVE_MODE}" == "Knative" ]]; then
+    knative_predictor_service
+  fi
+  run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${PREDICTOR_SERVICE}" "${MODEL_LOCAL_PORT}:80"
   retry 30 2 curl -fsS -o /dev/null "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
     --model "${ISVC_NAME}" --protocol both
@@ -235,8 +335,9 @@ check_inference() {
 main() {
   check_overlay_tag
   log "data: ${DATA_ROWS} rows (${DATA_MONTHS}) -> ${DATA_URI}"
-  log "kind ${KIND_VERSION}, node ${KIND_NODE_IMAGE}, KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION}, images ghcr.io/fareflow/*:${IMAGE_TAG}"
+  log "kind ${KIND_VERSION}, node ${KIND_NODE_IMAGE}, KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION} (${KSERVE_MODE}), images ghcr.io/fareflow/*:${IMAGE_TAG}"
   create_cluster
+  advertise_gpus
   install_platform
   load_images
   apply_overlay

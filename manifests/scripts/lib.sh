@@ -99,3 +99,23 @@ retry() {
   done
   return 1
 }
+
+# Create namespace $1 if it is missing, leave it alone if it exists (client-side render piped
+# into apply, so a second run changes nothing).
+ensure_namespace() {
+  show kubectl create namespace "$1" --dry-run=client -o yaml "|" kubectl apply -f -
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f -
+  fi
+}
+
+# Roll out each deployment $2... in namespace $1, then wait for any other deployment there
+# (one an upstream release added that is not named here) to be Available.
+rollout_all() {
+  local ns="$1" d
+  shift
+  for d in "$@"; do
+    run kubectl -n "${ns}" rollout status "deployment/${d}" --timeout="${ROLLOUT_TIMEOUT:-600s}"
+  done
+  run kubectl -n "${ns}" wait --for=condition=Available deployment --all --timeout="${ROLLOUT_TIMEOUT:-600s}"
+}

@@ -60,11 +60,12 @@ def index(lines: list[str], needle: str, start: int = 0) -> int:
 
 
 def test_dry_run_prints_the_whole_sequence_in_order():
-    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt")
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64")
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
     order = [
         f"kind create cluster --name fareflow --image {VERSIONS['KIND_NODE_IMAGE']}",
+        "patch node fareflow-worker3 --subresource=status",
         f"cert-manager/releases/download/{VERSIONS['CERT_MANAGER_VERSION']}/cert-manager.yaml",
         "crd/certificates.cert-manager.io",
         f"cluster-scoped-resources?ref={VERSIONS['KFP_VERSION']}",
@@ -74,20 +75,26 @@ def test_dry_run_prints_the_whole_sequence_in_order():
         "crd/pytorchjobs.kubeflow.org",
         "crd/mpijobs.kubeflow.org",
         f"--pytorch-init-container-image={VERSIONS['ALPINE_IMAGE']}",
-        f"kserve/releases/download/{VERSIONS['KSERVE_VERSION']}/kserve.yaml",
+        "kubectl create namespace kserve --dry-run=client",
+        f"kserve/releases/download/{VERSIONS['KSERVE_VERSION']}/kserve-crds.yaml",
         "crd/inferenceservices.serving.kserve.io",
         "crd/servingruntimes.serving.kserve.io",
+        "crd/clusterstoragecontainers.serving.kserve.io",
+        f"kserve/releases/download/{VERSIONS['KSERVE_VERSION']}/kserve.yaml",
         "rollout status deployment/kserve-controller-manager",
+        "rollout status deployment/llmisvc-controller-manager",
         "kserve-cluster-resources.yaml",
         '\\"defaultDeploymentMode\\":\\"Standard\\"',
         "images IMAGE_TAG=0.1.0 CONTAINER_ENGINE=docker",
         "kind-load IMAGE_TAG=0.1.0 CONTAINER_ENGINE=docker KIND_CLUSTER=fareflow",
-        f"kind load docker-image {VERSIONS['ALPINE_IMAGE']}",
-        f"kind load docker-image {VERSIONS['POSTGRES_IMAGE']}",
+        f"docker save --platform linux/amd64 -o /tmp/kt/images/alpine_{VERSIONS['ALPINE_IMAGE'].split(':')[1]}.tar",
+        "kind load image-archive /tmp/kt/images/alpine_",
+        f"docker save --platform linux/amd64 -o /tmp/kt/images/postgres_{VERSIONS['POSTGRES_IMAGE'].split(':')[1]}.tar",
+        "kind load image-archive /tmp/kt/images/postgres_",
         "kubectl apply -k " + str(MANIFESTS / "overlays" / "kind"),
         "components.generate --out",
         "get secret mlpipeline-minio-artifact",
-        "port-forward svc/minio-service 9000:9000",
+        "port-forward svc/seaweedfs 9000:9000",
         f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}",
         "kubectl -n kubeflow create secret generic fareflow-s3",
         "kubectl -n fareflow create secret generic fareflow-s3",
@@ -136,7 +143,7 @@ def test_data_is_uploaded_and_the_s3_secret_created_before_the_pipeline_is_submi
         index(cmds, f"get secret mlpipeline-minio-artifact -o 'jsonpath={{.data.{k}}}' | base64 -d")
         for k in ("accesskey", "secretkey")
     ]
-    forward = index(cmds, "kubectl -n kubeflow port-forward svc/minio-service 9000:9000 &")
+    forward = index(cmds, "kubectl -n kubeflow port-forward svc/seaweedfs 9000:9000 &")
     upload = index(cmds, f"upload_data.py --src /tmp/kt/data --dest {DATA_URI}")
     secret = index(cmds, "kubectl -n kubeflow create secret generic fareflow-s3")
     project_secret = index(cmds, "kubectl -n fareflow create secret generic fareflow-s3")
@@ -145,14 +152,14 @@ def test_data_is_uploaded_and_the_s3_secret_created_before_the_pipeline_is_submi
     assert overlay < project_secret < submit  # replaces the overlay's template values
     # The project namespace's copy keeps the annotations KServe's storage initializer reads.
     assert (
-        "kubectl annotate --local -f - serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 "
+        "kubectl annotate --local -f - serving.kserve.io/s3-endpoint=seaweedfs.kubeflow:9000 "
         "serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1 -o yaml | kubectl apply -f -"
     ) in cmds[project_secret]
     # The Secret is created or updated (client-side render piped into apply), in kubeflow, with
     # the in-cluster endpoint; the credentials are placeholders in the output, never values.
     line = cmds[secret]
     assert "--dry-run=client -o yaml | kubectl apply -f -" in line
-    assert "AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000" in line
+    assert "AWS_ENDPOINT_URL=http://seaweedfs.kubeflow:9000" in line
     assert "AWS_DEFAULT_REGION=us-east-1" in line
     assert "AWS_ACCESS_KEY_ID=<redacted>" in line and "AWS_SECRET_ACCESS_KEY=<redacted>" in line
     assert not any("minio123" in c for c in lines)
@@ -213,12 +220,187 @@ def test_image_tag_must_match_the_kind_overlay():
     assert not any(line.startswith("+ kind create") for line in lines)
 
 
-def test_install_platform_alone_is_idempotent_apply_only():
-    rc, lines = dry_run("install-platform.sh")
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_install_platform_alone_is_idempotent_apply_only(mode):
+    rc, lines = dry_run("install-platform.sh", KSERVE_MODE=mode)
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
-    assert not any(" create " in c or " delete " in c for c in cmds)
+    assert not any(" delete " in c for c in cmds)
+    # `create` only as a client-side render piped into apply (a second run changes nothing).
+    for c in cmds:
+        if " create " in c:
+            assert "--dry-run=client -o yaml | kubectl apply -f -" in c, c
     assert all("--server-side" in c for c in cmds if "training-operator" in c and "apply" in c)
+
+
+def test_install_platform_rejects_an_unknown_kserve_mode():
+    rc, lines = dry_run("install-platform.sh", KSERVE_MODE="Serverless")
+    assert rc != 0 and not any(line.startswith("+ ") for line in lines)
+
+
+# --- KServe install order (kserve/kserve hack/release/generate-install.sh: kserve.yaml has no
+# Namespace, holds a ClusterStorageContainer beside its CRD; kserve-crds.yaml is a release file)
+
+
+def kserve_commands(mode="Standard"):
+    rc, lines = dry_run("install-platform.sh", KSERVE_MODE=mode)
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    release = f"kserve/releases/download/{VERSIONS['KSERVE_VERSION']}/"
+    return cmds, release
+
+
+def test_kserve_namespace_and_crds_come_before_the_rest_of_kserve_yaml():
+    cmds, release = kserve_commands()
+    namespace = index(cmds, "kubectl create namespace kserve --dry-run=client -o yaml | kubectl apply -f -")
+    crds = index(cmds, release + "kserve-crds.yaml")
+    kserve = index(cmds, release + "kserve.yaml")
+    assert namespace < crds < kserve
+    # kserve.yaml's ClusterStorageContainer needs its CRD served before kserve.yaml is applied.
+    for crd in ("clusterstoragecontainers", "inferenceservices", "servingruntimes", "clusterservingruntimes"):
+        assert crds < index(cmds, f"crd/{crd}.serving.kserve.io") < kserve
+
+
+def test_every_kserve_controller_is_rolled_out_before_the_cluster_resources():
+    cmds, release = kserve_commands()
+    resources = index(cmds, release + "kserve-cluster-resources.yaml")
+    kserve = index(cmds, release + "kserve.yaml")
+    # kserve.yaml (config/overlays/all) deploys three controllers; the LLMISvc one serves the
+    # failurePolicy: Fail webhooks for the LLMInferenceServiceConfigs in the cluster resources.
+    for deployment in (
+        "kserve-controller-manager",
+        "kserve-localmodel-controller-manager",
+        "llmisvc-controller-manager",
+    ):
+        assert kserve < index(cmds, f"kubectl -n kserve rollout status deployment/{deployment}") < resources
+    assert kserve < index(cmds, "kubectl -n kserve wait --for=condition=Available deployment --all") < resources
+    assert kserve < index(cmds, "crd/llminferenceserviceconfigs.serving.kserve.io") < resources
+
+
+def test_knative_mode_installs_pinned_knative_serving_and_kourier_before_kserve():
+    cmds, release = kserve_commands("Knative")
+    serving = f"knative/serving/releases/download/knative-v{VERSIONS['KNATIVE_SERVING_VERSION']}/"
+    crds = index(cmds, serving + "serving-crds.yaml")
+    established = index(cmds, "crd/services.serving.knative.dev", crds)
+    core = index(cmds, serving + "serving-core.yaml")
+    kourier = index(cmds, f"net-kourier/releases/download/knative-v{VERSIONS['KOURIER_VERSION']}/kourier.yaml")
+    webhook = index(cmds, "kubectl -n knative-serving rollout status deployment/webhook")
+    gateway = index(cmds, "kubectl -n kourier-system rollout status deployment/3scale-kourier-gateway")
+    network = index(cmds, '"ingress-class":"kourier.ingress.networking.knative.dev"')
+    kserve = index(cmds, release + "kserve.yaml")
+    assert crds < established < core < kourier < webhook < network < kserve and gateway < kserve
+    index(cmds, '\\"defaultDeploymentMode\\":\\"Knative\\"', kserve)
+    index(cmds, "disableIstioVirtualHost=true", kserve)
+    # The Standard install has none of it.
+    standard, _ = kserve_commands("Standard")
+    assert not any("knative" in c for c in standard)
+    index(standard, '\\"defaultDeploymentMode\\":\\"Standard\\"')
+
+
+def test_knative_kind_test_applies_the_knative_component_and_checks_through_kourier(tmp_path):
+    rc, lines = dry_run("kind-test.sh", KSERVE_MODE="Knative", ARTIFACT_DIR=str(tmp_path))
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    overlay = index(cmds, f"kubectl apply -k {tmp_path}/overlay-knative")
+    assert not any(c == "+ kubectl apply -k " + str(MANIFESTS / "overlays" / "kind") for c in cmds)
+    ready = index(cmds, "wait --for=condition=Ready inferenceservice/taxi-fare", overlay)
+    kourier = index(cmds, "kubectl -n kourier-system port-forward svc/kourier 8081:80 &", ready)
+    index(cmds, "-H 'Host: taxi-fare-predictor.fareflow.example.com'", kourier)
+    forward = index(cmds, "port-forward svc/taxi-fare-predictor-00001-private 8081:80 &", kourier)
+    index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare", forward)
+
+
+def test_knative_overlay_composes_the_kind_overlay_with_the_knative_component(tmp_path):
+    """The kustomization kind-test writes in Knative mode renders (kustomize, no cluster)."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl is needed to render the overlay")
+    script = (
+        f"source {MANIFESTS / 'scripts' / 'lib.sh'}; "
+        f"OVERLAY={MANIFESTS / 'overlays' / 'kind'} KNATIVE_COMPONENT={MANIFESTS / 'components' / 'knative-serving'} "
+        f"KNATIVE_OVERLAY={tmp_path / 'overlay-knative'}; "
+        + "eval \"$(sed -n '/^write_knative_overlay() {/,/^}/p' "
+        + str(MANIFESTS / "scripts" / "kind-test.sh")
+        + ')"; write_knative_overlay'
+    )
+    subprocess.run(["bash", "-c", script], check=True, timeout=30)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(tmp_path / "overlay-knative")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fareflow-cluster")
+    assert cfg["data"]["SERVING_DEPLOYMENT_MODE"] == "Knative" and cfg["data"]["SERVING_MIN_REPLICAS"] == "0"
+    assert any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-knative-to-predictors" for d in docs)
+
+
+# --- Item 2: pulled images reach kind as one platform, from a file (kind#3795) --------------
+
+
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64"])
+def test_pulled_images_are_saved_for_one_platform_and_loaded_as_an_archive(platform):
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM=platform)
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    for img in (VERSIONS["ALPINE_IMAGE"], VERSIONS["POSTGRES_IMAGE"]):
+        archive = "/tmp/kt/images/" + img.replace("/", "_").replace(":", "_") + ".tar"
+        pull = index(cmds, f"docker pull --platform {platform} {img}")
+        save = index(cmds, f"docker save --platform {platform} -o {archive} {img}", pull)
+        load = index(cmds, f"kind load image-archive {archive} --name fareflow", save)
+        index(cmds, f"rm -f {archive}", load)
+    # Never the all-platforms import of `kind load docker-image`, never stdin (kind opens the
+    # archive once per node, concurrently: pkg/cmd/kind/load/image-archive).
+    assert not any("kind load docker-image" in c for c in cmds)
+    assert not any("image-archive /dev/stdin" in c for c in cmds)
+
+
+def test_node_platform_follows_the_machine():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="")
+    assert rc == 0
+    machine = os.uname().machine
+    expected = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}
+    if machine in expected:
+        index(lines, f"docker save --platform {expected[machine]} ")
+
+
+# --- Item 3: KFP 2.17's object store is SeaweedFS (kubeflow/pipelines#12613) ----------------
+
+
+def test_no_script_or_cluster_config_names_minio_service():
+    files = [*sorted((MANIFESTS / "scripts").iterdir()), MANIFESTS / "kind" / "kind-config.yaml"]
+    offenders = [f.name for f in files if f.is_file() and "minio-service" in f.read_text()]
+    assert not offenders, offenders
+    _, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt")
+    assert not any("minio-service" in line for line in lines)
+
+
+# --- Item 13: the kind GPU pool advertises nvidia.com/gpu ------------------------------------
+
+
+def test_gpu_pool_node_advertises_fake_gpus_before_the_platform_is_installed():
+    rc, lines = dry_run("kind-test.sh", FAKE_GPUS="3")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    created = index(cmds, "kind create cluster")
+    find = index(cmds, "kubectl get nodes -l fareflow.io/pool=gpu", created)
+    patch = index(cmds, "kubectl patch node fareflow-worker3 --subresource=status --type=json", find)
+    assert '"path":"/status/capacity/nvidia.com~1gpu","value":"3"' in cmds[patch]
+    wait = index(cmds, "kubectl wait node/fareflow-worker3", patch)
+    assert "{.status.allocatable.nvidia\\.com/gpu}=3" in cmds[wait]
+    assert wait < index(cmds, "cert-manager.yaml")
+
+
+def test_kind_config_gpu_worker_is_labelled_tainted_and_says_how_it_gets_gpus():
+    text = (MANIFESTS / "kind" / "kind-config.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    gpu = [n for n in cfg["nodes"] if n.get("labels", {}).get("fareflow.io/pool") == "gpu"]
+    assert len(gpu) == 1
+    assert "key: nvidia.com/gpu" in gpu[0]["kubeadmConfigPatches"][0]
+    assert "NoSchedule" in gpu[0]["kubeadmConfigPatches"][0]
+    # The node kind-test patches is the third worker (kind names workers in config order).
+    workers = [n for n in cfg["nodes"] if n["role"] == "worker"]
+    assert workers.index(gpu[0]) == 2
+    assert "FAKE_GPUS" in text and "extended resource" in text
 
 
 # --- the data step for real, with stub tools and an S3 server (moto) in place of the cluster --
@@ -231,6 +413,7 @@ case "$(basename "$0") $*" in
   *"get secret mlpipeline-minio-artifact"*accesskey*) printf '%s' "$FAKE_ACCESS" | base64 ;;
   *"get secret mlpipeline-minio-artifact"*secretkey*) printf '%s' "$FAKE_SECRET" | base64 ;;
   *port-forward*) exec sleep 120 ;;
+  *"get nodes -l fareflow.io/pool=gpu"*) printf 'fareflow-worker3' ;;
   *"create secret generic"*) cat >"$STUB_DIR/secret.env"; echo "kind: Secret" ;;
   *"annotate --local"*) cat; echo "annotated: true" ;;
   *"apply -f -"*) cat >>"$STUB_DIR/applied.yaml" ;;
@@ -277,7 +460,7 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
         "PYTHON": str(bin_dir / "python-stub"),
         "FAKE_ACCESS": ACCESS,
         "FAKE_SECRET": SECRET,
-        "MINIO_LOCAL_PORT": str(s3_server),
+        "S3_LOCAL_PORT": str(s3_server),
         "ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "DATA_ROWS": "300",
         "DRY_RUN": "0",
@@ -300,7 +483,7 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
     assert (tmp_path / "secret.env").read_text().splitlines() == [
         f"AWS_ACCESS_KEY_ID={ACCESS}",
         f"AWS_SECRET_ACCESS_KEY={SECRET}",
-        "AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000",
+        "AWS_ENDPOINT_URL=http://seaweedfs.kubeflow:9000",
         "AWS_DEFAULT_REGION=us-east-1",
     ]
     from pipelines.taxi_fare import S3_ENV_KEYS, S3_SECRET

@@ -177,7 +177,15 @@ def _pick_device(requested: str, local_rank: int) -> str:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+        # Never fall back to CPU: a GPU pod running CPU torch would train silently, slowly.
+        build = (
+            f"torch {torch.__version__} is a CPU-only build"
+            if torch.version.cuda is None
+            else "no CUDA device"
+        )
+        raise UserError(
+            f"--device cuda: {build} here (a GPU pod needs the -cuda trainer image; use --device auto or cpu)"
+        )
     if requested == "cpu" or not torch.cuda.is_available():
         return "cpu"
     return f"cuda:{local_rank % torch.cuda.device_count()}"

@@ -41,3 +41,21 @@ def test_cli_error_is_one_line_with_exit_code_2(make_splits, tmp_path):
 def test_cli_rejects_bad_hidden(splits, tmp_path, capsys):
     assert main(["--splits", str(splits), "--output", str(tmp_path / "m"), "--hidden", "64,x"]) == 2
     assert "--hidden: expected comma-separated positive layer widths" in capsys.readouterr().err
+
+
+def test_cli_device_cuda_without_cuda_fails_in_one_line_instead_of_using_cpu(splits, tmp_path, monkeypatch):
+    """A PyTorchJob on the GPU pool passes --device cuda; a CPU-only torch must not train on CPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    proc_args = ["--splits", str(splits), "--output", str(tmp_path / "m"), "--device", "cuda"]
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(proc_args) == 2
+    (line,) = err.getvalue().strip().splitlines()
+    assert line.startswith("components.train: error: --device cuda: torch ") and "CPU-only build" in line
+    assert not (tmp_path / "m").exists()

@@ -657,3 +657,26 @@ def test_workflow_installs_cpu_torch_and_runs_kind_test():
     for step in steps:
         if "uses" in step:
             assert "@v" in step["uses"], step["uses"]  # pinned actions, never a branch
+
+
+def test_workflow_runs_kind_test_in_both_kserve_modes():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind-test.yml").read_text())
+    job = workflow["jobs"]["kind-test"]
+    assert job["strategy"]["matrix"]["kserve-mode"] == ["Standard", "Knative"]
+    assert job["strategy"]["fail-fast"] is False
+    assert job["env"]["KSERVE_MODE"] == "${{ matrix.kserve-mode }}"
+    upload = next(s for s in job["steps"] if "upload-artifact" in s.get("uses", ""))
+    assert "${{ matrix.kserve-mode }}" in upload["with"]["name"]  # one log bundle per mode
+
+
+def test_make_passes_kserve_mode_to_kind_test():
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-n", "kind-test", "KSERVE_MODE=Knative"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    commands = proc.stdout.replace("\\\n", " ").splitlines()
+    line = next(line for line in commands if "kind-test.sh" in line)
+    assert "KSERVE_MODE=Knative" in line

@@ -218,7 +218,8 @@ start training-operator env KUBECONFIG="${K8S_TIER_RUN}/training-operator.kubeco
   --metrics-bind-address "127.0.0.1:${K8S_TIER_TRAINING_OPERATOR_METRICS_PORT}" \
   --health-probe-bind-address "127.0.0.1:${K8S_TIER_TRAINING_OPERATOR_PROBE_PORT}" \
   --webhook-server-port "${K8S_TIER_TRAINING_OPERATOR_WEBHOOK_PORT}" \
-  --pytorch-init-container-image "${ALPINE_IMAGE}"
+  --pytorch-init-container-image "${ALPINE_IMAGE}" \
+  --pytorch-init-container-template-file "${REPO_ROOT}/manifests/platform/pytorch-init-container.yaml"
 # Play the kubelet's secret volume: once the operator has written its certificate into the
 # Secret, put the keys where it reads them.
 wait_until "${TIMEOUT}" "training-operator certificate" \

@@ -524,6 +524,22 @@ def fit_spec(train: Arrays, d: Dist) -> tuple[FeatureSpec, float, float]:
     return FeatureSpec(mean=spec_mean, std=spec_std), float(mean[-1]), _positive(float(std[-1]))
 
 
+def training_extent(train: Arrays, d: Dist) -> dict[str, list[float]]:
+    """The train split's extent over all ranks' shards, for ``model.json``: the latitudes and
+    longitudes of both trip ends and the pick-up years. The model server refuses trips outside
+    it (plus a margin) instead of extrapolating a fare. Called on every rank (collectives)."""
+    c = train.columns
+    low = [min(c["origin_lat"].min(), c["dest_lat"].min()), min(c["origin_lon"].min(), c["dest_lon"].min())]
+    high = [max(c["origin_lat"].max(), c["dest_lat"].max()), max(c["origin_lon"].max(), c["dest_lon"].max())]
+    low = _all_reduce(d, [*low, c["year"].min()], op="min")
+    high = _all_reduce(d, [*high, c["year"].max()], op="max")
+    return {
+        "lat": [float(low[0]), float(high[0])],
+        "lon": [float(low[1]), float(high[1])],
+        "year": [int(low[2]), int(high[2])],
+    }
+
+
 def _positive(std: float) -> float:
     """A usable scale: ``std`` if positive and finite, else 1 (the rule of ``FeatureSpec.fit``)."""
     return std if std > 0 and math.isfinite(std) else 1.0
@@ -744,6 +760,7 @@ def _train(
         empty = int(_all_reduce(d, [d.rank if train.rows == 0 else d.world], op="min")[0])
         raise UserError(_no_rows_message(where, train_files, d.world, config.max_rows, empty))
     spec, train_mean, train_std = fit_spec(train, d)
+    extent = training_extent(train, d)
     validation = test = None
     with all_ranks_or_none(d, "loading validation/test"):
         if d.main:
@@ -886,6 +903,7 @@ def _train(
                 "metrics": metrics,
                 "history": history,
                 "config": config.to_dict(),
+                "extent": extent,
                 "training": {
                     "world_size": d.world,
                     "device": d.device,

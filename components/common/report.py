@@ -115,13 +115,3 @@ def html_page(title: str, sections: Iterable[Section], *, intro_html: str = "") 
         parts.append(f"<section><h2>{html.escape(section.title)}</h2>{section.body_html}</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def write_report_dir(directory: str, html_text: str, markdown_text: str) -> None:
-    """A step's ``--report-dir``: ``report.html`` (self-contained) and ``summary.md``."""
-    from pathlib import Path
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.html").write_text(html_text, encoding="utf-8")
-    (out / "summary.md").write_text(markdown_text, encoding="utf-8")

@@ -7,10 +7,12 @@ The raw partition is registered in DuckDB as the view/table ``raw_input``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from components.common import contract
 
-from .rules import RuleSet
+if TYPE_CHECKING:  # rules.validate runs these queries: a runtime import would be a cycle
+    from .rules import RuleSet
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     result = core.run(config)
     summary = result.summary()
     if args.report_dir:
-        from components.common.report import write_report_dir
+        from components.common.publish import write_report_dir
 
         from .report import render_html, render_markdown
 

@@ -63,16 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import core
+    from components.common.publish import write_summary_json
 
-    config = core.TrainConfig(
+    from . import core, launch
+    from .config import TrainConfig, parse_hidden
+    from .distributed import launched_as_rank
+
+    config = TrainConfig(
         splits_uri=args.splits,
         output_uri=args.output,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         weight_decay=args.weight_decay,
-        hidden=core.parse_hidden(args.hidden),
+        hidden=parse_hidden(args.hidden),
         dropout=args.dropout,
         seed=args.seed,
         patience=args.patience,
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         max_rows=args.max_rows,
         truth_uri=args.truth,
     )
-    if core.launched_as_rank() or args.workers == 1:
+    if launched_as_rank() or args.workers == 1:
         if args.workers > 1:
             print(
                 f"train: --workers {args.workers} ignored: this is one rank of a launched run",
@@ -90,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         result = core.run(config)
         if result is None:  # not rank 0
             return 0
-        core.write_outputs(result, summary_json=args.summary_json, report_dir=args.report_dir)
+        launch.write_outputs(result, summary_json=args.summary_json, report_dir=args.report_dir)
         summary = result.summary()
     else:
-        summary = core.launch_local(config, args.workers, report_dir=args.report_dir)
+        summary = launch.launch_local(config, args.workers, report_dir=args.report_dir)
         if args.summary_json:
-            core.write_summary(summary, args.summary_json)
+            write_summary_json(summary, args.summary_json)
     m = summary["metrics"]
     print(
         f"train: test RMSE {m['test_rmse']:.4f} (baseline {m['baseline_rmse']:.4f}), "

@@ -1,4 +1,4 @@
-"""KFP component over ``components.train.core`` (logic and tests live there)."""
+"""KFP component over ``components.train.launch`` (logic and tests live in the step's modules)."""
 
 # No "from __future__ import annotations": kfp reads the annotations as objects.
 
@@ -31,21 +31,22 @@ def train(
     import tempfile
 
     from components.common.artifacts import save_metrics
-    from components.train import core
+    from components.train.config import TrainConfig, parse_hidden
+    from components.train.launch import launch_local
 
-    config = core.TrainConfig(
+    config = TrainConfig(
         splits_uri=splits.path,
         output_uri=model.path,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
-        hidden=core.parse_hidden(hidden),
+        hidden=parse_hidden(hidden),
         weight_decay=weight_decay,
         dropout=dropout,
         seed=seed,
     )
     with tempfile.TemporaryDirectory(prefix="fareflow-train-report-") as tmp:
-        summary = core.launch_local(config, workers, report_dir=tmp)
+        summary = launch_local(config, workers, report_dir=tmp)
         shutil.copyfile(os.path.join(tmp, "report.html"), report.path)
         shutil.copyfile(os.path.join(tmp, "summary.md"), summary_md.path)
     values = summary["metrics"]

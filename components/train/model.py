@@ -1,132 +1,16 @@
-"""The fare model and its on-disk form (the model directory), shared by training and serving.
+"""Moved to ``components.common.model_dir``; this name stays until the model server's
+imports switch to it (the train step itself no longer uses it)."""
 
-A model directory holds::
-
-    model.pt     the MLP's state_dict (``torch.save``; loaded with ``weights_only=True``)
-    model.json   {"format": "fareflow", "version": 1, "label": "fare",
-                  "architecture": {"hidden": [...], "dropout": ...},
-                  "feature_spec": {...}  (components.common.features.FeatureSpec),
-                  "fare_range": [lo, hi], "metrics": {...}, "config": {...}}
-
-It is written by rank 0 of a training run into a staging directory and renamed into place,
-so a directory with ``model.json`` is complete. torch is imported only here and in training.
-"""
-
-from __future__ import annotations
-
-import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-
-from components.common import contract
-from components.common.errors import UserError
-from components.common.features import FEATURE_NAMES, FeatureSpec
-
-MODEL_FORMAT = "fareflow"  # the ServingRuntime's supportedModelFormats name
-MODEL_VERSION = 1
-WEIGHTS_FILE = "model.pt"
-META_FILE = "model.json"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    hidden: tuple[int, ...] = (128, 64, 32)
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.hidden or any(int(h) < 1 for h in self.hidden):
-            raise UserError(f"hidden layer sizes: expected positive integers, got {list(self.hidden)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout: expected a value in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return {"hidden": list(self.hidden), "dropout": self.dropout}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Architecture:
-        return cls(hidden=tuple(int(h) for h in data["hidden"]), dropout=float(data.get("dropout", 0.0)))
-
-
-def build(arch: Architecture):
-    """An MLP ``len(FEATURE_NAMES) -> hidden... -> 1`` with SiLU activations."""
-    import torch.nn as nn
-
-    layers: list[nn.Module] = []
-    width = len(FEATURE_NAMES)
-    for h in arch.hidden:
-        layers += [nn.Linear(width, h), nn.SiLU()]
-        if arch.dropout:
-            layers.append(nn.Dropout(arch.dropout))
-        width = h
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
-
-
-@dataclass
-class LoadedModel:
-    module: object  # torch.nn.Module in eval mode
-    spec: FeatureSpec
-    architecture: Architecture
-    fare_range: tuple[float, float]
-    meta: dict
-
-
-def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, **extra) -> Path:
-    """Write a model directory atomically (staging dir + rename); ``extra`` goes into model.json."""
-    import torch
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "label": contract.LABEL,
-            "architecture": arch.to_dict(),
-            "feature_spec": json.loads(spec.to_json()),
-            "fare_range": list(contract.FARE_RANGE),
-            **extra,
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
-
-
-def load(directory: str | Path) -> LoadedModel:
-    """Read a model directory; ``UserError`` naming the file when it is missing or not ours."""
-    import torch
-
-    directory = Path(directory)
-    meta_path, weights = directory / META_FILE, directory / WEIGHTS_FILE
-    for path in (meta_path, weights):
-        if not path.is_file():
-            raise UserError(
-                f"{path}: missing (expected a fareflow model directory with {META_FILE} and {WEIGHTS_FILE})"
-            )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{meta_path}: not JSON ({err})") from None
-    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
-        raise UserError(
-            f"{meta_path}: expected format {MODEL_FORMAT!r} version {MODEL_VERSION}, "
-            f"got {meta.get('format')!r} version {meta.get('version')!r}"
-        )
-    arch = Architecture.from_dict(meta["architecture"])
-    spec = FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
-    module = build(arch)
-    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    module.eval()
-    lo, hi = meta.get("fare_range", contract.FARE_RANGE)
-    return LoadedModel(module, spec, arch, (float(lo), float(hi)), meta)
+from components.common.model_dir import (  # noqa: F401
+    META_FILE,
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    WEIGHTS_FILE,
+    Architecture,
+    LoadedModel,
+    build,
+    check_output,
+    load,
+    save,
+    write_model,
+)

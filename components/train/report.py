@@ -17,7 +17,7 @@ from components.common.report import (
     paragraph,
 )
 
-from .core import TrainResult
+from .result import TrainResult
 
 METRIC_ROWS: tuple[tuple[str, str], ...] = (
     ("train", "train"),

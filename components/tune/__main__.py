@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from components.common.publish import publish_cli
+
     from . import core
+    from .report import render_html, render_markdown
 
     config = core.TuneConfig(
         splits_uri=args.splits,
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     result = core.run(config)
-    core.write_outputs(result, summary_json=args.summary_json, report_dir=args.report_dir)
+    publish_cli(
+        result, render_html, render_markdown, summary_json=args.summary_json, report_dir=args.report_dir
+    )
     best = "-" if result.best_value is None else f"{result.best_value:.4f}"
     print(f"tune: best validation RMSE {best}; best params {json.dumps(result.best_params)}")
     return 0

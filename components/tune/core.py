@@ -47,6 +47,8 @@ from pathlib import Path
 
 from components.common.errors import UserError
 from components.train import core as train_core
+from components.train.config import DEVICES, TrainConfig, parse_hidden
+from components.train.splits import discover
 
 HIDDEN_CHOICES: tuple[str, ...] = ("64,32", "128,64,32", "256,128,64", "256,128,64,32")
 BATCH_CHOICES: tuple[int, ...] = (256, 512, 1024, 2048)
@@ -61,7 +63,7 @@ SEARCH_SPACE: dict[str, tuple[str, tuple]] = {
 }
 PARAM_NAMES: tuple[str, ...] = tuple(SEARCH_SPACE)
 
-_TRAIN_DEFAULTS = train_core.TrainConfig(splits_uri="", output_uri="")
+_TRAIN_DEFAULTS = TrainConfig(splits_uri="", output_uri="")
 # The train step's defaults, under the same names and types as the suggested parameters.
 DEFAULTS: dict[str, object] = {
     "learning_rate": _TRAIN_DEFAULTS.learning_rate,
@@ -108,8 +110,8 @@ class TuneConfig:
             raise UserError(f"--max-rows: expected a positive number of rows, got {self.max_rows}")
         if not self.study_name.strip():
             raise UserError("--study-name: expected a non-empty name")
-        if self.device not in train_core.DEVICES:
-            raise UserError(f"--device: expected one of {', '.join(train_core.DEVICES)}, got {self.device!r}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.prune_startup_trials < 1:
             raise UserError(
                 f"prune_startup_trials: expected at least 1 (trial 0, the defaults, is never pruned), "
@@ -129,16 +131,16 @@ def redact(storage: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", storage)
 
 
-def train_config(config: TuneConfig, params: dict, output_uri: str) -> train_core.TrainConfig:
+def train_config(config: TuneConfig, params: dict, output_uri: str) -> TrainConfig:
     """The train step's configuration for one trial's parameters."""
-    return train_core.TrainConfig(
+    return TrainConfig(
         splits_uri=config.splits_uri,
         output_uri=output_uri,
         epochs=config.epochs,
         batch_size=int(params["batch_size"]),
         learning_rate=float(params["learning_rate"]),
         weight_decay=float(params["weight_decay"]),
-        hidden=train_core.parse_hidden(str(params["hidden"])),
+        hidden=parse_hidden(str(params["hidden"])),
         dropout=float(params["dropout"]),
         seed=config.seed,
         device=config.device,
@@ -285,7 +287,7 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     if config.trials == 0:
         log(OFF_NOTE)
         return TuneResult(config, config.base(), None, None, note=OFF_NOTE)
-    train_core.discover(config.splits_uri)  # a missing _SUCCESS or split fails here, in one line
+    discover(config.splits_uri)  # a missing _SUCCESS or split fails here, in one line
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -351,17 +353,3 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     shown = f"{result.default_value:.4f}" if result.default_value is not None else "-"
     log(f"best trial {best.number}: validation RMSE {best.value:.4f} (defaults {shown}); {best.params}")
     return result
-
-
-def write_outputs(
-    result: TuneResult, *, summary_json: str | None = None, report_dir: str | None = None
-) -> None:
-    """The summary JSON and the report (report.html, summary.md)."""
-    if report_dir:
-        from components.common.report import write_report_dir
-
-        from .report import render_html, render_markdown
-
-        write_report_dir(report_dir, render_html(result), render_markdown(result))
-    if summary_json:
-        train_core.write_summary(result.summary(), summary_json)

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from components.train import model
+from components.common import model_dir
 from components.train.__main__ import main
 
 
@@ -17,7 +17,7 @@ def test_cli_trains_and_writes_summary_and_report(splits, tmp_path, capsys):
     data = json.loads(summary.read_text())
     assert data["epochs_run"] == 3 and data["config"]["hidden"] == [32, 16]
     assert data["metrics"]["test_rmse"] < 0.5 * data["metrics"]["baseline_rmse"]
-    assert model.load(out).architecture.hidden == (32, 16)
+    assert model_dir.load(out).architecture.hidden == (32, 16)
     assert (reports / "report.html").read_text().count("data:image/png;base64,") == 3
     assert "## Metrics" in (reports / "summary.md").read_text()
     assert f"-> {out}" in capsys.readouterr().out

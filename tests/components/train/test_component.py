@@ -35,7 +35,7 @@ def test_component_signature_is_the_agreed_one():
 def test_component_runs_through_kfp_local(splits, local_kfp):
     from kfp import dsl
 
-    from components.train import model
+    from components.common import model_dir
     from components.train.component import train
 
     @dsl.pipeline(name="train-only")
@@ -61,7 +61,7 @@ def test_component_runs_through_kfp_local(splits, local_kfp):
     assert m["test_rmse"] < 0.25 * m["baseline_rmse"]
     task_dirs = list(Path(local_kfp).glob("*/train"))
     assert len(task_dirs) == 1
-    loaded = model.load(task_dirs[0] / "model")
+    loaded = model_dir.load(task_dirs[0] / "model")
     assert loaded.architecture.hidden == (32, 16) and loaded.meta["metrics"]["test_rmse"] == m["test_rmse"]
     assert (task_dirs[0] / "report").read_text().count("data:image/png;base64,") == 3
     assert "## Metrics" in (task_dirs[0] / "summary_md").read_text()

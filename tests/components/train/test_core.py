@@ -7,16 +7,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from components.common import model_dir
 from components.common.errors import UserError
 from components.common.features import FeatureSpec, columns_from_table, encode
-from components.train import core, model
+from components.train import core
+from components.train.config import TrainConfig, parse_hidden
+from components.train.launch import launch_local
+from components.train.splits import check_shards, shard_plan, shard_sizes
 
 from .conftest import NOISE_STD
 
 
-def config(splits, out, **overrides) -> core.TrainConfig:
+def config(splits, out, **overrides) -> TrainConfig:
     settings = {"epochs": 6, "batch_size": 64, "learning_rate": 3e-3, "seed": 1, "device": "cpu"}
-    return core.TrainConfig(str(splits), str(out), **{**settings, **overrides})
+    return TrainConfig(str(splits), str(out), **{**settings, **overrides})
 
 
 def test_training_beats_the_mean_baseline_by_far(splits, tmp_path):
@@ -52,7 +56,7 @@ def test_baseline_is_the_train_mean_on_test(splits, tmp_path):
 
 def test_same_seed_same_weights_other_seed_other_weights(splits, tmp_path):
     runs = [core.run(config(splits, tmp_path / f"m{i}", epochs=2, seed=s)) for i, s in enumerate((7, 7, 8))]
-    weights = [torch.load(tmp_path / f"m{i}" / model.WEIGHTS_FILE, weights_only=True) for i in range(3)]
+    weights = [torch.load(tmp_path / f"m{i}" / model_dir.WEIGHTS_FILE, weights_only=True) for i in range(3)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert runs[0].metrics["test_rmse"] == runs[1].metrics["test_rmse"]
@@ -62,8 +66,8 @@ def test_same_seed_same_weights_other_seed_other_weights(splits, tmp_path):
 def test_model_dir_round_trips_through_model_load(splits, tmp_path):
     out = tmp_path / "model"
     result = core.run(config(splits, out, epochs=2, hidden=(16, 8)))
-    loaded = model.load(out)
-    assert loaded.architecture == model.Architecture(hidden=(16, 8))
+    loaded = model_dir.load(out)
+    assert loaded.architecture == model_dir.Architecture(hidden=(16, 8))
     train = pq.read_table(splits / "train")
     assert loaded.spec == FeatureSpec.fit(columns_from_table(train))  # fitted on train only
     meta = loaded.meta
@@ -78,7 +82,7 @@ def test_model_dir_round_trips_through_model_load(splits, tmp_path):
     rmse = float(np.sqrt(np.mean((pred - test.column("fare").to_numpy()) ** 2)))
     assert rmse == pytest.approx(result.metrics["test_rmse"], rel=1e-6)
     assert rmse < 0.5 * result.metrics["baseline_rmse"]  # it outputs fares, not standardised ones
-    assert sorted(p.name for p in out.iterdir()) == [model.META_FILE, model.WEIGHTS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [model_dir.META_FILE, model_dir.WEIGHTS_FILE]
 
 
 def test_early_stopping_keeps_the_best_epoch(splits, tmp_path):
@@ -89,8 +93,8 @@ def test_early_stopping_keeps_the_best_epoch(splits, tmp_path):
     assert result.metrics["validation_rmse"] == result.history[0]["validation_rmse"]
     # The saved weights are epoch 1's: a 1-epoch run with the same seed wrote the same ones.
     one = core.run(config(splits, tmp_path / "one", epochs=1))
-    a = torch.load(out / model.WEIGHTS_FILE, weights_only=True)
-    b = torch.load(tmp_path / "one" / model.WEIGHTS_FILE, weights_only=True)
+    a = torch.load(out / model_dir.WEIGHTS_FILE, weights_only=True)
+    b = torch.load(tmp_path / "one" / model_dir.WEIGHTS_FILE, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert one.metrics["test_rmse"] == result.metrics["test_rmse"]
     # patience 0: never stops early.
@@ -167,7 +171,7 @@ def test_refuses_to_replace_a_directory_that_is_not_a_model(splits, tmp_path):
     # an earlier model is replaced
     core.run(config(splits, tmp_path / "m", epochs=1))
     core.run(config(splits, tmp_path / "m", epochs=1, hidden=(8,)))
-    assert model.load(tmp_path / "m").architecture.hidden == (8,)
+    assert model_dir.load(tmp_path / "m").architecture.hidden == (8,)
 
 
 @pytest.mark.parametrize(
@@ -187,10 +191,10 @@ def test_bad_settings(splits, tmp_path, overrides, match):
 
 
 def test_parse_hidden():
-    assert core.parse_hidden("128,64,32") == (128, 64, 32)
+    assert parse_hidden("128,64,32") == (128, 64, 32)
     for bad in ("", "a,b", "16,-1", "0"):
         with pytest.raises(UserError, match="--hidden"):
-            core.parse_hidden(bad)
+            parse_hidden(bad)
 
 
 # --- sharding -------------------------------------------------------------------------
@@ -198,10 +202,10 @@ def test_parse_hidden():
 
 def test_shard_plan_whole_files_when_they_deal_out_evenly():
     rows = [1000, 1001, 1000, 1001]  # the sample step's --shards 4: sizes differ by at most one
-    assert core.shard_plan(rows, 0, 2) == [(0, 0, 1000), (2, 0, 1000)]
-    assert core.shard_plan(rows, 1, 2) == [(1, 0, 1001), (3, 0, 1001)]
-    assert [core.shard_plan(rows, r, 4) for r in range(4)] == [[(r, 0, n)] for r, n in enumerate(rows)]
-    assert core.shard_plan(rows, 0, 1) == [(i, 0, n) for i, n in enumerate(rows)]
+    assert shard_plan(rows, 0, 2) == [(0, 0, 1000), (2, 0, 1000)]
+    assert shard_plan(rows, 1, 2) == [(1, 0, 1001), (3, 0, 1001)]
+    assert [shard_plan(rows, r, 4) for r in range(4)] == [[(r, 0, n)] for r, n in enumerate(rows)]
+    assert shard_plan(rows, 0, 1) == [(i, 0, n) for i, n in enumerate(rows)]
 
 
 def covered(plans: list) -> list[tuple[int, int]]:
@@ -211,53 +215,53 @@ def covered(plans: list) -> list[tuple[int, int]]:
 def test_shard_plan_balanced_when_files_do_not_divide_by_the_ranks():
     # 4 files over 3 ranks: round robin gave rank 0 half of the rows; now 13/13/14 contiguous rows
     rows = [10, 10, 10, 10]
-    plans = [core.shard_plan(rows, r, 3) for r in range(3)]
+    plans = [shard_plan(rows, r, 3) for r in range(3)]
     assert plans == [[(0, 0, 10), (1, 0, 3)], [(1, 3, 10), (2, 0, 6)], [(2, 6, 10), (3, 0, 10)]]
-    assert core.shard_sizes(rows, 3) == [13, 13, 14]
+    assert shard_sizes(rows, 3) == [13, 13, 14]
     assert covered(plans) == [(f, i) for f in range(4) for i in range(10)]  # every row once, in order
     # 5 files over 2 ranks: 30 + 30 rows (round robin: 36 + 24)
-    assert core.shard_sizes([10, 11, 12, 13, 14], 2) == [30, 30]
-    assert core.shard_plan([10, 11, 12, 13, 14], 1, 2) == [(2, 9, 12), (3, 0, 13), (4, 0, 14)]
+    assert shard_sizes([10, 11, 12, 13, 14], 2) == [30, 30]
+    assert shard_plan([10, 11, 12, 13, 14], 1, 2) == [(2, 9, 12), (3, 0, 13), (4, 0, 14)]
 
 
 def test_shard_plan_uneven_files_are_cut_by_rows_even_when_they_divide():
     # the sample step's sizes for 2 rows in 4 shards: round robin gave rank 0 no rows at all
-    assert core.shard_sizes([0, 1, 0, 1], 2) == [1, 1]
-    assert [core.shard_plan([0, 1, 0, 1], r, 2) for r in range(2)] == [[(1, 0, 1)], [(3, 0, 1)]]
+    assert shard_sizes([0, 1, 0, 1], 2) == [1, 1]
+    assert [shard_plan([0, 1, 0, 1], r, 2) for r in range(2)] == [[(1, 0, 1)], [(3, 0, 1)]]
     # 2 files over 2 ranks, 100 vs 140 rows: 120 each
-    assert core.shard_sizes([100, 140], 2) == [120, 120]
+    assert shard_sizes([100, 140], 2) == [120, 120]
     for world in range(1, 8):
         for rows in ([7, 0, 3, 9], [1, 1, 1], [50, 1, 1, 50, 2, 30], [5]):
-            sizes = core.shard_sizes(rows, world)
+            sizes = shard_sizes(rows, world)
             assert sum(sizes) == sum(rows) and max(sizes) - min(sizes) <= max(1, sum(rows) // (100 * world))
 
 
 def test_check_shards_refuses_a_rank_without_rows():
-    core.check_shards([1, 1], 2, None, "s/train")
+    check_shards([1, 1], 2, None, "s/train")
     with pytest.raises(UserError) as err:
-        core.check_shards([1], 2, None, "s/train")
+        check_shards([1], 2, None, "s/train")
     assert (
         one_line(err)
         == "s/train: 1 row(s) in 1 file(s) for 2 workers: rank 0 gets no rows (give fewer workers or more rows)"
     )
     with pytest.raises(UserError) as err:
-        core.check_shards([0, 1, 0], 3, None, "s/train")
+        check_shards([0, 1, 0], 3, None, "s/train")
     assert "1 row(s) in 3 file(s) for 3 workers: rank 0 gets no rows" in one_line(err)
     with pytest.raises(UserError) as err:
-        core.check_shards([100, 100], 2, 1, "s/train")
+        check_shards([100, 100], 2, 1, "s/train")
     assert one_line(err) == "--max-rows 1: fewer than the 2 workers (each needs at least one train row)"
-    core.check_shards([100, 100], 2, 2, "s/train")
-    assert core.shard_sizes([100, 100], 2, max_rows=2) == [1, 1]
+    check_shards([100, 100], 2, 2, "s/train")
+    assert shard_sizes([100, 100], 2, max_rows=2) == [1, 1]
 
 
 def test_launch_local_refuses_max_rows_below_workers_before_launching(splits, tmp_path):
     with pytest.raises(UserError, match=r"^--max-rows 1: fewer than the 2 workers"):
-        core.launch_local(config(splits, tmp_path / "m", max_rows=1), workers=2)
+        launch_local(config(splits, tmp_path / "m", max_rows=1), workers=2)
     assert not (tmp_path / "m").exists()
 
 
 def test_shard_plan_max_rows_is_shared_by_the_ranks():
     rows = [100, 100]
-    plans = [core.shard_plan(rows, r, 2, max_rows=7) for r in range(2)]
+    plans = [shard_plan(rows, r, 2, max_rows=7) for r in range(2)]
     assert plans == [[(0, 0, 3)], [(1, 0, 4)]]
-    assert core.shard_plan([2, 2, 2], 0, 1, max_rows=5) == [(0, 0, 2), (1, 0, 2), (2, 0, 1)]
+    assert shard_plan([2, 2, 2], 0, 1, max_rows=5) == [(0, 0, 2), (1, 0, 2), (2, 0, 1)]

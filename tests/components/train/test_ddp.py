@@ -14,23 +14,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.common import model_dir
 from components.common.errors import UserError
 from components.common.features import columns_from_table
-from components.train import core, model
+from components.train.config import TrainConfig
+from components.train.distributed import TIMEOUT_ENV
+from components.train.launch import cli_args, launch_local
+from components.train.splits import discover, shard_plan
 from tests.conftest import free_port
 
 
-def config(splits, out, **overrides) -> core.TrainConfig:
+def config(splits, out, **overrides) -> TrainConfig:
     settings = {"epochs": 4, "batch_size": 64, "learning_rate": 3e-3, "seed": 1, "device": "cpu"}
-    return core.TrainConfig(str(splits), str(out), **{**settings, **overrides})
+    return TrainConfig(str(splits), str(out), **{**settings, **overrides})
 
 
 @pytest.mark.slow
 def test_two_process_torchrun_trains_the_same_kind_of_model(make_splits, tmp_path):
     splits = make_splits(shards=2)
     reports = tmp_path / "reports"
-    two = core.launch_local(config(splits, tmp_path / "ddp"), workers=2, report_dir=str(reports))
-    one = core.launch_local(config(splits, tmp_path / "single"), workers=1)
+    two = launch_local(config(splits, tmp_path / "ddp"), workers=2, report_dir=str(reports))
+    one = launch_local(config(splits, tmp_path / "single"), workers=1)
     assert two["world_size"] == 2 and two["backend"] == "gloo" and one["world_size"] == 1
     # identical summary format, whatever the number of processes
     assert two.keys() == one.keys() and two["metrics"].keys() == one["metrics"].keys()
@@ -42,7 +46,7 @@ def test_two_process_torchrun_trains_the_same_kind_of_model(make_splits, tmp_pat
     assert m["baseline_rmse"] == pytest.approx(one["metrics"]["baseline_rmse"], rel=1e-9)
     assert all(h["rows_per_s"] > 0 for h in two["history"])
     # the feature spec was fitted on the whole train split (all-reduced), not on rank 0's shard
-    loaded = model.load(tmp_path / "ddp")
+    loaded = model_dir.load(tmp_path / "ddp")
     whole = columns_from_table(pq.read_table(splits / "train"))
     shard0 = columns_from_table(pq.read_table(splits / "train" / "part-00000.parquet"))
     for name in ("distance_km", "origin_lat"):
@@ -62,7 +66,7 @@ def test_worker_errors_come_back_as_one_line(make_splits, tmp_path):
     part = splits / "validation" / "part-00001.parquet"
     pq.write_table(pq.read_table(part).drop_columns(["hour"]), part)
     with pytest.raises(UserError) as err:
-        core.launch_local(config(splits, tmp_path / "m"), workers=2)
+        launch_local(config(splits, tmp_path / "m"), workers=2)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"distributed training (2 workers) failed: {part}: no column(s) ['hour']")
@@ -72,10 +76,10 @@ def test_worker_errors_come_back_as_one_line(make_splits, tmp_path):
 def test_more_workers_than_files_split_rows(make_splits, tmp_path):
     """One process per rank is simulated here: the plans of 3 ranks over 2 files cover each row once."""
     splits = make_splits(shards=2)
-    found = core.discover(str(splits))
+    found = discover(str(splits))
     rows = [f.rows for f in found.files["train"]]
     assert rows == [1200, 1200]
-    plans = [core.shard_plan(rows, r, 3) for r in range(3)]
+    plans = [shard_plan(rows, r, 3) for r in range(3)]
     assert plans == [[(0, 0, 800)], [(0, 800, 1200), (1, 0, 400)], [(1, 400, 1200)]]
     # contiguous ranges that, rank after rank, are every row of every file exactly once, in order
     covered = [(f, i) for plan in plans for f, a, b in plan for i in range(a, b)]
@@ -98,7 +102,7 @@ def test_bad_rows_on_one_rank_fail_the_torchrun_launch_without_a_hang(make_split
     nan_fare(splits / "train" / "part-00001.parquet", 7)
     started = time.monotonic()
     with pytest.raises(UserError) as err:
-        core.launch_local(config(splits, tmp_path / "m"), workers=2)
+        launch_local(config(splits, tmp_path / "m"), workers=2)
     assert time.monotonic() - started < 60
     message = str(err.value)
     assert "\n" not in message
@@ -109,7 +113,7 @@ def test_bad_rows_on_one_rank_fail_the_torchrun_launch_without_a_hang(make_split
     assert not (tmp_path / "m").exists()
 
 
-def start_ranks(cfg: core.TrainConfig, world: int) -> list[subprocess.Popen]:
+def start_ranks(cfg: TrainConfig, world: int) -> list[subprocess.Popen]:
     """``world`` ranks as separate processes, as the pods of a PyTorchJob: unlike torchrun, nothing
     kills the other ranks when one exits."""
     root = Path(__file__).resolve().parents[3]
@@ -120,11 +124,11 @@ def start_ranks(cfg: core.TrainConfig, world: int) -> list[subprocess.Popen]:
         MASTER_PORT=str(free_port()),
         WORLD_SIZE=str(world),
         OMP_NUM_THREADS="1",
-        **{core.TIMEOUT_ENV: "1"},
+        **{TIMEOUT_ENV: "1"},
     )
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "components.train", *core.cli_args(cfg)],
+            [sys.executable, "-m", "components.train", *cli_args(cfg)],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -177,7 +181,7 @@ def test_rank_0_failing_to_write_the_model_stops_the_others(make_splits):
     )
 
 
-def check_every_rank_stops(cfg: core.TrainConfig, failing: int, phase: str, own: str) -> None:
+def check_every_rank_stops(cfg: TrainConfig, failing: int, phase: str, own: str) -> None:
     """Two ranks as separate processes: both exit 2 within 60 s, each with one error line -- the
     failing rank its own, the other one naming the failing rank, the phase and the same error."""
     started = time.monotonic()

@@ -3,13 +3,14 @@ from __future__ import annotations
 import re
 
 from components.train import core
+from components.train.config import TrainConfig
 from components.train.report import render_html, render_markdown
 
 
 def test_report_has_curves_scatter_residuals_and_metrics(splits, tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text('{"best_rmse": 0.5}')
-    config = core.TrainConfig(
+    config = TrainConfig(
         str(splits), str(tmp_path / "m"), epochs=3, batch_size=64, device="cpu", truth_uri=str(truth)
     )
     result = core.run(config)

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from components.common import model_dir
 from components.common.errors import UserError
-from components.train import core, model
+from components.train import core
+from components.train.config import TrainConfig
 
 
 @pytest.mark.slow
@@ -12,7 +14,7 @@ def test_reads_splits_from_s3_and_writes_the_model_there(splits, s3, tmp_path):
     for path in sorted(p for p in splits.rglob("*") if p.is_file()):
         s3.put(bucket, f"splits/{path.relative_to(splits)}", path)
     s3.put(bucket, "truth.json", b'{"best_rmse": 0.5}')
-    config = core.TrainConfig(
+    config = TrainConfig(
         "s3://fareflow/splits", "s3://fareflow/models/fare", epochs=2, batch_size=64, device="cpu",
         truth_uri="s3://fareflow/truth.json",
     )  # fmt: skip
@@ -25,13 +27,13 @@ def test_reads_splits_from_s3_and_writes_the_model_there(splits, s3, tmp_path):
     local.mkdir()
     for key in keys:
         (local / key.rsplit("/", 1)[1]).write_bytes(s3.get(bucket, key))
-    assert model.load(local).meta["metrics"]["test_rmse"] == pytest.approx(result.metrics["test_rmse"])
+    assert model_dir.load(local).meta["metrics"]["test_rmse"] == pytest.approx(result.metrics["test_rmse"])
     # same rows, same seed: the same model as from the local copy
-    here = core.run(core.TrainConfig(str(splits), str(tmp_path / "m"), epochs=2, batch_size=64, device="cpu"))
+    here = core.run(TrainConfig(str(splits), str(tmp_path / "m"), epochs=2, batch_size=64, device="cpu"))
     assert here.metrics["test_rmse"] == result.metrics["test_rmse"]
     # a prefix holding something else is refused; a missing _SUCCESS names the URI
     s3.put(bucket, "other/keep.txt", b"keep")
     with pytest.raises(UserError, match="s3://fareflow/other: not empty and not a model directory"):
-        core.run(core.TrainConfig("s3://fareflow/splits", "s3://fareflow/other", epochs=1))
+        core.run(TrainConfig("s3://fareflow/splits", "s3://fareflow/other", epochs=1))
     with pytest.raises(UserError, match="s3://fareflow/nothing: no _SUCCESS marker"):
-        core.run(core.TrainConfig("s3://fareflow/nothing", "s3://fareflow/m2", epochs=1))
+        core.run(TrainConfig("s3://fareflow/nothing", "s3://fareflow/m2", epochs=1))

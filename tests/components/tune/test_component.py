@@ -37,7 +37,7 @@ def test_component_runs_through_kfp_local_and_its_named_outputs_come_back(make_s
     from kfp import dsl
 
     from components.common.images import COMPONENT_IMAGE
-    from components.train.core import parse_hidden
+    from components.train.config import parse_hidden
     from components.tune.component import tune
 
     @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

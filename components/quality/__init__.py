@@ -1,0 +1,1 @@
+"""Quality step: rule-by-rule cleaning of the ingested trips (docs/quality.md)."""

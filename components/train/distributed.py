@@ -1,0 +1,179 @@
+"""The DDP process group: this process's rank, collectives over small vectors, and
+``all_ranks_or_none`` for phases that may fail on some ranks only (docs/train.md, "Distributed
+training")."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from components.common.errors import UserError
+
+TIMEOUT_ENV = "FAREFLOW_DDP_TIMEOUT_MINUTES"  # collective timeout of a DDP run, in minutes
+DEFAULT_TIMEOUT_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: rank, world size, device, and whether DDP is on."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_as_rank() -> bool:
+    """Started by torchrun / a PyTorchJob (the launcher sets WORLD_SIZE and RANK)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise UserError(f"environment variable {name}: expected an integer, got {value!r}") from None
+
+
+def _pick_device(requested: str, local_rank: int) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        # Never fall back to CPU: a GPU pod running CPU torch would train silently, slowly.
+        build = (
+            f"torch {torch.__version__} is a CPU-only build"
+            if torch.version.cuda is None
+            else "no CUDA device"
+        )
+        raise UserError(
+            f"--device cuda: {build} here (a GPU pod needs the -cuda trainer image; use --device auto or cpu)"
+        )
+    if requested == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{local_rank % torch.cuda.device_count()}"
+
+
+def _size_cpu_threads() -> None:
+    """Unless OMP_NUM_THREADS says otherwise, give each local process its share of the
+    container's CPU limit (not the node's cores, which torch would use in a pod)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    from components.common.cpu import cpu_threads
+
+    torch.set_num_threads(cpu_threads(_env_int("LOCAL_WORLD_SIZE", 1)))
+
+
+def start_process_group(requested_device: str) -> Dist:
+    """Join the torchrun/PyTorchJob process group when WORLD_SIZE > 1; else a one-process Dist."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    _size_cpu_threads()
+    device = _pick_device(requested_device, local_rank)
+    if world <= 1:
+        return Dist(device=device)
+    import torch
+    import torch.distributed as dist
+
+    minutes = _env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_MINUTES)
+    if minutes < 1:
+        raise UserError(f"environment variable {TIMEOUT_ENV}: expected at least 1 (minutes), got {minutes}")
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(
+        backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=minutes)
+    )
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=device, backend=backend)
+
+
+def end_process_group(d: Dist) -> None:
+    if d.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _all_reduce(d: Dist, values, op: str = "sum") -> np.ndarray:
+    """Sum (or max, or min) a small float64 vector over the ranks; identity for one process."""
+    values = np.asarray(values, dtype=np.float64)
+    if not d.distributed:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    dist.all_reduce(t, op=ops[op])
+    return t.cpu().numpy()
+
+
+def _broadcast(d: Dist, values) -> np.ndarray:
+    """Rank 0's float64 vector on every rank."""
+    values = np.asarray(values, dtype=np.float64)
+    if not d.distributed:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
+    dist.broadcast(t, src=0)
+    return t.cpu().numpy()
+
+
+PEER_FAILED = "rank {rank} of {world} failed"  # how the other ranks report a rank's error
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    return (text.strip().splitlines() or [type(err).__name__])[0]
+
+
+def _first_failure(d: Dist, failed: BaseException | None) -> tuple[int, str] | None:
+    """Collective: every rank says whether it failed; the lowest failing rank and its one-line
+    message on every rank (broadcast from it), or None when no rank failed."""
+    import torch.distributed as dist
+
+    first = int(_all_reduce(d, [d.rank if failed is not None else d.world], op="min")[0])
+    if first >= d.world:
+        return None
+    message = [_one_line(failed) if d.rank == first and failed is not None else None]
+    dist.broadcast_object_list(message, src=first)
+    return first, str(message[0])
+
+
+@contextmanager
+def all_ranks_or_none(d: Dist, what: str) -> Iterator[None]:
+    """A phase that may fail on some ranks only (their data, rank 0's own work): at its end every
+    rank learns whether any failed, and if one did all of them raise -- the failing rank its own
+    error, the others ``UserError("rank R of W failed <what>: <its message>")`` -- instead of
+    waiting for it in the next collective (a hang in a multi-pod run). Nothing for one process."""
+    if not d.distributed:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        _first_failure(d, err)
+        raise
+    failure = _first_failure(d, None)
+    if failure is not None:
+        rank, message = failure
+        raise UserError(f"{PEER_FAILED.format(rank=rank, world=d.world)} {what}: {message}")

@@ -72,12 +72,31 @@ set_pytorch_init_image() {
   fi
 }
 
+# The operator's PyTorchJob init container, from a template with a security context that Pod
+# Security "restricted" admits (manifests/platform/pytorch-init-container.yaml): mounted where
+# the operator looks by default (--pytorch-init-container-template-file, /etc/config/initContainer.yaml).
+# A strategic-merge patch keyed by name, so a second run changes nothing.
+set_pytorch_init_template() {
+  local template="${SCRIPT_DIR}/../platform/pytorch-init-container.yaml"
+  show kubectl -n kubeflow create configmap training-operator-init-container \
+    --from-file=initContainer.yaml="${template}" --dry-run=client -o yaml "|" \
+    kubectl apply --server-side --force-conflicts -f -
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    kubectl -n kubeflow create configmap training-operator-init-container \
+      --from-file=initContainer.yaml="${template}" --dry-run=client -o yaml |
+      kubectl apply --server-side --force-conflicts -f -
+  fi
+  run kubectl -n kubeflow patch deployment training-operator --type=strategic -p \
+    '{"spec":{"template":{"spec":{"volumes":[{"name":"pytorch-init-container","configMap":{"name":"training-operator-init-container"}}],"containers":[{"name":"training-operator","volumeMounts":[{"name":"pytorch-init-container","mountPath":"/etc/config","readOnly":true}]}]}}}}'
+}
+
 install_training_operator() {
   step "install Training Operator ${TRAINING_OPERATOR_VERSION}"
   # Server-side: the CRDs are too large for the last-applied annotation.
   run kubectl apply --server-side --force-conflicts -k "${TRAINING_OPERATOR_REPO}?ref=${TRAINING_OPERATOR_VERSION}"
   wait_crds pytorchjobs.kubeflow.org mpijobs.kubeflow.org
   set_pytorch_init_image
+  set_pytorch_init_template
   run kubectl -n kubeflow rollout status deployment/training-operator --timeout="${ROLLOUT_TIMEOUT}"
 }
 
@@ -137,6 +156,9 @@ install_kserve() {
   rollout_all kserve "${KSERVE_DEPLOYMENTS[@]}"
   # The webhooks may need a moment after the rollout before their endpoints answer.
   retry 10 6 kubectl apply --server-side --force-conflicts -f "${KSERVE_URL}/kserve-cluster-resources.yaml"
+  # A restricted security context for the storage initializer (Pod Security in the projects).
+  run kubectl patch clusterstoragecontainer default --type=merge \
+    --patch-file "${SCRIPT_DIR}/../platform/kserve-storage-initializer-patch.yaml"
   patch_kserve_config
 }
 

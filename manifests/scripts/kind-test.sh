@@ -182,11 +182,9 @@ load_images() {
   # images/images.mk: kind reads images from Docker, so build them with Docker here.
   run "${MAKE}" -C "${REPO_ROOT}" images "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker
   run "${MAKE}" -C "${REPO_ROOT}" kind-load "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker "KIND_CLUSTER=${CLUSTER_NAME}"
-  # Third-party images the cluster runs: the operator's init container and PostgreSQL.
-  local img
-  for img in "${ALPINE_IMAGE}" "${POSTGRES_IMAGE}"; do
-    kind_load_pulled_image "${img}"
-  done
+  # The third-party image the project's pods need: the operator's PyTorchJob init container.
+  # (PostgreSQL is the optional components/optuna-postgres, not in overlays/kind.)
+  kind_load_pulled_image "${ALPINE_IMAGE}"
 }
 
 # kustomize takes only relative paths to other kustomizations.
@@ -208,7 +206,6 @@ apply_overlay() {
     step "apply overlays/kind"
     run kubectl apply -k "${OVERLAY}"
   fi
-  run kubectl -n "${NAMESPACE}" rollout status statefulset/fareflow-postgres --timeout=300s
 }
 
 # Set variable $1 to key $2 of KFP's object store Secret, decoded. The value is never

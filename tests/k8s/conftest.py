@@ -47,10 +47,30 @@ class Tier:
         return self.kubectl("apply", "--server-side", "--field-manager", "fareflow-k8s-test", "-f", "-", *extra, input=text)
 
     def can_i(self, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
-        args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{sa}"]
-        args += ["-n", namespace] if namespace else []
-        out = self.kubectl(*args, check=False).strip()
-        return out == "yes"
+        """What the authorizer answers for ServiceAccount ``NS:NAME`` (a SubjectAccessReview, so
+        kinds whose CRD is not installed are asked about too). ``resource`` is kubectl's form:
+        ``plural[.group]``, ``plural/subresource`` or ``plural/name`` for ``get``-by-name checks."""
+        ns_of_sa, name = sa.split(":")
+        plural, _, rest = resource.partition("/")
+        plural, _, group = plural.partition(".")
+        attrs = {"verb": verb, "resource": plural, "group": group}
+        if rest:
+            attrs["subresource" if rest in SUBRESOURCES else "name"] = rest
+        if namespace:
+            attrs["namespace"] = namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {
+                "user": f"system:serviceaccount:{ns_of_sa}:{name}",
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns_of_sa}", "system:authenticated"],
+                "resourceAttributes": attrs,
+            },
+        }  # fmt: skip
+        out = self.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+        return bool(json.loads(out)["status"].get("allowed"))
+
+
+SUBRESOURCES = {"log", "exec", "status", "attach", "portforward", "proxy", "scale", "binding", "eviction", "token"}
 
 
 def _tier_or_reason() -> Tier | str:

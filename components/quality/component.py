@@ -67,7 +67,7 @@ def quality(
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def quality_plan(raw: Input[Dataset]) -> list:
     """The partition keys (``year=2015/month=1``) of the ingest output, for dsl.ParallelFor."""
-    from components.quality.core import plan_partitions
+    from components.quality.partitions import plan_partitions
 
     return [p.key for p in plan_partitions(raw.path)]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core import QualityResult
 from .report import render_html, render_markdown
+from .result import QualityResult
 
 
 def metric_values(result: QualityResult) -> dict[str, float]:

@@ -19,7 +19,8 @@ from components.common.report import (
     paragraph,
 )
 
-from .core import HISTOGRAMS, QUANTILES, RAW_DISTANCE, QualityResult
+from .layout import HISTOGRAMS, QUANTILES, RAW_DISTANCE
+from .result import QualityResult
 
 TITLE = "fareflow data quality"
 QUANTILE_NOTE = (

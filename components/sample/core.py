@@ -41,8 +41,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from components.common import contract
+from components.common.datasets import open_clean
 from components.common.errors import UserError
-from components.common.storage import read_json, resolve_filesystem
+from components.common.storage import resolve_filesystem
 
 from . import checks, hashing
 
@@ -100,70 +101,6 @@ def parse_fractions(value: str | tuple | list) -> tuple[float, float, float]:
 
 
 # --- reading ----------------------------------------------------------------------
-
-
-def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
-    return (
-        got == want
-        or pa.types.is_null(got)
-        or (pa.types.is_timestamp(got) and pa.types.is_timestamp(want))  # units may differ
-        or (pa.types.is_string(want) and pa.types.is_large_string(got))
-    )
-
-
-def check_schema(dataset: ds.Dataset, uri: str) -> None:
-    """Every file must hold the CLEAN_SCHEMA columns (year/month may come from the path)
-    with compatible types: raw or foreign Parquet would otherwise read as all-null columns."""
-    for fragment in dataset.get_fragments():
-        try:
-            physical = fragment.physical_schema
-        except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{fragment.path}: not a readable Parquet file ({err})") from None
-        for want in contract.CLEAN_SCHEMA:
-            if want.name not in physical.names:
-                if want.name in contract.PARTITION_COLUMNS:
-                    continue
-                raise UserError(
-                    f"{fragment.path}: no column {want.name!r} (is {uri} the clean data set of the quality step?)"
-                )
-            got = physical.field(want.name).type
-            if not _compatible(got, want.type):
-                raise UserError(f"{fragment.path}: column {want.name!r} is {got}, expected {want.type}")
-
-
-def require_quality_complete(fs: pafs.FileSystem, path: str, uri: str) -> None:
-    """The quality step marks its clean output complete last: never sample a half-written one."""
-    marker = f"{path.rstrip('/')}/{contract.QUALITY_MARKER}"
-    missing = f"{uri}: no {contract.QUALITY_MARKER}; expected the clean output of the quality step"
-    state = read_json(fs, marker, missing)
-    if not isinstance(state, dict) or state.get("step") != "quality" or state.get("complete") is not True:
-        raise UserError(
-            f"{uri}: the quality step has not finished writing it ({contract.QUALITY_MARKER}: {state}); "
-            "rerun quality"
-        )
-
-
-def open_clean(uri: str) -> ds.Dataset:
-    """The clean, hive-partitioned (year=/month=) Parquet data set, typed per CLEAN_SCHEMA;
-    only once the quality step has marked it complete."""
-    fs, path = resolve_filesystem(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise UserError(f"{uri}: clean data set not found")
-    require_quality_complete(fs, path, uri)
-    try:
-        dataset = ds.dataset(
-            path,
-            filesystem=fs,
-            format="parquet",
-            schema=contract.CLEAN_SCHEMA,
-            partitioning=ds.partitioning(contract.PARTITION_SCHEMA, flavor="hive"),
-            exclude_invalid_files=False,
-        )
-    except (pa.ArrowInvalid, OSError) as err:
-        raise UserError(f"{uri}: not a readable Parquet data set ({err})") from None
-    check_schema(dataset, uri)
-    return dataset
 
 
 def draw(dataset: ds.Dataset, rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.common import contract
+from components.common import contract, datasets
 from components.quality import core, sql
 from components.quality.rules import load_rules
 
@@ -123,12 +123,12 @@ def test_unsorted_input_gives_outputs_in_source_order(tmp_path, monkeypatch):
         res = core.run_quality(
             core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / name), workers=1)
         )
-        rejected = core.read_rejected(str(tmp_path / f"{name}_rejected"))
+        rejected = datasets.read_rejected(str(tmp_path / f"{name}_rejected"))
         keys = list(
             zip(rejected["month"].to_pylist(), rejected[contract.SOURCE_LINE].to_pylist(), strict=True)
         )
         assert keys == sorted(keys)  # partitions in order, source order within each
-        runs[name] = (res.summary, core.read_clean(str(tmp_path / name)), rejected)
+        runs[name] = (res.summary, datasets.read_clean(str(tmp_path / name)), rejected)
     assert runs["hash"][0] == runs["collide"][0]
     assert runs["hash"][1].equals(runs["collide"][1]) and runs["hash"][2].equals(runs["collide"][2])
     assert runs["hash"][0]["rejected_by_rule"]["duplicate_trip"] == 4 + 5

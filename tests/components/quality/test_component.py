@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from kfp import dsl, local
 
-from components.quality import core
+from components.common import datasets
+from components.quality import core, partitions
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_quality_component_runs_and_gates(raw_dir, kfp_local):
     assert summary["rows_in"] == 1200 and summary["gate_passed"] is True
     assert summary["rows_in"] == summary["rows_clean"] + summary["rows_rejected"]
     clean = _artifact_dir(kfp_local, "quality", "clean")
-    assert core.read_clean(str(clean)).num_rows == summary["rows_clean"]
+    assert datasets.read_clean(str(clean)).num_rows == summary["rows_clean"]
     html = _artifact_dir(kfp_local, "quality", "report").read_text()
     assert html.count("data:image/png;base64,") == 4
     (executor_output,) = [
@@ -71,7 +72,7 @@ def test_fan_out_components_match_the_in_process_component(raw_dir, kfp_local, t
         return quality_plan(raw=raw.output).output
 
     keys = plan(raw_uri=str(raw_dir)).output
-    assert keys == [p.key for p in core.plan_partitions(str(raw_dir))]
+    assert keys == [p.key for p in partitions.plan_partitions(str(raw_dir))]
     summary = fan_out(raw_uri=str(raw_dir), partitions=keys, rules_yaml=rules_yaml).output
 
     reference = core.run_quality(
@@ -84,4 +85,4 @@ def test_fan_out_components_match_the_in_process_component(raw_dir, kfp_local, t
         k: reference.summary[k] for k in ("rows_in", "rows_clean", "rows_rejected", "rejected_by_rule")
     }
     merged_clean = _artifact_dir(kfp_local, "quality-merge", "clean")
-    assert core.read_clean(str(merged_clean)).equals(core.read_clean(str(tmp_path / "ref")))
+    assert datasets.read_clean(str(merged_clean)).equals(datasets.read_clean(str(tmp_path / "ref")))

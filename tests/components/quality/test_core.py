@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.common import contract
+from components.common import contract, datasets
 from components.common.errors import UserError
-from components.quality import core
+from components.quality import core, layout, merge, partitions, result
 from components.quality.rules import load_rules
 
 from .conftest import DEFECTS_PER_MONTH, MONTHS, ROWS_PER_MONTH
@@ -38,7 +38,7 @@ def test_each_defect_is_rejected_by_its_rule_and_rows_add_up(quality_run):
 
 def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
     result, out = quality_run
-    clean = core.read_clean(str(out / "clean"))
+    clean = datasets.read_clean(str(out / "clean"))
     assert clean.schema == contract.CLEAN_SCHEMA
     assert clean.num_rows == result.summary["rows_clean"]
     df = clean.to_pandas()
@@ -58,7 +58,7 @@ def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
 
 def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_run, tmp_path):
     result, out = quality_run
-    rejected = core.read_rejected(str(out / "clean_rejected"))
+    rejected = datasets.read_rejected(str(out / "clean_rejected"))
     assert rejected.num_rows == result.summary["rows_rejected"]
     assert set(contract.RAW_SCHEMA.names) <= set(rejected.column_names)
     counts = rejected.group_by("rule").aggregate([("rule", "count")]).to_pydict()
@@ -84,7 +84,7 @@ def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
     res = core.run_quality(
         core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
     )
-    rejected = core.read_rejected(str(tmp_path / "c_rejected"))
+    rejected = datasets.read_rejected(str(tmp_path / "c_rejected"))
     assert res.summary["rejected_by_rule"]["duplicate_trip"] == 3
     assert sorted(rejected["source_line"].to_pylist()) == [3, 4, 21]  # lines of rows 1, 2 and 19
     assert 2 not in rejected["source_line"].to_pylist()
@@ -92,8 +92,8 @@ def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
 
 def test_population_stats_match_numpy_over_clean_rows(quality_run):
     result, out = quality_run
-    stats, reservoir = core.load_stats(str(out / "clean_stats"))
-    clean = core.read_clean(str(out / "clean"))
+    stats, reservoir = datasets.load_stats(str(out / "clean_stats"))
+    clean = datasets.read_clean(str(out / "clean"))
     assert stats["rows"] == clean.num_rows
     assert set(stats["columns"]) == {contract.LABEL, *contract.FEATURES}
     for col, s in stats["columns"].items():
@@ -114,7 +114,7 @@ def _run_both_paths(raw_dir, tmp_path, **kw):
     )
     inproc = core.run_quality(cfg)
     parts = []
-    for i, key in enumerate(p.key for p in core.plan_partitions(str(raw_dir))):
+    for i, key in enumerate(p.key for p in partitions.plan_partitions(str(raw_dir))):
         out = tmp_path / "parts" / str(i)
         core.process_partition_to(
             str(raw_dir), key, rules, str(out), seed=kw.get("seed", 0), reservoir_rows=cfg.reservoir_rows
@@ -130,10 +130,12 @@ def _run_both_paths(raw_dir, tmp_path, **kw):
 def test_fan_out_and_in_process_paths_give_identical_results(raw_dir, tmp_path):
     inproc, fanout, a, b = _run_both_paths(raw_dir, tmp_path, reservoir_rows=50, seed=3)
     assert inproc.summary == fanout.summary
-    assert core.read_clean(str(a / "clean")).equals(core.read_clean(str(b / "clean")))
-    assert core.read_rejected(str(a / "clean_rejected")).equals(core.read_rejected(str(b / "rejected")))
-    sa, ra = core.load_stats(str(a / "clean_stats"))
-    sb, rb = core.load_stats(str(b / "stats"))
+    assert datasets.read_clean(str(a / "clean")).equals(datasets.read_clean(str(b / "clean")))
+    assert datasets.read_rejected(str(a / "clean_rejected")).equals(
+        datasets.read_rejected(str(b / "rejected"))
+    )
+    sa, ra = datasets.load_stats(str(a / "clean_stats"))
+    sb, rb = datasets.load_stats(str(b / "stats"))
     assert sa == sb and ra.equals(rb) and ra.num_rows == 50
     assert inproc.raw_profile == fanout.raw_profile and inproc.histograms == fanout.histograms
 
@@ -150,10 +152,10 @@ def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
 
     everything = run("all", 1, 10_000)  # k above the partition sizes: partial samples hold every clean row
     keyed = pa.concat_tables(
-        pq.read_table(p) for p in (tmp_path / "all_stats" / "partitions").rglob(core.PARTIAL_RESERVOIR)
+        pq.read_table(p) for p in (tmp_path / "all_stats" / "partitions").rglob(layout.PARTIAL_RESERVOIR)
     )
     assert keyed.num_rows == everything.summary["rows_clean"]
-    expected = keyed.sort_by([(core.SAMPLE_KEY, "ascending")]).slice(0, k)["objectid"].to_pylist()
+    expected = keyed.sort_by([(layout.SAMPLE_KEY, "ascending")]).slice(0, k)["objectid"].to_pylist()
     assert run("k", 1, k).reservoir["objectid"].to_pylist() == expected
     assert set(run("other_seed", 2, k).reservoir["objectid"].to_pylist()) != set(expected)
 
@@ -168,14 +170,14 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     )
     assert not res.gate_passed
     assert {v["rule"] for v in res.violations} == {"missing_fare", "coordinates_outside_dc"}
-    with pytest.raises(core.GateFailed) as err:
+    with pytest.raises(result.GateFailed) as err:
         res.check_gate()
     msg = str(err.value)
     assert "missing_fare rejected 8.00% of rows (allowed 3.00%)" in msg
     assert "coordinates_outside_dc rejected 3.00% of rows (allowed 2.00%)" in msg
     assert "\n" not in msg
     # the outputs were still written, so the failure can be inspected
-    assert core.read_clean(str(tmp_path / "c")).num_rows == 1000 - 210
+    assert datasets.read_clean(str(tmp_path / "c")).num_rows == 1000 - 210
     # thresholds are overridable
     loose = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 25})
     res2 = core.run_quality(
@@ -185,7 +187,7 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     )
     assert res2.gate_passed
     tight_total = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 20})
-    assert [v["rule"] for v in core.evaluate_gate(tight_total, 1000, res2.summary["rejected_by_rule"])] == [
+    assert [v["rule"] for v in result.evaluate_gate(tight_total, 1000, res2.summary["rejected_by_rule"])] == [
         "total"
     ]
 
@@ -204,13 +206,13 @@ def test_merge_moments_is_exact_and_order_stable():
         }
         for c in chunks
     ]
-    merged = core.merge_moments(parts)
+    merged = merge.merge_moments(parts)
     allv = np.concatenate(chunks)
     assert merged["count"] == allv.size and merged["sum"] == pytest.approx(math.fsum(allv), rel=1e-15)
     assert merged["mean"] == pytest.approx(allv.mean(), rel=1e-14)
     assert merged["std"] == pytest.approx(allv.std(), rel=1e-10)
     assert (
-        core.merge_moments([{"count": 0, "sum": 0.0, "mean": 0.0, "m2": 0.0, "min": None, "max": None}])[
+        merge.merge_moments([{"count": 0, "sum": 0.0, "mean": 0.0, "m2": 0.0, "min": None, "max": None}])[
             "mean"
         ]
         is None
@@ -223,7 +225,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "_SUCCESS").write_text("{}")  # complete but empty
     with pytest.raises(UserError, match="no Parquet files"):
-        core.plan_partitions(str(tmp_path / "empty"))
+        partitions.plan_partitions(str(tmp_path / "empty"))
     wrong = tmp_path / "wrong" / "year=2015" / "month=1"
     wrong.mkdir(parents=True)
     pq.write_table(pa.table({"FAREAMOUNT": [1.0]}), wrong / "x.parquet")
@@ -237,7 +239,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     pq.write_table(pa.table({"a": [1]}), stray / "x.parquet")
     (stray / "_SUCCESS").write_text("{}")
     with pytest.raises(UserError, match="outside a year=YYYY/month=M"):
-        core.plan_partitions(str(stray))
+        partitions.plan_partitions(str(stray))
 
 
 def test_existing_output_is_not_overwritten_without_permission(raw_dir, tmp_path):
@@ -251,7 +253,7 @@ def test_existing_output_is_not_overwritten_without_permission(raw_dir, tmp_path
 def test_partial_json_is_self_describing(quality_run):
     _, out = quality_run
     partial = json.loads(
-        (out / "clean_stats" / "partitions" / "year=2015" / "month=2" / core.PARTIAL_FILE).read_text()
+        (out / "clean_stats" / "partitions" / "year=2015" / "month=2" / layout.PARTIAL_FILE).read_text()
     )
     assert partial["partition"] == "year=2015/month=2"
     assert partial["rows_in"] == partial["rows_clean"] + sum(partial["rejected_by_rule"].values())
@@ -295,7 +297,7 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     cfg = core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
     first = core.run_quality(cfg)
     for d in ("clean", "clean_rejected", "clean_stats"):
-        marker = json.loads((tmp_path / d / core.QUALITY_MARKER).read_text())
+        marker = json.loads((tmp_path / d / layout.QUALITY_MARKER).read_text())
         assert marker["step"] == "quality" and marker["complete"] is True
     (tmp_path / "clean" / "stale.parquet").write_bytes(b"old")
     again = core.run_quality(cfg)  # our own output: replaced
@@ -322,11 +324,11 @@ def test_a_fan_out_task_lists_only_its_own_partition(raw_dir, tmp_path, monkeypa
         fs, path = real_resolve(uri)
         return Spy(fs), path
 
-    monkeypatch.setattr(core, "resolve_filesystem", resolve)
-    key = core.plan_partitions(str(raw_dir))[0].key
+    monkeypatch.setattr(partitions, "resolve_filesystem", resolve)
+    key = partitions.plan_partitions(str(raw_dir))[0].key
     listed.clear()
-    part = core.find_partition(str(raw_dir), key)
+    part = partitions.find_partition(str(raw_dir), key)
     assert part.key == key
     assert listed and all(d.rstrip("/").endswith(key) for d in listed), listed
     with pytest.raises(UserError, match="no partition year=1999/month=1"):
-        core.find_partition(str(raw_dir), "year=1999/month=1")
+        partitions.find_partition(str(raw_dir), "year=1999/month=1")

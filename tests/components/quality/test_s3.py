@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.common import datasets
 from components.quality import core
 
 from .rawdata import raw_table, write_raw
@@ -38,7 +39,7 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
     assert any(k.startswith("stats/") and k.endswith("stats.json") for k in keys)
     sort = [("objectid", "ascending")]
     assert (
-        core.read_clean("s3://fareflow/clean")
+        datasets.read_clean("s3://fareflow/clean")
         .sort_by(sort)
-        .equals(core.read_clean(str(tmp_path / "clean")).sort_by(sort))
+        .equals(datasets.read_clean(str(tmp_path / "clean")).sort_by(sort))
     )

@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from components.common import contract
+from components.common import contract, datasets
 from components.common.errors import UserError
 from components.sample import core, hashing
 
@@ -26,12 +26,12 @@ def read_split(root, name) -> pa.Table:
 def test_draw_is_the_bottom_k_of_the_sample_hash_whatever_the_batch_size(inputs, monkeypatch):
     clean, _, table = inputs
     expected_h = np.sort(hashing.trip_hash(table, 5, hashing.SAMPLE_SALT))[:1000]
-    sample, h = core.draw(core.open_clean(str(clean)), 1000, seed=5)
+    sample, h = core.draw(datasets.open_clean(str(clean)), 1000, seed=5)
     np.testing.assert_array_equal(h, expected_h)
     np.testing.assert_array_equal(hashing.trip_hash(sample, 5, hashing.SAMPLE_SALT), h)
     assert sample.schema == contract.CLEAN_SCHEMA
     monkeypatch.setattr(core, "BATCH_ROWS", 97)  # many batches: running threshold and compaction
-    small, h_small = core.draw(core.open_clean(str(clean)), 1000, seed=5)
+    small, h_small = core.draw(datasets.open_clean(str(clean)), 1000, seed=5)
     np.testing.assert_array_equal(h_small, h)
     assert small.equals(sample)
 
@@ -52,7 +52,7 @@ def test_same_input_and_seed_give_the_same_rows_per_split(inputs, tmp_path):
 
 def test_splits_are_disjoint_cover_the_sample_and_follow_the_fractions(inputs):
     clean, _, _ = inputs
-    sample, _ = core.draw(core.open_clean(str(clean)), 5000, seed=0)
+    sample, _ = core.draw(datasets.open_clean(str(clean)), 5000, seed=0)
     splits = core.split_table(sample, 0, (0.6, 0.3, 0.1))
     parts = [keys(splits[s]) for s in core.SPLITS]
     assert sum(map(len, parts)) == sample.num_rows == len(set().union(*parts))
@@ -64,7 +64,7 @@ def test_splits_are_disjoint_cover_the_sample_and_follow_the_fractions(inputs):
 
 def test_a_trips_split_does_not_depend_on_the_attempt_seed(inputs):
     clean, _, table = inputs
-    dataset = core.open_clean(str(clean))
+    dataset = datasets.open_clean(str(clean))
     a, _ = core.draw(dataset, 4000, seed=0)
     b, _ = core.draw(dataset, 4000, seed=1)  # a retry samples other rows...
     assert keys(a) != keys(b)

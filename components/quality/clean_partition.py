@@ -1,0 +1,375 @@
+"""One partition: classify its rows with the rule SQL, write clean/rejected rows and the
+mergeable partial statistics (docs/quality.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from components.common import contract
+from components.common.errors import UserError
+from components.common.storage import resolve_filesystem
+
+from . import sql
+from .layout import (
+    _HIST_RAW_SQL,
+    CLEAN_FILE_SCHEMA,
+    CLEAN_NUMERIC,
+    HISTOGRAMS,
+    PART_FILE,
+    PARTIAL_FILE,
+    PARTIAL_PROFILE_SAMPLE,
+    PARTIAL_RESERVOIR,
+    PROFILE_SAMPLE_ROWS,
+    RAW_DISTANCE,
+    RAW_NUMERIC,
+    REJECTED_SCHEMA,
+    SAMPLE_KEY,
+    SAMPLE_ROW_GROUP,
+    STAT_COLUMNS,
+    join_uri,
+    write_text,
+)
+from .partitions import Partition
+from .rules import RuleSet
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    raw_uri: str
+    partition: Partition
+    ruleset: RuleSet
+    clean_uri: str
+    rejected_uri: str
+    partials_uri: str
+    seed: int = 0
+    reservoir_rows: int = contract.RESERVOIR_ROWS
+    profile_rows: int = PROFILE_SAMPLE_ROWS
+    threads: int = 1
+
+
+def _open_raw(job: PartitionJob) -> ds.Dataset:
+    fs, root = resolve_filesystem(job.raw_uri)
+    where = join_uri(root, job.partition.path or job.partition.key)
+    dataset = ds.dataset(where, filesystem=fs, format="parquet", schema=contract.RAW_SCHEMA)
+    for fragment in dataset.get_fragments():
+        try:
+            physical = fragment.physical_schema
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{fragment.path}: not a readable Parquet file: {err}") from None
+        missing = [c for c in contract.RAW_SCHEMA.names if c not in physical.names]
+        if missing:
+            raise UserError(
+                f"{fragment.path}: missing raw column(s) {missing} (expected contract.RAW_SCHEMA)"
+            )
+        for name in contract.RAW_SCHEMA.names:
+            want, got = contract.RAW_SCHEMA.field(name).type, physical.field(name).type
+            if (
+                got != want
+                and not (pa.types.is_timestamp(got) and pa.types.is_timestamp(want))
+                and not pa.types.is_null(got)
+            ):
+                raise UserError(f"{fragment.path}: column {name} is {got}, expected {want}")
+    return dataset
+
+
+def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | None = None) -> int:
+    """Write a query result to one Parquet file with ``schema``'s columns; return rows written.
+
+    DuckDB's own Parquet writer (streaming, several times faster than fetching Arrow
+    batches) writes it; for other URIs (s3://) into a local temporary file that is then
+    uploaded, so the remote object appears only once it is complete.
+    """
+    fs, path = resolve_filesystem(uri)
+    cols = ", ".join(
+        f"CAST({sql.quote(f.name)} AS {_DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
+    )
+    groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
+
+    def copy_to(local_path: str) -> int:
+        target = local_path.replace("'", "''")
+        written = con.execute(
+            f"COPY (SELECT {cols} FROM ({query})) TO '{target}' (FORMAT parquet, COMPRESSION snappy{groups})"
+        ).fetchone()
+        return int(written[0])  # COPY returns the number of rows it wrote
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        return copy_to(path)
+    with tempfile.TemporaryDirectory(prefix="fareflow-quality-") as tmp:
+        local = os.path.join(tmp, "part.parquet")
+        rows = copy_to(local)
+        pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    return rows
+
+
+_DUCK_TYPES = {
+    pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.uint64(): "UBIGINT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.timestamp("s"): "TIMESTAMP",
+}
+
+
+def _sample_key(seed: int) -> str:
+    return f"hash({int(seed)}, source_file, source_line)"
+
+
+def _json_value(value):
+    if value is None or isinstance(value, (int, str, bool)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ")
+    return float(value)
+
+
+def _profile_items(columns: Sequence[str], numeric: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(column, statistic, SQL aggregate) for the per-column profile: nulls, min and max."""
+    items = []
+    for col in columns:
+        q = sql.quote(col)
+        items.append((col, "nulls", f"count(*) - count({q})"))
+        if col in numeric or col in (contract.PICKUP, *contract.TIMESTAMP_COLUMNS):
+            items += [(col, "min", f"min({q})"), (col, "max", f"max({q})")]
+    return items
+
+
+def _histogram_sql(expr: str, spec: tuple[float, float, int]) -> str:
+    """Fixed-bin histogram as one aggregate (a MAP bin -> count); NULL and non-finite skipped."""
+    low, high, bins = spec
+    width = (high - low) / bins
+    return (
+        f"histogram(CASE WHEN isfinite({expr}) THEN "
+        f"least(greatest(CAST(floor((({expr}) - {low}) / {width}) AS BIGINT), 0), {bins - 1}) END)"
+    )
+
+
+def _histogram_counts(value, spec: tuple[float, float, int]) -> list[int]:
+    counts = [0] * spec[2]
+    for b, n in (value or {}).items():
+        counts[int(b)] = int(n)
+    return counts
+
+
+def _aggregate(con, table: str, items: Sequence[tuple[str, str, str]]) -> list:
+    """The values of every (column, statistic, SQL aggregate) item, in one pass over ``table``."""
+    return list(con.execute(f"SELECT {', '.join(expr for _, _, expr in items)} FROM {table}").fetchone())
+
+
+def _keyed(items: Sequence[tuple[str, str, str]], values: Sequence) -> dict[tuple[str, str], object]:
+    return {(col, stat): value for (col, stat, _), value in zip(items, values, strict=True)}
+
+
+def _profile_from(agg: dict, columns: Sequence[str], rows: int) -> dict:
+    out: dict[str, dict] = {}
+    for col in columns:
+        entry = out[col] = {"rows": rows}
+        for stat in ("nulls", "min", "max"):
+            if (col, stat) in agg:
+                entry[stat] = _json_value(agg[(col, stat)])
+    return out
+
+
+def _input_sorted(con) -> bool:
+    """Whether ``raw_input`` already comes in (source_file, source_line) order (ingest writes
+    rows in source order), so the classified table needs no sort to give ordered outputs."""
+    import pyarrow.compute as pc
+
+    table = con.sql("SELECT source_file, source_line FROM raw_input").to_arrow_table()
+    n = table.num_rows
+    if n < 2:
+        return True
+    files = table.column(contract.SOURCE_FILE).combine_chunks()
+    lines = table.column(contract.SOURCE_LINE).combine_chunks()
+    if files.null_count or lines.null_count:
+        return False
+    f0, f1, l0, l1 = files.slice(0, n - 1), files.slice(1), lines.slice(0, n - 1), lines.slice(1)
+    if pc.any(pc.less(f1, f0)).as_py():
+        return False
+    return not pc.any(pc.and_(pc.equal(f1, f0), pc.less(l1, l0))).as_py()
+
+
+def process_partition(job: PartitionJob) -> dict:
+    """Apply the rules to one partition; write clean, rejected and partial statistics.
+
+    Returns the partial statistics (also written as ``partial.json``).
+
+    The raw rows are loaded once into a DuckDB table in (source_file, source_line) order
+    (sorted only when the input is not already in that order) and classified in place
+    (:func:`sql.classify_statements`); clean and rejected rows are then written in that
+    order without another sort, and the statistics take one aggregate pass over the raw
+    rows and one over the clean rows.
+    """
+    import duckdb
+
+    part = job.partition
+    dataset = _open_raw(job)
+    con = duckdb.connect(config={"threads": max(1, job.threads)})
+    try:
+        fs, _ = resolve_filesystem(job.raw_uri)
+        if isinstance(fs, pafs.LocalFileSystem):  # DuckDB's Parquet reader: faster than an Arrow scan
+            files = ", ".join("'" + f.replace("'", "''") + "'" for f in sorted(dataset.files))
+            con.execute(f"CREATE TEMP VIEW raw_input AS SELECT * FROM read_parquet([{files}])")
+        else:
+            con.register("raw_input", dataset)
+        try:
+            ordered = _input_sorted(con)
+            for statement in sql.classify_statements(
+                job.ruleset,
+                part.year,
+                part.month,
+                "classified",
+                order=not ordered,
+                extra={RAW_DISTANCE: sql.RAW_DISTANCE},
+            ):
+                con.execute(statement)
+        except (duckdb.Error, pa.ArrowException) as err:
+            raise UserError(
+                f"{job.raw_uri}/{part.key}: could not apply the rules: {str(err).splitlines()[0]}"
+            ) from None
+        key = _sample_key(job.seed)
+        con.execute(
+            f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection({'distance_km': RAW_DISTANCE})}, source_file, source_line, {key} AS {SAMPLE_KEY} "
+            "FROM classified WHERE rule IS NULL"
+        )
+        counts = con.execute("SELECT rule, count(*) FROM classified GROUP BY rule").fetchall()
+        rows_in = sum(n for _, n in counts)
+        by_rule = {r: n for r, n in counts if r is not None}
+        rows_clean = _write(
+            con,
+            f"SELECT {', '.join(CLEAN_FILE_SCHEMA.names)} FROM clean",
+            CLEAN_FILE_SCHEMA,
+            join_uri(job.clean_uri, part.key, PART_FILE),
+        )
+        raw_cols = ", ".join(sql.quote(c) for c in REJECTED_SCHEMA.names)
+        rows_rejected = _write(
+            con,
+            f"SELECT {raw_cols} FROM classified WHERE rule IS NOT NULL",
+            REJECTED_SCHEMA,
+            join_uri(job.rejected_uri, part.key, PART_FILE),
+        )
+        if rows_in != rows_clean + rows_rejected or rows_rejected != sum(by_rule.values()):
+            raise RuntimeError(
+                f"{part.key}: rows in ({rows_in}) != clean ({rows_clean}) + rejected ({rows_rejected})"
+            )
+
+        # clean rows: moments, profile and histograms in one pass
+        items = [("", "rows", "count(*)")]
+        for col in STAT_COLUMNS:
+            q = sql.quote(col)
+            items += [
+                (col, "count", f"count({q})"),
+                (col, "sum", f"fsum({q})"),
+                (col, "mean", f"avg({q})"),
+                (col, "var", f"var_pop({q})"),
+                (col, "min", f"min({q})"),
+                (col, "max", f"max({q})"),
+            ]
+        moment_items = len(items)
+        items += _profile_items(contract.CLEAN_SCHEMA.names, CLEAN_NUMERIC)
+        items += [(col, "hist", _histogram_sql(sql.quote(col), spec)) for col, spec in HISTOGRAMS.items()]
+        values = _aggregate(con, "clean", items)
+        moments = {}
+        for i, col in enumerate(STAT_COLUMNS):
+            n, total, mean, var, lo, hi = values[1 + 6 * i : 7 + 6 * i]
+            moments[col] = {
+                "count": int(n),
+                "sum": float(total or 0.0),
+                "mean": float(mean) if n else 0.0,
+                "m2": float(var) * n if n else 0.0,
+                "min": _json_value(lo),
+                "max": _json_value(hi),
+            }
+        clean_agg = _keyed(items[moment_items:], values[moment_items:])
+        clean_profile = _profile_from(clean_agg, contract.CLEAN_SCHEMA.names, values[0])
+
+        # raw rows: profile and histograms in one pass
+        raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
+        raw_items = [("", "rows", "count(*)"), *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE])]
+        raw_items += [
+            (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
+        ]
+        raw_agg = _keyed(raw_items, _aggregate(con, "classified", raw_items))
+        raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
+        histograms = {
+            col: {
+                "raw": _histogram_counts(raw_agg[(col, "hist")], spec),
+                "clean": _histogram_counts(clean_agg[(col, "hist")], spec),
+            }
+            for col, spec in HISTOGRAMS.items()
+        }
+        partials_dir = join_uri(job.partials_uri, part.key)
+        _write(
+            con,
+            f"SELECT * FROM clean ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.reservoir_rows)}",
+            reservoir_schema(),
+            join_uri(partials_dir, PARTIAL_RESERVOIR),
+            SAMPLE_ROW_GROUP,
+        )
+        _write(
+            con,
+            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, "
+            f"source_file, source_line, {SAMPLE_KEY} FROM (SELECT *, {key} AS {SAMPLE_KEY} FROM classified "
+            f"ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.profile_rows)})",
+            profile_sample_schema(),
+            join_uri(partials_dir, PARTIAL_PROFILE_SAMPLE),
+            SAMPLE_ROW_GROUP,
+        )
+    finally:
+        con.close()
+    partial = {
+        "partition": part.key,
+        "year": part.year,
+        "month": part.month,
+        "rows_in": int(rows_in),
+        "rows_clean": int(rows_clean),
+        "rows_rejected": int(rows_rejected),
+        "rejected_by_rule": {r.name: int(by_rule.get(r.name, 0)) for r in job.ruleset.rules},
+        "moments": moments,
+        "raw_profile": raw_profile,
+        "clean_profile": clean_profile,
+        "histograms": histograms,
+        "seed": job.seed,
+        "reservoir_rows": job.reservoir_rows,
+        "profile_rows": job.profile_rows,
+        "rules": list(job.ruleset.names),
+    }
+    write_text(join_uri(partials_dir, PARTIAL_FILE), json.dumps(partial, indent=1))
+    return partial
+
+
+def reservoir_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            *contract.CLEAN_SCHEMA,
+            contract.RAW_SCHEMA.field(contract.SOURCE_FILE),
+            contract.RAW_SCHEMA.field(contract.SOURCE_LINE),
+            pa.field(SAMPLE_KEY, pa.uint64()),
+        ]
+    )
+
+
+def profile_sample_schema() -> pa.Schema:
+    return pa.schema(
+        [contract.RAW_SCHEMA.field(c) for c in RAW_NUMERIC]
+        + [pa.field(RAW_DISTANCE, pa.float64())]
+        + [
+            contract.RAW_SCHEMA.field(contract.SOURCE_FILE),
+            contract.RAW_SCHEMA.field(contract.SOURCE_LINE),
+            pa.field(SAMPLE_KEY, pa.uint64()),
+        ]
+    )

@@ -1,0 +1,70 @@
+"""The quality step's files and the statistics it keeps (docs/quality.md)."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from components.common import contract
+from components.common.datasets import CLEAN_FILE_SCHEMA, REJECTED_SCHEMA, RULE_COLUMN  # noqa: F401
+from components.common.errors import UserError
+from components.common.storage import resolve_filesystem
+
+PART_FILE = "part-0.parquet"
+# In each output directory (clean, rejected, stats): says a quality run wrote it, so that
+# --overwrite may empty it; "complete" turns true once the run has finished writing.
+QUALITY_MARKER = contract.QUALITY_MARKER
+PARTIAL_FILE = "partial.json"
+PARTIAL_RESERVOIR = "reservoir.parquet"
+PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"
+PROFILE_SAMPLE_ROWS = 20_000  # raw rows kept for raw-column quantiles
+SAMPLE_KEY = "_sample_key"
+# Row groups of the per-partition sample files (written in key order): the merge reads only
+# the leading groups that can hold rows of the merged bottom-k (see bottom_k_files).
+SAMPLE_ROW_GROUP = 8192
+PARTITION_DIR = re.compile(r"^year=(?P<year>\d{4})/month=(?P<month>\d{1,2})$")
+
+STAT_COLUMNS: tuple[str, ...] = (contract.LABEL, *contract.FEATURES)
+# Raw columns profiled with min/max/quantiles (the numeric ones) plus the derived distance.
+RAW_DISTANCE = "raw_distance_km"
+RAW_NUMERIC: tuple[str, ...] = tuple(
+    f.name
+    for f in contract.RAW_SCHEMA
+    if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    and f.name not in ("OBJECTID", contract.SOURCE_LINE)
+)
+CLEAN_NUMERIC: tuple[str, ...] = tuple(
+    f.name
+    for f in contract.CLEAN_SCHEMA
+    if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)) and f.name != "objectid"
+)
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# Fixed-bin histograms (mergeable by adding counts): column -> (low, high, bins).
+# Values below/above the range are counted in the first/last bin (clipped).
+HISTOGRAMS: dict[str, tuple[float, float, int]] = {
+    contract.LABEL: (0.0, 100.0, 100),
+    "distance_km": (0.0, 30.0, 60),
+}
+# over the classified table, which holds the raw distance as a column (computed once)
+_HIST_RAW_SQL = {contract.LABEL: "FAREAMOUNT", "distance_km": RAW_DISTANCE}
+
+
+def join_uri(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def write_text(uri: str, text: str) -> None:
+    fs, path = resolve_filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def read_text(uri: str) -> str:
+    fs, path = resolve_filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as src:
+            return src.read().decode()
+    except FileNotFoundError:
+        raise UserError(f"{uri}: not found") from None

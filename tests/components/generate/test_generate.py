@@ -20,7 +20,7 @@ import pytest
 
 from components.common import contract
 from components.common.errors import UserError
-from components.generate import GenerateConfig, generate
+from components.generate import GenerateConfig, generate, month, parameters
 from components.generate import core as gen
 from components.generate.__main__ import main
 
@@ -190,7 +190,7 @@ def test_absurd_fares_reach_the_observed_magnitude(tmp_path):
     result = generate(GenerateConfig(out=str(tmp_path), rows=300_000, months="2016-07", seed=1))
     assert result.truth["fare_max"] > 10_000
     assert result.truth["fare_min"] < -100
-    assert result.truth["fare_max"] <= gen.FARE_MAX_OBSERVED
+    assert result.truth["fare_max"] <= parameters.FARE_MAX_OBSERVED
 
 
 # --- determinism and zip ---------------------------------------------------------------------
@@ -207,7 +207,9 @@ def test_same_seed_same_bytes_other_seed_different(generated, tmp_path):
     again = generate(GenerateConfig(out=str(tmp_path / "again"), rows=ROWS, months=MONTHS, seed=SEED))
     for path in again.files:
         assert path.read_bytes() == (out / path.name).read_bytes()
-    assert _truth_without_out(tmp_path / "again" / gen.TRUTH_FILE) == _truth_without_out(out / gen.TRUTH_FILE)
+    assert _truth_without_out(tmp_path / "again" / parameters.TRUTH_FILE) == _truth_without_out(
+        out / parameters.TRUTH_FILE
+    )
     other = generate(GenerateConfig(out=str(tmp_path / "other"), rows=ROWS, months=MONTHS, seed=SEED + 1))
     for path in other.files:
         assert path.read_bytes() != (out / path.name).read_bytes()
@@ -238,7 +240,7 @@ def test_zip_mode_one_archive_per_year(tmp_path):
 
 
 def test_chunks_join_seamlessly(tmp_path, monkeypatch):
-    monkeypatch.setattr(gen, "CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(month, "CHUNK_ROWS", 3_000)
     result = generate(GenerateConfig(out=str(tmp_path), rows=10_000, months="2015-05", seed=3))
     lines = result.files[0].read_text().splitlines()
     assert len(lines) == 10_001 and lines.count(contract.HEADER_LINE) == 1
@@ -280,7 +282,7 @@ def _expected_fare(df: pd.DataFrame, model: dict, *, ignore_traffic: bool = Fals
 
 def test_truth_json_present_and_consistent(generated, frame):
     out, result = generated
-    truth = json.loads((out / gen.TRUTH_FILE).read_text())
+    truth = json.loads((out / parameters.TRUTH_FILE).read_text())
     assert truth == result.truth
     assert (
         truth["rows"] == ROWS
@@ -346,8 +348,8 @@ def test_cli_writes_files_and_prints_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--rows", "2000", "--months", "2015-02", "--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "2,000 rows" in out and "best RMSE" in out
-    assert (tmp_path / "taxi_2015_02.txt").exists() and (tmp_path / gen.TRUTH_FILE).exists()
-    assert json.loads((tmp_path / gen.TRUTH_FILE).read_text())["config"]["seed"] == 5
+    assert (tmp_path / "taxi_2015_02.txt").exists() and (tmp_path / parameters.TRUTH_FILE).exists()
+    assert json.loads((tmp_path / parameters.TRUTH_FILE).read_text())["config"]["seed"] == 5
 
 
 def test_cli_bad_months_exits_2_with_one_line(tmp_path):
@@ -366,7 +368,7 @@ def test_cli_bad_months_exits_2_with_one_line(tmp_path):
 def test_tiny_run_writes_strict_json(tmp_path):
     result = generate(GenerateConfig(out=str(tmp_path), rows=1, months="2015-01"))
     assert len((tmp_path / "taxi_2015_01.txt").read_text().splitlines()) == 2
-    text = (tmp_path / gen.TRUTH_FILE).read_text()
+    text = (tmp_path / parameters.TRUTH_FILE).read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert result.truth["rows"] == 1
 
@@ -384,7 +386,7 @@ def test_out_with_other_taxi_files_is_refused(tmp_path):
     with pytest.raises(UserError, match="taxi_2015_02.txt"):
         generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01"))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    assert json.loads((tmp_path / gen.TRUTH_FILE).read_text())["rows"] == 300
+    assert json.loads((tmp_path / parameters.TRUTH_FILE).read_text())["rows"] == 300
 
 
 def test_zip_out_then_txt_run_is_refused(tmp_path):

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from components.common.errors import UserError, cli_entry
-from components.ingest.core import BLOCK_SIZE, QUARANTINE_DIR, IngestConfig, ingest
+from components.ingest.core import IngestConfig, ingest
+from components.ingest.files import BLOCK_SIZE
+from components.ingest.writers import QUARANTINE_DIR
 
 
 def _block_mb(text: str) -> float:

@@ -21,7 +21,7 @@ from components.common.storage import (
     output_is_complete,
     require_complete,
 )
-from components.ingest import core
+from components.ingest import core, files, writers
 
 from .conftest import assert_invariant, quarantine_of, read_raw, row, run, write_file
 
@@ -126,8 +126,8 @@ def test_block_size_changes_nothing(damaged, block_size, tmp_path) -> None:
 
 
 def test_rerun_gives_identical_files(generated, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(core, "ROW_GROUP_ROWS", 3000)
-    monkeypatch.setattr(core, "FILE_ROWS", 7000)  # several part files per partition
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", 3000)
+    monkeypatch.setattr(writers, "FILE_ROWS", 7000)  # several part files per partition
     run(generated, tmp_path / "a")
     run(generated, tmp_path / "b")
     first = _tree(tmp_path / "a")
@@ -148,7 +148,7 @@ class Injected(Exception):
 
 
 def _fail_on_call(monkeypatch, n: int) -> None:
-    add = core._PartitionWriter.add
+    add = writers._PartitionWriter.add
     calls = {"n": 0}
 
     def failing(self, *args):
@@ -157,8 +157,8 @@ def _fail_on_call(monkeypatch, n: int) -> None:
             raise Injected("disk on fire")
         return add(self, *args)
 
-    monkeypatch.setattr(core._PartitionWriter, "add", failing)
-    monkeypatch.setattr(core, "ROW_GROUP_ROWS", 500)  # Parquet files exist before the failure
+    monkeypatch.setattr(writers._PartitionWriter, "add", failing)
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", 500)  # Parquet files exist before the failure
 
 
 def test_failed_run_leaves_no_output(generated, tmp_path, monkeypatch) -> None:
@@ -284,14 +284,14 @@ def test_fareflow_ingest_dispatches(tmp_path, capsys) -> None:
 def test_invariant_is_checked_before_commit(tmp_path, monkeypatch) -> None:
     """A parser bug that silently drops a row fails the run, and nothing is committed."""
     src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1), row(2), row(3)])
-    parse = core._parse_block
+    parse = files._parse_block
 
     def lossy(*args):
         block = parse(*args)
         block.table, block.keys = block.table.slice(1), block.keys[1:]
         return block
 
-    monkeypatch.setattr(core, "_parse_block", lossy)
+    monkeypatch.setattr(files, "_parse_block", lossy)
     with pytest.raises(
         RuntimeError, match=r"ingest invariant broken: rows_read=3 != rows_written=2 \+ rows_quarantined=0"
     ):

@@ -1,0 +1,347 @@
+"""Parsing one block of lines into typed rows and quarantined lines (the fast path, the
+cast fallback, the line-by-line check, the timestamp parser: docs in components.ingest.core)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from components.common import contract
+
+N_FIELDS = len(contract.RAW_COLUMNS)
+_DELIM = contract.DELIMITER.encode()
+_BOM = b"\xef\xbb\xbf"
+_MONTH_FILE = re.compile(contract.MONTH_FILE_PATTERN)
+_PICKUP = contract.TIMESTAMP_COLUMNS[0]  # ORIGINDATETIME_TR
+_PICKUP_INDEX = contract.RAW_COLUMNS.index(_PICKUP)
+_TYPES = {c: contract.RAW_SCHEMA.field(c).type for c in contract.RAW_COLUMNS}
+# Min/max statistics where readers filter on them (numbers, times, lines), not on free text;
+# dictionary encoding except for columns that are unique per row (it would only cost time).
+_STATS_COLUMNS = [f.name for f in contract.RAW_SCHEMA if not pa.types.is_string(f.type)]
+_DICTIONARY_COLUMNS = [c for c in contract.RAW_SCHEMA.names if c not in ("OBJECTID", contract.SOURCE_LINE)]
+
+_READ = pacsv.ReadOptions(column_names=list(contract.RAW_COLUMNS), use_threads=True, block_size=1 << 20)
+_PARSE = pacsv.ParseOptions(
+    delimiter=contract.DELIMITER,
+    quote_char=False,
+    double_quote=False,
+    escape_char=False,
+    newlines_in_values=False,
+    ignore_empty_lines=True,
+)
+_NULLS = [contract.NULL_TOKEN, ""]
+_TYPED = pacsv.ConvertOptions(
+    column_types={c: pa.string() if c in contract.TIMESTAMP_COLUMNS else t for c, t in _TYPES.items()},
+    null_values=_NULLS,
+    strings_can_be_null=True,
+)
+_TEXT = pacsv.ConvertOptions(
+    column_types={c: pa.string() for c in contract.RAW_COLUMNS}, null_values=_NULLS, strings_can_be_null=True
+)
+
+# Quarantine reason kinds (counted in the summary).
+FIELD_COUNT = "field_count"
+INVALID_UTF8 = "invalid_utf8"
+STRAY_CR = "stray_carriage_return"
+BAD_NUMBER = "bad_number"
+NON_FINITE = "non_finite_number"
+BAD_INTEGER = "bad_integer"
+BAD_TIMESTAMP = "bad_timestamp"
+_VALUE_KINDS = (BAD_NUMBER, NON_FINITE, BAD_INTEGER, BAD_TIMESTAMP)  # index = code - 1
+
+
+@dataclass
+class FileStats:
+    name: str
+    uri: str
+    bytes: int = 0
+    lines: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    blank_lines: int = 0
+
+
+@dataclass
+class _FileContext:
+    name: str
+    uri: str
+    default_key: int  # year * 100 + month from the file name
+
+
+@dataclass
+class _Block:
+    table: pa.Table | None  # RAW_SCHEMA rows that parsed
+    keys: np.ndarray  # year * 100 + month per row of table
+    quarantine: list[tuple[int, bytes, str, str]]  # (line, raw line, reason, kind)
+    rows: int  # rows read (non-blank lines)
+    blanks: int
+    lines: int  # physical lines in the block
+
+
+def _read_csv(data: pa.Buffer | bytes, options: pacsv.ConvertOptions) -> pa.Table:
+    return pacsv.read_csv(
+        pa.BufferReader(data), read_options=_READ, parse_options=_PARSE, convert_options=options
+    )
+
+
+def _parse_block(data: bytes, end: int, first_line: int, breaks: int, ctx: _FileContext) -> _Block:
+    """Parse ``data[:end]`` (whole lines from physical line ``first_line``, ``breaks`` of them
+    ending in ``\\n``; a last line without one is the end of the file)."""
+    n_lines = breaks + (data[end - 1] != 0x0A)
+    buffer = pa.py_buffer(data)
+    if end < len(data):
+        buffer = buffer.slice(0, end)
+    table, typed = None, True
+    for options in (_TYPED, _TEXT):  # typed first; text if a value does not convert
+        try:
+            table = _read_csv(buffer, options)
+        except pa.ArrowInvalid:
+            typed = False
+            continue
+        if table.num_rows != n_lines:  # blank lines or a stray \r: structure is off
+            table = None
+        break
+    if table is not None:
+        starts: list[np.ndarray] = []
+
+        def raw_line(i: int) -> bytes:
+            if not starts:
+                newlines = np.flatnonzero(np.frombuffer(data, np.uint8, count=end) == 0x0A)
+                starts.append(np.concatenate(([0], newlines + 1, [end + 1])))
+            s, e = int(starts[0][i]), int(starts[0][i + 1]) - 1
+            return data[s:e].removesuffix(b"\r")
+
+        lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
+        return _convert(table, typed, lines, raw_line, [], 0, n_lines, ctx)
+    good, good_lines, bad, blanks = _split_lines(data[:end], first_line)
+    if not good:
+        return _Block(None, np.empty(0, np.int32), bad, len(bad), blanks, n_lines)
+    joined = b"\n".join(good) + b"\n"
+    try:
+        table, typed = _read_csv(joined, _TYPED), True
+    except pa.ArrowInvalid:
+        table, typed = _read_csv(joined, _TEXT), False
+    if table.num_rows != len(good):
+        raise RuntimeError(f"{ctx.uri}: parsed {table.num_rows} rows from {len(good)} checked lines")
+    return _convert(
+        table, typed, np.asarray(good_lines, np.int64), good.__getitem__, bad, blanks, n_lines, ctx
+    )
+
+
+def _split_lines(text: bytes, first_line: int) -> tuple[list[bytes], list[int], list, int]:
+    """Check lines one by one: (good lines, their numbers, quarantined, blank count)."""
+    lines = text.split(b"\n")
+    if text.endswith(b"\n"):
+        lines.pop()
+    good: list[bytes] = []
+    numbers: list[int] = []
+    bad: list[tuple[int, bytes, str, str]] = []
+    blanks = 0
+    for number, line in enumerate(lines, first_line):
+        body = line.removesuffix(b"\r")
+        if not body:
+            blanks += 1
+            continue
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            reason = f"invalid UTF-8: byte 0x{body[err.start]:02x} at position {err.start + 1}"
+            bad.append((number, body, reason, INVALID_UTF8))
+            continue
+        if b"\r" in body:
+            position = body.index(b"\r") + 1
+            bad.append(
+                (number, body, f"carriage return (\\r) inside the line at position {position}", STRAY_CR)
+            )
+            continue
+        fields = body.count(_DELIM) + 1
+        if fields != N_FIELDS:
+            bad.append((number, body, f"expected {N_FIELDS} fields, got {fields}", FIELD_COUNT))
+            continue
+        good.append(body)
+        numbers.append(number)
+    return good, numbers, bad, blanks
+
+
+def _convert(
+    table: pa.Table,
+    typed: bool,
+    lines: np.ndarray,
+    raw_line: Callable[[int], bytes],
+    bad: list,
+    blanks: int,
+    n_lines: int,
+    ctx: _FileContext,
+) -> _Block:
+    """Typed RAW_SCHEMA columns from a parsed block; rows with a bad value go to quarantine."""
+    n = table.num_rows
+    first_bad = np.full(n, -1, np.int16)  # column index of the first bad value per row
+    kind = np.zeros(n, np.int8)  # 1 + index into _VALUE_KINDS
+    columns: list[pa.ChunkedArray | pa.Array] = []
+    keys = None
+
+    def mark(mask: np.ndarray | None, column: int, code: int) -> None:
+        if mask is None:
+            return
+        new = mask & (first_bad < 0)
+        first_bad[new] = column
+        kind[new] = code
+
+    for i, name in enumerate(contract.RAW_COLUMNS):
+        col = table.column(i)
+        target = _TYPES[name]
+        if name in contract.TIMESTAMP_COLUMNS:
+            values, bad_ts, year_month = _parse_timestamps(col)
+            mark(bad_ts, i, 4)
+            if i == _PICKUP_INDEX:
+                keys = np.where(year_month > 0, year_month, ctx.default_key).astype(np.int32)
+            col = values
+        elif pa.types.is_string(target):
+            pass
+        elif pa.types.is_floating(target):
+            if not typed:
+                col, bad_cast = _cast_checked(col, target)
+                mark(bad_cast, i, 1)
+            mark(_non_finite(col), i, 2)
+        else:
+            if not typed:
+                col, bad_cast = _cast_checked(col, target)
+                mark(bad_cast, i, 3)
+        columns.append(col)
+    assert keys is not None
+    rejected = first_bad >= 0
+    quarantined = list(bad)
+    if rejected.any():
+        for row in np.flatnonzero(rejected):
+            line = raw_line(int(row))
+            column = int(first_bad[row])
+            code = _VALUE_KINDS[kind[row] - 1]
+            quarantined.append((int(lines[row]), line, _value_reason(line, column, code), code))
+        quarantined.sort(key=lambda q: q[0])
+        keep = ~rejected
+        columns = [c.filter(pa.array(keep)) for c in columns]
+        lines, keys = lines[keep], keys[keep]
+    rows = len(lines)
+    out = pa.Table.from_arrays(
+        [*columns, pa.repeat(pa.scalar(ctx.name, pa.string()), rows), pa.array(lines, pa.int64())],
+        schema=contract.RAW_SCHEMA,
+    )
+    return _Block(out, keys, quarantined, rows + len(quarantined), blanks, n_lines)
+
+
+def _value_reason(line: bytes, column: int, kind: str) -> str:
+    name = contract.RAW_COLUMNS[column]
+    value = line.split(_DELIM)[column].decode("utf-8", "replace")
+    shown = repr(value if len(value) <= 60 else value[:60] + "...")
+    if kind == BAD_TIMESTAMP:
+        return f"{name}: not a MM/DD/YYYY HH:MM timestamp: {shown}"
+    if kind == BAD_INTEGER:
+        return f"{name}: not an integer ({_TYPES[name]}): {shown}"
+    if kind == NON_FINITE:
+        return f"{name}: not a finite number: {shown}"
+    return f"{name}: not a number: {shown}"
+
+
+def _non_finite(col: pa.ChunkedArray) -> np.ndarray | None:
+    finite = pc.is_finite(col)
+    if pc.all(finite).as_py() is not False:
+        return None
+    return pc.invert(pc.fill_null(finite, True)).to_numpy(zero_copy_only=False)
+
+
+def _cast_checked(col: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray | None]:
+    """Cast text to ``target`` with the parser pyarrow's CSV reader uses (which ignores
+    surrounding spaces/tabs); values that fail become null and are flagged."""
+    text = pc.utf8_trim(col, " \t")
+    try:
+        return pc.cast(text, target), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    flat = text.combine_chunks()
+    bad = np.zeros(len(flat), bool)
+
+    def cast(lo: int, hi: int) -> list[pa.Array]:
+        piece = flat.slice(lo, hi - lo)
+        try:
+            return [pc.cast(piece, target)]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if hi - lo == 1:
+                bad[lo] = True
+                return [pa.nulls(1, target)]
+        step = -(-(hi - lo) // 16)
+        return [a for s in range(lo, hi, step) for a in cast(s, min(s + step, hi))]
+
+    return pa.chunked_array(cast(0, len(flat)), target), bad
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int32)
+
+
+def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Parse ``MM/DD/YYYY HH:MM`` text exactly: (timestamp[s] values, bad mask, year*100+month).
+
+    Zero-padded fields, a real calendar date, hour 0-23, minute 0-59; anything else is bad.
+    Missing values stay null and are not bad; year*100+month is 0 where there is no value.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    valid = np.ones(n, bool) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, count=n + 1, offset=arr.offset * 4)
+    data_buf = arr.buffers()[2]
+    data = (
+        np.frombuffer(data_buf, np.uint8)
+        if data_buf is not None and data_buf.size
+        else np.zeros(16, np.uint8)
+    )
+    starts = offsets[:-1]
+    idx = np.flatnonzero(valid & ((offsets[1:] - starts) == 16))
+    at = starts[idx]
+    ok = np.ones(len(idx), bool)
+
+    def digit(pos: int) -> np.ndarray:
+        d = data[at + pos] - np.uint8(48)  # wraps around below '0'
+        ok.__iand__(d <= 9)
+        return d.astype(np.int32)
+
+    def number(first: int, width: int) -> np.ndarray:
+        value = digit(first)
+        for pos in range(first + 1, first + width):
+            value = value * 10 + digit(pos)
+        return value
+
+    for pos, char in ((2, b"/"), (5, b"/"), (10, b" "), (13, b":")):
+        ok &= data[at + pos] == ord(char)
+    month, day, year = number(0, 2), number(3, 2), number(6, 4)
+    hour, minute = number(11, 2), number(14, 2)
+    month_ok = (month >= 1) & (month <= 12)
+    month = np.where(month_ok, month, 1)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (
+        month_ok
+        & (day >= 1)
+        & (day <= _DAYS_IN_MONTH[month] + (leap & (month == 2)))
+        & (hour <= 23)
+        & (minute <= 59)
+    )
+    good_idx = idx[ok]
+    month, day, year, hour, minute = month[ok], day[ok], year[ok], hour[ok], minute[ok]
+    days = ((year.astype(np.int64) - 1970) * 12 + month - 1).astype("datetime64[M]").astype("datetime64[D]")
+    seconds = np.zeros(n, np.int64)
+    seconds[good_idx] = days.astype(np.int64) * 86400 + day * 86400 - 86400 + hour * 3600 + minute * 60
+    good = np.zeros(n, bool)
+    good[good_idx] = True
+    year_month = np.zeros(n, np.int32)
+    year_month[good_idx] = year * 100 + month
+    values = pa.array(seconds, pa.timestamp("s"), mask=~good)
+    return values, valid & ~good, year_month
+
+
+def _member_name(name: str) -> str:
+    return name.rsplit("!", 1)[-1]

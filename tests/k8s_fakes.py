@@ -65,7 +65,12 @@ class FakeCoreV1:
         return SimpleNamespace(data=self.config_maps[(namespace, name)])
 
     def list_namespaced_pod(self, namespace, label_selector=None):
-        return SimpleNamespace(items=[SimpleNamespace(metadata=SimpleNamespace(name=n)) for n in self.logs])
+        return SimpleNamespace(
+            items=[
+                SimpleNamespace(metadata=SimpleNamespace(name=n), status=SimpleNamespace(conditions=[]))
+                for n in self.logs
+            ]
+        )
 
     def read_namespaced_pod_log(self, name, namespace, tail_lines=None, _preload_content=True):
         return "\n".join(self.logs[name].splitlines()[-tail_lines:])

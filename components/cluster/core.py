@@ -228,9 +228,19 @@ def load_settings(namespace: str, api=None) -> ClusterSettings:
     return ClusterSettings.from_config_map(k8s_api.config_map(CONFIG_MAP, namespace, api=api), namespace)
 
 
-def run_train_job(obj: dict, timeout: float, *, api=None, core_api=None, poll: float = 10.0) -> dict:
+def run_train_job(
+    obj: dict,
+    timeout: float,
+    *,
+    api=None,
+    core_api=None,
+    poll: float = 10.0,
+    unschedulable_grace: float = 300.0,
+) -> dict:
     """Create the PyTorchJob (reusing one that already succeeded; replacing a failed one) and
-    wait for it. A failure raises ``UserError`` with the job's reason and its pods' last log lines."""
+    wait for it. A failure raises ``UserError`` with the job's reason and its pods' last log
+    lines; a pod the scheduler cannot place for ``unschedulable_grace`` seconds raises with the
+    scheduler's reason (e.g. no node with a free GPU) instead of waiting out ``timeout``."""
     from components.common import k8s_api
 
     kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
@@ -243,10 +253,12 @@ def run_train_job(obj: dict, timeout: float, *, api=None, core_api=None, poll: f
         existing = None
     if existing is None:
         k8s_api.apply(obj, api=api)
+    selector = f"{JOB_NAME_LABEL}={name}"
+    watch = k8s_api.UnschedulableWatch(f"{kind} {ns}/{name}", ns, selector, unschedulable_grace, api=core_api)
     try:
-        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api)
+        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api, check=watch)
     except UserError as err:
-        logs = k8s_api.pod_logs(ns, f"{JOB_NAME_LABEL}={name}", api=core_api)
+        logs = k8s_api.pod_logs(ns, selector, api=core_api)
         raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
 
 

@@ -179,6 +179,17 @@ def _pod_template(
     return {"metadata": meta, "spec": spec}
 
 
+def _launcher_template(container: dict, labels: dict[str, str] | None) -> dict:
+    """The MPIJob launcher's pod: no serviceAccountName, so the Training Operator runs it as the
+    ServiceAccount it makes for the job (``NAME-launcher``, bound to a Role allowing
+    ``pods/exec`` on exactly this job's workers: v1.9.2 pkg/controller.v1/mpi/mpijob_controller.go
+    newLauncher, newLauncherRole), with its token mounted for ``kubexec.sh``'s kubectl."""
+    template = _pod_template(container, service_account="", gpu=None, labels=labels)
+    del template["spec"]["serviceAccountName"]
+    template["spec"]["automountServiceAccountToken"] = True
+    return template
+
+
 def _run_policy(backoff_limit: int, ttl_seconds: int, clean: str) -> dict:
     return {"cleanPodPolicy": clean, "backoffLimit": backoff_limit, "ttlSecondsAfterFinished": ttl_seconds}
 
@@ -302,9 +313,7 @@ def mpi_job(
                 "Launcher": {
                     "replicas": 1,
                     "restartPolicy": "OnFailure",
-                    "template": _pod_template(
-                        launcher, service_account=service_account, gpu=None, labels=labels
-                    ),
+                    "template": _launcher_template(launcher, labels),
                 },
                 "Worker": {
                     "replicas": workers,

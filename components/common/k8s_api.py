@@ -96,6 +96,47 @@ def pod_logs(namespace: str, selector: str, tail: int = 40, api=None) -> str:
     return "\n".join(chunks)
 
 
+def unschedulable_pods(namespace: str, selector: str, api=None) -> dict[str, str]:
+    """The pods matching ``selector`` that the scheduler could not place: name -> its reason
+    (the PodScheduled=False condition's message, e.g. "0/3 nodes are available: ...")."""
+    api = api or core_v1_api()
+    try:
+        pods = api.list_namespaced_pod(namespace, label_selector=selector).items
+    except _api_exception() as err:
+        raise UserError(f"list pods {namespace} -l {selector}: HTTP {err.status}: {err.reason}") from err
+    found = {}
+    for pod in pods:
+        for cond in (pod.status and pod.status.conditions) or []:
+            if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+                found[pod.metadata.name] = cond.message or cond.reason
+    return found
+
+
+class UnschedulableWatch:
+    """A ``wait`` check that ends the wait once some pod of the job has been unschedulable for
+    ``grace`` seconds, with the scheduler's reason (a GPU request no node can meet, a quota, a
+    node selector) instead of waiting out the whole timeout. The grace lets a cluster
+    autoscaler add a node first."""
+
+    def __init__(
+        self, what: str, namespace: str, selector: str, grace: float, api=None, clock=time.monotonic
+    ):
+        self.what, self.namespace, self.selector, self.grace = what, namespace, selector, grace
+        self.api, self.clock = api, clock
+        self.since: dict[str, float] = {}
+
+    def __call__(self, obj: dict | None) -> None:
+        now = self.clock()
+        stuck = unschedulable_pods(self.namespace, self.selector, api=self.api)
+        self.since = {pod: self.since.get(pod, now) for pod in stuck}
+        for pod, reason in sorted(stuck.items()):
+            waited = now - self.since[pod]
+            if waited >= self.grace:
+                raise UserError(
+                    f"{self.what}: pod {pod} unschedulable for {waited:.0f}s (grace {self.grace:g}s): {reason}"
+                )
+
+
 def _gvp(kind: str) -> tuple[str, str, str]:
     try:
         return CUSTOM_KINDS[kind]
@@ -230,15 +271,19 @@ def wait(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     apps_api=None,
+    check: Callable[[dict | None], None] | None = None,
 ) -> dict:
     """Poll until a job Succeeded (UserError if it Failed) or an InferenceService is Ready and
     its predictor has rolled out the InferenceService's current ``storageUri`` (see the module
-    docstring: KServe's Ready and observedGeneration alone cannot tell an old model from the new)."""
+    docstring: KServe's Ready and observedGeneration alone cannot tell an old model from the new).
+    ``check(obj)`` runs on every poll and may end the wait early by raising ``UserError``."""
     api = api or custom_objects_api()
     done, failed = WAIT_CONDITIONS[kind] if kind in WAIT_CONDITIONS else (_gvp(kind) and _READY)
     deadline = clock() + timeout
     while True:
         obj = get(kind, name, namespace, api=api)
+        if check is not None:
+            check(obj)
         pending = None
         if obj is not None:
             if condition(obj, done):

@@ -46,7 +46,9 @@ def localize(docs: list[dict], deployment: str, webhook_port: int) -> tuple[list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deployment", required=True, help="name of the operator's Deployment to drop")
-    parser.add_argument("--webhook-port", type=int, required=True, help="port the local operator serves webhooks on")
+    parser.add_argument(
+        "--webhook-port", type=int, required=True, help="port the local operator serves webhooks on"
+    )
     parser.add_argument("--hosts-out", help="write the webhook host names here, one per line")
     args = parser.parse_args(argv)
     docs, hosts = localize(list(yaml.safe_load_all(sys.stdin)), args.deployment, args.webhook_port)

@@ -44,7 +44,9 @@ class Tier:
 
     def apply(self, objs: list[dict] | str, *extra: str) -> str:
         text = objs if isinstance(objs, str) else yaml.safe_dump_all(objs)
-        return self.kubectl("apply", "--server-side", "--field-manager", "fareflow-k8s-test", "-f", "-", *extra, input=text)
+        return self.kubectl(
+            "apply", "--server-side", "--field-manager", "fareflow-k8s-test", "-f", "-", *extra, input=text
+        )
 
     def can_i(self, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
         """What the authorizer answers for ServiceAccount ``NS:NAME`` (a SubjectAccessReview, so
@@ -70,7 +72,18 @@ class Tier:
         return bool(json.loads(out)["status"].get("allowed"))
 
 
-SUBRESOURCES = {"log", "exec", "status", "attach", "portforward", "proxy", "scale", "binding", "eviction", "token"}
+SUBRESOURCES = {
+    "log",
+    "exec",
+    "status",
+    "attach",
+    "portforward",
+    "proxy",
+    "scale",
+    "binding",
+    "eviction",
+    "token",
+}
 
 
 def _tier_or_reason() -> Tier | str:

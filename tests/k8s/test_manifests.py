@@ -23,7 +23,10 @@ PROJECTS = {"overlays/kind": "fareflow", "overlays/team-b": "team-b"}
 
 def render(overlay: str) -> list[dict]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "manifests" / overlay)], capture_output=True, text=True, check=True
+        ["kubectl", "kustomize", str(REPO / "manifests" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -50,7 +53,11 @@ def missing(rendered, live, path="") -> list[str]:
     if isinstance(rendered, list):
         if not isinstance(live, list) or len(live) != len(rendered):
             return [path]
-        return [m for i, (r, v) in enumerate(zip(rendered, live, strict=True)) for m in missing(r, v, f"{path}/{i}")]
+        return [
+            m
+            for i, (r, v) in enumerate(zip(rendered, live, strict=True))
+            for m in missing(r, v, f"{path}/{i}")
+        ]
     return [] if _same(rendered, live) else [f"{path}: {rendered!r} != {live!r}"]
 
 
@@ -65,7 +72,7 @@ def _same(a, b) -> bool:
 def projects(tier: Tier):
     """overlays/kind and overlays/team-b (two projects) applied server-side; removed afterwards."""
     applied = {}
-    for overlay, ns in PROJECTS.items():
+    for overlay in PROJECTS:
         docs = render(overlay)
         tier.apply(in_tier(docs))
         applied[overlay] = docs
@@ -87,7 +94,9 @@ def test_every_object_is_stored_as_rendered(tier: Tier, projects, overlay):
         live = stored(tier, doc)
         body = {k: v for k, v in doc.items() if k != "status"}
         diff = missing(body, live)
-        assert diff == [], f"{doc['kind']}/{doc['metadata']['name']}: the API server dropped or changed {diff}"
+        assert diff == [], (
+            f"{doc['kind']}/{doc['metadata']['name']}: the API server dropped or changed {diff}"
+        )
 
 
 @pytest.mark.parametrize("overlay", sorted(PROJECTS))
@@ -107,7 +116,9 @@ def test_gpu_cluster_overlay_is_admitted_by_the_server(tier: Tier):
     rest = [d for d in docs if d["kind"] != "Namespace"]
     tier.apply(ns, "--dry-run=server", "--force-conflicts")
     if not tier.kubectl("get", "namespace", ns[0]["metadata"]["name"], check=False):
-        pytest.skip("namespaced dry run needs the namespace to exist (it does while the projects fixture runs)")
+        pytest.skip(
+            "namespaced dry run needs the namespace to exist (it does while the projects fixture runs)"
+        )
     tier.apply(rest, "--dry-run=server", "--force-conflicts")
 
 
@@ -126,7 +137,9 @@ def _pod(ns: str, spec: dict, name: str = "probe") -> dict:
 
 @pytest.mark.parametrize("ns", sorted(PROJECTS.values()))
 def test_a_pod_that_breaks_restricted_is_refused(tier: Tier, projects, ns):
-    bad = _pod(ns, {"containers": [{"name": "c", "image": "busybox:1.36", "securityContext": {"privileged": True}}]})
+    bad = _pod(
+        ns, {"containers": [{"name": "c", "image": "busybox:1.36", "securityContext": {"privileged": True}}]}
+    )
     with pytest.raises(KubectlError) as err:
         tier.apply([bad], "--dry-run=server")
     assert 'violates PodSecurity "restricted:latest"' in err.value.stderr
@@ -140,10 +153,14 @@ def test_every_pod_template_fareflow_builds_is_admitted_under_restricted(tier: T
     ns = namespace
     tier.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": n, "namespace": ns}} for n in (k8s.TRAINER_SERVICE_ACCOUNT, k8s.SERVING_SERVICE_ACCOUNT)])  # fmt: skip
     settings = core.ClusterSettings(namespace=ns)
-    gpu = core.ClusterSettings(namespace=ns, train_gpus_per_pod=1, gpu_node_selector={"fareflow.io/pool": "gpu"})
+    gpu = core.ClusterSettings(
+        namespace=ns, train_gpus_per_pod=1, gpu_node_selector={"fareflow.io/pool": "gpu"}
+    )
     templates = {}
     for label, s in (("cpu", settings), ("gpu", gpu)):
-        job = core.train_job_object(s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 2)
+        job = core.train_job_object(
+            s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 2
+        )
         for rtype, spec in job["spec"]["pytorchReplicaSpecs"].items():
             templates[f"pytorchjob-{label}-{rtype.lower()}"] = spec["template"]["spec"]
     isvc = core.inference_service_object(settings, "probe", "s3://b/models/x/")
@@ -151,7 +168,9 @@ def test_every_pod_template_fareflow_builds_is_admitted_under_restricted(tier: T
     assert "securityContext" in predictor, "the predictor's pod-level settings are fareflow's"
     # The predictor pod as KServe makes it: fareflow's predictor spec, its model container, and
     # the storage initializer with the ClusterStorageContainer patch install-platform.sh applies.
-    patch = yaml.safe_load((REPO / "manifests" / "platform" / "kserve-storage-initializer-patch.yaml").read_text())
+    patch = yaml.safe_load(
+        (REPO / "manifests" / "platform" / "kserve-storage-initializer-patch.yaml").read_text()
+    )
     initializer = {"image": "kserve/storage-initializer:v0.21.0", "args": ["s3://b/models/x/", "/mnt/models"], **patch["spec"]["container"]}  # fmt: skip
     templates["predictor"] = {**predictor, "initContainers": [initializer], "containers": [{"name": "kserve-container", "image": settings.image("server"), **_model_container(isvc)}]}  # fmt: skip
     for name, spec in templates.items():
@@ -211,7 +230,9 @@ def test_a_gpu_request_over_the_projects_quota_is_refused_with_the_quotas_messag
     quota = tier.get("resourcequota", "-n", ns, "fareflow-compute")["spec"]["hard"]
     limit = int(quota["requests.nvidia.com/gpu"])
     settings = core.ClusterSettings(namespace=ns, train_gpus_per_pod=limit + 1, gpu_node_selector={"fareflow.io/pool": "gpu"})  # fmt: skip
-    job = core.train_job_object(settings, "over-quota", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 1)
+    job = core.train_job_object(
+        settings, "over-quota", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 1
+    )
     spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     with pytest.raises(KubectlError) as err:
         tier.apply([_pod(ns, spec, "over-quota")], "--dry-run=server")

@@ -127,5 +127,7 @@ def test_a_killed_replica_is_restarted_by_the_exit_code_policy(tier: Tier, proje
         lambda: (p := pods(tier, project, name).get(f"{name}-master-0")) and p["metadata"]["uid"] != uid,
         90, "master pod recreated after exit 137",
     )  # fmt: skip
-    conditions = {c["type"]: c["status"] for c in tier.get("pytorchjob", "-n", project, name)["status"]["conditions"]}
+    conditions = {
+        c["type"]: c["status"] for c in tier.get("pytorchjob", "-n", project, name)["status"]["conditions"]
+    }
     assert conditions.get("Failed") != "True"

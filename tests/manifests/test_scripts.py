@@ -271,7 +271,9 @@ def test_every_kserve_controller_is_rolled_out_before_the_cluster_resources():
         "llmisvc-controller-manager",
     ):
         assert kserve < index(cmds, f"kubectl -n kserve rollout status deployment/{deployment}") < resources
-    assert kserve < index(cmds, "kubectl -n kserve wait --for=condition=Available deployment --all") < resources
+    assert (
+        kserve < index(cmds, "kubectl -n kserve wait --for=condition=Available deployment --all") < resources
+    )
     assert kserve < index(cmds, "crd/llminferenceserviceconfigs.serving.kserve.io") < resources
 
 
@@ -281,7 +283,9 @@ def test_knative_mode_installs_pinned_knative_serving_and_kourier_before_kserve(
     crds = index(cmds, serving + "serving-crds.yaml")
     established = index(cmds, "crd/services.serving.knative.dev", crds)
     core = index(cmds, serving + "serving-core.yaml")
-    kourier = index(cmds, f"net-kourier/releases/download/knative-v{VERSIONS['KOURIER_VERSION']}/kourier.yaml")
+    kourier = index(
+        cmds, f"net-kourier/releases/download/knative-v{VERSIONS['KOURIER_VERSION']}/kourier.yaml"
+    )
     webhook = index(cmds, "kubectl -n knative-serving rollout status deployment/webhook")
     gateway = index(cmds, "kubectl -n kourier-system rollout status deployment/3scale-kourier-gateway")
     network = index(cmds, '"ingress-class":"kourier.ingress.networking.knative.dev"')
@@ -329,7 +333,9 @@ def test_knative_overlay_composes_the_kind_overlay_with_the_knative_component(tm
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fareflow-cluster")
     assert cfg["data"]["SERVING_DEPLOYMENT_MODE"] == "Knative" and cfg["data"]["SERVING_MIN_REPLICAS"] == "0"
-    assert any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-knative-to-predictors" for d in docs)
+    assert any(
+        d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-knative-to-predictors" for d in docs
+    )
 
 
 # --- Item 2: pulled images reach kind as one platform, from a file (kind#3795) --------------
@@ -356,7 +362,12 @@ def test_node_platform_follows_the_machine():
     rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="")
     assert rc == 0
     machine = os.uname().machine
-    expected = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}
+    expected = {
+        "x86_64": "linux/amd64",
+        "amd64": "linux/amd64",
+        "aarch64": "linux/arm64",
+        "arm64": "linux/arm64",
+    }
     if machine in expected:
         index(lines, f"docker save --platform {expected[machine]} ")
 
@@ -688,7 +699,9 @@ def test_training_operator_gets_the_restricted_init_container_template():
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
     apply_op = index(cmds, "-k 'github.com/kubeflow/training-operator.git/manifests/overlays/standalone")
-    cm = index(cmds, "create configmap training-operator-init-container --from-file=initContainer.yaml=", apply_op)
+    cm = index(
+        cmds, "create configmap training-operator-init-container --from-file=initContainer.yaml=", apply_op
+    )
     patch = index(cmds, "patch deployment training-operator --type=strategic", cm)
     index(cmds, "rollout status deployment/training-operator", patch)
     # Mounted where the operator reads its template by default (pkg/config/config.go).

@@ -15,9 +15,9 @@ def pods(job: dict) -> dict[str, dict]:
     return {role: spec["template"]["spec"] for role, spec in job["spec"][key].items()}
 
 
-def assert_hardened(pod: dict) -> None:
+def assert_hardened(pod: dict, token: bool = False) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is token
     for c in pod["containers"]:
         sc = c["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
@@ -62,8 +62,12 @@ def test_mpi_job_launcher_runs_horovodrun_over_all_slots():
     assert launcher["command"][:3] == ["horovodrun", "-np", "6"]
     assert launcher["args"] == ["python", "-m", "components.train", "--lr", "0.01"]
     assert job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 3
-    for pod in pods(job).values():
-        assert_hardened(pod)
+    # The launcher runs as the operator's NAME-launcher ServiceAccount (pods/exec on the workers),
+    # with its token; workers as the trainer ServiceAccount without one.
+    assert "serviceAccountName" not in pods(job)["Launcher"]
+    assert pods(job)["Worker"]["serviceAccountName"] == k8s.TRAINER_SERVICE_ACCOUNT
+    assert_hardened(pods(job)["Launcher"], token=True)
+    assert_hardened(pods(job)["Worker"])
 
 
 def test_inference_service_standard_mode_v2_with_autoscaling():

@@ -104,8 +104,12 @@ def _tier_or_reason() -> Tier | str:
 
 @pytest.fixture(scope="session")
 def tier() -> Tier:
+    """The running tier; a one-line skip when it is not up, or a failure with
+    K8S_TIER_REQUIRED=1 (CI: a tier that did not come up must not pass as skipped tests)."""
     found = _tier_or_reason()
     if isinstance(found, str):
+        if os.environ.get("K8S_TIER_REQUIRED") == "1":
+            pytest.fail(found)
         pytest.skip(found)
     return found
 

@@ -116,3 +116,11 @@ def test_tier_scripts_pass_shellcheck():
         [found, "-x", "-P", str(REPO), "--severity=style", *scripts], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ci_runs_the_k8s_tier_after_the_unit_tier_and_always_tears_it_down():
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    order = [lines.index(cmd) for cmd in ("make test PYTEST_ARGS=\"${PYTEST_ARGS:--q}\"", "make k8s-up", "make k8s-test K8S_TIER_REQUIRED=1", "make k8s-down", "make lint")]  # fmt: skip
+    assert order == sorted(order)
+    trap = lines.index("trap 'make k8s-down || true' EXIT")
+    assert trap < lines.index("make k8s-up") and lines.index("trap - EXIT") > lines.index("make k8s-down")

@@ -1,4 +1,5 @@
-"""The train step's settings: ``TrainConfig`` and its checks (docs/train.md)."""
+"""The train step's settings: ``TrainConfig`` (its fields are the CLI's flags) and its checks
+(docs/train.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from components.common import model_dir
+from components.common.configspec import option
 from components.common.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -13,20 +15,38 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    splits_uri: str
-    output_uri: str
-    epochs: int = 8
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    hidden: tuple[int, ...] = (128, 64, 32)
-    dropout: float = 0.0
-    seed: int = 0
-    patience: int = 3  # epochs without a better validation RMSE before stopping; 0 = never stop early
-    min_delta: float = 0.0  # a validation RMSE must beat the best by more than this to count
-    device: str = "auto"
-    max_rows: int | None = None  # use at most this many rows of each split (None = all)
-    truth_uri: str | None = None  # the generator's truth.json, for best_possible_rmse
+    splits_uri: str = option(
+        flag="--splits", help="the sample step's output (train/ validation/ test/), path or s3://"
+    )
+    output_uri: str = option(
+        flag="--output", help="model directory to write (model.pt + model.json), path or s3://"
+    )
+    epochs: int = option(8, flag="--epochs", help="at most this many epochs (default 8)")
+    batch_size: int = option(
+        1024, flag="--batch-size", help="global batch size, split over the workers (default 1024)"
+    )
+    learning_rate: float = option(1e-3, flag="--lr", help="AdamW learning rate (default 1e-3)")
+    weight_decay: float = option(1e-4, flag="--weight-decay", help="AdamW weight decay (default 1e-4)")
+    hidden: tuple[int, ...] = option(
+        (128, 64, 32),
+        flag="--hidden",
+        help="hidden layer widths (default 128,64,32)",
+        parse=lambda text: parse_hidden(text),
+        format=lambda sizes: ",".join(str(h) for h in sizes),
+    )
+    dropout: float = option(0.0, flag="--dropout", help="dropout after each hidden layer (default 0)")
+    seed: int = option(0, flag="--seed", help="seed for weights and shuffling (default 0)")
+    patience: int = option(
+        3, flag="--patience", help="stop after this many epochs without a better validation RMSE; 0 = never"
+    )
+    min_delta: float = option(
+        0.0, flag="--min-delta", help="least validation RMSE gain that counts (default 0)"
+    )
+    device: str = option("auto", flag="--device", help="default auto: CUDA if present", choices=DEVICES)
+    max_rows: int | None = option(None, flag="--max-rows", help="use at most this many rows of each split")
+    truth_uri: str | None = option(
+        None, flag="--truth", help="the generator's truth.json: adds best_possible_rmse to the metrics"
+    )
 
     def validate(self) -> None:
         if self.epochs < 1:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 
 from components.common import model_dir
+from components.common.configspec import to_argv
 from components.common.errors import UserError
 
 from .config import TrainConfig
@@ -18,29 +19,6 @@ from .core import log_line, run
 from .distributed import PEER_FAILED
 from .result import TrainResult
 from .splits import check_max_rows
-
-
-def cli_args(config: TrainConfig) -> list[str]:
-    """The ``python -m components.train`` arguments that reproduce ``config``."""
-    args = [
-        "--splits", config.splits_uri,
-        "--output", config.output_uri,
-        "--epochs", str(config.epochs),
-        "--batch-size", str(config.batch_size),
-        "--lr", repr(config.learning_rate),
-        "--weight-decay", repr(config.weight_decay),
-        "--hidden", ",".join(str(h) for h in config.hidden),
-        "--dropout", repr(config.dropout),
-        "--seed", str(config.seed),
-        "--patience", str(config.patience),
-        "--min-delta", repr(config.min_delta),
-        "--device", config.device,
-    ]  # fmt: skip
-    if config.max_rows is not None:
-        args += ["--max-rows", str(config.max_rows)]
-    if config.truth_uri:
-        args += ["--truth", config.truth_uri]
-    return args
 
 
 def write_outputs(
@@ -84,7 +62,7 @@ def launch_local(
         summary_path = os.path.join(tmp, "summary.json")
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
-            "-m", "components.train", *cli_args(config), "--summary-json", summary_path,
+            "-m", "components.train", *to_argv(config), "--summary-json", summary_path,
         ]  # fmt: skip
         if report_dir:
             cmd += ["--report-dir", str(report_dir)]

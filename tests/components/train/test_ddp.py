@@ -15,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common import model_dir
+from components.common.configspec import to_argv
 from components.common.errors import UserError
 from components.common.features import columns_from_table
 from components.train.config import TrainConfig
 from components.train.distributed import TIMEOUT_ENV
-from components.train.launch import cli_args, launch_local
+from components.train.launch import launch_local
 from components.train.splits import discover, shard_plan
 from tests.conftest import free_port
 
@@ -33,8 +34,19 @@ def config(splits, out, **overrides) -> TrainConfig:
 def test_two_process_torchrun_trains_the_same_kind_of_model(make_splits, tmp_path):
     splits = make_splits(shards=2)
     reports = tmp_path / "reports"
-    two = launch_local(config(splits, tmp_path / "ddp"), workers=2, report_dir=str(reports))
-    one = launch_local(config(splits, tmp_path / "single"), workers=1)
+    # every setting off its default, so a flag the launcher drops shows in the ranks' config
+    settings = {
+        "weight_decay": 2e-4,
+        "dropout": 0.01,
+        "patience": 5,
+        "min_delta": 1e-6,
+        "hidden": (64, 32, 16),
+    }
+    cfg = config(splits, tmp_path / "ddp", **settings)
+    two = launch_local(cfg, workers=2, report_dir=str(reports))
+    one = launch_local(config(splits, tmp_path / "single", **settings), workers=1)
+    # the ranks trained with exactly the given config (it reached them as torchrun arguments)
+    assert two["config"] == cfg.to_dict()
     assert two["world_size"] == 2 and two["backend"] == "gloo" and one["world_size"] == 1
     # identical summary format, whatever the number of processes
     assert two.keys() == one.keys() and two["metrics"].keys() == one["metrics"].keys()
@@ -54,6 +66,7 @@ def test_two_process_torchrun_trains_the_same_kind_of_model(make_splits, tmp_pat
         assert loaded.spec.std[name] == pytest.approx(float(whole[name].std()), rel=1e-9)
         assert loaded.spec.mean[name] != pytest.approx(float(shard0[name].mean()), rel=1e-9)
     assert loaded.meta["training"]["world_size"] == 2
+    assert loaded.meta["config"] == cfg.to_dict()
     assert loaded.meta["metrics"]["test_rmse"] == pytest.approx(m["test_rmse"])
     # rank 0 wrote the report
     assert (reports / "report.html").read_text().count("data:image/png;base64,") == 3
@@ -128,7 +141,7 @@ def start_ranks(cfg: TrainConfig, world: int) -> list[subprocess.Popen]:
     )
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "components.train", *cli_args(cfg)],
+            [sys.executable, "-m", "components.train", *to_argv(cfg)],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

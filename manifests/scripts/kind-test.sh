@@ -137,9 +137,41 @@ advertise_gpus() {
     node="$(kubectl get nodes -l fareflow.io/pool=gpu -o 'jsonpath={.items[0].metadata.name}')"
   fi
   [[ -n "${node}" ]] || die "no node labelled fareflow.io/pool=gpu (see ${KIND_CONFIG})"
+  GPU_NODE="${node}"
   run kubectl patch node "${node}" --subresource=status --type=json \
     -p "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"${FAKE_GPUS}\"}]"
   run kubectl wait "node/${node}" --for="jsonpath={.status.allocatable.nvidia\.com/gpu}=${FAKE_GPUS}" --timeout=60s
+}
+
+# The GPU pool is exercised for real: a restricted pod requesting one nvidia.com/gpu with the
+# gpu component's node selector and toleration must run to completion on the GPU node, within
+# the project's GPU quota (overlays/kind allows FAKE_GPUS).
+write_gpu_probe() {
+  printf '%s\n' "apiVersion: v1" "kind: Pod" "metadata:" "  name: fareflow-gpu-probe" \
+    "  namespace: ${NAMESPACE}" "spec:" "  restartPolicy: Never" \
+    "  automountServiceAccountToken: false" "  nodeSelector: {fareflow.io/pool: gpu}" \
+    "  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]" \
+    "  securityContext: {runAsNonRoot: true, runAsUser: 65534, seccompProfile: {type: RuntimeDefault}}" \
+    "  containers:" "    - name: probe" "      image: ${ALPINE_IMAGE}" "      command: [\"true\"]" \
+    "      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}" \
+    "      resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 100m, memory: 32Mi, nvidia.com/gpu: \"1\"}}" \
+    >"$1"
+}
+
+check_gpu_scheduling() {
+  step "a GPU request is scheduled onto the GPU pool"
+  local probe="${ARTIFACT_DIR}/gpu-probe.yaml" node
+  run mkdir -p "${ARTIFACT_DIR}"
+  run write_gpu_probe "${probe}"
+  run kubectl -n "${NAMESPACE}" delete pod fareflow-gpu-probe --ignore-not-found
+  run kubectl apply -f "${probe}"
+  run kubectl -n "${NAMESPACE}" wait pod/fareflow-gpu-probe --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s
+  show kubectl -n "${NAMESPACE}" get pod fareflow-gpu-probe -o "jsonpath={.spec.nodeName}"
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    node="$(kubectl -n "${NAMESPACE}" get pod fareflow-gpu-probe -o 'jsonpath={.spec.nodeName}')"
+    [[ "${node}" == "${GPU_NODE}" ]] || die "the GPU probe ran on ${node}, not on the GPU node ${GPU_NODE}"
+  fi
+  run kubectl -n "${NAMESPACE}" delete pod fareflow-gpu-probe
 }
 
 install_platform() {
@@ -338,6 +370,7 @@ main() {
   install_platform
   load_images
   apply_overlay
+  check_gpu_scheduling
   upload_data
   submit_pipeline
   check_inference

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -423,6 +424,7 @@ case "$(basename "$0") $*" in
   *"get secret mlpipeline-minio-artifact"*secretkey*) printf '%s' "$FAKE_SECRET" | base64 ;;
   *port-forward*) exec sleep 120 ;;
   *"get nodes -l fareflow.io/pool=gpu"*) printf 'fareflow-worker3' ;;
+  *"get pod fareflow-gpu-probe"*nodeName*) printf 'fareflow-worker3' ;;
   *"create secret generic"*) cat >"$STUB_DIR/secret.env"; echo "kind: Secret" ;;
   *"annotate --local"*) cat; echo "annotated: true" ;;
   *"apply -f -"*) cat >>"$STUB_DIR/applied.yaml" ;;
@@ -718,3 +720,27 @@ def test_kserve_storage_initializer_gets_a_restricted_security_context_after_kse
     kserve = index(cmds, f"kserve/releases/download/{VERSIONS['KSERVE_VERSION']}/kserve.yaml")
     patch = index(cmds, "kubectl patch clusterstoragecontainer default --type=merge --patch-file", kserve)
     assert cmds[patch].endswith("platform/kserve-storage-initializer-patch.yaml")
+
+
+def test_kind_test_schedules_a_gpu_probe_onto_the_gpu_node_within_the_quota():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    advertise = index(cmds, "kubectl patch node fareflow-worker3 --subresource=status")
+    overlay = index(cmds, "kubectl apply -k " + str(MANIFESTS / "overlays" / "kind"), advertise)
+    probe = index(cmds, "kubectl apply -f /tmp/kt/gpu-probe.yaml", overlay)
+    index(cmds, "wait pod/fareflow-gpu-probe '--for=jsonpath={.status.phase}=Succeeded'", probe)
+    index(cmds, "submit", probe)
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / "kind")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    quota = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ResourceQuota")
+    fake_gpus = int(
+        re.search(
+            r'FAKE_GPUS="\$\{FAKE_GPUS:-(\d+)\}"', (MANIFESTS / "scripts" / "kind-test.sh").read_text()
+        ).group(1)
+    )
+    assert int(quota["spec"]["hard"]["requests.nvidia.com/gpu"]) == fake_gpus >= 1

@@ -12,19 +12,21 @@ Two ways in, the same answers:
 Both go through ``components.common.features`` (the encoder training used), so there is no
 train/serve skew, and both raise ``UserError`` naming the instance (row) and field.
 
-Predictions are clipped to the model's ``fare_range`` (the data contract's [3.25, 180]):
-the quality step drops every trip with a fare outside that range, so the model never saw
-one; an MLP extrapolating outside the training region (a trip from far outside DC, an odd
-hour/coordinate mix) can answer below the $3.25 flag drop or beyond any fare it learned,
-and such a number is not a fare the model can vouch for. The bound is the one the model
-directory records, not a constant here.
+A trip the model cannot price is refused, never clipped to a fare: its coordinates must lie in
+the model's :class:`ServiceArea` (the training extent ``model.json`` records, plus a margin) and
+its pick-up year within the training years plus a margin. Inside that domain the fare is
+clipped to the model's ``fare_range`` (the data contract's [3.25, 180]: the flag drop is the
+least any trip costs, and the quality step dropped every fare outside that range).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +38,83 @@ from components.common.errors import UserError
 # Input names a v2 request may use: the raw column names (what check_inference.py sends)
 # and, like the records, the clean column names. Each field may be named only once.
 FIELD_NAMES: dict[str, str] = {**features.REQUEST_FIELDS, features.REQUEST_TIME: contract.PICKUP}
+CLEAN_TO_RAW: dict[str, str] = {clean: raw for raw, clean in FIELD_NAMES.items()}
 ACCEPTED_NAMES: frozenset[str] = frozenset(FIELD_NAMES) | frozenset(FIELD_NAMES.values())
 # Rows per forward pass: bounds memory for large requests; the MLP treats rows independently.
 CHUNK_ROWS = 8192
 MAX_ROWS = 100_000  # trips per request: a bigger batch is a scoring job, not a request (HTTP 400)
+
+# The service area's margin around the training extent: coordinates are snapped to city blocks
+# (250 m), so a trip one block beyond the outermost trained one is still a DC trip.
+DEFAULT_AREA_MARGIN_DEG = 0.01  # about 1.1 km of latitude, 0.9 km of longitude in DC
+DEFAULT_YEAR_MARGIN = 1  # years before/after the training years the model still prices
+# A model directory written before training recorded its extent: the data contract's observed
+# extent of all DC trips (a model cannot have trained on more) and the years of the trip files.
+CONTRACT_EXTENT: dict[str, tuple[float, float]] = {
+    "lat": contract.DC_LAT_RANGE,
+    "lon": contract.DC_LON_RANGE,
+    "year": (2015.0, 2019.0),
+}
+_LAT_COLUMNS = ("origin_lat", "dest_lat")
+_LON_COLUMNS = ("origin_lon", "dest_lon")
+
+
+@dataclass(frozen=True)
+class ServiceArea:
+    """What the model can price: a latitude/longitude box and a range of pick-up years."""
+
+    lat: tuple[float, float]
+    lon: tuple[float, float]
+    years: tuple[int, int]
+    source: str  # where the extent came from, for the start-up log
+
+    @classmethod
+    def from_extent(
+        cls,
+        extent: Mapping[str, Sequence[float]],
+        source: str,
+        margin_deg: float = DEFAULT_AREA_MARGIN_DEG,
+        year_margin: int = DEFAULT_YEAR_MARGIN,
+    ) -> ServiceArea:
+        if not (math.isfinite(margin_deg) and margin_deg >= 0):
+            raise UserError(f"--area-margin-deg: expected a number >= 0, got {margin_deg}")
+        if year_margin < 0:
+            raise UserError(f"--year-margin: expected an integer >= 0, got {year_margin}")
+        (la0, la1), (lo0, lo1), (y0, y1) = (extent[k] for k in ("lat", "lon", "year"))
+        return cls(
+            lat=(round(la0 - margin_deg, 6), round(la1 + margin_deg, 6)),
+            lon=(round(lo0 - margin_deg, 6), round(lo1 + margin_deg, 6)),
+            years=(int(y0) - year_margin, int(y1) + year_margin),
+            source=source,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"latitude {self.lat[0]} to {self.lat[1]}, longitude {self.lon[0]} to {self.lon[1]}, "
+            f"pick-up years {self.years[0]} to {self.years[1]}"
+        )
+
+
+def _extent(meta: Mapping, meta_path: Path) -> tuple[dict[str, tuple[float, float]], str]:
+    """The training extent ``model.json`` records (``extent``), or the contract's for older models."""
+    if "extent" not in meta:
+        return dict(CONTRACT_EXTENT), "the data contract (model.json has no training extent)"
+    extent = meta["extent"]
+    out = {}
+    for key in ("lat", "lon", "year"):
+        pair = extent.get(key) if isinstance(extent, Mapping) else None
+        ok = (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+            and pair[0] <= pair[1]
+        )
+        if not ok:
+            raise UserError(
+                f"{meta_path}: extent.{key}: expected [low, high] (finite numbers, low <= high), got {pair!r}"
+            )
+        out[key] = (float(pair[0]), float(pair[1]))
+    return out, "the training extent in model.json"
 
 
 def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
@@ -67,6 +142,77 @@ def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
         except OSError as err:
             raise UserError(f"{uri.rstrip('/')}/{name}: cannot read: {' '.join(str(err).split())}") from None
     return workdir
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_model_dir(path: Path):
+    """``components.train.model.load`` with every way a directory can be unusable as one ``UserError``:
+    model.json unreadable, of another format or version, or without its keys; model.pt corrupt
+    or not matching the architecture model.json describes."""
+    from components.train import model as fare_model
+
+    meta_path, weights = path / fare_model.META_FILE, path / fare_model.WEIGHTS_FILE
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise UserError(
+                f"{p}: missing (expected a fareflow model directory with "
+                f"{fare_model.META_FILE} and {fare_model.WEIGHTS_FILE})"
+            )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{meta_path}: not JSON ({_one_line(err)})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != fare_model.MODEL_FORMAT or meta.get("version") != fare_model.MODEL_VERSION:
+        raise UserError(
+            f"{meta_path}: expected format {fare_model.MODEL_FORMAT!r} version {fare_model.MODEL_VERSION}, "
+            f"got {meta.get('format')!r} version {meta.get('version')!r}"
+        )
+    missing = [key for key in ("architecture", "feature_spec") if key not in meta]
+    if missing:
+        raise UserError(f"{meta_path}: missing key(s) {', '.join(missing)} (written by fareflow train)")
+    try:
+        fare_model.Architecture.from_dict(meta["architecture"])
+    except UserError as err:
+        raise UserError(f"{meta_path}: architecture: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(
+            f"{meta_path}: architecture: expected {{'hidden': [positive integers], 'dropout': number}}, "
+            f"got {meta['architecture']!r}"
+        ) from None
+    try:
+        features.FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
+    except UserError as err:
+        raise UserError(f"{meta_path}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(
+            f"{meta_path}: feature_spec: expected {{'version': 1, 'feature_names': [...], 'mean': {{...}}, "
+            "'std': {...}}"
+        ) from None
+    fare_range = meta.get("fare_range", contract.FARE_RANGE)
+    if not (
+        isinstance(fare_range, list | tuple)
+        and len(fare_range) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in fare_range)
+        and fare_range[0] < fare_range[1]
+    ):
+        raise UserError(f"{meta_path}: fare_range: expected [low, high] with low < high, got {fare_range!r}")
+    extent, extent_source = _extent(meta, meta_path)
+    try:
+        loaded = fare_model.load(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch.load/load_state_dict raise many types for a bad file
+        raise UserError(
+            f"{weights}: cannot load the weights (corrupt, or not the architecture {fare_model.META_FILE} "
+            f"describes): {_one_line(err)}"
+        ) from None
+    return loaded, extent, extent_source
 
 
 def _check_size(n: int) -> None:
@@ -98,7 +244,7 @@ def _as_list(values, name: str) -> list:
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise UserError(
-                f"input {name}: expected a 1-D tensor (one value per trip), got shape {values.shape}"
+                f"input {name}: expected a 1-D tensor (one value per trip), got shape {list(values.shape)}"
             )
         return values.tolist()  # numpy scalars -> Python int/float/bytes/str
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
@@ -106,30 +252,62 @@ def _as_list(values, name: str) -> list:
     return list(values)
 
 
-class FarePredictor:
-    """A loaded fare model: the torch module, its feature spec and its fare range."""
+def _record_field(record: Mapping, clean: str) -> str:
+    """The name a record used for a field (raw or clean), for messages."""
+    raw = CLEAN_TO_RAW[clean]
+    return raw if raw in record or clean not in record else clean
 
-    def __init__(self, loaded, source: str = "") -> None:
+
+def check_record_keys(records: Sequence) -> None:
+    """Each record names each field once and nothing else (the v2 inputs' rule, for v1)."""
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise UserError(f"instance {i}: expected an object of trip fields, got {type(record).__name__}")
+        if len(record) == len(FIELD_NAMES) and all(k in FIELD_NAMES for k in record):
+            continue  # the common case: exactly the raw names
+        unknown = sorted(str(k) for k in record if k not in ACCEPTED_NAMES)
+        if unknown:
+            raise UserError(
+                f"instance {i}: unknown field(s) {', '.join(unknown)}; expected {', '.join(FIELD_NAMES)} "
+                f"(or the clean names {', '.join(FIELD_NAMES.values())})"
+            )
+        for raw, clean in FIELD_NAMES.items():
+            if raw in record and clean in record:
+                raise UserError(
+                    f"instance {i}: fields {raw} and {clean} name the same field; send one of them"
+                )
+
+
+class FarePredictor:
+    """A loaded fare model: the torch module, its feature spec, its fare range and service area."""
+
+    def __init__(self, loaded, source: str = "", area: ServiceArea | None = None) -> None:
         self.model = loaded  # components.train.model.LoadedModel
         self.source = source
         self.fare_range: tuple[float, float] = loaded.fare_range
+        self.area = area or ServiceArea.from_extent(CONTRACT_EXTENT, "the data contract")
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> FarePredictor:
+    def load(
+        cls,
+        model_dir: str | Path,
+        *,
+        area_margin_deg: float = DEFAULT_AREA_MARGIN_DEG,
+        year_margin: int = DEFAULT_YEAR_MARGIN,
+    ) -> FarePredictor:
         """Load a model directory (local path or ``s3://`` prefix, copied under the temp dir first)."""
-        from components.train import model as fare_model
-
         uri = str(model_dir)
         if storage.is_s3(uri):
             # HOME and TMPDIR point at /tmp in the serving container (read-only root filesystem).
             with tempfile.TemporaryDirectory(prefix="fareflow-model-") as tmp:
-                loaded = fare_model.load(fetch_model_dir(uri, tmp))  # weights are in memory afterwards
+                loaded, extent, source = load_model_dir(fetch_model_dir(uri, tmp))  # weights now in memory
         else:
             path = Path(uri).expanduser()
             if not path.is_dir():
                 raise UserError(f"{uri}: no such model directory")
-            loaded = fare_model.load(path)
-        return cls(loaded, uri)
+            loaded, extent, source = load_model_dir(path)
+        area = ServiceArea.from_extent(extent, source, area_margin_deg, year_margin)
+        return cls(loaded, uri, area)
 
     # --- inputs -> fares ----------------------------------------------------------------------
 
@@ -140,7 +318,9 @@ class FarePredictor:
         if not records:
             raise UserError("instances: empty; expected at least one trip")
         _check_size(len(records))
+        check_record_keys(records)
         columns = features.columns_from_records(records)
+        self._check_domain(columns, lambda i, clean: _record_field(records[i], clean))
         return self._predict(columns).tolist()
 
     def predict_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
@@ -170,7 +350,43 @@ class FarePredictor:
             raise UserError("inputs are empty; expected at least one trip")
         _check_size(n)
         records = [{name: _text(values[i], i, name) for name, values in lists.items()} for i in range(n)]
-        return self._predict(features.columns_from_records(records))
+        feature_columns = features.columns_from_records(records)
+        names = {clean: (raw if raw in columns else clean) for raw, clean in FIELD_NAMES.items()}
+        self._check_domain(feature_columns, lambda _i, clean: names[clean])
+        return self._predict(feature_columns)
+
+    def _check_domain(self, columns: Mapping[str, np.ndarray], name_of) -> None:
+        """Refuse the first trip outside the service area or the model's years, naming its field."""
+        area = self.area
+        for clean_cols, (lo, hi), kind in (
+            (_LAT_COLUMNS, area.lat, "latitude"),
+            (_LON_COLUMNS, area.lon, "longitude"),
+        ):
+            for clean in clean_cols:
+                values = columns[clean]
+                bad = (values < lo) | (values > hi)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    v = float(values[i])
+                    other = area.lon if kind == "latitude" else area.lat
+                    hint = ""
+                    if lo <= -v <= hi:
+                        hint = f" (sign flipped? {-v} would be inside)"
+                    elif other[0] <= v <= other[1]:
+                        hint = " (latitude and longitude swapped?)"
+                    raise UserError(
+                        f"instance {i}: field {name_of(i, clean)}: {v} is outside the service area the model "
+                        f"was trained on ({kind} {lo} to {hi}){hint}"
+                    )
+        years = columns["year"]
+        y0, y1 = area.years
+        bad = (years < y0) | (years > y1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(
+                f"instance {i}: field {name_of(i, contract.PICKUP)}: pick-up year {int(years[i])} is outside "
+                f"the years the model can price ({y0} to {y1})"
+            )
 
     def _predict(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         import torch
@@ -183,6 +399,7 @@ class FarePredictor:
                 out[start : start + len(chunk)] = self.model.module(chunk).reshape(-1).double().numpy()
         if not np.all(np.isfinite(out)):
             bad = int(np.flatnonzero(~np.isfinite(out))[0])
-            raise UserError(f"instance {bad}: the model produced a non-finite fare (out-of-range inputs?)")
+            # Inputs inside the service area are finite and bounded: a broken model, not the client's mistake.
+            raise RuntimeError(f"instance {bad}: the model produced a non-finite fare")
         lo, hi = self.fare_range
         return np.clip(out, lo, hi)

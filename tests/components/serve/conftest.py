@@ -75,10 +75,34 @@ def train_model_dir(directory: Path, rows: int = TRAIN_ROWS, steps: int = TRAIN_
         loss.backward()
         optimizer.step()
     module.eval()
-    return fare_model.save(directory, module, spec, arch, metrics={"train_rmse": float(loss.detach().sqrt())})
+    lat = np.concatenate([cols["origin_lat"], cols["dest_lat"]])
+    lon = np.concatenate([cols["origin_lon"], cols["dest_lon"]])
+    extent = {  # what components.train.core.training_extent records
+        "lat": [float(lat.min()), float(lat.max())],
+        "lon": [float(lon.min()), float(lon.max())],
+        "year": [int(cols["year"].min()), int(cols["year"].max())],
+    }
+    return fare_model.save(
+        directory, module, spec, arch, metrics={"train_rmse": float(loss.detach().sqrt())}, extent=extent
+    )
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """A trained fareflow model directory (model.json + model.pt)."""
     return train_model_dir(tmp_path_factory.mktemp("serve") / "model")
+
+
+MAX_REQUEST_BYTES = 1 << 20  # small, so the 413 / RESOURCE_EXHAUSTED cases stay small
+BODY_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path, tmp_path_factory):
+    """One server for the session's HTTP/gRPC tests (limits small so refusals stay cheap)."""
+    from .harness import running_server
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    flags = (f"--max-request-bytes={MAX_REQUEST_BYTES}", f"--body-timeout-s={BODY_TIMEOUT_S}")
+    with running_server(model_dir, log, *flags) as server:
+        yield server

@@ -8,90 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from components.serve.core import FarePredictor
 from tests.conftest import free_port
 
-from .test_core import REPO, TRIPS, as_columns, trip
-
-MODEL = "taxi-fare"
-STARTUP_S = 90.0
-
-
-@dataclass
-class Server:
-    url: str
-    grpc: str  # host:port of the gRPC (v2) endpoint
-    process: subprocess.Popen
-    log: Path
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
-    return _call(urllib.request.Request(url), timeout)
-
-
-def _post(url: str, payload, timeout: float = 30.0) -> tuple[int, dict]:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    return _call(request, timeout)
-
-
-def _call(request: urllib.request.Request, timeout: float) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        body = err.read()
-        return err.code, json.loads(body) if body else {}
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if _get(f"{url}/v2/health/ready", timeout=1.0) == (200, {"ready": True}):
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server not ready after {STARTUP_S}s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory) -> Iterator[Server]:
-    port, grpc_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        sys.executable, "-m", "components.serve",
-        f"--model_name={MODEL}", f"--model_dir={model_dir}", f"--http_port={port}",
-        f"--grpc_port={grpc_port}",  # a free port too, so parallel test workers cannot clash
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log)
-        yield Server(url, f"127.0.0.1:{grpc_port}", process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from .harness import MODEL, REPO, call, get, post, running_server
+from .test_core import TRIPS, as_columns
 
 
 def test_the_cluster_inference_check_passes(server):
@@ -118,13 +46,13 @@ def test_the_cluster_inference_check_passes(server):
 
 def test_v1_and_v2_answer_what_the_model_predicts(server, model_dir):
     expected = FarePredictor.load(model_dir).predict_records(TRIPS)
-    status, v1 = _post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS})
+    status, v1 = post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS})
     assert status == 200 and v1 == {"predictions": expected}
     inputs = [
         {"name": k, "shape": [len(v)], "datatype": "BYTES" if isinstance(v[0], str) else "FP64", "data": v}
         for k, v in as_columns(TRIPS, text=str).items()
     ]
-    status, v2 = _post(f"{server.url}/v2/models/{MODEL}/infer", {"id": "req-7", "inputs": inputs})
+    status, v2 = post(f"{server.url}/v2/models/{MODEL}/infer", {"id": "req-7", "inputs": inputs})
     assert status == 200, v2
     assert v2["id"] == "req-7" and v2["model_name"] == MODEL
     [output] = v2["outputs"]
@@ -142,7 +70,7 @@ def test_v2_takes_n_by_1_tensors_and_answers_a_requested_output(server, model_di
         {"name": k, "shape": [len(v), 1], "datatype": "BYTES" if isinstance(v[0], str) else "FP64", "data": v}
         for k, v in as_columns(TRIPS, text=str).items()
     ]
-    status, v2 = _post(
+    status, v2 = post(
         f"{server.url}/v2/models/{MODEL}/infer", {"inputs": inputs, "outputs": [{"name": "fare"}]}
     )
     assert status == 200, v2
@@ -188,9 +116,9 @@ def test_grpc_v2_with_binary_tensors(server, model_dir):
 
 
 def test_readiness_and_metadata(server):
-    assert _get(f"{server.url}/v2/models/{MODEL}/ready") == (200, {"name": MODEL, "ready": True})
-    assert _get(f"{server.url}/v1/models/{MODEL}") == (200, {"name": MODEL, "ready": True})
-    status, meta = _get(f"{server.url}/v2/models/{MODEL}")
+    assert get(f"{server.url}/v2/models/{MODEL}/ready") == (200, {"name": MODEL, "ready": True})
+    assert get(f"{server.url}/v1/models/{MODEL}") == (200, {"name": MODEL, "ready": True})
+    status, meta = get(f"{server.url}/v2/models/{MODEL}")
     assert status == 200
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
         ("ORIGIN_BLOCK_LATITUDE", "FP64"),
@@ -200,29 +128,6 @@ def test_readiness_and_metadata(server):
         ("ORIGINDATETIME_TR", "BYTES"),
     ]
     assert meta["outputs"] == [{"name": "fare", "datatype": "FP64", "shape": [-1]}]
-
-
-@pytest.mark.parametrize(
-    ("payload", "message"),
-    [
-        ({"instances": []}, "instances: empty"),
-        ({"trips": TRIPS}, 'expected a JSON object {"instances": [trip, ...]}'),
-        (
-            {"instances": [trip(), {k: v for k, v in trip().items() if k != "ORIGIN_BLOCK_LONGITUDE"}]},
-            "instance 1: missing field ORIGIN_BLOCK_LONGITUDE",
-        ),
-        (
-            {"instances": [trip(when="14/03/2018 08:00")]},
-            "instance 0: field ORIGINDATETIME_TR: expected MM/DD/YYYY",
-        ),
-        ({"instances": [trip(lat2="x")]}, "instance 0: field DESTINATION_BLOCK_LATITUDE: expected a number"),
-        (b"{not json", "Unrecognized request format"),
-    ],
-)
-def test_v1_bad_requests_get_400_naming_the_field(server, payload, message):
-    status, body = _post(f"{server.url}/v1/models/{MODEL}:predict", payload)
-    assert status == 400, body
-    assert body["error"].startswith(message), body
 
 
 def _v2_inputs(**changes) -> list[dict]:
@@ -239,63 +144,17 @@ def _v2_inputs(**changes) -> list[dict]:
     return inputs
 
 
-@pytest.mark.parametrize(
-    ("inputs", "message"),
-    [
-        (
-            _v2_inputs() + [{"name": "tip", "shape": [3], "datatype": "FP64", "data": [1, 2, 3]}],
-            "unknown input(s) tip",
-        ),
-        (_v2_inputs()[1:], "missing input ORIGIN_BLOCK_LATITUDE"),
-        (
-            _v2_inputs(ORIGIN_BLOCK_LATITUDE={"shape": [2], "data": [38.9, 38.9]}),
-            "inputs differ in length (ORIGIN_BLOCK_LATITUDE has 2,",
-        ),
-        (
-            _v2_inputs(ORIGIN_BLOCK_LATITUDE={"shape": [4]}),
-            "input ORIGIN_BLOCK_LATITUDE: FP64 data does not fit shape [4]",
-        ),
-        (
-            _v2_inputs(ORIGIN_BLOCK_LATITUDE={"shape": [3, 2]}),
-            "input ORIGIN_BLOCK_LATITUDE: expected shape [n]",
-        ),
-        (
-            _v2_inputs(
-                ORIGINDATETIME_TR={"data": ["03/14/2018 08:00", "2017-07-04 22:00", "11/30/2016 13:00"]}
-            ),
-            "instance 1: field ORIGINDATETIME_TR: expected MM/DD/YYYY HH:MM",
-        ),
-        (
-            _v2_inputs(DESTINATION_BLOCK_LONGITUDE={"data": [-77.0, "east", -77.0]}),
-            "input DESTINATION_BLOCK_LONGITUDE: FP64 data does not fit",
-        ),
-        (_v2_inputs() + _v2_inputs()[:1], "input(s) ORIGIN_BLOCK_LATITUDE given more than once"),
-    ],
-)
-def test_v2_bad_requests_get_400_naming_the_input(server, inputs, message):
-    status, body = _post(f"{server.url}/v2/models/{MODEL}/infer", {"inputs": inputs})
-    assert status == 400, body
-    assert body["error"].startswith(message), body
-
-
-def test_v2_unknown_requested_output_gets_400(server):
-    status, body = _post(
-        f"{server.url}/v2/models/{MODEL}/infer", {"inputs": _v2_inputs(), "outputs": [{"name": "tip"}]}
-    )
-    assert status == 400 and "tip" in body["error"], body
-
-
 def test_unknown_model_name_gets_404(server):
-    status, body = _post(f"{server.url}/v1/models/other:predict", {"instances": TRIPS})
+    status, body = post(f"{server.url}/v1/models/other:predict", {"instances": TRIPS})
     assert status == 404 and "other" in body["error"], body
-    status, body = _post(f"{server.url}/v2/models/other/infer", {"inputs": _v2_inputs()})
+    status, body = post(f"{server.url}/v2/models/other/infer", {"inputs": _v2_inputs()})
     assert status == 404 and "other" in body["error"], body
-    assert _get(f"{server.url}/v2/models/other/ready")[0] == 404
+    assert get(f"{server.url}/v2/models/other/ready")[0] == 404
 
 
 def test_the_server_still_answers_after_bad_requests(server):
-    _post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": [{}]})
-    status, body = _post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS[:1]})
+    post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": [{}]})
+    status, body = post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS[:1]})
     assert status == 200 and len(body["predictions"]) == 1
     assert server.process.poll() is None
 
@@ -326,15 +185,121 @@ def test_cli_refuses_a_missing_model_dir_in_one_line(tmp_path):
     ]
 
 
-def test_cli_refuses_a_directory_that_is_not_a_model_in_one_line(tmp_path):
-    (tmp_path / "model.json").write_text('{"format": "sklearn"}')
-    (tmp_path / "model.pt").write_bytes(b"")
-    result = _serve_cli("--model_name", MODEL, "--model_dir", str(tmp_path), "--enable_grpc=false")
-    assert result.returncode == 2
+def _broken_copy(model_dir, tmp_path, *, meta=None, weights: bytes | None = None):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    if meta is not None:
+        doc = json.loads((broken / "model.json").read_text())
+        (broken / "model.json").write_text(json.dumps(meta(doc)) if callable(meta) else meta)
+    if weights is not None:
+        (broken / "model.pt").write_bytes(weights)
+    return broken
+
+
+def _without(*keys):
+    return lambda doc: {k: v for k, v in doc.items() if k not in keys}
+
+
+@pytest.mark.parametrize(
+    ("meta", "weights", "message"),
+    [
+        (
+            '{"format": "sklearn"}',
+            None,
+            "model.json: expected format 'fareflow' version 1, got 'sklearn' version None",
+        ),
+        (
+            lambda d: d | {"version": 2},
+            None,
+            "model.json: expected format 'fareflow' version 1, got 'fareflow' version 2",
+        ),
+        ("{truncated", None, "model.json: not JSON"),
+        ("[1, 2]", None, "model.json: expected a JSON object, got list"),
+        (
+            _without("architecture", "feature_spec"),
+            None,
+            "model.json: missing key(s) architecture, feature_spec",
+        ),
+        (lambda d: d | {"architecture": {"layers": 3}}, None, "model.json: architecture: expected"),
+        (
+            lambda d: d | {"feature_spec": {"version": 1}},
+            None,
+            "model.json: feature spec: expected version 1",
+        ),
+        (lambda d: d | {"extent": {"lat": [39, 38]}}, None, "model.json: extent.lat: expected [low, high]"),
+        (
+            None,
+            b"PK\x03\x04 not a zip",
+            "model.pt: cannot load the weights (corrupt, or not the architecture",
+        ),
+        (
+            lambda d: d | {"architecture": {"hidden": [8], "dropout": 0}},
+            None,
+            "model.pt: cannot load the weights (corrupt, or not the architecture model.json describes)",
+        ),
+    ],
+)
+def test_cli_refuses_an_unusable_model_dir_in_one_line(model_dir, tmp_path, meta, weights, message):
+    broken = _broken_copy(model_dir, tmp_path, meta=meta, weights=weights)
+    result = _serve_cli("--model_name", MODEL, "--model_dir", str(broken), "--enable_grpc=false")
+    assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f"components.serve: error: {tmp_path / 'model.json'}: expected format 'fareflow'"
-    )
+    assert len(lines) == 1 and lines[0].startswith(f"components.serve: error: {broken}/"), lines
+    assert message in lines[0], lines[0]
+
+
+def _held_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.mark.parametrize("which", ["--http-port", "--grpc-port"])
+def test_a_port_in_use_is_one_line_and_exit_2(model_dir, which):
+    with _held_port() as held:
+        port = held.getsockname()[1]
+        other = "--grpc-port" if which == "--http-port" else "--http-port"
+        result = _serve_cli(
+            "--model-name", MODEL, "--model-dir", str(model_dir), "--host", "127.0.0.1",
+            which, str(port), other, str(free_port()),
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    flag = {"--http-port": "--http_port", "--grpc-port": "--grpc_port"}[which]
+    assert result.stderr.splitlines() == [
+        f"components.serve: error: {flag} {port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_host_chooses_the_listen_address(model_dir, tmp_path):
+    """127.0.0.2 is a loopback address of its own: a server bound there is not on 127.0.0.1."""
+    with running_server(model_dir, tmp_path / "log", "--enable-grpc", "false", host="127.0.0.2") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert get(f"http://127.0.0.2:{port}/v2/health/ready") == (200, {"ready": True})
+        with pytest.raises(OSError):
+            get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+
+
+def test_request_logging_can_be_turned_off(model_dir, tmp_path):
+    log = tmp_path / "log"
+    with running_server(model_dir, log, "--request-logging", "false", "--enable_grpc=false") as server:
+        assert post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS})[0] == 200
+        assert post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": [{}]})[0] == 400
+        text = log.read_text()
+    assert "Application startup complete" in text  # the server does log, just not per request
+    for per_request in ("POST /v1/models", "predict_ms", "kserve.io.v1", "400 POST"):
+        assert per_request not in text, text[-2000:]
+
+
+def test_workers_above_one_are_refused_in_one_line(model_dir):
+    result = _serve_cli("--model_name", MODEL, "--model_dir", str(model_dir), "--workers", "2")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "components.serve: error: --workers 2: the fareflow server runs one process; scale with replicas "
+        "(the InferenceService's minReplicas/maxReplicas)"
+    ]
 
 
 def test_cli_needs_a_model_dir():
@@ -347,11 +312,11 @@ def test_v1_body_without_a_json_content_type_is_still_read(server):
     body = json.dumps({"instances": TRIPS}).encode()
     request = urllib.request.Request(f"{server.url}/v1/models/{MODEL}:predict", data=body, method="POST")
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    status, answer = _call(request, 30.0)
+    status, answer, _ = call(request, 30.0)
     assert status == 200 and len(answer["predictions"]) == len(TRIPS)
     bad = urllib.request.Request(
         f"{server.url}/v1/models/{MODEL}:predict", data=b"fare please", method="POST"
     )
     bad.add_header("Content-Type", "text/plain")
-    status, answer = _call(bad, 30.0)
-    assert status == 400 and "expected a JSON body" in answer["error"]
+    status, answer, _ = call(bad, 30.0)
+    assert status == 400 and answer["error"].startswith("request body: not valid JSON"), answer

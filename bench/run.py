@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import ratios
 
-SUITES = ("bench.bench_ingest", "bench.bench_quality", "bench.bench_train")
+SUITES = ("bench.bench_ingest", "bench.bench_quality", "bench.bench_train", "bench.bench_serve")
 RESULTS = Path(__file__).parent / "results"
 
 

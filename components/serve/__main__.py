@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is answered 400 after this)",
     )
     p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: the container's CPU limit, else the machine's cores)",
+    )
+    p.add_argument(
         "--request-logging",
         type=_bool,
         default=True,
@@ -117,8 +123,14 @@ def _main(argv: list[str] | None = None) -> int:
 
     from .server import FareModel, FareModelServer
 
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UserError(f"--torch-threads: expected a positive integer, got {args.torch_threads}")
     model = FareModel(
-        args.model_name, args.model_dir, area_margin_deg=args.area_margin_deg, year_margin=args.year_margin
+        args.model_name,
+        args.model_dir,
+        area_margin_deg=args.area_margin_deg,
+        year_margin=args.year_margin,
+        torch_threads=args.torch_threads,
     )
     model.load()  # UserError (missing/corrupt/foreign model dir) -> one line, exit 2, before any port opens
     server = FareModelServer(

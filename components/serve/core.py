@@ -220,12 +220,13 @@ def _check_size(n: int) -> None:
         raise UserError(f"{n} trips in one request; at most {MAX_ROWS} (split the batch)")
 
 
-def limit_threads() -> int:
-    """Give torch as many intra-op threads as the container has CPUs (not the node's cores): more
-    threads than the CPU limit only get throttled and raise tail latency. Returns the count."""
+def limit_threads(threads: int | None = None) -> int:
+    """Give torch ``threads`` intra-op threads, by default as many as the container has CPUs (not
+    the node's cores): more threads than the CPU limit only get throttled and raise tail latency.
+    Returns the count."""
     import torch
 
-    threads = cpu_threads()
+    threads = threads or cpu_threads()
     torch.set_num_threads(threads)
     return threads
 

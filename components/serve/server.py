@@ -80,8 +80,10 @@ class FareModel(Model):
         *,
         area_margin_deg: float = DEFAULT_AREA_MARGIN_DEG,
         year_margin: int = DEFAULT_YEAR_MARGIN,
+        torch_threads: int | None = None,
     ) -> None:
         super().__init__(name)
+        self.torch_threads = torch_threads
         self.model_dir = model_dir
         self.area_margin_deg = area_margin_deg
         self.year_margin = year_margin
@@ -92,7 +94,7 @@ class FareModel(Model):
         self.predictor = FarePredictor.load(
             self.model_dir, area_margin_deg=self.area_margin_deg, year_margin=self.year_margin
         )
-        threads = limit_threads()
+        threads = limit_threads(self.torch_threads)
         area = self.predictor.area
         logger.info(
             "model %s: %s; serves %s (from %s); %d torch thread(s)",

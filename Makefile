@@ -36,9 +36,10 @@ run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.
 test: install ## run the unit, component and local-pipeline tests
 	$(BIN)/pytest -m "not container and not k8s" $(PYTEST_ARGS)
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check + the import layering (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install ## ruff autofix + format
 	$(BIN)/ruff check --fix .

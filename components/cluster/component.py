@@ -32,7 +32,7 @@ def train_job(
     settings = core.load_settings(namespace)
     splits_s3 = core.s3_uri(splits.uri)
     params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
-    name = core.job_name("taxi-fare-train", splits_s3, *params.args(), str(workers))
+    name = core.job_name("taxi-fare-train", splits_s3, repr(params), str(workers))
     output_s3 = core.model_output_uri(splits_s3, name)
     obj = core.train_job_object(settings, name, splits_s3, output_s3, params, workers)
     print(

@@ -143,12 +143,21 @@ class TrainParams:
     weight_decay: float = 1e-4
     dropout: float = 0.0
 
-    def args(self) -> list[str]:
-        return [
-            "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
-            "--lr", repr(float(self.learning_rate)), "--hidden", self.hidden, "--seed", str(self.seed),
-            "--weight-decay", repr(float(self.weight_decay)), "--dropout", repr(float(self.dropout)),
-        ]  # fmt: skip
+    def config(self, splits_uri: str, output_uri: str, device: str = "auto"):
+        """The ``components.train`` config these settings make (its CLI is built from it)."""
+        from components.train.config import TrainConfig, parse_hidden
+
+        return TrainConfig(
+            splits_uri, output_uri, epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=float(self.learning_rate), hidden=parse_hidden(self.hidden), seed=self.seed,
+            weight_decay=float(self.weight_decay), dropout=float(self.dropout), device=device,
+        )  # fmt: skip
+
+    def args(self, splits_uri: str, output_uri: str, device: str = "auto") -> list[str]:
+        """``components.train``'s flags, from its config spec (one source for names and formats)."""
+        from components.common.configspec import to_argv
+
+        return to_argv(self.config(splits_uri, output_uri, device))
 
 
 def s3_uri(artifact_uri: str) -> str:
@@ -194,7 +203,7 @@ def train_job_object(
         name,
         settings.image("trainer", cuda=gpus > 0),
         "components.train",
-        ["--splits", splits_s3, "--output", output_s3, *params.args(), "--device", "cuda" if gpus else "cpu"],
+        params.args(splits_s3, output_s3, "cuda" if gpus else "cpu"),
         namespace=settings.namespace,
         workers=workers - 1,
         nproc_per_node=max(1, settings.train_gpus_per_pod),

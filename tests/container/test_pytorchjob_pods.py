@@ -41,7 +41,7 @@ def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
     settings = core.ClusterSettings(image_tag=image_refs["trainer"].rsplit(":", 1)[1])
     splits_s3 = core.s3_uri(splits_uri)
     params = core.TrainParams(epochs=3, batch_size=256)
-    name = core.job_name("taxi-fare-train", splits_s3, *params.args(), "2")
+    name = core.job_name("taxi-fare-train", splits_s3, repr(params), "2")
     output_s3 = core.model_output_uri(splits_s3, name)
     job = core.train_job_object(settings, name, splits_s3, output_s3, params, workers=2)
     specs = job["spec"]["pytorchReplicaSpecs"]

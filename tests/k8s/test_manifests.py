@@ -4,6 +4,8 @@ admission chain and authorizer."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from components.common import k8s
 
-from .conftest import REPO, KubectlError, Tier
+from .conftest import REPO, KubectlError, Tier, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -238,3 +240,40 @@ def test_a_gpu_request_over_the_projects_quota_is_refused_with_the_quotas_messag
         tier.apply([_pod(ns, spec, "over-quota")], "--dry-run=server")
     assert "exceeded quota: fareflow-compute" in err.value.stderr
     assert "requests.nvidia.com/gpu" in err.value.stderr
+
+
+def test_optional_postgres_component_applies_and_its_pod_is_admitted(tier: Tier, projects, tmp_path):
+    """overlays/kind + components/optuna-postgres: applied server-side beside the project, and
+    the StatefulSet's pod (made by the real StatefulSet controller) passes Pod Security
+    "restricted" and the quota (it then waits for a volume: the tier has no provisioner)."""
+    overlay = tmp_path / "with-postgres"
+    overlay.mkdir()
+    rel = lambda p: os.path.relpath(REPO / "manifests" / p, overlay)  # noqa: E731
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [rel("overlays/kind")], "components": [rel("components/optuna-postgres")],
+        })
+    )  # fmt: skip
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    docs = in_tier([d for d in yaml.safe_load_all(out) if d])
+    added = [
+        d
+        for d in docs
+        if d["kind"] in ("StatefulSet", "Service") or d["metadata"]["name"] == "fareflow-postgres"
+    ]
+    assert {d["kind"] for d in added} >= {"StatefulSet", "Service", "Secret"}
+    ns = PROJECTS["overlays/kind"]
+    try:
+        tier.apply(docs)
+        pod = wait_for(lambda: tier.kubectl("-n", ns, "get", "pod", "fareflow-postgres-0", "-o", "json", check=False), 60, "postgres pod created")  # fmt: skip
+        assert json.loads(pod)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fareflow"
+        events = tier.get("events", "-n", ns)["items"]
+        assert not [e for e in events if "violates PodSecurity" in e.get("message", "")]
+    finally:
+        tier.kubectl(
+            "delete", "-n", ns, "statefulset", "fareflow-postgres", "--ignore-not-found", check=False
+        )
+        tier.kubectl("delete", "-n", ns, "pvc", "--all", "--wait=false", check=False)

@@ -98,6 +98,27 @@ def test_settings_are_read_from_the_config_map():
     assert core.load_settings("other", api=api) == core.ClusterSettings(namespace="other")
 
 
+def test_train_job_args_parse_back_to_every_training_setting():
+    """Each TrainParams field reaches the pods: the args, parsed by the train step's own spec,
+    are exactly the config the params make (a dropped or misspelt flag fails here)."""
+    from components.common.configspec import parse
+    from components.train.config import TrainConfig
+
+    params = core.TrainParams(epochs=5, batch_size=333, learning_rate=0.0123, hidden="64,8", seed=9,
+                              weight_decay=0.05, dropout=0.25)  # fmt: skip
+    assert all(getattr(params, f) != getattr(core.TrainParams(), f) for f in vars(params)), (
+        "every field off its default"
+    )
+    job = core.train_job_object(core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", params, workers=2)
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        (c,) = spec["template"]["spec"]["containers"]
+        got = parse(TrainConfig, c["args"])
+        assert got == params.config("s3://b/s", "s3://b/m", "cpu")
+        assert (got.epochs, got.batch_size, got.learning_rate, got.hidden, got.seed, got.weight_decay, got.dropout) == (
+            5, 333, 0.0123, (64, 8), 9, 0.05, 0.25,
+        )  # fmt: skip
+
+
 def test_train_job_object_runs_the_train_module_on_the_splits():
     settings = core.ClusterSettings(aws_endpoint_url="http://seaweedfs.kubeflow:9000")
     splits = core.s3_uri(SPLITS)

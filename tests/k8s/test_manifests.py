@@ -80,7 +80,7 @@ def projects(tier: Tier):
         applied[overlay] = docs
     yield applied
     for docs in applied.values():
-        tier.kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found", input=yaml.safe_dump_all(in_tier(docs)), check=False)  # fmt: skip
+        tier.kubectl("delete", "-f", "-", "--wait=true", "--timeout=120s", "--ignore-not-found", input=yaml.safe_dump_all(in_tier(docs)), check=False)  # fmt: skip
 
 
 def test_only_kserves_kinds_are_left_out_of_the_tier(projects):
@@ -269,7 +269,7 @@ def test_optional_postgres_component_applies_and_its_pod_is_admitted(tier: Tier,
     try:
         tier.apply(docs)
         pod = wait_for(lambda: tier.kubectl("-n", ns, "get", "pod", "fareflow-postgres-0", "-o", "json", check=False), 60, "postgres pod created")  # fmt: skip
-        assert json.loads(pod)["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fareflow"
+        assert json.loads(pod)["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
         events = tier.get("events", "-n", ns)["items"]
         assert not [e for e in events if "violates PodSecurity" in e.get("message", "")]
     finally:

@@ -48,7 +48,7 @@ def make_model_dir(directory: Path) -> Path:
     import torch
 
     from components.common import contract, features
-    from components.train import model as fare_model
+    from components.common import model_dir as fare_model
 
     if (directory / fare_model.META_FILE).exists():
         return directory

@@ -60,7 +60,7 @@ import json, sys, time
 import numpy as np, pyarrow.parquet as pq, torch
 from components.common import contract
 from components.common.features import FeatureSpec, columns_from_table, encode
-from components.train.model import Architecture, build
+from components.common.model_dir import Architecture, build
 
 splits, epochs, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cols = [contract.LABEL, *contract.FEATURES]

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from components.common import features
-from components.train import model as fare_model
+from components.common import model_dir as fare_model
 
 
 class Trip(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,11 @@ def print_summary(outputs: dict, seconds: float) -> None:
             table.add_row(f"[cyan]{name}[/cyan]", str(uri))
         console.print(table)
         if step == "train" and artifacts.get("model"):
-            console.print(f"serve it: fareflow serve --model_name taxi-fare --model_dir {artifacts['model']}")
+            # One copyable line: never wrapped, the path shell-quoted, no markup read into it.
+            command = (
+                f"fareflow serve --model-name taxi-fare --model-dir {shlex.quote(str(artifacts['model']))}"
+            )
+            console.print(f"serve it: {command}", soft_wrap=True, markup=False, highlight=False)
     console.print(f"[green]pipeline finished[/green] in {seconds:.1f}s")
 
 

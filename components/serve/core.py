@@ -123,7 +123,7 @@ def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
     A local path is returned as is. For ``s3://bucket/prefix`` the model files
     (model.json, model.pt) are copied into ``workdir`` (the AWS_* environment variables
     choose the endpoint and credentials, as everywhere in fareflow)."""
-    from components.train import model as fare_model
+    from components.common import model_dir as fare_model
 
     if not storage.is_s3(uri):
         return Path(uri).expanduser()
@@ -150,10 +150,10 @@ def _one_line(err: BaseException) -> str:
 
 
 def load_model_dir(path: Path):
-    """``components.train.model.load`` with every way a directory can be unusable as one ``UserError``:
+    """``components.common.model_dir.load`` with every way a directory can be unusable as one ``UserError``:
     model.json unreadable, of another format or version, or without its keys; model.pt corrupt
     or not matching the architecture model.json describes."""
-    from components.train import model as fare_model
+    from components.common import model_dir as fare_model
 
     meta_path, weights = path / fare_model.META_FILE, path / fare_model.WEIGHTS_FILE
     for p in (meta_path, weights):
@@ -283,7 +283,7 @@ class FarePredictor:
     """A loaded fare model: the torch module, its feature spec, its fare range and service area."""
 
     def __init__(self, loaded, source: str = "", area: ServiceArea | None = None) -> None:
-        self.model = loaded  # components.train.model.LoadedModel
+        self.model = loaded  # components.common.model_dir.LoadedModel
         self.source = source
         self.fare_range: tuple[float, float] = loaded.fare_range
         self.area = area or ServiceArea.from_extent(CONTRACT_EXTENT, "the data contract")

@@ -34,3 +34,18 @@ def test_console_script_entry_point_runs():
         [sys.executable, "-m", "pipelines", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.startswith("fareflow ")
+
+
+def test_run_summary_prints_the_serve_command_on_one_copyable_line(capsys, monkeypatch):
+    """A long model path on a narrow terminal: one unwrapped line, the path shell-quoted."""
+    import shlex
+
+    from pipelines.local import print_summary
+
+    monkeypatch.setenv("COLUMNS", "40")
+    model = "/tmp/a very/long path/" + "x" * 120 + "/model"
+    print_summary({"train": {"artifacts": {"model": model}}}, 1.0)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("serve it: ")]
+    assert len(lines) == 1
+    argv = shlex.split(lines[0].removeprefix("serve it: "))
+    assert argv == ["fareflow", "serve", "--model-name", "taxi-fare", "--model-dir", model]

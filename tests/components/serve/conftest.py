@@ -3,7 +3,7 @@
 Trips are drawn over DC's extent with a known fare: the flag drop plus the per-mile tariff
 on a road distance 1.3 times the great-circle one, and a rush-hour surcharge. An MLP of the
 serving architecture is fitted with AdamW on the features ``components.common.features``
-makes, and written with ``components.train.model.save`` -- so the server loads exactly what
+makes, and written with ``components.common.model_dir.save`` -- so the server loads exactly what
 training writes, and its answers can be checked against the formula.
 """
 
@@ -55,7 +55,7 @@ def synthetic_columns(rows: int, seed: int) -> dict[str, np.ndarray]:
 def train_model_dir(directory: Path, rows: int = TRAIN_ROWS, steps: int = TRAIN_STEPS, seed: int = 0) -> Path:
     import torch
 
-    from components.train import model as fare_model
+    from components.common import model_dir as fare_model
 
     torch.manual_seed(seed)
     cols = synthetic_columns(rows, seed)

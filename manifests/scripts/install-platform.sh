@@ -20,6 +20,7 @@ KFP_REPO="github.com/kubeflow/pipelines/manifests/kustomize"
 TRAINING_OPERATOR_REPO="github.com/kubeflow/training-operator.git/manifests/overlays/standalone"
 CERT_MANAGER_URL="https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
 KSERVE_URL="https://github.com/kserve/kserve/releases/download/${KSERVE_VERSION}"
+METRICS_SERVER_URL="https://github.com/kubernetes-sigs/metrics-server/releases/download/${METRICS_SERVER_VERSION}/components.yaml"
 KNATIVE_SERVING_URL="https://github.com/knative/serving/releases/download/knative-v${KNATIVE_SERVING_VERSION}"
 KOURIER_URL="https://github.com/knative/net-kourier/releases/download/knative-v${KOURIER_VERSION}/kourier.yaml"
 # Every controller kserve.yaml deploys (config/overlays/all: KServe, LocalModel, LLMISvc). The
@@ -167,8 +168,27 @@ wait_platform() {
   run kubectl -n kubeflow wait --for=condition=Available deployment --all --timeout="${KFP_TIMEOUT:-900s}"
 }
 
+# metrics-server: the CPU metrics KServe's HPA (Standard mode) scales on. A kind kubelet's serving
+# certificate is self-signed, hence --kubelet-insecure-tls (added once; a second run changes nothing).
+install_metrics_server() {
+  step "install metrics-server ${METRICS_SERVER_VERSION}"
+  run kubectl apply --server-side --force-conflicts -f "${METRICS_SERVER_URL}"
+  local flag="--kubelet-insecure-tls" args
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    args=""
+  else
+    args="$(kubectl -n kube-system get deployment metrics-server -o jsonpath='{.spec.template.spec.containers[0].args}')"
+  fi
+  if [[ "${args}" != *"${flag}"* ]]; then
+    run kubectl -n kube-system patch deployment metrics-server --type=json \
+      -p "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"${flag}\"}]"
+  fi
+  run kubectl -n kube-system rollout status deployment/metrics-server --timeout="${ROLLOUT_TIMEOUT}"
+}
+
 main() {
   install_cert_manager
+  install_metrics_server
   install_kfp
   install_training_operator
   if [[ "${KSERVE_MODE}" == "Knative" ]]; then

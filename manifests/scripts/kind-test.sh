@@ -38,6 +38,11 @@ KFP_LOCAL_PORT="${KFP_LOCAL_PORT:-8888}"
 MODEL_LOCAL_PORT="${MODEL_LOCAL_PORT:-8081}"
 S3_LOCAL_PORT="${S3_LOCAL_PORT:-9000}"
 FAKE_GPUS="${FAKE_GPUS:-2}"
+# Autoscaling checks: seconds of load at most, and how long scaling up / down may take.
+LOAD_SECONDS="${LOAD_SECONDS:-240}"
+SCALE_UP_TIMEOUT="${SCALE_UP_TIMEOUT:-300}"
+SCALE_DOWN_TIMEOUT="${SCALE_DOWN_TIMEOUT:-600}"
+KNATIVE_HOST=""
 IMAGE_PLATFORM="${IMAGE_PLATFORM:-}"
 # The data set the pipeline ingests: generated here, uploaded to KFP's object store (KFP 2.17:
 # SeaweedFS, Service seaweedfs.kubeflow, S3 on port 9000 -> 8333) in the bucket KFP itself uses.
@@ -342,10 +347,72 @@ knative_predictor_service() {
       -o 'jsonpath={.status.components.predictor.latestReadyRevision}')"
   fi
   [[ -n "${host}" && -n "${revision}" ]] || die "inferenceservice/${ISVC_NAME} has no URL or ready revision"
+  KNATIVE_HOST="${host}"
   run_bg kubectl -n kourier-system port-forward svc/kourier "${MODEL_LOCAL_PORT}:80"
   retry 30 2 curl -fsS -o /dev/null -H "Host: ${host}" "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   stop_bg
   PREDICTOR_SERVICE="${revision}-private"
+}
+
+# Poll the predictor's HPA until its current replicas satisfy "$1" ("gt N" or "le N"), at most
+# $2 seconds (a dry run prints the query once).
+wait_hpa_replicas() {
+  local op="$1" n="$2" timeout="$3" hpa="${ISVC_NAME}-predictor" current deadline
+  show kubectl -n "${NAMESPACE}" get hpa "${hpa}" -o "jsonpath={.status.currentReplicas}" "# until ${op} ${n}"
+  [[ "${DRY_RUN}" == "1" ]] && return 0
+  deadline=$((SECONDS + timeout))
+  while true; do
+    current="$(kubectl -n "${NAMESPACE}" get hpa "${hpa}" -o 'jsonpath={.status.currentReplicas}')"
+    if [[ -n "${current}" ]] && { [[ "${op}" == gt ]] && ((current > n)) || { [[ "${op}" == le ]] && ((current <= n)); }; }; then
+      log "hpa/${hpa}: ${current} replicas"
+      return 0
+    fi
+    ((SECONDS < deadline)) || die "hpa/${hpa}: ${current:-?} replicas, not ${op} ${n} after ${timeout}s"
+    sleep 5
+  done
+}
+
+# Standard mode: load through the port-forward drives the predictor's CPU past the HPA's
+# target, so it scales above minReplicas; once the load stops it falls back (the HPA's
+# scale-down stabilization is 5 minutes, hence the longer bound).
+check_autoscaling() {
+  step "autoscaling: load scales ${ISVC_NAME}'s predictor above its minimum, and back"
+  local min
+  show kubectl -n "${NAMESPACE}" get hpa "${ISVC_NAME}-predictor" -o "jsonpath={.spec.minReplicas}"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    min=1
+  else
+    min="$(kubectl -n "${NAMESPACE}" get hpa "${ISVC_NAME}-predictor" -o 'jsonpath={.spec.minReplicas}')"
+  fi
+  [[ -n "${min}" ]] || die "inferenceservice/${ISVC_NAME} has no HPA (minReplicas < maxReplicas in fareflow-cluster?)"
+  run_bg "${PYTHON}" "${SCRIPT_DIR}/load_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
+    --model "${ISVC_NAME}" --concurrency 8 --trips 100 --duration "${LOAD_SECONDS}"
+  wait_hpa_replicas gt "${min}" "${SCALE_UP_TIMEOUT}"
+  stop_bg
+  wait_hpa_replicas le "${min}" "${SCALE_DOWN_TIMEOUT}"
+}
+
+# Knative mode: with minReplicas 0 an idle predictor scales to zero pods, and one request
+# through Kourier brings a pod back and is answered.
+check_scale_to_zero() {
+  step "scale to zero: the idle predictor has no pods; a request brings it back"
+  stop_bg
+  local selector="serving.kserve.io/inferenceservice=${ISVC_NAME}" deadline
+  show kubectl -n "${NAMESPACE}" get pods -l "${selector}" -o name "# until none"
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    deadline=$((SECONDS + SCALE_DOWN_TIMEOUT))
+    until [[ -z "$(kubectl -n "${NAMESPACE}" get pods -l "${selector}" -o name)" ]]; do
+      ((SECONDS < deadline)) || die "predictor of ${ISVC_NAME} still has pods after ${SCALE_DOWN_TIMEOUT}s idle"
+      sleep 5
+    done
+    log "${ISVC_NAME}: scaled to zero"
+  fi
+  run_bg kubectl -n kourier-system port-forward svc/kourier "${MODEL_LOCAL_PORT}:80"
+  retry 60 2 curl -fsS -o /dev/null -H "Host: ${KNATIVE_HOST}" "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
+  run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
+    --model "${ISVC_NAME}" --protocol v1 --host-header "${KNATIVE_HOST}"
+  run kubectl -n "${NAMESPACE}" get pods -l "${selector}" -o name
+  stop_bg
 }
 
 check_inference() {
@@ -374,6 +441,11 @@ main() {
   upload_data
   submit_pipeline
   check_inference
+  if [[ "${KSERVE_MODE}" == "Knative" ]]; then
+    check_scale_to_zero
+  else
+    check_autoscaling
+  fi
   step "kind-test passed"
 }
 

@@ -425,6 +425,10 @@ case "$(basename "$0") $*" in
   *port-forward*) exec sleep 120 ;;
   *"get nodes -l fareflow.io/pool=gpu"*) printf 'fareflow-worker3' ;;
   *"get pod fareflow-gpu-probe"*nodeName*) printf 'fareflow-worker3' ;;
+  *"get hpa"*minReplicas*) printf '1' ;;
+  *"get hpa"*currentReplicas*)
+    # scaled up on the first look, back at the minimum afterwards
+    if [[ -f "$STUB_DIR/hpa-seen" ]]; then printf '1'; else touch "$STUB_DIR/hpa-seen"; printf '2'; fi ;;
   *"create secret generic"*) cat >"$STUB_DIR/secret.env"; echo "kind: Secret" ;;
   *"annotate --local"*) cat; echo "annotated: true" ;;
   *"apply -f -"*) cat >>"$STUB_DIR/applied.yaml" ;;
@@ -435,7 +439,7 @@ exit 0
 
 PY_STUB = """#!/usr/bin/env bash
 case "$*" in
-  *pipelines.cli*|*check_inference.py*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 0 ;;
+  *pipelines.cli*|*check_inference.py*|*load_inference.py*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 0 ;;
 esac
 exec "$REAL_PYTHON" "$@"
 """
@@ -587,6 +591,9 @@ def _server(answers):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             answers["seen"].append((self.path, body))
+            answers.setdefault("hosts", []).append(self.headers.get("Host"))
+            if answers.get("fail"):
+                return self._send(500, {"error": "boom"})
             if self.path == "/v1/models/taxi-fare:predict":
                 return self._send(200, {"predictions": answers["v1"](body["instances"])})
             if self.path == "/v2/models/taxi-fare/infer":
@@ -655,6 +662,74 @@ def test_check_inference_rejects_bad_answers(model_server, proto, bad, message):
 def test_check_inference_fails_for_the_wrong_model_name(model_server):
     proc = check(model_server["url"], model="other")
     assert proc.returncode == 1 and "HTTP 404" in proc.stderr
+
+
+def test_check_inference_sends_the_host_header_knative_routes_by(model_server):
+    proc = subprocess.run(
+        [sys.executable, str(MANIFESTS / "scripts" / "check_inference.py"), "--url", model_server["url"],
+         "--model", "taxi-fare", "--protocol", "v1", "--host-header", "taxi-fare-predictor.fareflow.example.com"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert model_server["hosts"] == ["taxi-fare-predictor.fareflow.example.com"]
+
+
+def load(url, *extra):
+    return subprocess.run(
+        [sys.executable, str(MANIFESTS / "scripts" / "load_inference.py"), "--url", url, "--model", "taxi-fare", *extra],
+        capture_output=True, text=True, timeout=60, cwd=MANIFESTS / "scripts",
+    )  # fmt: skip
+
+
+def test_load_inference_is_bounded_by_its_request_count(model_server):
+    proc = load(
+        model_server["url"], "--concurrency", "4", "--trips", "7", "--max-requests", "25", "--duration", "30"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "25 requests (7 trips each), 0 errors" in proc.stdout
+    posts = [body for path, body in model_server["seen"] if path == "/v1/models/taxi-fare:predict"]
+    assert len(posts) == 25 and all(len(b["instances"]) == 7 for b in posts)
+
+
+def test_load_inference_is_bounded_by_its_duration_and_fails_on_errors(model_server):
+    model_server["fail"] = True
+    proc = load(model_server["url"], "--concurrency", "2", "--duration", "1", "--max-requests", "1000000")
+    assert proc.returncode == 1
+    assert "error rate 100.0%" in proc.stderr
+    assert len(model_server["seen"]) < 1000000
+
+
+def test_kind_test_checks_autoscaling_after_inference_in_standard_mode():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    metrics = index(
+        cmds, f"metrics-server/releases/download/{VERSIONS['METRICS_SERVER_VERSION']}/components.yaml"
+    )
+    index(cmds, "--kubelet-insecure-tls", metrics)
+    inference = index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare", metrics)
+    load_ = index(cmds, "load_inference.py --url http://127.0.0.1:8081 --model taxi-fare", inference)
+    up = index(
+        cmds, "get hpa taxi-fare-predictor -o 'jsonpath={.status.currentReplicas}' '# until gt 1'", load_
+    )
+    index(cmds, "get hpa taxi-fare-predictor -o 'jsonpath={.status.currentReplicas}' '# until le 1'", up)
+    assert not any("kourier" in c for c in cmds)
+
+
+def test_kind_test_checks_scale_to_zero_in_knative_mode():
+    rc, lines = dry_run(
+        "kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64", KSERVE_MODE="Knative"
+    )
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    inference = index(
+        cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --protocol both"
+    )
+    zero = index(
+        cmds, "get pods -l serving.kserve.io/inferenceservice=taxi-fare -o name '# until none'", inference
+    )
+    index(cmds, "--host-header taxi-fare-predictor.fareflow.example.com", zero)
+    assert not any("load_inference.py" in c for c in cmds)
 
 
 def test_workflow_installs_cpu_torch_and_runs_kind_test():

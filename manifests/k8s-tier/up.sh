@@ -58,8 +58,13 @@ cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-clien
 openssl_quiet genrsa -out "${PKI}/sa.key" 2048
 openssl_quiet rsa -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub"
 
-# kubeconfig NAME: a kubeconfig authenticating with NAME's client certificate.
+# kubeconfig NAME [USER]: a kubeconfig for NAME, authenticating with USER (a kubeconfig user
+# mapping; default NAME's client certificate).
 kubeconfig() {
+  local user="{client-certificate: \"${PKI}/$1.crt\", client-key: \"${PKI}/$1.key\"}"
+  if [[ -n "${2:-}" ]]; then
+    user="$2"
+  fi
   cat >"${K8S_TIER_RUN}/$1.kubeconfig" <<KUBECONFIG
 apiVersion: v1
 kind: Config
@@ -68,7 +73,7 @@ clusters:
     cluster: {server: "${APISERVER}", certificate-authority: "${PKI}/ca.crt"}
 users:
   - name: $1
-    user: {client-certificate: "${PKI}/$1.crt", client-key: "${PKI}/$1.key"}
+    user: ${user}
 contexts:
   - name: k8s-tier
     context: {cluster: k8s-tier, user: $1}
@@ -196,20 +201,7 @@ kubectl kustomize "${TO_DIR}/manifests/overlays/standalone" |
   crd/pytorchjobs.kubeflow.org crd/mpijobs.kubeflow.org >/dev/null
 # The operator authenticates as its own ServiceAccount, so its upstream RBAC is what it gets.
 TO_TOKEN="$("${KUBECTL[@]}" -n kubeflow create token training-operator --duration 24h)"
-cat >"${K8S_TIER_RUN}/training-operator.kubeconfig" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-  - name: k8s-tier
-    cluster: {server: "${APISERVER}", certificate-authority: "${PKI}/ca.crt"}
-users:
-  - name: training-operator
-    user: {token: "${TO_TOKEN}"}
-contexts:
-  - name: k8s-tier
-    context: {cluster: k8s-tier, user: training-operator, namespace: kubeflow}
-current-context: k8s-tier
-KUBECONFIG
+kubeconfig training-operator "{token: \"${TO_TOKEN}\"}"
 rm -rf "${TO_CERT_DIR}"
 mkdir -p "${TO_CERT_DIR}"
 start training-operator env KUBECONFIG="${K8S_TIER_RUN}/training-operator.kubeconfig" \

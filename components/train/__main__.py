@@ -4,7 +4,8 @@ Run plainly it trains in this process (``--workers 1``) or starts ``--workers N`
 processes with torchrun on this machine. Started by torchrun or a PyTorchJob (``WORLD_SIZE``
 and ``RANK`` set) it is one rank of that run and never launches again.
 
-Exit status: 0 trained; 2 bad arguments or input (one line on stderr).
+Exit status: 0 trained; 2 bad arguments or input (one line on stderr); 143 stopped by SIGTERM
+after writing a checkpoint (the same command resumes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(p, TrainConfig)
     p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_const",
+        const=False,
+        default=argparse.SUPPRESS,
+        help="start over: delete the earlier checkpoints (the same as --resume no)",
+    )
+    p.add_argument(
         "--workers", type=int, default=1, help="DDP processes on this machine via torchrun (default 1)"
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="with --workers N: torchrun restarts the whole group up to this many times when a "
+        "worker dies; it resumes from the newest checkpoint (default 0)",
     )
     p.add_argument("--summary-json", help="write the summary (metrics, history, rows, config) here")
     p.add_argument("--report-dir", help="write report.html and summary.md here")
@@ -53,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         launch.write_outputs(result, summary_json=args.summary_json, report_dir=args.report_dir)
         summary = result.summary()
     else:
-        summary = launch.launch_local(config, args.workers, report_dir=args.report_dir)
+        summary = launch.launch_local(
+            config, args.workers, report_dir=args.report_dir, max_restarts=args.max_restarts
+        )
         if args.summary_json:
             write_summary_json(summary, args.summary_json)
     m = summary["metrics"]

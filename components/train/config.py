@@ -42,6 +42,22 @@ class TrainConfig:
     min_delta: float = option(
         0.0, flag="--min-delta", help="least validation RMSE gain that counts (default 0)"
     )
+    checkpoint_uri: str | None = option(
+        None,
+        flag="--checkpoint-dir",
+        help="where rank 0 writes a checkpoint after each epoch and on SIGTERM, path or s3:// "
+        "(default: OUTPUT.checkpoints beside the model directory)",
+    )
+    keep_checkpoints: int = option(
+        2, flag="--keep-checkpoints", help="keep the newest K checkpoints (default 2); 0 = write none"
+    )
+    resume: bool = option(
+        True,
+        flag="--resume",
+        help="yes (default): continue from the newest checkpoint; no (or --no-resume): start over",
+        parse=lambda text: parse_yes_no("--resume", text),
+        format=lambda value: "yes" if value else "no",
+    )
     device: str = option("auto", flag="--device", help="default auto: CUDA if present", choices=DEVICES)
     max_rows: int | None = option(None, flag="--max-rows", help="use at most this many rows of each split")
     truth_uri: str | None = option(
@@ -68,7 +84,17 @@ class TrainConfig:
             raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.max_rows is not None and self.max_rows < 1:
             raise UserError(f"--max-rows: expected a positive number of rows, got {self.max_rows}")
+        if self.keep_checkpoints < 0:
+            raise UserError(
+                f"--keep-checkpoints: expected 0 (none) or a positive number, got {self.keep_checkpoints}"
+            )
         self.architecture()
+
+    def checkpoint_dir(self) -> str:
+        """Where this run's checkpoints go (``--checkpoint-dir``, else OUTPUT.checkpoints)."""
+        from . import checkpoint
+
+        return self.checkpoint_uri or checkpoint.default_dir(self.output_uri)
 
     def architecture(self) -> model_dir.Architecture:
         return model_dir.Architecture(hidden=tuple(int(h) for h in self.hidden), dropout=float(self.dropout))
@@ -88,3 +114,12 @@ def parse_hidden(text: str) -> tuple[int, ...]:
             f"--hidden: expected comma-separated positive layer widths (e.g. 128,64,32), got {text!r}"
         )
     return sizes
+
+
+def parse_yes_no(flag: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("yes", "true", "1"):
+        return True
+    if value in ("no", "false", "0"):
+        return False
+    raise UserError(f"{flag}: expected yes or no, got {text!r}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import gc
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +24,14 @@ from components.common import contract, model_dir, storage
 from components.common.errors import UserError
 from components.common.features import CONTINUOUS, FeatureSpec, encode
 
+from . import checkpoint
 from .config import TrainConfig
 from .distributed import (
     Dist,
     _all_reduce,
     _broadcast,
+    _broadcast_object,
+    _gather_objects,
     all_ranks_or_none,
     end_process_group,
     start_process_group,
@@ -37,6 +42,40 @@ from .splits import Arrays, _no_rows_message, check_shards, discover, load_split
 EVAL_BATCH = 1 << 16
 TRUTH_KEY = "best_rmse"  # components.generate writes the best achievable RMSE under this key
 SCATTER_POINTS = 5000  # test predictions kept for the report's plots
+STOP_CHECK_STEPS = 8  # under DDP the ranks agree on a SIGTERM every this many steps (a collective)
+SIGTERM_EXIT = 128 + signal.SIGTERM  # the exit status of a run stopped by SIGTERM (retryable)
+
+
+class Interrupted(UserError):
+    """SIGTERM (preemption, a pod's deletion): the run stopped at a step boundary after writing a
+    checkpoint; the same command resumes it. Exit status 143, which a PyTorchJob's ``ExitCode``
+    restart policy retries."""
+
+    exit_code = SIGTERM_EXIT
+
+
+class _StopFlag:
+    """Set by SIGTERM (handler installed while a checkpointing run is in the main thread)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda _s, _f: self.event.set())
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def agreed(self, d: Dist) -> bool:
+        """Whether any rank was told to stop (a collective under DDP: call on every rank)."""
+        local = self.event.is_set()
+        if not d.distributed:
+            return local
+        return bool(_all_reduce(d, [1.0 if local else 0.0], op="max")[0])
 
 
 def fit_spec(train: Arrays, d: Dist) -> tuple[FeatureSpec, float, float]:
@@ -168,7 +207,8 @@ def run(
     config.validate()
     d = start_process_group(config.device)
     try:
-        return _train(config, d, log if d.main else (lambda _m: None), progress, on_epoch)
+        with _StopFlag() if config.keep_checkpoints else _no_stop() as stop:
+            return _train(config, d, log if d.main else (lambda _m: None), progress, on_epoch, stop)
     except UserError as err:
         if d.distributed:
             # The traceback's frames hold the DDP model, which holds the process group: free them
@@ -184,12 +224,72 @@ def run(
         end_process_group(d)
 
 
+class _no_stop(_StopFlag):
+    """No SIGTERM handler (no checkpoints to write: the default action, exit, stays)."""
+
+    def __enter__(self) -> _StopFlag:
+        return self
+
+
+def fingerprint(config: TrainConfig, splits, d: Dist) -> dict:
+    """What a checkpoint must agree with to be resumed: the model, the data (every split's part
+    files by name and rows) and the settings that shape the optimisation path. Epochs, patience
+    and min-delta may change between runs (e.g. more epochs)."""
+    data = {
+        split: [[f.uri.rstrip("/").rsplit("/", 1)[-1], f.rows] for f in files]
+        for split, files in sorted(splits.files.items())
+    }
+    return {
+        "architecture": config.architecture().to_dict(),
+        "data": data,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "seed": config.seed,
+        "max_rows": config.max_rows,
+        "world_size": d.world,
+    }
+
+
+def resume_state(config: TrainConfig, current: dict, log: Callable[[str], None]) -> dict | None:
+    """The newest checkpoint's state if it fits this run (``UserError`` naming it if not), None
+    when there is none; with ``--resume no`` the old checkpoints are deleted instead."""
+    directory = config.checkpoint_dir()
+    if not config.resume:
+        if checkpoint.clear(directory):
+            log(f"--no-resume: deleted the earlier checkpoints in {directory}")
+        return None
+    found = checkpoint.listing(directory)
+    if not found:
+        return None
+    newest = found[-1]
+    state = checkpoint.read(newest, directory)
+    why = checkpoint.mismatch(state.get("fingerprint") or {}, current)
+    if why is not None:
+        raise UserError(
+            f"{newest.uri}: incompatible checkpoint ({why}); pass --no-resume to start over "
+            "or give another --checkpoint-dir"
+        )
+    state["uri"] = newest.uri
+    return state
+
+
+def _rng_state(np_state: dict, device: str, sse: float = 0.0, seconds: float = 0.0) -> dict:
+    import torch
+
+    out = {"numpy": np_state, "torch": torch.get_rng_state(), "sse": sse, "seconds": seconds}
+    if device.startswith("cuda"):
+        out["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return out
+
+
 def _train(
     config: TrainConfig,
     d: Dist,
     log: Callable[[str], None],
     progress: bool | None,
     on_epoch: Callable[[int, float], None] | None = None,
+    stop: _StopFlag | None = None,
 ) -> TrainResult | None:
     import torch
 
@@ -230,8 +330,17 @@ def _train(
             f"DDP: {d.world} processes ({d.backend} on {d.device.split(':')[0]}), {train_rows_total:,} train rows in all"
         )
 
+    current = fingerprint(config, splits, d)
+    state = None
+    with all_ranks_or_none(d, "reading the checkpoint"):
+        if d.main:
+            state = resume_state(config, current, log)
+    state = _broadcast_object(d, state)  # every rank resumes from rank 0's checkpoint
+
     arch = config.architecture()
     module = model_dir.build(arch)
+    if state is not None:
+        module.load_state_dict(state["model"])
     module.to(d.device)
     net = module
     if d.distributed:
@@ -242,6 +351,8 @@ def _train(
         )
     torch.manual_seed(config.seed + d.rank)  # dropout masks differ between ranks
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
     loss_fn = torch.nn.MSELoss()
 
     x_train = torch.as_tensor(encode(train.columns, spec), device=d.device)
@@ -254,19 +365,91 @@ def _train(
     history: list[dict] = []
     best_rmse, best_epoch, best_state, waited = math.inf, 0, None, 0
     stopped_early = False
-    for epoch in range(1, config.epochs + 1):
+    start_epoch, start_step, resumed_rank = 0, 0, None
+    if state is not None:
+        history = [dict(h) for h in state["history"]]
+        best_rmse, best_epoch, waited = (
+            float(state["best_rmse"]),
+            int(state["best_epoch"]),
+            int(state["waited"]),
+        )
+        best_state = (
+            {k: v.to(d.device) for k, v in state["best_state"].items()} if state["best_state"] else None
+        )
+        stopped_early = bool(state["stopped_early"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        resumed_rank = state["ranks"][d.rank]
+        np_rng.bit_generator.state = resumed_rank["numpy"]
+        torch.set_rng_state(resumed_rank["torch"])
+        if "cuda" in resumed_rank and d.device.startswith("cuda"):
+            torch.cuda.set_rng_state(resumed_rank["cuda"], torch.device(d.device))
+        where_in = f", step {start_step} of epoch {start_epoch + 1}" if start_step else ""
+        log(f"resumed from epoch {start_epoch}{where_in} ({state['uri']})")
+        if stopped_early or (state["finished"] and start_epoch >= config.epochs):
+            log(f"training had finished at epoch {start_epoch}; not retraining (model from the checkpoint)")
+        del state
+
+    def save_checkpoint(epoch_done: int, step: int, np_state: dict, sse: float, seconds: float) -> str | None:
+        """Every rank's RNG state to rank 0, which writes the checkpoint (collectives: call on all)."""
+        ranks = _gather_objects(d, _rng_state(np_state, d.device, sse, seconds))
+        uri = None
+        with all_ranks_or_none(d, "writing a checkpoint"):
+            if d.main:
+                finished = step == 0 and (stopped_early or epoch_done >= config.epochs)
+                uri = checkpoint.write(
+                    config.checkpoint_dir(),
+                    {
+                        "epoch": epoch_done,
+                        "step": step,
+                        "finished": finished,
+                        "fingerprint": current,
+                        "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "best_rmse": best_rmse,
+                        "best_epoch": best_epoch,
+                        "best_state": {k: v.cpu() for k, v in best_state.items()} if best_state else None,
+                        "waited": waited,
+                        "stopped_early": stopped_early,
+                        "ranks": ranks,
+                    },
+                    config.keep_checkpoints,
+                )
+        return uri
+
+    def interrupted(epoch_done: int, step: int, uri: str | None) -> Interrupted:
+        where_in = f", step {step} of epoch {epoch_done + 1}" if step else ""
+        saved = f"checkpoint {uri}" if uri else "no checkpoint"
+        return Interrupted(
+            f"stopped by SIGTERM after epoch {epoch_done}{where_in}; {saved}; run the same command to resume"
+        )
+
+    checking = stop is not None and config.keep_checkpoints > 0
+    done = stopped_early or start_epoch >= config.epochs
+    for epoch in range(start_epoch + 1, config.epochs + 1) if not done else ():
         net.train()
+        epoch_rng = np_rng.bit_generator.state  # the checkpoint's: redraws this epoch's order
         # This rank's rows in a fresh random order, going round again up to the largest shard.
         order = np.concatenate(
             [np_rng.permutation(train.rows) for _ in range(math.ceil(largest / train.rows))]
         )[:largest]
         order_t = torch.as_tensor(order, device=d.device)
         sse = torch.zeros((), dtype=torch.float64, device=d.device)
-        t0 = time.perf_counter()
+        first, t0 = 0, time.perf_counter()
+        if resumed_rank is not None and epoch == start_epoch + 1 and start_step:
+            first = start_step
+            sse += float(resumed_rank["sse"])
+            t0 -= float(resumed_rank["seconds"])
+            torch.set_rng_state(resumed_rank["torch"])  # as it was at that step
         with progress_bar(
             steps, f"epoch {epoch}/{config.epochs}", enabled=progress if d.main else False, unit="batches"
         ) as advance:
-            for step in range(steps):
+            advance(first)
+            for step in range(first, steps):
+                due = checking and step > first and (not d.distributed or step % STOP_CHECK_STEPS == 0)
+                if due and stop.agreed(d):
+                    uri = save_checkpoint(epoch - 1, step, epoch_rng, float(sse), time.perf_counter() - t0)
+                    raise interrupted(epoch - 1, step, uri)
                 idx = order_t[step * per_rank_batch : (step + 1) * per_rank_batch]
                 xb, yb = x_train[idx], y_train[idx]
                 optimizer.zero_grad(set_to_none=True)
@@ -316,8 +499,13 @@ def _train(
             )
         if config.patience and waited >= config.patience and epoch < config.epochs:
             stopped_early = True
+        if config.keep_checkpoints:
+            save_checkpoint(epoch, 0, np_rng.bit_generator.state, 0.0, 0.0)
+        if stopped_early:
             log(f"early stop: no better validation RMSE for {waited} epoch(s); best was epoch {best_epoch}")
             break
+        if checking and epoch < config.epochs and stop.agreed(d):
+            raise interrupted(epoch, 0, checkpoint_uri_of(config, epoch))
 
     module.load_state_dict(best_state)
     fold_label_scale(module, train_mean, train_std)  # from here on the module outputs fares
@@ -375,3 +563,10 @@ def _train(
                 f"best epoch {best_epoch}; model -> {config.output_uri}"
             )
     return result
+
+
+def checkpoint_uri_of(config: TrainConfig, epoch: int) -> str | None:
+    """The URI of the epoch-end checkpoint just written (None when none are kept)."""
+    if not config.keep_checkpoints:
+        return None
+    return f"{config.checkpoint_dir().rstrip('/')}/{checkpoint.file_name(epoch, 0)}"

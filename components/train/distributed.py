@@ -177,3 +177,25 @@ def all_ranks_or_none(d: Dist, what: str) -> Iterator[None]:
     if failure is not None:
         rank, message = failure
         raise UserError(f"{PEER_FAILED.format(rank=rank, world=d.world)} {what}: {message}")
+
+
+def _broadcast_object(d: Dist, obj):
+    """Rank 0's picklable object on every rank (a checkpoint's state on resume)."""
+    if not d.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if d.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather_objects(d: Dist, obj) -> list | None:
+    """Every rank's picklable object, in rank order, on rank 0 (None elsewhere)."""
+    if not d.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * d.world if d.main else None
+    dist.gather_object(obj, out, dst=0)
+    return out

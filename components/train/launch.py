@@ -39,15 +39,20 @@ def launch_local(
     report_dir: str | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] = log_line,
+    max_restarts: int = 0,
 ) -> dict:
     """Train on this machine and return the summary (``TrainResult.summary()``).
 
     ``workers == 1``: in this process. ``workers > 1``: ``python -m torch.distributed.run
     --standalone --nproc_per_node=W -m components.train ...`` (CPU: gloo DDP), whose rank 0
     writes the summary JSON read back here; its output is passed through to stderr, and a
-    failure raises ``UserError`` with the workers' own error line."""
+    failure raises ``UserError`` with the workers' own error line. ``max_restarts``: torchrun
+    restarts the group that many times when a worker dies (the ranks resume from the newest
+    checkpoint)."""
     if workers < 1:
         raise UserError(f"--workers: expected at least 1, got {workers}")
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts: expected 0 or more, got {max_restarts}")
     config.validate()
     if workers == 1:
         result = run(config, log=log, progress=progress)
@@ -62,6 +67,7 @@ def launch_local(
         summary_path = os.path.join(tmp, "summary.json")
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
+            f"--max-restarts={max_restarts}",
             "-m", "components.train", *to_argv(config), "--summary-json", summary_path,
         ]  # fmt: skip
         if report_dir:

@@ -21,8 +21,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits", required=True, help="the sample step's output (train/ validation/ test/), path or s3://"
     )
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--trials", type=int, help="new trials to run; 0 = off (the train defaults)")
+    budget.add_argument(
+        "--total-trials",
+        type=int,
+        help="run until the study holds this many finished trials: the same command resumes a "
+        "killed study and runs only the rest (needs --storage to outlive the process)",
+    )
     p.add_argument(
-        "--trials", type=int, required=True, help="new trials to run; 0 = off (the train defaults)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes tuning the one study in parallel, the CPUs' torch threads split between "
+        "them (default 1; more need --storage)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        help="RDB storage: a trial whose process sent no heartbeat for 2x this many seconds is "
+        "FAIL and run again (default 10)",
     )
     p.add_argument("--epochs", type=int, default=4, help="at most this many epochs per trial (default 4)")
     p.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
@@ -52,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     config = core.TuneConfig(
         splits_uri=args.splits,
-        trials=args.trials,
+        trials=args.trials if args.trials is not None else core.TuneConfig.trials,
+        total_trials=args.total_trials,
+        workers=args.workers,
+        heartbeat_s=args.heartbeat,
         timeout_s=args.timeout,
         seed=args.seed,
         epochs=args.epochs,

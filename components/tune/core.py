@@ -29,7 +29,15 @@ the median of the earlier trials at that epoch stops there (state PRUNED). The f
 
 Storage: ``""`` keeps the study in memory (gone with the process); an Optuna RDB URL
 (``sqlite:///study.db``, ``postgresql://user:pass@host/db``) keeps it, and a later run with the
-same ``study_name`` adds its trials to the same study.
+same ``study_name`` adds its trials to the same study (``trials`` more), or, given
+``total_trials``, runs only the trials the study still lacks -- the way to resume a killed study.
+An RDB study has a heartbeat (``heartbeat_s``): a trial whose process died is marked FAIL once
+its heartbeat is ``2 x heartbeat_s`` old and run again with the same parameters (Optuna's
+``RetryFailedTrialCallback``, at most ``max_retries`` times); such a retried FAIL is not counted.
+
+Workers: ``workers = N > 1`` runs N processes on the one study (RDB storage required), each
+with its share of the CPUs' torch threads; they stop when the study holds the target number of
+finished trials (docs/tune.md, "Fault tolerance and parallel tuning").
 
 ``trials == 0`` switches tuning off: no study, no training, the train defaults come back
 unchanged (with a note saying so).
@@ -38,7 +46,9 @@ unchanged (with a note saying so).
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -92,6 +102,12 @@ class TuneConfig:
     # The starting point: trial 0 of a new study, and the answer when trials == 0 (tuning
     # off). Any of DEFAULTS' keys; the rest keep the train step's defaults.
     base_params: dict = field(default_factory=dict)
+    # Run until the study holds this many finished trials (``trials`` is then not used): a
+    # rerun of a killed study runs only the rest. None: ``trials`` new trials.
+    total_trials: int | None = None
+    workers: int = 1  # processes on the study (RDB storage required for more than 1)
+    heartbeat_s: float = 10.0  # RDB storage: a trial silent for 2x this is FAIL (and retried)
+    max_retries: int = 2  # how often a trial whose process died is run again
 
     def base(self) -> dict:
         unknown = sorted(set(self.base_params) - set(DEFAULTS))
@@ -119,9 +135,29 @@ class TuneConfig:
             )
         if self.prune_warmup_epochs < 0:
             raise UserError(f"prune_warmup_epochs: expected 0 or more, got {self.prune_warmup_epochs}")
+        if self.total_trials is not None and self.total_trials < 1:
+            raise UserError(f"--total-trials: expected a positive number, got {self.total_trials}")
+        if self.workers < 1:
+            raise UserError(f"--workers: expected at least 1, got {self.workers}")
+        if self.workers > 1 and not shared_storage(self.storage):
+            raise UserError(
+                f"--workers {self.workers}: needs --storage with an RDB URL the workers share "
+                f"(sqlite:///study.db, postgresql://...), got {redact(self.storage)}"
+            )
+        if not (math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0):
+            raise UserError(f"--heartbeat: expected a positive number of seconds, got {self.heartbeat_s}")
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries: expected 0 or more, got {self.max_retries}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "storage": redact(self.storage)}
+
+
+def shared_storage(storage: str) -> bool:
+    """An RDB URL several processes can open (not in-memory, not SQLite's ``:memory:``)."""
+    if not storage or "://" not in storage:
+        return False
+    return not (storage.startswith("sqlite") and (storage.rstrip("/").endswith(":") or ":memory:" in storage))
 
 
 def redact(storage: str) -> str:
@@ -145,6 +181,8 @@ def train_config(config: TuneConfig, params: dict, output_uri: str) -> TrainConf
         seed=config.seed,
         device=config.device,
         max_rows=config.max_rows,
+        keep_checkpoints=0,  # a trial is short and its output is thrown away: no checkpoints
+        resume=False,
     )
 
 
@@ -254,6 +292,28 @@ def _is_base(params: dict, base: dict) -> bool:
     return set(params) == set(base) and all(params[k] == v for k, v in base.items())
 
 
+def _storage(config: TuneConfig):
+    """The study's storage: in memory (None) or an RDB storage with a heartbeat whose dead
+    trials are failed and retried."""
+    if not config.storage:
+        return None
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback  # Optuna 5's RetryFailedTrialCallback
+
+    engine = {"connect_args": {"timeout": 60}} if config.storage.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            config.storage,
+            engine_kwargs=engine,
+            heartbeat_interval=max(1, math.ceil(config.heartbeat_s)),
+            grace_period=max(2, math.ceil(2 * config.heartbeat_s)),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.max_retries),
+        )
+
+
 def open_study(config: TuneConfig):
     import optuna
 
@@ -265,7 +325,7 @@ def open_study(config: TuneConfig):
     )
     try:
         return optuna.create_study(
-            storage=config.storage or None,
+            storage=_storage(config),
             sampler=sampler,
             pruner=pruner,
             study_name=config.study_name,
@@ -281,7 +341,9 @@ def open_study(config: TuneConfig):
 
 
 def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
-    """Run ``config.trials`` new trials (or none: tuning off) and return the study's best."""
+    """Run ``config.trials`` new trials (or, given ``total_trials``, until the study holds that
+    many; or none: tuning off), in this process or ``workers`` processes, and return the
+    study's best."""
     config.validate()
     started = time.perf_counter()
     if config.trials == 0:
@@ -292,7 +354,7 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
-    before = len(_finished(study))
+    before = len(_counted(study))
     base = config.base()
     for name in ("learning_rate", "weight_decay"):  # log-uniform dimensions: 0 is not a point
         if not float(base[name]) > 0:
@@ -300,34 +362,17 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
                 f"{name}={base[name]}: a tuned run starts from a positive value (or pass trials=0)"
             )
     study.enqueue_trial(base, skip_if_exists=True)
-
-    with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
-
-        def objective(trial) -> float:
-            params = suggest(trial, config.base())
-            output = str(Path(tmp) / f"trial-{trial.number}")
-            result = train_core.run(
-                train_config(config, params, output),
-                log=lambda m: None,
-                progress=False,
-                on_epoch=pruning_callback(trial),
-            )
-            return float(result.metrics["validation_rmse"])
-
-        def report(study, t) -> None:
-            shown = f"{t.value:.4f}" if t.value is not None else "-"
-            log(
-                f"trial {t.number} {t.state.name}: validation RMSE {shown} after "
-                f"{t.user_attrs.get('epochs_run', 0)} epoch(s); {t.params}"
-            )
-
-        study.optimize(
-            objective,
-            n_trials=config.trials,
-            timeout=config.timeout_s,
-            catch=(Diverged,),
-            callbacks=[report],
-        )
+    target = config.total_trials if config.total_trials is not None else before + config.trials
+    if before >= target:
+        log(f"study {config.study_name!r} already holds {before} finished trial(s) of {target}; none to run")
+    elif before:
+        log(f"study {config.study_name!r} holds {before} finished trial(s); running {target - before} more")
+    deadline = time.time() + config.timeout_s if config.timeout_s is not None else None
+    if config.workers == 1:
+        optimize_until(study, config, target, deadline, log)
+    else:
+        run_workers(config, target, deadline, log)
+        study = open_study(config)
     finished = _finished(study)
     trials = [_trial_row(t) for t in finished]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
@@ -344,12 +389,123 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
         best_value=float(best.value),
         default_value=defaults[0]["value"] if defaults else None,
         trials=trials,
-        new_trials=len(finished) - before,
+        new_trials=len(_counted(study)) - before,
         best_trial=best.number,
         seconds=time.perf_counter() - started,
     )
-    if config.timeout_s is not None and result.new_trials < config.trials:
+    if config.timeout_s is not None and result.new_trials < target - before:
         result.note = f"stopped by the {config.timeout_s:g} s timeout after {result.new_trials} trial(s)"
     shown = f"{result.default_value:.4f}" if result.default_value is not None else "-"
     log(f"best trial {best.number}: validation RMSE {best.value:.4f} (defaults {shown}); {best.params}")
     return result
+
+
+# --- a study's trial budget, the trial loop, parallel workers ------------------------------
+
+
+def _counted(study) -> list:
+    """The finished trials that count towards the study's total: all but the FAILs of a dead
+    process that were (or are being) run again."""
+    trials = study.get_trials(deepcopy=False)
+    # RetryFailedTrialCallback records every earlier attempt of a retry in its "retry_history"
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return [t for t in trials if t.state.is_finished() and t.number not in retried]
+
+
+def _objective(config: TuneConfig, tmp: str):
+    def objective(trial) -> float:
+        params = suggest(trial, config.base())
+        output = str(Path(tmp) / f"trial-{trial.number}")
+        result = train_core.run(
+            train_config(config, params, output),
+            log=lambda m: None,
+            progress=False,
+            on_epoch=pruning_callback(trial),
+        )
+        return float(result.metrics["validation_rmse"])
+
+    return objective
+
+
+def optimize_until(
+    study, config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]
+) -> None:
+    """Run trials one at a time until the study holds ``target`` counted trials (or the deadline
+    passes). Trials another live worker is running count as on their way; a trial whose process
+    died turns FAIL when its heartbeat is stale and its retry is run here."""
+    import optuna
+
+    def report(study, t) -> None:
+        shown = f"{t.value:.4f}" if t.value is not None else "-"
+        log(
+            f"trial {t.number} {t.state.name}: validation RMSE {shown} after "
+            f"{t.user_attrs.get('epochs_run', 0)} epoch(s); {t.params}"
+        )
+
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
+        objective = _objective(config, tmp)
+        while deadline is None or time.time() < deadline:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # nothing without a heartbeat (in memory)
+            done = len(_counted(study))
+            if done >= target:
+                return
+            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            if done + running >= target:
+                time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere (or died)
+                continue
+            study.optimize(objective, n_trials=1, catch=(Diverged,), callbacks=[report])
+
+
+def _worker(config: TuneConfig, target: int, deadline: float | None, index: int, threads: int) -> None:
+    """One of ``config.workers`` processes (multiprocessing, spawned): its torch threads, the
+    shared study, the trial loop. A ``UserError`` is one line on stderr and exit status 2."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the train step then leaves torch's pool alone
+    import optuna
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def log(message: str) -> None:
+        print(f"tune: worker {index}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        optimize_until(open_study(config), config, target, deadline, log)
+    except UserError as err:
+        print(f"components.tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_workers(config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]) -> None:
+    """``config.workers`` spawned processes on the study, each with its share of the CPUs."""
+    import multiprocessing
+
+    from components.common.cpu import cpu_threads
+
+    threads = cpu_threads(config.workers)
+    log(f"{config.workers} workers on study {config.study_name!r}, {threads} torch thread(s) each")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(config, target, deadline, i, threads), name=f"tune-worker-{i}")
+        for i in range(config.workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        i, code = failed[0]
+        raise UserError(
+            f"tune worker {i} of {config.workers} failed (exit status {code}); see its line above"
+        )

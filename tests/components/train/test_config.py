@@ -10,7 +10,13 @@ from components.train.__main__ import build_parser
 from components.train.config import TrainConfig
 from tests.components.common.configs import option_fields, random_config
 
-NOT_CONFIG = {"help", "workers", "summary_json", "report_dir"}  # how to run, not what to train
+NOT_CONFIG = {
+    "help",
+    "workers",
+    "max_restarts",
+    "summary_json",
+    "report_dir",
+}  # how to run, not what to train
 
 
 def test_every_config_flag_of_the_cli_is_a_config_field():

@@ -1,0 +1,143 @@
+"""Durable and parallel tuning on an RDB study (SQLite here): a study killed with -9 in the
+middle of a trial resumes to its total with every finished trial kept and the interrupted
+one FAIL and run again; N workers share one study; --workers without shared storage is one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from components.common.errors import UserError
+from components.tune import core
+from components.tune.__main__ import main
+from components.tune.core import DEFAULTS, TuneConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def states(url: str, name: str) -> list[tuple[int, str]]:
+    return [(t.number, t.state.name) for t in optuna.load_study(study_name=name, storage=url).trials]
+
+
+def cli(splits, url: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "components.tune", "--splits", str(splits), "--total-trials", "5",
+        "--epochs", "3", "--max-rows", "600", "--device", "cpu", "--seed", "7", "--storage", url,
+        "--study-name", "killed", "--heartbeat", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(shared_splits, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cli(shared_splits, url), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:  # two trials finished and the third running: kill -9
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        try:
+            seen = states(url, "killed")
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            seen = []
+        finished = [n for n, s in seen if s in ("COMPLETE", "PRUNED")]
+        if len(finished) >= 2 and any(s == "RUNNING" for _, s in seen):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t for t in optuna.load_study(study_name="killed", storage=url).trials}
+    killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
+    kept = {n: (t.state.name, t.value, t.params) for n, t in before.items() if t.state.is_finished()}
+    assert len(killed) == 1 and len(kept) == 2
+
+    summary = tmp_path / "summary.json"
+    done = subprocess.run(
+        cli(shared_splits, url, "--summary-json", str(summary)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "holds 2 finished trial(s); running 3 more" in done.stderr
+    study = optuna.load_study(study_name="killed", storage=url)
+    by_number = {t.number: t for t in study.trials}
+    # the finished trials are kept as they were
+    for n, (state, value, params) in kept.items():
+        assert (by_number[n].state.name, by_number[n].value, by_number[n].params) == (state, value, params)
+    # the trial running at the kill is FAIL, and exactly one retry ran it again with its parameters
+    assert by_number[killed[0]].state.name == "FAIL"
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retries) == 1 and retries[0].state.name in ("COMPLETE", "PRUNED")
+    assert retries[0].params == before[killed[0]].params
+    # five trials count (the FAIL does not), none waiting or running, numbers unique
+    counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 5 and len(study.trials) == 6
+    assert len({t.number for t in study.trials}) == 6
+    import json
+
+    data = json.loads(summary.read_text())
+    assert data["new_trials"] == 3 and data["trials"][0]["params"] == DEFAULTS
+
+    # the same command once more: nothing left to run
+    again = subprocess.run(cli(shared_splits, url), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already holds 5 finished trial(s) of 5; none to run" in again.stderr
+    assert len(optuna.load_study(study_name="killed", storage=url).trials) == 6
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_duplicate_trials(shared_splits, tmp_path, capfd):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    config = TuneConfig(
+        str(shared_splits), total_trials=6, epochs=2, max_rows=600, device="cpu", seed=2,
+        storage=url, study_name="pair", workers=2,
+    )  # fmt: skip
+    result = core.run(config, log=lambda _m: None)
+    err = capfd.readouterr().err
+    study = optuna.load_study(study_name="pair", storage=url)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) == 6
+    assert all(t.state.is_finished() for t in study.trials)
+    assert result.new_trials == 6 and len(result.trials) == 6
+    assert study.trials[0].params == DEFAULTS
+    # both workers ran trials, and some of their trials overlapped in time
+    assert "tune: worker 0: trial" in err and "tune: worker 1: trial" in err
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert result.best_value == min(t.value for t in study.trials if t.state.name == "COMPLETE")
+
+
+@pytest.mark.parametrize("storage", ["", "sqlite://", "sqlite:///:memory:"])
+def test_workers_without_a_shared_rdb_are_refused_in_one_line(shared_splits, storage):
+    with pytest.raises(UserError) as err:
+        core.run(TuneConfig(str(shared_splits), workers=2, storage=storage), log=lambda _m: None)
+    assert str(err.value).startswith("--workers 2: needs --storage with an RDB URL the workers share")
+
+
+def test_cli_workers_refusal_and_total_trials_flags(shared_splits, capsys):
+    assert main(["--splits", str(shared_splits), "--trials", "2", "--workers", "2"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "components.tune: error: --workers 2: needs --storage with an RDB URL the workers share "
+        "(sqlite:///study.db, postgresql://...), got in-memory"
+    ]
+    with pytest.raises(SystemExit):  # --trials and --total-trials are one or the other
+        main(["--splits", str(shared_splits), "--trials", "2", "--total-trials", "3"])
+    assert main(["--splits", str(shared_splits), "--total-trials", "0"]) == 2
+    assert "--total-trials: expected a positive number, got 0" in capsys.readouterr().err
+
+
+def test_total_trials_in_memory_runs_exactly_that_many(shared_splits):
+    result = core.run(
+        TuneConfig(str(shared_splits), total_trials=2, epochs=1, max_rows=400, device="cpu"),
+        log=lambda _m: None,
+    )
+    assert result.new_trials == 2 and [t["number"] for t in result.trials] == [0, 1]

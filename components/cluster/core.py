@@ -186,13 +186,24 @@ def model_output_uri(splits_s3: str, name: str) -> str:
 
 
 def train_job_object(
-    settings: ClusterSettings, name: str, splits_s3: str, output_s3: str, params: TrainParams, workers: int
+    settings: ClusterSettings,
+    name: str,
+    splits_s3: str,
+    output_s3: str,
+    params: TrainParams,
+    workers: int,
+    max_restarts: int | None = None,
 ) -> dict:
     """The PyTorchJob: ``workers`` pods (one Master, ``workers - 1`` Workers), each running one
     training process per GPU (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that.
 
     On GPUs the pods run the CUDA trainer image with ``--device cuda``, so a pod without a usable
-    GPU fails with one line instead of training on CPU; without GPUs, ``--device cpu``."""
+    GPU fails with one line instead of training on CPU; without GPUs, ``--device cpu``.
+
+    ``max_restarts`` (elastic): ``workers`` Worker pods with an elasticPolicy, so a killed pod is
+    recreated and rejoins, and torchrun restarts the group up to that many times; the ranks
+    resume from the checkpoints beside the model (``OUTPUT.checkpoints`` on S3, kept across
+    retries because the job name is stable)."""
     if workers < 1:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
@@ -211,6 +222,7 @@ def train_job_object(
         env=env,
         env_from_secret=S3_SECRET,
         labels={"app.kubernetes.io/component": "train"},
+        max_restarts=max_restarts,
     )
 
 

@@ -211,12 +211,21 @@ def pytorch_job(
     labels: dict[str, str] | None = None,
     backoff_limit: int = 2,
     ttl_seconds_after_finished: int = 3600,
+    max_restarts: int | None = None,
 ) -> dict:
     """A PyTorchJob: Master + ``workers`` Workers, each ``torchrun --module MODULE ARGS``.
 
-    ``env_from_secret``: a Secret whose keys become environment variables (S3 credentials)."""
+    ``env_from_secret``: a Secret whose keys become environment variables (S3 credentials).
+
+    ``max_restarts`` (elastic): ``workers + 1`` Worker replicas and no Master, with an
+    ``elasticPolicy`` (c10d rendezvous on worker-0, min = max = that many pods, torchrun
+    ``--max-restarts`` via PET_MAX_RESTARTS). A pod killed with 128+ is recreated by the
+    ExitCode policy and rejoins: the other pods' torchrun restarts its processes, and the
+    ranks resume from the newest checkpoint (docs/train.md, "On a cluster")."""
     if workers < 0:
         raise UserError(f"workers: expected an integer >= 0, got {workers}")
+    if max_restarts is not None and max_restarts < 0:
+        raise UserError(f"max_restarts: expected an integer >= 0, got {max_restarts}")
     if nproc_per_node < 1:
         raise UserError(f"nproc_per_node: expected an integer >= 1, got {nproc_per_node}")
     gpus = gpu.gpus_per_pod if gpu else 0
@@ -237,7 +246,26 @@ def pytorch_job(
     # ExitCode: exit codes 1-127 (a user error, a bug) fail the job at once; only 128+ (killed:
     # OOM, preemption, node loss) restart the replica. OnFailure would rerun a deterministic
     # failure backoff_limit times.
-    replica_specs = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template}}
+    elastic = {}
+    if max_restarts is not None:
+        # Training Operator v1.9.2: an elasticPolicy needs a Worker spec (webhook) and sets PET_RDZV_*,
+        # PET_NNODES=min:max and PET_MAX_RESTARTS for torchrun (pkg/controller.v1/pytorch/elastic.go);
+        # with no Master it injects no MASTER_ADDR/RANK and adds no init container (envvar.go,
+        # initcontainer.go), and the job succeeds once a worker succeeds (pytorchjob_controller.go).
+        pods = workers + 1
+        elastic = {
+            "elasticPolicy": {
+                "rdzvBackend": "c10d",
+                "rdzvPort": ELASTIC_RDZV_PORT,
+                "minReplicas": pods,
+                "maxReplicas": pods,
+                "maxRestarts": max_restarts,
+            }
+        }
+        replica_specs = {"Worker": {"replicas": pods, "restartPolicy": "ExitCode", "template": template}}
+        workers = 0
+    else:
+        replica_specs = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template}}
     if workers:
         worker_template = copy.deepcopy(template)  # no shared objects: YAML output stays anchor-free
         replica_specs["Worker"] = {
@@ -252,9 +280,13 @@ def pytorch_job(
         "spec": {
             "nprocPerNode": str(nproc_per_node),
             "runPolicy": _run_policy(backoff_limit, ttl_seconds_after_finished, "None"),
+            **elastic,
             "pytorchReplicaSpecs": replica_specs,
         },
     }
+
+
+ELASTIC_RDZV_PORT = 29400  # torchrun's c10d rendezvous port, on the worker-0 pod (headless Service)
 
 
 def mpi_job(

@@ -1,4 +1,4 @@
-"""Quality step benchmark: the component vs the same rules written plainly in pandas.
+"""Quality step benchmark: the component vs the same rules written plainly in pandas and in polars.
 
 Both read the same ingested data set (generator -> ingest, built once under ``workdir``),
 apply the default rule set (first failed rule per row), write clean and rejected Parquet
@@ -9,7 +9,8 @@ per-partition statistics, the reservoir and the profile, which the baseline does
 run checks that both find the same number of clean rows.
 
 Cases:
-- ``quality``: ``rows`` rows over 12 months, pandas and fareflow alternating ``repeat`` times
+- ``quality``: ``rows`` rows over 12 months, pandas, fareflow and polars (``polars_quality``:
+  one lazy query, ``write_parquet(partition_by=...)``) alternating ``repeat`` times
   (a shared machine's load hits both alike); medians are reported, every run is listed.
 - ``quality-with-report``: fareflow also writing the HTML/Markdown report (``--report-dir``),
   as the pipeline step does.
@@ -17,7 +18,8 @@ Cases:
   rows per partition): its peak RSS next to the ``quality`` case's shows whether memory
   grows with the number of partitions.
 
-``python -m bench.bench_quality pandas RAW OUT`` runs the baseline alone (prints JSON).
+``python -m bench.bench_quality pandas|polars RAW OUT`` runs a baseline alone (prints JSON).
+Both baselines run with the baseline interpreter (``make bench``: a venv with pandas 3 and polars).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
     cmds = {
         "pandas": baseline_cmd("-m", "bench.bench_quality", "pandas", str(raw), str(out / "pandas")),
         "fareflow": _fareflow(raw, out / "fareflow"),
+        "polars": baseline_cmd("-m", "bench.bench_quality", "polars", str(raw), str(out / "polars")),
     }
     runs: dict[str, list[dict]] = {impl: [] for impl in cmds}
     for _ in range(repeat):
@@ -100,12 +103,9 @@ def run(workdir: Path, rows: int, repeat: int = 3) -> list[dict]:
                 clean = json.loads(runs[impl][-1]["stdout"])["rows_clean"]
             runs[impl][-1]["rows_clean"] = clean
     if {r["rows_clean"] for rs in runs.values() for r in rs} != {runs["pandas"][0]["rows_clean"]}:
-        raise RuntimeError(f"pandas and fareflow disagree on the clean rows: {runs}")
-    version = json.loads(runs["pandas"][0]["stdout"])["pandas"]
-    results = [
-        _row("quality", f"pandas {version}" if impl == "pandas" else impl, rows, r)
-        for impl, r in runs.items()
-    ]
+        raise RuntimeError(f"the implementations disagree on the clean rows: {runs}")
+    names = {impl: f"{impl} {json.loads(runs[impl][0]['stdout'])[impl]}" for impl in ("pandas", "polars")}
+    results = [_row("quality", names.get(impl, impl), rows, r) for impl, r in runs.items()]
     report = []
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
@@ -216,9 +216,107 @@ def pandas_quality(raw: str, out: str) -> dict:
     }
 
 
+# --- the same rules in polars (lazy, as its docs recommend) -----------------------------
+
+
+def polars_quality(raw: str, out: str) -> dict:
+    """The default rules, first failed rule per row, as a polars user writes them: one lazy
+    query over the hive-partitioned input (``scan_parquet``), ``when/then`` for the rules,
+    ``is_first_distinct`` over the survivors in source order for duplicates, and
+    ``write_parquet(partition_by=...)``."""
+    import polars as pl
+
+    from components.common import contract
+
+    lat0, lat1 = contract.DC_LAT_RANGE[0] - 0.01, contract.DC_LAT_RANGE[1] + 0.01
+    lon0, lon1 = contract.DC_LON_RANGE[0] - 0.01, contract.DC_LON_RANGE[1] + 0.01
+    c = pl.col
+    pick, drop, fare = c("ORIGINDATETIME_TR"), c("DESTINATIONDATETIME_TR"), c("FAREAMOUNT")
+    olat, olon = c("ORIGIN_BLOCK_LATITUDE"), c("ORIGIN_BLOCK_LONGITUDE")
+    dlat, dlon = c("DESTINATION_BLOCK_LATITUDE"), c("DESTINATION_BLOCK_LONGITUDE")
+    ym = c("source_file").str.extract_groups(r"taxi_(\d{4})_(\d{2})\.txt$")
+    file_month = ym.struct.field("1").cast(pl.Int64) * 100 + ym.struct.field("2").cast(pl.Int64)
+    pick_ym = pick.dt.year().cast(pl.Int64) * 100 + pick.dt.month().cast(pl.Int64)
+    rules = [
+        ("missing_pickup_time", pick.is_null()),
+        ("missing_fare", fare.is_null()),
+        ("missing_origin_coordinates", olat.is_null() | olon.is_null()),
+        ("missing_destination_coordinates", dlat.is_null() | dlon.is_null()),
+        ("fare_out_of_range", (fare < 3.25) | (fare > 180)),
+        (
+            "coordinates_outside_dc",
+            ~olat.is_between(lat0, lat1)
+            | ~dlat.is_between(lat0, lat1)
+            | ~olon.is_between(lon0, lon1)
+            | ~dlon.is_between(lon0, lon1),
+        ),
+        (
+            "pickup_outside_file_month",
+            (pick.dt.year() != c("year"))
+            | (pick.dt.month() != c("month"))
+            | (file_month.is_not_null() & (file_month != pick_ym)),
+        ),
+        ("dropoff_before_pickup", drop < pick),
+    ]
+    rule = pl.when(rules[0][1].fill_null(False)).then(pl.lit(rules[0][0]))
+    for name, mask in rules[1:]:
+        rule = rule.when(mask.fill_null(False)).then(pl.lit(name))
+    rule = rule.otherwise(pl.lit(None, dtype=pl.String))
+    keys = [k for k in contract.RAW_COLUMNS if k != "OBJECTID"]
+    lf = (
+        pl.scan_parquet(f"{raw}/year=*/month=*/*.parquet", hive_partitioning=True)
+        .with_columns(c("year").cast(pl.Int32), c("month").cast(pl.Int32), rule.alias("rule"))
+        .sort("source_file", "source_line")
+        .with_columns(
+            pl.when(c("rule").is_null() & ~pl.struct(keys).is_first_distinct().over(c("rule").is_null()))
+            .then(pl.lit("duplicate_trip"))
+            .otherwise(c("rule"))
+            .alias("rule")
+        )
+    )
+    df = lf.collect()
+    clean_raw = df.filter(c("rule").is_null())
+    r = 3.141592653589793 / 180
+    a = ((dlat - olat) * r / 2).sin() ** 2 + (olat * r).cos() * (dlat * r).cos() * (
+        (dlon - olon) * r / 2
+    ).sin() ** 2
+    clean = clean_raw.select(
+        c("OBJECTID").alias("objectid"),
+        fare.alias("fare"),
+        pick.alias("pickup_datetime"),
+        pick.dt.year().cast(pl.Int32).alias("year"),
+        pick.dt.month().cast(pl.Int32).alias("month"),
+        (pick.dt.weekday() - 1).alias("weekday"),
+        pick.dt.hour().alias("hour"),
+        olat.alias("origin_lat"),
+        olon.alias("origin_lon"),
+        dlat.alias("dest_lat"),
+        dlon.alias("dest_lon"),
+        (2 * 6371.0088 * a.sqrt().arcsin()).alias("distance_km"),
+        c("MILEAGE").alias("mileage"),
+        c("DURATION").alias("duration"),
+    )
+    clean.write_parquet(f"{out}/clean", partition_by=["year", "month"])
+    rejected = df.filter(c("rule").is_not_null())
+    rejected.write_parquet(f"{out}/rejected", partition_by=["year", "month"])
+    cols = (contract.LABEL, *contract.FEATURES)
+    moments = clean.select(
+        *(c(k).mean().alias(f"{k}_mean") for k in cols), *(c(k).std(ddof=0).alias(f"{k}_std") for k in cols)
+    )
+    m = moments.row(0, named=True)
+    return {
+        "polars": pl.__version__,
+        "rows_in": df.height,
+        "rows_clean": clean.height,
+        "rejected": dict(rejected.group_by("rule").len().iter_rows()),
+        "stats": {k: (m[f"{k}_mean"], m[f"{k}_std"]) for k in cols},
+    }
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "pandas":
+    impls = {"pandas": pandas_quality, "polars": polars_quality}
+    if len(sys.argv) == 4 and sys.argv[1] in impls:
         Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
-        print(json.dumps(pandas_quality(sys.argv[2], sys.argv[3]), default=lambda v: v.item()))
+        print(json.dumps(impls[sys.argv[1]](sys.argv[2], sys.argv[3]), default=lambda v: v.item()))
     else:
-        sys.exit("usage: python -m bench.bench_quality pandas RAW OUT")
+        sys.exit("usage: python -m bench.bench_quality pandas|polars RAW OUT")

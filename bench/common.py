@@ -82,15 +82,17 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Pair each fareflow case with the baseline of the same case: speed-up (throughput ratio)
-    and memory ratio (peak RSS, fareflow / baseline)."""
+    """Pair each fareflow case with every baseline of the same case: speed-up (throughput
+    ratio) and memory ratio (peak RSS, fareflow / baseline), one entry per baseline."""
     by_case: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["impl"]] = row
     out = []
     for case, impls in by_case.items():
-        ours, base = impls.get("fareflow"), next((r for k, r in impls.items() if k != "fareflow"), None)
-        if ours and base:
+        ours = impls.get("fareflow")
+        for base in (r for k, r in impls.items() if k != "fareflow"):
+            if not ours:
+                break
             out.append(
                 {
                     "case": case,

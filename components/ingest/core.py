@@ -61,7 +61,7 @@ def ingest(config: IngestConfig) -> dict:
         stats: list[FileStats] = []
         reasons: Counter[str] = Counter()
         total = sum(s.size or 0 for s in sources) or None
-        with progress_bar(total, "ingest", enabled=config.progress) as advance:
+        with progress_bar(total, "ingest", enabled=config.progress, rows=True) as advance:
             for src in sources:
                 stats.append(
                     _ingest_file(src, config.block_size, parts, quarantine, writer, pool, reasons, advance)

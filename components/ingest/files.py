@@ -42,7 +42,7 @@ def _ingest_file(
     writer: _Worker,
     pool: ThreadPoolExecutor,
     reasons: Counter,
-    advance: Callable[[float], None],
+    advance: Callable[..., None],
 ) -> FileStats:
     m = _MONTH_FILE.fullmatch(_member_name(src.name))
     assert m is not None
@@ -51,6 +51,7 @@ def _ingest_file(
     pending: deque[Future[_Block]] = deque()
 
     def finish(block: _Block) -> None:
+        advance(0, rows=block.rows)
         stats.lines += block.lines
         stats.rows_read += block.rows
         stats.blank_lines += block.blanks

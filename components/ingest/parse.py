@@ -282,6 +282,10 @@ def _cast_checked(col: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Chunked
 
 
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int32)
+# MM/DD/YYYY HH:MM: where the digits and the separators are
+_TS_DIGITS = np.array([0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15])
+_TS_SEPARATOR_AT = np.array([2, 5, 10, 13])
+_TS_SEPARATORS = np.frombuffer(b"// :", np.uint8)
 
 
 def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -302,24 +306,19 @@ def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
     )
     starts = offsets[:-1]
     idx = np.flatnonzero(valid & ((offsets[1:] - starts) == 16))
-    at = starts[idx]
-    ok = np.ones(len(idx), bool)
-
-    def digit(pos: int) -> np.ndarray:
-        d = data[at + pos] - np.uint8(48)  # wraps around below '0'
-        ok.__iand__(d <= 9)
-        return d.astype(np.int32)
-
-    def number(first: int, width: int) -> np.ndarray:
-        value = digit(first)
-        for pos in range(first + 1, first + width):
-            value = value * 10 + digit(pos)
-        return value
-
-    for pos, char in ((2, b"/"), (5, b"/"), (10, b" "), (13, b":")):
-        ok &= data[at + pos] == ord(char)
-    month, day, year = number(0, 2), number(3, 2), number(6, 4)
-    hour, minute = number(11, 2), number(14, 2)
+    k = len(idx)
+    if int(offsets[n]) - int(offsets[0]) == 16 * k:
+        # Every other value is empty (a missing time), so the 16-byte values lie back to back:
+        # view them as a (k, 16) matrix without copying (the usual case).
+        chars = data[int(offsets[0]) : int(offsets[0]) + 16 * k].reshape(k, 16)
+    else:
+        chars = data[starts[idx][:, None] + np.arange(16, dtype=np.int32)]
+    digits = chars[:, _TS_DIGITS] - np.uint8(48)  # wraps around below '0'
+    ok = (digits <= 9).all(axis=1) & (chars[:, _TS_SEPARATOR_AT] == _TS_SEPARATORS).all(axis=1)
+    d = digits.astype(np.int32)
+    month, day = d[:, 0] * 10 + d[:, 1], d[:, 2] * 10 + d[:, 3]
+    year = ((d[:, 4] * 10 + d[:, 5]) * 10 + d[:, 6]) * 10 + d[:, 7]
+    hour, minute = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11]
     month_ok = (month >= 1) & (month <= 12)
     month = np.where(month_ok, month, 1)
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))

@@ -51,6 +51,7 @@ def quality(
             ruleset=load_rules(text=rules_yaml),
             workers=workers,
             seed=seed,
+            progress=False,  # a task's log is no terminal
         )
     )
     return finish_component(

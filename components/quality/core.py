@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
 
@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from components.common import contract
 from components.common.errors import UserError
+from components.common.progress import progress_bar
 from components.common.storage import resolve_filesystem
 
 from .clean_partition import PartitionJob, process_partition, write_text
@@ -40,6 +41,7 @@ class QualityConfig:
     seed: int = 0
     reservoir_rows: int = contract.RESERVOIR_ROWS
     overwrite: bool = False
+    progress: bool | None = None  # a bar on stderr (partitions' bytes, rows, ETA); None: if a terminal
 
     def resolved(self) -> QualityConfig:
         rejected = self.rejected or self.output.rstrip("/") + "_rejected"
@@ -148,18 +150,42 @@ def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int =
     ]
 
 
-def run_partitions(jobs: Sequence[PartitionJob], workers: int) -> list[dict]:
-    """Process partitions, in a pool of ``workers`` processes when there is more than one job."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [process_partition(j) for j in jobs]
-    # fork: workers need no re-import of __main__ (which spawn requires, and which fails for
-    # stdin scripts and unguarded user scripts); the parent holds no DuckDB threads (the rule
-    # check closes its connection) and Arrow resets its thread pools after a fork.
-    methods = get_all_start_methods()
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)), mp_context=get_context("fork" if "fork" in methods else "spawn")
-    ) as pool:
-        return list(pool.map(process_partition, jobs))
+def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | None = False) -> list[dict]:
+    """Process partitions, in a pool of ``workers`` processes when there is more than one job;
+    results in the order of ``jobs``. ``progress``: a bar advanced by each finished partition's
+    input bytes and rows (``None``: when stderr is a terminal)."""
+    sizes = _partition_bytes(jobs) if progress is not False else [0] * len(jobs)
+    with progress_bar(sum(sizes) or None, "quality", enabled=progress, rows=True) as advance:
+        if workers <= 1 or len(jobs) <= 1:
+            results = []
+            for job, size in zip(jobs, sizes, strict=True):
+                results.append(process_partition(job))
+                advance(size, rows=results[-1]["rows_in"])
+            return results
+        # fork: workers need no re-import of __main__ (which spawn requires, and which fails for
+        # stdin scripts and unguarded user scripts); the parent holds no DuckDB threads (the rule
+        # check closes its connection) and Arrow resets its thread pools after a fork.
+        methods = get_all_start_methods()
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)),
+            mp_context=get_context("fork" if "fork" in methods else "spawn"),
+        ) as pool:
+            futures = {
+                pool.submit(process_partition, job): size for job, size in zip(jobs, sizes, strict=True)
+            }
+            for future in as_completed(futures):
+                advance(futures[future], rows=future.result()["rows_in"])
+            return [f.result() for f in futures]
+
+
+def _partition_bytes(jobs: Sequence[PartitionJob]) -> list[int]:
+    """Bytes of each job's raw partition files (what the progress bar counts)."""
+    sizes = []
+    for job in jobs:
+        fs, root = resolve_filesystem(join_uri(job.raw_uri, job.partition.path or job.partition.key))
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        sizes.append(sum(i.size or 0 for i in infos if i.type == pafs.FileType.File))
+    return sizes
 
 
 def run_quality(config: QualityConfig) -> QualityResult:
@@ -175,7 +201,7 @@ def run_quality(config: QualityConfig) -> QualityResult:
         prepare_output(outputs[role], cfg.overwrite, role)
     workers = min(cfg.workers, len(partitions))
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    run_partitions(jobs_for(cfg, partitions, threads), workers)
+    run_partitions(jobs_for(cfg, partitions, threads), workers, cfg.progress)
     result = merge([cfg.partials], cfg.ruleset, cfg.stats)
     for role in ("output", "rejected", "stats"):
         write_marker(outputs[role], role, complete=True)

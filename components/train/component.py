@@ -44,6 +44,10 @@ def train(
         weight_decay=weight_decay,
         dropout=dropout,
         seed=seed,
+        # a kfp task's artifact paths are new on every execution, so nothing could resume from
+        # checkpoints beside them (the cluster's PyTorchJob keeps them on S3 instead)
+        keep_checkpoints=0,
+        resume=False,
     )
     with tempfile.TemporaryDirectory(prefix="fareflow-train-report-") as tmp:
         summary = launch_local(config, workers, report_dir=tmp)

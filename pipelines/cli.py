@@ -20,9 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the fare MLP on the splits (torchrun DDP with --workers N)",
     ),
     "serve": ("components.serve.__main__", "serve a model directory over HTTP (KServe v1 + v2 protocols)"),
+    "deploy": (
+        "components.cluster.__main__",
+        "serve a model in the cluster (KServe), directly or as a checked canary",
+    ),
     "run": ("pipelines.local", "run the whole pipeline on this machine through kfp.local"),
     "compile": ("pipelines.compile", "write the pipeline IR YAML for Kubeflow Pipelines"),
     "submit": ("pipelines.submit", "compile and submit the pipeline to a Kubeflow Pipelines host"),
+    "runs": ("pipelines.runs", "list the runs 'fareflow run' kept, or compare two side by side"),
 }
 
 

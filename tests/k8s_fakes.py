@@ -9,6 +9,18 @@ from kubernetes.client.exceptions import ApiException
 SCRIPTED_PLURALS = {"pytorchjobs", "mpijobs", "inferenceservices"}
 
 
+def merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
 class FakeCustomObjects:
     """In-memory stand-in for kubernetes.client.CustomObjectsApi. Like the API server, it sets
     metadata.generation to 1 on create and increments it on every patch."""
@@ -30,11 +42,16 @@ class FakeCustomObjects:
         return self.store[key]
 
     def patch_namespaced_custom_object(self, group, version, ns, plural, name, body):
+        """A JSON merge patch (RFC 7386), as the client sends a dict body: objects merge, a
+        ``None`` removes the field, anything else (lists too) replaces it."""
         self.calls.append("patch")
         key = self._key(group, version, ns, plural, name)
-        generation = (self.store.get(key, {}).get("metadata") or {}).get("generation", 0) + 1
-        self.store[key] = {**body, "metadata": {**body["metadata"], "generation": generation}}
-        return self.store[key]
+        if key not in self.store:
+            raise ApiException(status=404, reason="NotFound")
+        merged = merge_patch(self.store[key], body)
+        merged["metadata"]["generation"] = (self.store[key]["metadata"].get("generation") or 0) + 1
+        self.store[key] = merged
+        return merged
 
     def get_namespaced_custom_object(self, group, version, ns, plural, name):
         key = self._key(group, version, ns, plural, name)

@@ -52,12 +52,20 @@ def train_job(
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int) -> dict:
+def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canary_percent: int = 0) -> dict:
     """Serve ``model`` as the KServe InferenceService ``name`` (v1 and v2 protocols) and wait
-    until it is Ready."""
+    until it is Ready. ``canary_percent`` > 0: roll it out as a canary of the model serving now
+    (that share of the traffic), check it against that model, then promote or roll back."""
     from components.cluster import core
 
     settings = core.load_settings(namespace)
+    if canary_percent:
+        from components.cluster.canary import CanaryCheck
+
+        check = CanaryCheck(traffic_percent=canary_percent)
+        summary = core.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
+        print(f"InferenceService {settings.namespace}/{name}: {summary['action']}: {summary['reason']}")
+        return summary
     obj = core.inference_service_object(settings, name, core.s3_uri(model.uri))
     summary = core.deploy(obj, timeout=timeout_s)
     print(f"InferenceService {summary['namespace']}/{summary['name']} ready at {summary['url']}")

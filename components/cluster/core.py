@@ -226,12 +226,23 @@ def train_job_object(
     )
 
 
-def inference_service_object(settings: ClusterSettings, name: str, model_s3: str) -> dict:
+def inference_service_object(
+    settings: ClusterSettings,
+    name: str,
+    model_s3: str,
+    predictor_name: str | None = None,
+    canary: k8s.Canary | None = None,
+) -> dict:
     """The InferenceService serving the model directory at ``model_s3`` (as a prefix ending in
-    ``/``, so KServe's download cannot pick up a sibling key such as ``model-old/...``)."""
+    ``/``, so KServe's download cannot pick up a sibling key such as ``model-old/...``), with an
+    optional candidate beside it (``canary``)."""
+    if canary is not None:
+        canary = k8s.Canary(canary.name, canary.storage_uri.rstrip("/") + "/", canary.traffic_percent)
     return k8s.inference_service(
         name,
         model_s3.rstrip("/") + "/",
+        predictor_name=predictor_name,
+        canary=canary,
         namespace=settings.namespace,
         deployment_mode=settings.serving_deployment_mode,
         min_replicas=settings.serving_min_replicas,
@@ -320,6 +331,40 @@ def deploy(obj: dict, timeout: float, *, api=None, apps_api=None, poll: float = 
         "v1_predict": f"/v1/models/{name}:predict",
         "v2_infer": f"/v2/models/{name}/infer",
     }
+
+
+def deploy_canary(
+    settings: ClusterSettings,
+    name: str,
+    model_s3: str,
+    check,
+    timeout: float,
+    *,
+    api=None,
+    apps_api=None,
+    poll: float = 10.0,
+    predictor_url=None,
+) -> dict:
+    """Roll ``model_s3`` out as a canary of the model ``name`` serves now, check it, promote or
+    roll back (``components.cluster.canary``); the first model is deployed as ``deploy`` does.
+    ``predictor_url(predictor_name)``: where a predictor answers (default: its Service's
+    in-cluster URL, which the deploy task in the kubeflow namespace reaches)."""
+    from components.cluster import canary as rollout
+
+    def build(uri: str, predictor_name: str | None = None, canary: k8s.Canary | None = None) -> dict:
+        return inference_service_object(settings, name, uri, predictor_name=predictor_name, canary=canary)
+
+    return rollout.rollout(
+        build,
+        model_s3.rstrip("/") + "/",
+        check,
+        deploy=lambda obj: deploy(obj, timeout, api=api, apps_api=apps_api, poll=poll),
+        predictor_url=predictor_url
+        or (lambda pname: rollout.in_cluster_url(name, settings.namespace, pname)),
+        model_name=name,
+        api=api,
+        poll=poll,
+    )
 
 
 def copy_model_dir(src_s3: str, dest_dir: str) -> list[str]:

@@ -359,6 +359,36 @@ def mpi_job(
     }
 
 
+@dataclass(frozen=True)
+class Canary:
+    """A candidate model served beside the stable one (KServe's ``spec.canary``, Standard mode):
+    its own Deployment ``ISVC-NAME-predictor`` with a fixed number of replicas, sharing
+    ``traffic_percent`` of the requests (KServe v0.20.0+
+    ``pkg/controller/v1beta1/inferenceservice/components/predictor.go``,
+    ``reconcileCanaryDeployments``; validated by ``inference_service_validation.go``
+    ``validateCanarySpecs``)."""
+
+    name: str
+    storage_uri: str
+    traffic_percent: int
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if not 0 <= self.traffic_percent <= 100:
+            raise UserError(f"canary traffic_percent={self.traffic_percent}: expected an integer in [0, 100]")
+        _check_storage_uri(self.storage_uri)
+
+
+def predictor_service(isvc: str, predictor_name: str | None = None) -> str:
+    """The predictor's Deployment and Service name (KServe ``constants.PredictorServiceName``)."""
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
+
+
+def _check_storage_uri(storage_uri: str) -> None:
+    if not storage_uri.startswith(("s3://", "pvc://", "gs://", "https://")):
+        raise UserError(f"storage_uri {storage_uri!r}: expected s3://, pvc://, gs:// or https://")
+
+
 def inference_service(
     name: str,
     storage_uri: str,
@@ -376,8 +406,13 @@ def inference_service(
     gpu: GpuScheduling | None = None,
     service_account: str = SERVING_SERVICE_ACCOUNT,
     labels: dict[str, str] | None = None,
+    predictor_name: str | None = None,
+    canary: Canary | None = None,
 ) -> dict:
     """An InferenceService for a model under ``storage_uri`` (s3://… or pvc://…).
+
+    ``predictor_name`` names the stable predictor (its Deployment ``NAME-PREDICTOR-predictor``;
+    a promoted canary keeps its name). ``canary``: a candidate model beside it (Standard mode).
 
     The URL's model name (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``) is ``name``:
     the ServingRuntime passes ``{{.Name}}`` to the server as its model name.
@@ -408,8 +443,16 @@ def inference_service(
         )
     if max_replicas < max(min_replicas, 1):
         raise UserError(f"max_replicas={max_replicas}: expected >= min_replicas ({min_replicas}) and >= 1")
-    if not storage_uri.startswith(("s3://", "pvc://", "gs://", "https://")):
-        raise UserError(f"storage_uri {storage_uri!r}: expected s3://, pvc://, gs:// or https://")
+    _check_storage_uri(storage_uri)
+    if predictor_name is not None:
+        _check_name(predictor_name)
+    if canary is not None:
+        if knative:
+            raise UserError(
+                f"canary: KServe serves a canary beside the stable model in Standard mode only, not {deployment_mode}"
+            )
+        if canary.name == predictor_name:
+            raise UserError(f"canary name {canary.name!r}: expected a name other than the stable predictor's")
     annotations = {"serving.kserve.io/deploymentMode": deployment_mode}
     if not knative:
         annotations["serving.kserve.io/autoscalerClass"] = "hpa"
@@ -436,11 +479,21 @@ def inference_service(
     if gpu is not None:
         predictor["nodeSelector"] = dict(gpu.node_selector)
         predictor["tolerations"] = gpu.tolerations()
+    if predictor_name is not None:
+        predictor["name"] = predictor_name
+    spec: dict = {"predictor": predictor}
+    if canary is not None:
+        # KServe builds the canary's pods from the stable predictor with these fields merged in;
+        # it refuses replica or autoscaling settings here (the canary's replicas are fixed).
+        model = {**copy.deepcopy(predictor["model"]), "storageUri": canary.storage_uri}
+        spec["canary"] = [
+            {"predictor": {"name": canary.name, "model": model}, "trafficPercent": canary.traffic_percent}
+        ]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": _metadata(name, namespace, labels, annotations),
-        "spec": {"predictor": predictor},
+        "spec": spec,
     }
 
 

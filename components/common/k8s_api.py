@@ -164,6 +164,16 @@ def apply(obj: dict, api=None) -> dict:
     return api.patch_namespaced_custom_object(group, version, ns, plural, name, obj)
 
 
+def patch(kind: str, name: str, namespace: str, body: dict, api=None) -> dict:
+    """A JSON merge patch (a ``None`` value removes that field, e.g. ``{"spec": {"canary": None}}``)."""
+    api = api or custom_objects_api()
+    group, version, plural = _gvp(kind)
+    try:
+        return api.patch_namespaced_custom_object(group, version, namespace, plural, name, body)
+    except _api_exception() as err:
+        raise UserError(f"patch {kind} {namespace}/{name}: HTTP {err.status}: {err.reason}") from err
+
+
 def get(kind: str, name: str, namespace: str, api=None) -> dict | None:
     """The object, or None when it does not exist."""
     api = api or custom_objects_api()
@@ -219,8 +229,11 @@ def _template_source_uri(obj: dict) -> str | None:
 def predictor_rollout(isvc: dict, api=None, apps_api=None) -> str | None:
     """None when the InferenceService's predictor runs its current ``storageUri`` everywhere,
     else what is still missing (for the wait's timeout message)."""
+    from .k8s import predictor_service
+
     meta = isvc["metadata"]
-    name, ns = f"{meta['name']}-predictor", meta["namespace"]
+    predictor_name = ((isvc.get("spec") or {}).get("predictor") or {}).get("name")
+    name, ns = predictor_service(meta["name"], predictor_name), meta["namespace"]
     uri = (((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri")
     mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
     ApiException = _api_exception()

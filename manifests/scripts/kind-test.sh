@@ -43,6 +43,9 @@ LOAD_SECONDS="${LOAD_SECONDS:-240}"
 SCALE_UP_TIMEOUT="${SCALE_UP_TIMEOUT:-300}"
 SCALE_DOWN_TIMEOUT="${SCALE_DOWN_TIMEOUT:-600}"
 KNATIVE_HOST=""
+# The canary check's candidate: a URI with no model under it, and how long it may try to load.
+CANARY_BAD_URI="${CANARY_BAD_URI:-s3://mlpipeline/fareflow-kind-test/no-such-model/}"
+CANARY_READY_TIMEOUT="${CANARY_READY_TIMEOUT:-180}"
 IMAGE_PLATFORM="${IMAGE_PLATFORM:-}"
 # The data set the pipeline ingests: generated here, uploaded to KFP's object store (KFP 2.17:
 # SeaweedFS, Service seaweedfs.kubeflow, S3 on port 9000 -> 8333) in the bucket KFP itself uses.
@@ -415,6 +418,26 @@ check_scale_to_zero() {
   stop_bg
 }
 
+# Standard mode: a candidate that cannot load (no model under its URI) is served as a canary,
+# never gets ready, and is rolled back (exit status 3); the stable model answers throughout.
+# (Promotion's flow is tested offline: kind-test has one trained model.)
+check_canary_rollback() {
+  step "canary: a candidate that cannot load is rolled back; the stable model keeps serving"
+  local rc=0
+  show "${PYTHON}" -m components.cluster --name "${ISVC_NAME}" --namespace "${NAMESPACE}" \
+    --model-uri "${CANARY_BAD_URI}" --canary-percent 20 --ready-timeout "${CANARY_READY_TIMEOUT}"
+  if [[ "${DRY_RUN}" != "1" ]]; then
+    (cd "${REPO_ROOT}" && "${PYTHON}" -m components.cluster --name "${ISVC_NAME}" --namespace "${NAMESPACE}" \
+      --model-uri "${CANARY_BAD_URI}" --canary-percent 20 --ready-timeout "${CANARY_READY_TIMEOUT}") || rc=$?
+    [[ ${rc} -eq 3 ]] || die "the bad canary was not rolled back (exit ${rc}, expected 3)"
+  fi
+  run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${ISVC_NAME}-predictor" "${MODEL_LOCAL_PORT}:80"
+  retry 30 2 curl -fsS -o /dev/null "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
+  run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
+    --model "${ISVC_NAME}" --protocol both
+  stop_bg
+}
+
 check_inference() {
   step "send inference requests to ${NAMESPACE}/${ISVC_NAME}"
   run kubectl -n "${NAMESPACE}" wait --for=condition=Ready "inferenceservice/${ISVC_NAME}" --timeout=600s
@@ -445,6 +468,7 @@ main() {
     check_scale_to_zero
   else
     check_autoscaling
+    check_canary_rollback
   fi
   step "kind-test passed"
 }

@@ -440,6 +440,7 @@ exit 0
 PY_STUB = """#!/usr/bin/env bash
 case "$*" in
   *pipelines.cli*|*check_inference.py*|*load_inference.py*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 0 ;;
+  *"-m components.cluster"*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 3 ;;  # rolled back
 esac
 exec "$REAL_PYTHON" "$@"
 """
@@ -714,6 +715,21 @@ def test_kind_test_checks_autoscaling_after_inference_in_standard_mode():
     )
     index(cmds, "get hpa taxi-fare-predictor -o 'jsonpath={.status.currentReplicas}' '# until le 1'", up)
     assert not any("kourier" in c for c in cmds)
+
+
+def test_kind_test_rolls_back_a_canary_that_cannot_load_and_checks_the_stable_model():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    down = index(cmds, "'# until le 1'")
+    canary = index(
+        cmds,
+        "-m components.cluster --name taxi-fare --namespace fareflow --model-uri s3://mlpipeline/fareflow-kind-test/no-such-model/ --canary-percent 20",
+        down,
+    )
+    index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --protocol both", canary)
+    src = (MANIFESTS / "scripts" / "kind-test.sh").read_text()
+    assert '[[ ${rc} -eq 3 ]] || die "the bad canary was not rolled back' in src
 
 
 def test_kind_test_checks_scale_to_zero_in_knative_mode():

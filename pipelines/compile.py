@@ -1,4 +1,4 @@
-"""``fareflow compile``: write the pipeline's IR YAML for Kubeflow Pipelines."""
+"""fareflow compile: write the pipeline's IR YAML for Kubeflow Pipelines."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def compile_pipeline(output_path: str, quality_fan_out: bool = True, cluster: bo
     return output_path
 
 
-@cli_entry
+@cli_entry(prog="fareflow compile")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fareflow compile", description=__doc__)
     parser.add_argument("--output", default="taxi_fare_pipeline.yaml", help="IR YAML path to write")
@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         help="train as a PyTorchJob and deploy to KServe (default: on; off = train inside the pipeline task)",
     )
     args = parser.parse_args(argv)
+    from components.common import cli
     from components.common.images import COMPONENT_IMAGE
+
+    cli.output_file("--output", args.output)  # before kfp is imported and the pipeline built
 
     path = compile_pipeline(args.output, quality_fan_out=args.quality_fan_out, cluster=args.cluster)
     print(f"wrote {path} (component image {COMPONENT_IMAGE})")

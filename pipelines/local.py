@@ -1,36 +1,60 @@
-"""``fareflow run``: run the whole pipeline on this machine through ``kfp.local``.
+"""fareflow run: run the whole pipeline on this machine through kfp.local.
 
-By default a fresh synthetic data set in the DC taxi format is generated first
-(``--rows``); ``--source URI`` reads existing trip files instead. Tasks run with
-``kfp.local.SubprocessRunner(use_venv=False)`` in the current environment. Caching is
-on for generated data (deterministic for its rows/months/seed), so a second run reuses
-finished steps; with ``--source`` it is off unless ``--cache`` is given, because the cache
-key is the URI, not the files behind it.
+By default a fresh synthetic data set in the DC taxi format is generated first (--rows);
+--source URI reads existing trip files instead. Tasks run with kfp.local's SubprocessRunner
+in the current environment. The console shows one live line per step (state, rows,
+elapsed; steps served from the cache are marked "cached"), then each step's figures; -v
+also shows the kfp and task logs, which are always kept under WORKDIR/RUN-ID/logs/. A task
+that fails on bad input is reported as one line with its log's path.
+
+Caching: a step is reused when its inputs, its component and the installed fareflow source
+are unchanged (any edit to the code re-runs every step). It is on for generated data and
+off with --source, whose files may change behind the same URI, unless --cache is given;
+--no-cache always runs every step.
+
+Each run keeps its record, reports, metrics and logs under WORKDIR/RUN-ID/ (see 'fareflow
+runs' to list and compare them); --keep-runs bounds how many are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from components.common import cli
 from components.common.errors import UserError, cli_entry
 
 DEFAULT_ROWS = 200_000
 DEFAULT_MONTHS = "2015-01:2015-06"
+STEPS = ("ingest", "quality", "sample", "tune", "train")
+KEEP_RUNS_ENV = "FAREFLOW_KEEP_RUNS"
+
+
+class TaskFailed(UserError):
+    """A task failed on something other than bad input (a bug, a crash): exit status 1."""
+
+    exit_code = 1
 
 
 def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
-    """Generate (or reuse: generation is deterministic) a data set under ``workdir/data``."""
+    """Generate (or reuse: generation is deterministic) a data set under ``workdir/data``.
+
+    The directory name carries a digest of the generator's source, so editing the generator
+    makes a new data set (and the cache, keyed on the source URI, misses)."""
     import shutil
     import tempfile
 
+    import components.generate
     from components.generate.core import GenerateConfig, generate
+    from pipelines.code_version import source_digest
 
-    out = workdir / "data" / f"generated-{rows}-{months.replace(':', '_')}-seed{seed}"
+    code = source_digest([Path(components.generate.__file__).parent])[:8]
+    out = workdir / "data" / f"generated-{rows}-{months.replace(':', '_')}-seed{seed}-gen{code}"
     if (out / "truth.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,40 +71,108 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
     return out
 
 
-def run_pipeline(source: str, workdir: Path, *, caching: bool = True, arguments: dict | None = None) -> dict:
-    """Run ``taxi_fare_pipeline`` locally; return step name -> that step's summary dict."""
+def _task_summary(outputs: dict) -> dict | None:
+    """A task's summary output (``Output``, or tune's ``summary``)."""
+    for key in ("Output", "summary"):
+        if isinstance(outputs.get(key), dict):
+            return outputs[key]
+    return None
+
+
+def _failure_error(step: str, log: Path, verbose: bool) -> UserError:
+    """The one line a failed task becomes; the traceback of an unexpected failure is shown."""
+    from pipelines.console import task_failure
+
+    try:
+        text = log.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    failure = task_failure(text)
+    if failure.user_error:
+        return UserError(f"{step}: {failure.message} (log: {log})")
+    if not verbose:  # a bug or a crash: the traceback is what the user needs to report it
+        print(failure.traceback or text[-4000:], file=sys.stderr)
+    what = f"{failure.exception.rsplit('.', 1)[-1]}: " if failure.exception else ""
+    return TaskFailed(f"{step} failed: {what}{failure.message} (log: {log})")
+
+
+def run_pipeline(
+    source: str,
+    workdir: Path,
+    *,
+    caching: bool = True,
+    arguments: dict | None = None,
+    logs_dir: Path | None = None,
+    verbose: bool = False,
+    code_digest: str | None = None,
+    steps: dict | None = None,
+) -> dict:
+    """Run the pipeline locally; return step name -> that step's summary dict.
+
+    The kfp/task logs go to ``logs_dir`` (default ``workdir/logs``), echoed with ``verbose``.
+    ``code_digest`` (default: the installed source's) keys the cache on the code. ``steps``,
+    if given, is filled with each task's state (done/cached/failed), seconds and log path.
+    A failed task raises UserError: its own one-line message when it failed on bad input."""
     import warnings
 
     from kfp import local
 
-    from pipelines.taxi_fare import taxi_fare_pipeline
+    from pipelines.code_version import code_version
+    from pipelines.console import StepBoard, capture_logs, watch_tasks
+    from pipelines.taxi_fare import build_pipeline
 
-    # SubprocessRunner warns that the project image is not a plain Python image; locally the
-    # tasks run in this environment, which has the same packages the image has.
-    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
+    digest = code_version().digest if code_digest is None else code_digest
+    pipeline = build_pipeline(quality_fan_out=False, code_digest=digest)
     root = workdir / "pipeline_root"
     root.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        enable_caching=caching,
-        cache_root=str(workdir / "cache"),
-        raise_on_error=True,
-    )
-    try:
-        task = taxi_fare_pipeline(source=source, **(arguments or {}))
-    except (
-        RuntimeError
-    ) as err:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-        first = _strip_ansi(str(err).splitlines()[0])
-        raise UserError(f"{first} (the task's log is above)") from None
-    return dict(task.outputs)
+    logs_dir = logs_dir or workdir / "logs"
+    steps = {} if steps is None else steps
+    board = StepBoard(list(STEPS), live=False if verbose else None)
 
+    with capture_logs(logs_dir, verbose=verbose) as sink, warnings.catch_warnings(), board:
+        # SubprocessRunner warns that the project image is not a plain Python image; locally the
+        # tasks run in this environment, which has the same packages the image has.
+        warnings.filterwarnings(
+            "ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning
+        )
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sink.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
+        started: dict[str, float] = {}
 
-def _strip_ansi(text: str) -> str:
-    import re
+        def on_start(name: str) -> None:
+            sink.begin_task(name)
+            started[name] = time.monotonic()
+            board.start(name)
 
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+        def on_end(name: str, state: str, outputs: dict) -> None:
+            sink.end_task()
+            board.finish(name, state, _task_summary(outputs))
+            steps[name] = {
+                "state": state,
+                "seconds": round(time.monotonic() - started.get(name, time.monotonic()), 3),
+                "log": str(sink.task_log(name)),
+            }
+
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root),
+            enable_caching=caching,
+            cache_root=str(workdir / "cache"),
+            raise_on_error=True,
+        )
+        try:
+            with watch_tasks(on_start, on_end):
+                task = pipeline(source=source, **(arguments or {}))
+        except RuntimeError as err:  # kfp.local: "Pipeline ... finished with status FAILURE. ..."
+            failed = [name for name, s in steps.items() if s["state"] == "failed"]
+            if not failed:
+                raise
+            error = err
+        else:
+            return dict(task.outputs)
+    step = failed[-1]
+    raise _failure_error(step, Path(steps[step]["log"]), verbose) from error
 
 
 def _fmt(value) -> str | None:
@@ -112,7 +204,6 @@ HEADLINES = {
     "tune": ("best_params", "best_validation_rmse", "default_validation_rmse", "states", "note"),
     "train": ("metrics", "best_epoch", "epochs_run", "world_size", "device", "seconds"),
 }
-REPORT_SUFFIXES = {"report": ".html", "summary_md": ".md"}
 
 
 def add_truth(outputs: dict, source: str) -> None:
@@ -131,35 +222,25 @@ def add_truth(outputs: dict, source: str) -> None:
         metrics["best_possible_rmse"] = best
 
 
-def publish_reports(outputs: dict, reports_dir: Path) -> None:
-    """Copy each step's HTML/Markdown report to ``reports_dir/STEP.html|.md`` (openable by name)
-    and point the summary's artifact entry at the copy."""
-    import shutil
-
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    for step, summary in outputs.items():
-        artifacts = (summary or {}).get("artifacts") or {}
-        for name, suffix in REPORT_SUFFIXES.items():
-            if name in artifacts and Path(artifacts[name]).is_file():
-                target = reports_dir / f"{step}{suffix}"
-                shutil.copyfile(artifacts[name], target)
-                artifacts[name] = str(target)
-
-
-def print_summary(outputs: dict, seconds: float) -> None:
-    """Each step's headline figures, then where its artifacts are."""
+def print_summary(
+    outputs: dict, seconds: float, states: dict | None = None, run_dir: Path | None = None
+) -> None:
+    """Each step's headline figures, then where its artifacts are; cached steps are marked."""
     from rich.console import Console
     from rich.table import Table
 
     from pipelines.taxi_fare import PipelineOutputs
 
     console = Console()
+    states = states or {}
     for step in sorted(
         outputs, key=lambda s: PipelineOutputs._fields.index(s) if s in PipelineOutputs._fields else 99
     ):
         summary = dict(outputs[step] or {})
         artifacts = summary.pop("artifacts", {}) or {}
-        table = Table(title=f"step: {step}", show_header=False, title_justify="left")
+        cached = (states.get(step) or {}).get("state") == "cached"
+        title = f"step: {step}" + (" (cached: reused from an earlier run)" if cached else "")
+        table = Table(title=title, show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for key in HEADLINES.get(step, tuple(summary)):
@@ -175,29 +256,53 @@ def print_summary(outputs: dict, seconds: float) -> None:
                 f"fareflow serve --model-name taxi-fare --model-dir {shlex.quote(str(artifacts['model']))}"
             )
             console.print(f"serve it: {command}", soft_wrap=True, markup=False, highlight=False)
+    if run_dir is not None:
+        console.print(
+            f"run {run_dir.name}: {run_dir} (record, reports, metrics, logs)",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
     console.print(f"[green]pipeline finished[/green] in {seconds:.1f}s")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fareflow run", description=__doc__)
+def _keep_runs_default() -> int:
+    from pipelines.runs import DEFAULT_KEEP
+
+    raw = os.environ.get(KEEP_RUNS_ENV, "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_KEEP
+    except ValueError:
+        raise UserError(f"{KEEP_RUNS_ENV}={raw!r}: expected a whole number of runs") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fareflow run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--source", help="trip files to read (dir, glob, .zip, s3://, https://); default: generate"
     )
     parser.add_argument(
         "--rows", type=int, default=DEFAULT_ROWS, help="rows to generate (default %(default)s)"
     )
-    parser.add_argument("--months", default=DEFAULT_MONTHS, help="months to generate, YYYY-MM:YYYY-MM")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument(
-        "--workdir", default="runs", help="data, pipeline root and cache (default ./%(default)s)"
+        "--months", default=DEFAULT_MONTHS, help="months to generate, YYYY-MM:YYYY-MM (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="generator, sampling and training seed (default 0)"
+    )
+    parser.add_argument(
+        "--workdir",
+        default="runs",
+        help="generated data, pipeline root, cache and one directory per run (default ./%(default)s)",
     )
     parser.add_argument(
         "--cache",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="reuse finished steps whose inputs did not change (default: on for generated data; off "
-        "with --source, whose files may change behind the same URI)",
+        help="--cache reuses steps whose inputs and code did not change; --no-cache runs every step "
+        "(default: on for generated data, off with --source, whose files may change behind the same URI)",
     )
     parser.add_argument(
         "--train-workers",
@@ -213,27 +318,109 @@ def main(argv: list[str] | None = None) -> int:
         help="Optuna trials before training (0 = train with the defaults; default %(default)s)",
     )
     parser.add_argument("--summary-json", help="also write the step summaries here as JSON")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--keep-runs",
+        type=int,
+        default=None,
+        help=f"run directories to keep under WORKDIR, oldest removed first; 0 = keep all "
+        f"(default ${KEEP_RUNS_ENV}, else 20)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show the kfp and task logs (always kept in RUN/logs/)",
+    )
+    return parser
+
+
+@cli_entry(prog="fareflow run")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.rows <= 0:
         raise UserError(f"--rows must be positive, got {args.rows}")
     if args.train_workers < 1 or args.epochs < 1:
         raise UserError(f"--train-workers and --epochs must be >= 1, got {args.train_workers}, {args.epochs}")
     if args.tune_trials < 0:
         raise UserError(f"--tune-trials must be >= 0, got {args.tune_trials}")
+    keep = _keep_runs_default() if args.keep_runs is None else args.keep_runs
+    if keep < 0:
+        raise UserError(f"--keep-runs must be >= 0, got {keep}")
+    # Outputs and a local source are checked before any work: no traceback, no wasted run.
+    cli.output_dir("--workdir", args.workdir)
+    cli.output_file("--summary-json", args.summary_json)
+    if args.source:
+        cli.input_path("--source", args.source)
+
+    from pipelines import runs
+    from pipelines.code_version import code_version
 
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
-    if args.source:
-        source = args.source
-    else:
-        source = str(generated_source(workdir, args.rows, args.months, args.seed))
-        print(f"generated data: {source}", file=sys.stderr)
+    code = code_version()
+    run_id, run_dir = runs.create_run_dir(workdir)
     caching = args.cache if args.cache is not None else not args.source
-    arguments = {"train_workers": args.train_workers, "epochs": args.epochs, "tune_trials": args.tune_trials}
-    outputs = run_pipeline(source, workdir, caching=caching, arguments=arguments)
+    arguments = {
+        "train_workers": args.train_workers,
+        "epochs": args.epochs,
+        "tune_trials": args.tune_trials,
+        "seed": args.seed,
+    }
+    record: dict = {
+        "run_id": run_id,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "running",
+        "source": args.source,
+        "generated": None if args.source else {"rows": args.rows, "months": args.months, "seed": args.seed},
+        "code": {**code.as_dict(), "label": code.label()},
+        "parameters": dict(arguments),
+        "caching": caching,
+        "steps": {},
+    }
+    runs.write_json(run_dir / runs.RUN_RECORD, record)
+    roots_before = set((workdir / "pipeline_root").glob("*"))
+    try:
+        if args.source:
+            source = args.source
+        else:
+            source = str(generated_source(workdir, args.rows, args.months, args.seed))
+            print(f"generated data: {source}", file=sys.stderr)
+        record["source"] = source
+        print(f"run {run_id}: {run_dir}", file=sys.stderr)
+        outputs = run_pipeline(
+            source,
+            workdir,
+            caching=caching,
+            arguments=arguments,
+            logs_dir=run_dir / "logs",
+            verbose=args.verbose,
+            code_digest=code.digest,
+            steps=record["steps"],
+        )
+    except BaseException as err:
+        interrupted = isinstance(err, KeyboardInterrupt)
+        record.update(status="interrupted" if interrupted else "failed", error=str(err) or type(err).__name__)
+        raise
+    finally:
+        record["pipeline_root_runs"] = sorted(
+            str(p) for p in set((workdir / "pipeline_root").glob("*")) - roots_before
+        )
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        if record["status"] != "running":
+            runs.write_json(run_dir / runs.RUN_RECORD, record)
     add_truth(outputs, source)
-    publish_reports(outputs, workdir / "reports")
-    print_summary(outputs, time.perf_counter() - start)
+    runs.publish_reports(outputs, run_dir / "reports", record)
+    record.update(status="succeeded", metrics=runs.step_metrics(outputs))
+    runs.write_json(run_dir / runs.SUMMARY, outputs)
+    runs.write_json(run_dir / runs.METRICS, record["metrics"])
+    runs.write_json(run_dir / runs.RUN_RECORD, record)
+    runs.update_latest(workdir, run_dir)
+    removed = runs.prune_runs(workdir, keep)
+    print_summary(outputs, time.perf_counter() - start, record["steps"], run_dir)
+    if removed:
+        print(f"removed {len(removed)} old run(s) (--keep-runs {keep})", file=sys.stderr)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(outputs, indent=2, default=str))
+        from components.common.publish import write_summary_json
+
+        write_summary_json(outputs, args.summary_json)
     return 0

@@ -1,4 +1,4 @@
-"""``fareflow submit``: compile the pipeline and run it on a Kubeflow Pipelines host.
+"""fareflow submit: compile the pipeline and run it on a Kubeflow Pipelines host.
 
     fareflow submit --host URL [--experiment NAME] [--param key=value ...] [--wait] [--timeout S]
 
@@ -15,13 +15,16 @@ parameters (``--param``). A parameter value is read as JSON when it parses (``3`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import re
 import sys
 import tempfile
 import time
 
-from components.common.errors import UserError, cli_entry
+from components.common.errors import UserError, cli_entry, one_line
 
 SUCCEEDED = "SUCCEEDED"
 FINAL_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "ERROR", "CANCELED"}
@@ -94,6 +97,47 @@ def wait_for_run(client, run_id: str, timeout: float, poll: float) -> str:
         time.sleep(poll)
 
 
+def _reason(err: Exception) -> str:
+    """One line for a failed API call: the HTTP status and the server's message, or the
+    innermost connection error (urllib3's MaxRetryError wraps the refused connection)."""
+    status = getattr(err, "status", None)
+    if status:
+        body = getattr(err, "body", None) or getattr(err, "reason", None) or err
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            body = json.loads(body).get("message") or body
+        return f"HTTP {status}: {one_line(body)}"
+    reason = getattr(err, "reason", None) or err
+    text = one_line(reason)
+    cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return f"cannot connect ({cause.group(1).strip()})" if cause else f"{type(err).__name__}: {text}"
+
+
+HEALTHZ = "/apis/v2beta1/healthz"
+
+
+def probe_host(host: str, timeout: float = 10.0) -> None:
+    """One plain GET of the API's healthz before ``kfp.Client`` (which retries a failing
+    healthz 5 times, 5 s apart, logging a traceback each time): a host that cannot be reached
+    or answers 404 there (not a KFP API) is one line now. Other answers (401/403/302 of an
+    authenticating proxy) are left to kfp.Client and its credentials."""
+    import urllib.error
+    import urllib.request
+
+    url = host.rstrip("/") + HEALTHZ
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 (the user's --host)
+            return
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise UserError(
+                f"{host}: not a Kubeflow Pipelines API (HTTP 404 on {HEALTHZ}); check --host"
+            ) from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        reason = getattr(reason, "strerror", None) or reason
+        raise UserError(f"{host}: submitting the run failed: cannot connect ({one_line(reason)})") from None
+
+
 def _main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if not ns.host:
@@ -101,15 +145,32 @@ def _main(argv: list[str] | None = None) -> int:
     if ns.timeout <= 0:
         raise UserError(f"--timeout {ns.timeout:g}: expected a positive number of seconds")
     params = parse_params(ns.param)
+    if ns.package:
+        from components.common import cli
+
+        cli.input_path("--package", ns.package, kind="file")
+
+    import warnings
 
     import kfp  # lazy: keeps `fareflow --help` fast
 
+    # kfp.Client warns on every construction that it needs KFP >= 2.0.0-beta.2 (what we pin).
+    warnings.filterwarnings(
+        "ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning
+    )
+
+    probe_host(ns.host)
     with tempfile.TemporaryDirectory(prefix="fareflow-submit-") as tmp:
         package = ns.package or compile_package(tmp)
         if not os.path.isfile(package):
             raise UserError(f"{package}: compiled pipeline not found")
-        client = kfp.Client(host=ns.host, namespace=ns.namespace or "kubeflow")
         try:
+            # kfp.Client() calls the API's healthz: an unreachable or wrong host fails here.
+            logging.disable(logging.ERROR)  # its healthz retries log a traceback each
+            try:
+                client = kfp.Client(host=ns.host, namespace=ns.namespace or "kubeflow")
+            finally:
+                logging.disable(logging.NOTSET)
             result = client.create_run_from_pipeline_package(
                 package,
                 arguments=params,
@@ -119,11 +180,7 @@ def _main(argv: list[str] | None = None) -> int:
                 enable_caching=False if ns.no_cache else None,
             )
         except Exception as err:  # kfp_server_api.ApiException, connection errors
-            status = getattr(err, "status", None)
-            body = getattr(err, "body", None) or err
-            raise UserError(
-                f"{ns.host}: submitting the run failed ({status or type(err).__name__}): {body}"
-            ) from err
+            raise UserError(f"{ns.host}: submitting the run failed: {_reason(err)}") from None
     run_id = result.run_id
     print(f"submitted run {run_id} in experiment {ns.experiment!r}")
     print(f"dashboard: {run_link(ns.dashboard or ns.host, run_id)}", flush=True)
@@ -137,7 +194,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli_entry(_main)
+main = cli_entry(_main, prog="fareflow submit")
 
 if __name__ == "__main__":
     sys.exit(main())

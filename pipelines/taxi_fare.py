@@ -35,6 +35,10 @@ S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
 
 
 DEFAULT_MODEL_NAME = "taxi-fare"  # the InferenceService (and URL model) name
+# Set on every task when the pipeline is built with a ``code_digest`` (``fareflow run``): the
+# task's environment is part of kfp.local's cache key, so an edit to the installed source
+# (pipelines.code_version.source_digest) means no step is reused from before the edit.
+CODE_DIGEST_ENV = "FAREFLOW_CODE_DIGEST"
 
 
 class PipelineOutputs(NamedTuple):
@@ -64,8 +68,19 @@ def _s3_env(task, s3_secret: str) -> None:
         )
 
 
-def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cluster: bool = False):
+def _stamp(task, code_digest: str):
+    if code_digest:
+        task.set_env_variable(CODE_DIGEST_ENV, code_digest)
+    return task
+
+
+def build_pipeline(
+    quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cluster: bool = False, code_digest: str = ""
+):
     """The pipeline, with the quality step in one task or fanned out per month partition.
+
+    ``code_digest`` (``fareflow run``: the installed source's digest) is set as every task's
+    ``FAREFLOW_CODE_DIGEST``, which keys the local cache on the code as well as the inputs.
 
     ``cluster``: train as a PyTorchJob and deploy the model to KServe (needs the cluster; the
     tasks read S3 settings from ``s3_secret``); otherwise train in the task (kfp.local).
@@ -79,7 +94,8 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="DC taxi fare: raw trip files to clean, checked train/validation/test splits (fareflow).",
+        description="DC taxi fare (fareflow): raw trip files -> ingest -> quality -> sample -> tune -> "
+        + ("train (PyTorchJob) -> deploy (KServe InferenceService)." if cluster else "train (in the task)."),
     )
     def taxi_fare_pipeline(
         source: str,
@@ -118,9 +134,11 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
         namespace, model_name, timeout_s: cluster only — where the PyTorchJob and the
             InferenceService run, the InferenceService name, and how long each may take.
         """
-        ingest_task = ingest(source=source).set_display_name("ingest")
+        ingest_task = _stamp(ingest(source=source).set_display_name("ingest"), code_digest)
         _s3_env(ingest_task, s3_secret)
-        quality_task = _quality_step(ingest_task.outputs["raw"], rules_yaml, seed, quality_fan_out)
+        quality_task = _stamp(
+            _quality_step(ingest_task.outputs["raw"], rules_yaml, seed, quality_fan_out), code_digest
+        )
         sample_task = sample(
             clean=quality_task.outputs["clean"],
             population_stats=quality_task.outputs["population_stats"],
@@ -129,6 +147,7 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
             shards=shards,
             fractions=fractions,
         ).set_display_name("sample")
+        _stamp(sample_task, code_digest)
         splits = sample_task.outputs["splits"]
         tune_task = tune(
             splits=splits,
@@ -141,6 +160,7 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
             weight_decay=weight_decay,
             dropout=dropout,
         ).set_display_name("tune")
+        _stamp(tune_task, code_digest)
         best = {
             name: tune_task.outputs[name]
             for name in ("learning_rate", "batch_size", "hidden", "weight_decay", "dropout")
@@ -163,6 +183,7 @@ def build_pipeline(quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cl
             train_task = train(
                 splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best
             ).set_display_name("train")
+            _stamp(train_task, code_digest)
         return PipelineOutputs(
             ingest=ingest_task.outputs["Output"],
             quality=quality_task.outputs["Output"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.common import cli
 from components.common.errors import cli_entry
 
 from .core import GenerateConfig, generate
@@ -36,9 +37,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-@cli_entry
+@cli_entry(prog="fareflow generate")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.output_dir("--out", args.out)
     config = GenerateConfig(out=args.out, rows=args.rows, months=args.months, seed=args.seed, zip=args.zip)
     result = generate(config, progress=True)
     truth = result.truth

@@ -8,7 +8,8 @@ import math
 import sys
 from pathlib import Path
 
-from components.common.errors import UserError, cli_entry
+from components.common import cli
+from components.common.errors import cli_entry
 from components.ingest.core import IngestConfig, ingest
 from components.ingest.files import BLOCK_SIZE
 from components.ingest.writers import QUARANTINE_DIR
@@ -67,16 +68,14 @@ def _main(argv: list[str] | None = None) -> int:
         block_size=int(args.block_mb * (1 << 20)),
         progress=args.progress,
     )
-    if args.summary_json:
-        # Before the run: a summary path that cannot be written must not fail after the commit.
-        try:
-            Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(
-                f"--summary-json {args.summary_json}: cannot create its directory: {err.strerror}"
-            ) from None
+    # Before the run: a path that cannot be used must not fail after the work (or the commit).
+    cli.input_path("--source", args.source)
+    cli.output_dir("--output", args.output)
+    cli.output_dir("--quarantine", args.quarantine)
+    cli.output_file("--summary-json", args.summary_json)
     summary = ingest(config)
     if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.summary_json, "w") as fh:
             json.dump(summary, fh, indent=2, sort_keys=True)
             fh.write("\n")
@@ -92,9 +91,8 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Named explicitly so errors read "components.ingest: error: ..." under ``python -m`` too
-# (where this module's own __name__ is "__main__").
-main = cli_entry(_main)
+# Errors read "fareflow ingest: error: ..." under ``python -m components.ingest`` too.
+main = cli_entry(_main, prog="fareflow ingest")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m components.quality`` / ``fareflow quality``: apply the data-quality rules.
+"""fareflow quality (python -m components.quality): apply the data-quality rules.
 
 Reads the ingest output (year=/month= Parquet), writes the clean data set, the rejected
 rows (with the first rule they failed) and the population statistics, optionally a report
@@ -67,16 +67,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace the contents of existing output directories"
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
+    )
     return p
 
 
 def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from components.common import cli
+
     from .core import QualityConfig, run_quality
     from .report import write_report
     from .rules import load_rules
 
+    cli.input_path("--input", args.input, kind="dir")
+    if args.rules:
+        cli.input_path("--rules", args.rules, kind="file")
+    for flag, value in (
+        ("--output", args.output),
+        ("--rejected", args.rejected),
+        ("--stats", args.stats),
+        ("--report-dir", args.report_dir),
+    ):
+        cli.output_dir(flag, value)
+    cli.output_file("--summary-json", args.summary_json)
     started = time.perf_counter()
     ruleset = load_rules(args.rules)
     if args.max_reject_pct:
@@ -119,7 +134,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli_entry(_main)
+main = cli_entry(_main, prog="fareflow quality")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m components.sample`` / ``fareflow sample``: splits with a statistical check.
+"""fareflow sample (python -m components.sample): splits with a statistical check.
 
 Exit status: 0 passed; 1 the sample failed the check in every attempt (report and
 summary still written); 2 bad arguments or input.
@@ -53,10 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry
+@cli_entry(prog="fareflow sample")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from components.common import cli
+
     from . import core
+
+    cli.input_path("--input", args.input, kind="dir")
+    cli.input_path("--population-stats", args.population_stats, kind="dir")
+    cli.output_dir("--output", args.output)
+    cli.output_dir("--report-dir", args.report_dir)
+    cli.output_file("--summary-json", args.summary_json)
 
     config = core.SampleConfig(
         input_uri=args.input,

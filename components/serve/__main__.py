@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kserve.model_server import parser as kserve_parser  # --http_port, --grpc_port, --model_name ...
 
     p = argparse.ArgumentParser(
-        prog="python -m components.serve",
+        prog="fareflow serve",
         description="Serve a fareflow fare model with KServe (v1 and v2 open inference protocol). "
         "Every flag may be spelled with hyphens or underscores (--model-dir, --model_dir).",
         parents=[kserve_parser],
@@ -156,7 +156,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli_entry(_main)
+main = cli_entry(_main, prog="fareflow serve")
 
 if __name__ == "__main__":
     sys.exit(main())

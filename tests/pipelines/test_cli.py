@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -49,3 +50,40 @@ def test_run_summary_prints_the_serve_command_on_one_copyable_line(capsys, monke
     assert len(lines) == 1
     argv = shlex.split(lines[0].removeprefix("serve it: "))
     assert argv == ["fareflow", "serve", "--model-name", "taxi-fare", "--model-dir", model]
+
+
+class _Captured(Exception):
+    pass
+
+
+def _parser_of(command: str, monkeypatch):
+    """The argparse parser a command builds (its parse_args is intercepted)."""
+    import argparse
+    import importlib
+
+    seen = []
+
+    def capture(self, *args, **kwargs):
+        seen.append(self)
+        raise _Captured
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    module = importlib.import_module(cli.COMMANDS[command][0])
+    with contextlib.suppress(_Captured):
+        module.main(["--help"])
+    assert seen, f"{command}: no parser built"
+    return seen[0]
+
+
+def test_every_flag_has_help_and_no_rst_markup(monkeypatch):
+    """`fareflow COMMAND --help` is read in a terminal: every flag explained, no ``markup``,
+    and the usage names the command as users type it."""
+    for command in cli.COMMANDS:
+        parser = _parser_of(command, monkeypatch)
+        assert parser.prog == f"fareflow {command}", command
+        text = parser.format_help()
+        assert "``" not in text and ":func:" not in text, command
+        undocumented = [
+            a.option_strings for a in parser._actions if a.option_strings and not (a.help or "").strip()
+        ]
+        assert not undocumented, f"{command}: flags without help: {undocumented}"

@@ -125,3 +125,40 @@ def test_readme_lists_every_pipeline_parameter(tmp_path):
     listed = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"fareflow"}
     spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text())
     assert listed == set(spec["root"]["inputDefinitions"]["parameters"])
+
+
+def test_compile_to_an_unwritable_place_is_one_line_before_compiling(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--output", str(blocker / "p.yaml")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"fareflow compile: error: --output {blocker / 'p.yaml'}: {blocker} is not a directory\n"
+    )
+
+
+def test_code_digest_is_in_every_local_task_environment(tmp_path):
+    """kfp.local keys its cache on the task's environment: the digest of the installed source
+    there means an edit to the code re-runs the steps (the cluster form carries none)."""
+    from kfp import compiler
+    from kfp.local.cache import LocalCache
+
+    from pipelines.taxi_fare import CODE_DIGEST_ENV, build_pipeline
+
+    def executors(digest: str) -> dict:
+        path = tmp_path / f"{digest or 'none'}.yaml"
+        compiler.Compiler().compile(build_pipeline(code_digest=digest), str(path))
+        return _pipeline_spec(path.read_text())["deploymentSpec"]["executors"]
+
+    a, b = executors("aaa"), executors("bbb")
+    assert set(a) == {"exec-ingest", "exec-quality", "exec-sample", "exec-tune", "exec-train"}
+    cache = LocalCache(str(tmp_path / "cache"))
+    for name, executor in a.items():
+        env = {e["name"]: e["value"] for e in executor["container"]["env"]}
+        assert env[CODE_DIGEST_ENV] == "aaa", name
+        other = {e["name"]: e["value"] for e in b[name]["container"]["env"]}
+        keys = [cache.compute_key(name, "img", ["cmd"], {"x": 1}, env_vars=e) for e in (env, other)]
+        assert keys[0] != keys[1], name
+    cluster = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
+    for executor in cluster["deploymentSpec"]["executors"].values():
+        assert CODE_DIGEST_ENV not in str(executor["container"].get("env", []))

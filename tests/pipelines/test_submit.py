@@ -230,3 +230,57 @@ def test_param_values_are_json_when_they_parse():
         "f": "",
         "g": "a=b",
     }
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_host_is_one_line_non_zero(fake_compile, capsys):
+    host = f"http://127.0.0.1:{_closed_port()}"
+    assert submit.main(["--host", host]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"fareflow submit: error: {host}: submitting the run failed: cannot connect (Connection refused)\n"
+    )
+
+
+def test_wrong_host_is_one_line_non_zero(fake_compile, capsys):
+    """A web server that is not the KFP API (404 on healthz): the HTTP status, one line."""
+
+    class NotKfp(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"not found")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        assert submit.main(["--host", host]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().err == (
+        f"fareflow submit: error: {host}: not a Kubeflow Pipelines API (HTTP 404 on /apis/v2beta1/healthz); "
+        "check --host\n"
+    )
+
+
+def test_missing_package_is_refused_before_connecting(capsys):
+    assert submit.main(["--host", "http://127.0.0.1:9", "--package", "/nope/p.yaml"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "fareflow submit: error: --package /nope/p.yaml: no such file or directory\n"
+    )

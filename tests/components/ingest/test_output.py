@@ -242,7 +242,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_user_error_is_one_line(tmp_path) -> None:
     proc = _cli("--source", str(tmp_path / "nope"), "--output", str(tmp_path / "raw"))
     assert proc.returncode == 2
-    assert proc.stderr == f"components.ingest: error: {tmp_path / 'nope'}: no such file or directory\n"
+    assert proc.stderr == f"fareflow ingest: error: --source {tmp_path / 'nope'}: no such file or directory\n"
     assert "Traceback" not in proc.stderr
 
 

@@ -40,7 +40,7 @@ def test_gate_failure_exits_non_zero_with_one_line_reason(tmp_path):
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert lines == [
-        "components.quality: error: quality gate failed: missing_fare rejected 10.00% of rows (allowed 3.00%)"
+        "fareflow quality: error: quality gate failed: missing_fare rejected 10.00% of rows (allowed 3.00%)"
     ]
     assert json.loads((tmp_path / "s.json").read_text())["gate_passed"] is False
     # a rules file raising the threshold lets the same data through; --no-gate only warns
@@ -62,7 +62,7 @@ def test_gate_failure_exits_non_zero_with_one_line_reason(tmp_path):
 def test_unusable_input_and_bad_options_exit_2(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("components.quality: error:") and "not a directory" in err and "\n" not in err
+    assert err == f"fareflow quality: error: --input {tmp_path / 'missing'}: no such file or directory"
     (tmp_path / "r.yaml").write_text("rules:\n  - {name: x, description: d, reject_if: NOPE > 1}\n")
     assert (
         main(["--input", str(tmp_path), "--output", str(tmp_path / "c"), "--rules", str(tmp_path / "r.yaml")])

@@ -56,7 +56,7 @@ def test_biased_input_fails_with_one_line_naming_the_worst_column(inputs, tmp_pa
                      "--summary-json", str(summary), "--report-dir", str(tmp_path / "r")))  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("components.sample: error: sample failed the statistical check in 2 attempt(s)")
+    assert err.startswith("fareflow sample: error: sample failed the statistical check in 2 attempt(s)")
     assert re.search(
         r"worst: (distance_km|fare) in (train|validation|test): (z|KS D)=\S+, p=\S+ < 0.000833", err
     ), err
@@ -73,7 +73,7 @@ def test_bad_fractions_and_missing_input_are_one_line_exit_2(inputs, tmp_path, c
     assert err.count("\n") == 1 and "--fractions" in err
     assert main(args(tmp_path / "missing", stats, tmp_path / "o")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "clean data set not found" in err
+    assert err == f"fareflow sample: error: --input {tmp_path / 'missing'}: no such file or directory\n"
 
 
 def test_fareflow_sample_dispatches_here(inputs, tmp_path):

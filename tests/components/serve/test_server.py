@@ -181,7 +181,7 @@ def test_cli_refuses_a_missing_model_dir_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"components.serve: error: {tmp_path / 'missing'}: no such model directory"
+        f"fareflow serve: error: {tmp_path / 'missing'}: no such model directory"
     ]
 
 
@@ -246,7 +246,7 @@ def test_cli_refuses_an_unusable_model_dir_in_one_line(model_dir, tmp_path, meta
     result = _serve_cli("--model_name", MODEL, "--model_dir", str(broken), "--enable_grpc=false")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"components.serve: error: {broken}/"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"fareflow serve: error: {broken}/"), lines
     assert message in lines[0], lines[0]
 
 
@@ -269,7 +269,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(model_dir, which):
     assert result.returncode == 2, result.stderr
     flag = {"--http-port": "--http_port", "--grpc-port": "--grpc_port"}[which]
     assert result.stderr.splitlines() == [
-        f"components.serve: error: {flag} {port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"fareflow serve: error: {flag} {port}: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
 
 
@@ -297,7 +297,7 @@ def test_workers_above_one_are_refused_in_one_line(model_dir):
     result = _serve_cli("--model_name", MODEL, "--model_dir", str(model_dir), "--workers", "2")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "components.serve: error: --workers 2: the fareflow server runs one process; scale with replicas "
+        "fareflow serve: error: --workers 2: the fareflow server runs one process; scale with replicas "
         "(the InferenceService's minReplicas/maxReplicas)"
     ]
 

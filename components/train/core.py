@@ -252,8 +252,9 @@ def fingerprint(config: TrainConfig, splits, d: Dist) -> dict:
 
 
 def resume_state(config: TrainConfig, current: dict, log: Callable[[str], None]) -> dict | None:
-    """The newest checkpoint's state if it fits this run (``UserError`` naming it if not), None
-    when there is none; with ``--resume no`` the old checkpoints are deleted instead."""
+    """The newest checkpoint's state if it fits this run (``UserError`` naming it if not, unless
+    it is a finished run's: then it is deleted and training starts anew), None when there is
+    none; with ``--resume no`` the old checkpoints are deleted instead."""
     directory = config.checkpoint_dir()
     if not config.resume:
         if checkpoint.clear(directory):
@@ -265,6 +266,12 @@ def resume_state(config: TrainConfig, current: dict, log: Callable[[str], None])
     newest = found[-1]
     state = checkpoint.read(newest, directory)
     why = checkpoint.mismatch(state.get("fingerprint") or {}, current)
+    if why is not None and state.get("finished"):
+        # a finished run's model is replaced by a new run with other settings, as it always was;
+        # only an unfinished run's work is worth refusing to throw away
+        checkpoint.clear(directory)
+        log(f"{newest.uri}: a finished run with other settings ({why}); training anew")
+        return None
     if why is not None:
         raise UserError(
             f"{newest.uri}: incompatible checkpoint ({why}); pass --no-resume to start over "

@@ -314,10 +314,12 @@ def _storage(config: TuneConfig):
         )
 
 
-def open_study(config: TuneConfig):
+def open_study(config: TuneConfig, worker: int = 0):
+    """The study; ``worker`` > 0 seeds its sampler apart (workers with one seed on one history
+    would suggest the same parameters at the same moment)."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=config.seed)
+    sampler = optuna.samplers.TPESampler(seed=config.seed + 1_000_003 * worker)
     pruner = optuna.pruners.MedianPruner(
         # steps are epochs (from 1); MedianPruner never prunes a step < n_warmup_steps
         n_startup_trials=config.prune_startup_trials,
@@ -474,7 +476,7 @@ def _worker(config: TuneConfig, target: int, deadline: float | None, index: int,
         print(f"tune: worker {index}: {message}", file=sys.stderr, flush=True)
 
     try:
-        optimize_until(open_study(config), config, target, deadline, log)
+        optimize_until(open_study(config, worker=index), config, target, deadline, log)
     except UserError as err:
         print(f"components.tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

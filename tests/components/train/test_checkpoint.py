@@ -184,9 +184,10 @@ def test_early_stopped_run_is_finished_too(splits, tmp_path):
 def test_corrupt_or_incompatible_checkpoints_are_refused_in_one_line_unless_no_resume(
     splits, make_splits, tmp_path, capsys
 ):
-    cfg = config(splits, tmp_path / "m", epochs=2)
+    cfg = config(splits, tmp_path / "m", epochs=3, keep_checkpoints=3)
     core.run(cfg, log=quiet, progress=False)
     ckpts = tmp_path / "m.checkpoints"
+    (ckpts / checkpoint.file_name(3, 0)).unlink()  # as if killed during epoch 3: unfinished
     newest = ckpts / checkpoint.file_name(2, 0)
     good = newest.read_bytes()
 
@@ -228,6 +229,21 @@ def test_corrupt_or_incompatible_checkpoints_are_refused_in_one_line_unless_no_r
     assert main([*argv, "--no-resume"]) == 0
     assert names(ckpts) == [checkpoint.file_name(2, 0), checkpoint.file_name(3, 0)]
     assert checkpoint.read(checkpoint.listing(str(ckpts))[-1], str(ckpts))["epoch"] == 3
+
+
+def test_a_finished_runs_checkpoints_do_not_block_a_new_run_with_other_settings(splits, tmp_path):
+    core.run(config(splits, tmp_path / "m", epochs=1), log=quiet, progress=False)
+    lines: list[str] = []
+    core.run(config(splits, tmp_path / "m", epochs=1, hidden=(8,)), log=lines.append, progress=False)
+    assert lines[0].endswith(
+        "ckpt-0001-00000000.pt: a finished run with other settings (architecture: checkpoint "
+        "{'hidden': [128, 64, 32], 'dropout': 0.0}, now {'hidden': [8], 'dropout': 0.0}); training anew"
+    )
+    assert model_dir.load(tmp_path / "m").architecture.hidden == (8,)
+    state = checkpoint.read(
+        checkpoint.listing(str(tmp_path / "m.checkpoints"))[-1], str(tmp_path / "m.checkpoints")
+    )
+    assert state["fingerprint"]["architecture"]["hidden"] == [8]
 
 
 def test_keep_last_k_and_zero_writes_none(splits, tmp_path):

@@ -190,7 +190,20 @@ def test_rank_0_failing_to_write_the_model_stops_the_others(make_splits):
     output = f"/proc/fareflow-no-such-dir-{os.getpid()}/model"
     splits = make_splits(shards=2)
     check_every_rank_stops(
-        config(splits, output, epochs=1), 0, "writing the model", f"{output}: cannot write the model there ("
+        config(splits, output, epochs=1, keep_checkpoints=0),
+        0,
+        "writing the model",
+        f"{output}: cannot write the model there (",
+    )
+
+
+@pytest.mark.slow
+def test_rank_0_failing_to_write_a_checkpoint_stops_the_others(make_splits):
+    output = f"/proc/fareflow-no-such-dir-{os.getpid()}/model"
+    splits = make_splits(shards=2)
+    where = f"{output}.checkpoints/ckpt-0001-00000000.pt"
+    check_every_rank_stops(
+        config(splits, output, epochs=2), 0, "writing a checkpoint", f"{where}: cannot write the checkpoint ("
     )
 
 

@@ -21,8 +21,13 @@ def test_reads_splits_from_s3_and_writes_the_model_there(splits, s3, tmp_path):
     result = core.run(config)
     assert result.rows == {"train": 2400, "validation": 300, "test": 300}
     assert result.metrics["best_possible_rmse"] == 0.5
-    keys = [k for k in s3.keys(bucket, "models/") if not k.endswith("/")]
+    keys = [k for k in s3.keys(bucket, "models/fare/") if not k.endswith("/")]
     assert keys == ["models/fare/model.json", "models/fare/model.pt"]
+    # the checkpoints beside it, on S3 too (the newest 2 of 2 epochs)
+    assert [k for k in s3.keys(bucket, "models/fare.checkpoints/") if not k.endswith("/")] == [
+        "models/fare.checkpoints/ckpt-0001-00000000.pt",
+        "models/fare.checkpoints/ckpt-0002-00000000.pt",
+    ]
     local = tmp_path / "downloaded"
     local.mkdir()
     for key in keys:

@@ -108,6 +108,8 @@ def test_two_workers_share_one_study_without_duplicate_trials(shared_splits, tmp
     assert all(t.state.is_finished() for t in study.trials)
     assert result.new_trials == 6 and len(result.trials) == 6
     assert study.trials[0].params == DEFAULTS
+    # the workers' samplers are seeded apart: no two trials try the same parameters
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
     # both workers ran trials, and some of their trials overlapped in time
     assert "tune: worker 0: trial" in err and "tune: worker 1: trial" in err
     spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)

@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ROWS ?= 200000
 RUN_ARGS ?=
+# fareflow run keeps the newest KEEP_RUNS runs under runs/ (0 keeps all).
+KEEP_RUNS ?= 20
 PYTEST_ARGS ?=
 BENCH_ROWS ?= 2000000
 BENCH_ARGS ?=
@@ -30,8 +32,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create the venv (VENV, default .venv) and install fareflow with its dev extras
 
-run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local)
-	$(BIN)/fareflow run --rows $(ROWS) $(RUN_ARGS)
+run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local); keeps the newest KEEP_RUNS runs under runs/
+	$(BIN)/fareflow run --rows $(ROWS) --keep-runs $(KEEP_RUNS) $(RUN_ARGS)
 
 test: install ## run the unit, component and local-pipeline tests
 	$(BIN)/pytest -m "not container and not k8s" $(PYTEST_ARGS)

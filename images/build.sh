@@ -16,7 +16,9 @@
 #   TORCH_VARIANT     cpu (default) or cuda, for the trainer and server
 #   TORCH_WHEEL_DIR   host directory holding torch wheels, mounted read-only into podman
 #                     builds (default: the first directory in PIP_FIND_LINKS or pip's
-#                     global.find-links that holds a torch wheel); empty: use the index
+#                     global.find-links that holds a torch wheel, else PyPI's torch and its
+#                     dependencies downloaded into TORCH_WHEEL_CACHE, default
+#                     ~/.cache/fareflow/torch-wheels/VERSION); set empty: use the CPU index
 #   CA_BUNDLE         host CA bundle mounted over the image's during podman builds so pip
 #                     can reach the index (default /etc/ssl/certs/ca-certificates.crt if present)
 #   BUILD_ARGS        extra arguments for the engine's build command
@@ -48,6 +50,16 @@ if [[ -z ${TORCH_WHEEL_DIR+set} ]]; then
     dir="${dir#file://}"
     if compgen -G "$dir/torch-${TORCH_VERSION}*.whl" >/dev/null; then TORCH_WHEEL_DIR="$dir"; break; fi
   done
+  # No torch wheel on this machine, and the PyTorch CPU index is out of reach here: PyPI's torch
+  # (its default build, CUDA libraries included, which runs on CPU) and its dependencies,
+  # downloaded once into a machine-wide cache that later builds (and fresh clones) reuse.
+  if [[ -z $TORCH_WHEEL_DIR && $ENGINE == podman && $TORCH_VARIANT == cpu ]]; then
+    TORCH_WHEEL_DIR="${TORCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fareflow/torch-wheels/$TORCH_VERSION}"
+    mkdir -p "$TORCH_WHEEL_DIR"
+    echo "build: no torch $TORCH_VERSION wheel on this machine; downloading PyPI's into $TORCH_WHEEL_DIR (once)"
+    python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+      --dest "$TORCH_WHEEL_DIR" "torch==$TORCH_VERSION"
+  fi
 fi
 
 names=("$@")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.container
 ENTRYPOINT_USAGE = {
     "component": ("usage: fareflow COMMAND", "ingest"),
     "trainer": ("usage: fareflow train", "--splits"),
-    "server": ("usage: python -m components.serve", "--model_dir"),
+    "server": ("usage: fareflow serve", "--model_dir"),
 }
 
 

@@ -97,9 +97,19 @@ def start_process_group(requested_device: str) -> Dist:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(
-        backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=minutes)
-    )
+    timeout = datetime.timedelta(minutes=minutes)
+    restart = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    if restart > 0:
+        # A group torchrun restarted (--max-restarts) meets in the same store as the group before
+        # it: under a fresh prefix, or rank 0 may read the dead ranks' gloo addresses (seen: every
+        # restart failed in connectFullMesh with "Connection refused").
+        from torch.distributed.rendezvous import rendezvous
+
+        store, _, _ = next(rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
+        store = dist.PrefixStore(f"fareflow/restart-{restart}", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device, backend=backend)
 
 

@@ -315,9 +315,7 @@ def test_killing_one_of_two_ddp_ranks_mid_epoch_restarts_the_group_from_the_chec
     whole = launch_local(config(long_splits, tmp_path / "whole"), workers=2, log=quiet)
     cfg = config(long_splits, tmp_path / "m")
     ckpts = tmp_path / "m.checkpoints"
-    # 2, not 1: once in the first runs here a restarted group's gloo connect was refused (the
-    # machine under load); torchrun then restarts it again, which is what --max-restarts is for
-    proc = start(cfg, "--workers", "2", "--max-restarts", "2")
+    proc = start(cfg, "--workers", "2", "--max-restarts", "1")
     wait_for(ckpts / checkpoint.file_name(2, 0), proc)
     time.sleep(0.1)  # into epoch 3
     victim = rank_pid(proc.pid, 1)
@@ -328,8 +326,8 @@ def test_killing_one_of_two_ddp_ranks_mid_epoch_restarts_the_group_from_the_chec
     assert proc.returncode == 0, out
     assert at_kill[-1][0] < 4  # killed before the last epoch ended
     resumed = [line for line in out.splitlines() if "train: resumed from epoch" in line]
-    assert resumed and resumed[0].startswith(f"train: resumed from epoch {at_kill[-1][0]} ("), out
-    assert "rank 1 (local_rank: 1)" in out or "local_rank: 1" in out  # torchrun saw the rank die
+    assert len(resumed) == 1 and resumed[0].startswith(f"train: resumed from epoch {at_kill[-1][0]} ("), out
+    assert "(exitcode: -9) local_rank: 1" in out  # torchrun saw rank 1 die and restarted the group once
     meta = model_dir.load(tmp_path / "m").meta
     assert meta["training"]["world_size"] == 2
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]

@@ -48,10 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry
+@cli_entry(prog="fareflow train")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from components.common import cli
     from components.common.publish import write_summary_json
+
+    # Inputs and outputs first: a wrong path is one line before any work, not after training.
+    cli.input_path("--splits", args.splits_uri, kind="dir")
+    cli.output_dir("--output", args.output_uri)
+    cli.output_dir("--report-dir", args.report_dir)
+    cli.output_file("--summary-json", args.summary_json)
 
     from . import core, launch
     from .distributed import launched_as_rank

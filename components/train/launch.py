@@ -89,7 +89,7 @@ def launch_local(
                 tail.append(line.rstrip("\n"))
             code = proc.wait()
         if code != 0:
-            marker = "components.train: error:"
+            marker = "fareflow train: error:"
             # ranks failing together may interleave their lines: "...: error: A...: error: B"
             errors = [e.strip() for line in tail for e in line.split(marker)[1:] if e.strip()]
             # the failing rank's own line first, before the others' "rank R of W failed ..."

@@ -61,10 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry
+@cli_entry(prog="fareflow tune")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from components.common import cli
     from components.common.publish import publish_cli
+
+    if args.trials != 0 or args.total_trials:  # --trials 0: tuning off, the splits are not read
+        cli.input_path("--splits", args.splits, kind="dir")
+    cli.output_dir("--report-dir", args.report_dir)
+    cli.output_file("--summary-json", args.summary_json)
 
     from . import core
     from .report import render_html, render_markdown

@@ -478,7 +478,7 @@ def _worker(config: TuneConfig, target: int, deadline: float | None, index: int,
     try:
         optimize_until(open_study(config, worker=index), config, target, deadline, log)
     except UserError as err:
-        print(f"components.tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
+        print(f"fareflow tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -189,7 +189,7 @@ def _job(name="t"):
 def test_a_failed_job_raises_with_its_reason_and_pod_logs():
     api = FakeCustomObjects()
     api.status_script = [cond("Created"), cond("Failed", reason="PyTorchJobFailed", message="Master failed")]
-    logs = FakeCoreV1(pod_logs={"t-master-0": "epoch 1\ncomponents.train: error: splits: no _SUCCESS"})
+    logs = FakeCoreV1(pod_logs={"t-master-0": "epoch 1\nfareflow train: error: splits: no _SUCCESS"})
     with pytest.raises(UserError) as err:
         core.run_train_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
     text = str(err.value)

@@ -141,7 +141,7 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_then_resumes_from_that_step(
     newest = checkpoint.listing(str(ckpts))[-1]
     assert newest.epoch == 1 and 0 < newest.step < 500, names(ckpts)
     assert errors[0] == (
-        f"components.train: error: stopped by SIGTERM after epoch 1, step {newest.step} of epoch 2; "
+        f"fareflow train: error: stopped by SIGTERM after epoch 1, step {newest.step} of epoch 2; "
         f"checkpoint {newest.uri}; run the same command to resume"
     )
     state = checkpoint.read(newest, str(ckpts))
@@ -225,7 +225,7 @@ def test_corrupt_or_incompatible_checkpoints_are_refused_in_one_line_unless_no_r
     capsys.readouterr()
     assert main(argv) == 2
     err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and err_lines[0].startswith(f"components.train: error: {newest}: corrupt")
+    assert len(err_lines) == 1 and err_lines[0].startswith(f"fareflow train: error: {newest}: corrupt")
     assert main([*argv, "--no-resume"]) == 0
     assert names(ckpts) == [checkpoint.file_name(2, 0), checkpoint.file_name(3, 0)]
     assert checkpoint.read(checkpoint.listing(str(ckpts))[-1], str(ckpts))["epoch"] == 3

@@ -33,7 +33,7 @@ def test_cli_error_is_one_line_with_exit_code_2(make_splits, tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"components.train: error: {splits}: no _SUCCESS marker: not a complete output (a failed or running write?)"
+        f"fareflow train: error: {splits}: no _SUCCESS marker: not a complete output (a failed or running write?)"
     ]
     assert not (tmp_path / "m").exists()
 
@@ -57,5 +57,5 @@ def test_cli_device_cuda_without_cuda_fails_in_one_line_instead_of_using_cpu(spl
     with contextlib.redirect_stderr(err):
         assert main(proc_args) == 2
     (line,) = err.getvalue().strip().splitlines()
-    assert line.startswith("components.train: error: --device cuda: torch ") and "CPU-only build" in line
+    assert line.startswith("fareflow train: error: --device cuda: torch ") and "CPU-only build" in line
     assert not (tmp_path / "m").exists()

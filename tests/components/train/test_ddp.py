@@ -217,7 +217,7 @@ def check_every_rank_stops(cfg: TrainConfig, failing: int, phase: str, own: str)
         errors = [line for line in lines if "error:" in line or "Error" in line]
         assert code == 2, (rank, lines)
         assert len(errors) == 1, (rank, lines)
-        expected = f"components.train: error: {own}"
+        expected = f"fareflow train: error: {own}"
         if rank != failing:
-            expected = f"components.train: error: rank {failing} of 2 failed {phase}: {own}"
+            expected = f"fareflow train: error: rank {failing} of 2 failed {phase}: {own}"
         assert errors[0].startswith(expected), (rank, errors[0], expected)

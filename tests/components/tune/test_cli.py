@@ -46,7 +46,7 @@ def test_cli_error_is_one_line_with_exit_code_2(make_splits):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"components.tune: error: {splits}: no _SUCCESS marker: not a complete output (a failed or running write?)"
+        f"fareflow tune: error: {splits}: no _SUCCESS marker: not a complete output (a failed or running write?)"
     ]
 
 

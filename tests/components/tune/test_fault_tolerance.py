@@ -128,7 +128,7 @@ def test_cli_workers_refusal_and_total_trials_flags(shared_splits, capsys):
     assert main(["--splits", str(shared_splits), "--trials", "2", "--workers", "2"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
-        "components.tune: error: --workers 2: needs --storage with an RDB URL the workers share "
+        "fareflow tune: error: --workers 2: needs --storage with an RDB URL the workers share "
         "(sqlite:///study.db, postgresql://...), got in-memory"
     ]
     with pytest.raises(SystemExit):  # --trials and --total-trials are one or the other

@@ -34,7 +34,15 @@ def train_job(
     params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
     name = core.job_name("taxi-fare-train", splits_s3, repr(params), str(workers))
     output_s3 = core.model_output_uri(splits_s3, name)
-    obj = core.train_job_object(settings, name, splits_s3, output_s3, params, workers)
+    obj = core.train_job_object(
+        settings,
+        name,
+        splits_s3,
+        output_s3,
+        params,
+        workers,
+        max_restarts=settings.train_max_restarts or None,
+    )
     print(
         f"PyTorchJob {settings.namespace}/{name}: {workers} process(es), image {settings.image('trainer', cuda=settings.train_gpus_per_pod > 0)}"
     )

@@ -59,6 +59,7 @@ class ClusterSettings:
     image_tag: str = "0.1.0"
     cuda_image_tag: str = ""  # the trainer's CUDA build; "" means IMAGE_TAG + "-cuda"
     train_gpus_per_pod: int = 0
+    train_max_restarts: int = 0  # > 0: an elastic PyTorchJob that survives this many restarts
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
     serving_gpus: int = 0
     serving_deployment_mode: str = "Standard"
@@ -107,6 +108,7 @@ class ClusterSettings:
             image_tag=tag,
             cuda_image_tag=cuda_tag,
             train_gpus_per_pod=integer("TRAIN_GPUS_PER_POD", 0),
+            train_max_restarts=integer("TRAIN_MAX_RESTARTS", 0),
             gpu_node_selector=selector,
             serving_gpus=integer("SERVING_GPUS", 0),
             serving_deployment_mode=str(data.get("SERVING_DEPLOYMENT_MODE", "Standard")),

@@ -253,3 +253,15 @@ def test_copy_model_dir_from_s3(s3, tmp_path):
 def test_rendered_objects_print_as_plain_yaml():
     text = yaml.safe_dump([_job(), core.inference_service_object(core.ClusterSettings(), "n", "s3://b/m")])
     assert "&id" not in text
+
+
+def test_train_max_restarts_from_the_config_map_makes_the_job_elastic():
+    settings = core.ClusterSettings.from_config_map({"TRAIN_MAX_RESTARTS": "3"}, "fareflow")
+    assert settings.train_max_restarts == 3
+    job = core.train_job_object(
+        settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, max_restarts=settings.train_max_restarts
+    )
+    assert job["spec"]["elasticPolicy"]["maxRestarts"] == 3
+    assert core.ClusterSettings.from_config_map({}, "fareflow").train_max_restarts == 0
+    with pytest.raises(UserError, match="TRAIN_MAX_RESTARTS"):
+        core.ClusterSettings.from_config_map({"TRAIN_MAX_RESTARTS": "-1"}, "fareflow")

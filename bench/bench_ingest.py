@@ -28,6 +28,7 @@ fast as the fastest peer. Every record names the peer and its version (``polars 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -56,6 +57,7 @@ import sys
 import duckdb
 src, out = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute(
     f"COPY (SELECT * FROM read_csv('{src}', delim='|', header=true, nullstr='NULL')) "
     f"TO '{out}' (FORMAT parquet)"
@@ -77,6 +79,8 @@ def _record(case: str, impl: str, rows: int, nbytes: int, result: dict) -> dict:
         "rows_per_s": round(rows / seconds),
         "mb_per_s": round(nbytes / 1e6 / seconds, 1),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "cpu_s": round(result["cpu_s"], 2),
+        "load_avg": round(os.getloadavg()[0], 2),
         **extra,
     }
 

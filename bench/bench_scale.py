@@ -151,6 +151,8 @@ class StepRecord:
     load_avg: list[float]
     checks: dict = field(default_factory=dict)
     linearity: float | None = None  # rows/s here / rows/s at --compare-rows
+    rows_per_cpu_s: float = 0.0  # steadier than rows/s on a shared machine
+    linearity_cpu: float | None = None  # rows per CPU second here / at --compare-rows
 
 
 def _py(*args: str) -> list[str]:
@@ -166,6 +168,7 @@ def _record(
         seconds=round(run.seconds, 2),
         cpu_s=round(run.cpu_s, 2),
         rows_per_s=round(rows / run.seconds),
+        rows_per_cpu_s=round(rows / run.cpu_s) if run.cpu_s else 0.0,
         input_bytes=input_bytes,
         mb_per_s=round(input_bytes / 1e6 / run.seconds, 1),
         peak_rss_mb=round(run.peak_rss_bytes / 2**20, 1),
@@ -339,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         default=2_000_000,
         help="first run the chain on this many rows, for the rows/s ratio (0: skip)",
     )
+    parser.add_argument(
+        "--compare-with",
+        default=None,
+        help="an earlier scale-*.json whose small-size records (or, without them, full) stand in for --compare-rows",
+    )
     parser.add_argument("--workdir", default=None, help="where the data go (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the data under --workdir")
     parser.add_argument("--sample-rows", type=int, default=SAMPLE_ROWS)
@@ -359,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%d-%H%M%S")
     result: dict = {"rows": args.rows, "months": args.months, "started": started, "cpus": os.cpu_count()}
     try:
-        if args.compare_rows:
+        if args.compare_rows and not args.compare_with:
             print(f"bench-scale: {args.compare_rows:,} rows (the small size, for the rows/s ratio)")
             small = run_chain(
                 base / "small", args.compare_rows, months=args.months, sample_rows=args.sample_rows,
@@ -373,11 +381,20 @@ def main(argv: list[str] | None = None) -> int:
             base / "full", args.rows, months=args.months, sample_rows=args.sample_rows,
             train_epochs=args.train_epochs, steps=steps,
         )  # fmt: skip
-        if args.compare_rows:
-            small_rate = {r["step"]: r["rows_per_s"] for r in result["small"]}
+        if args.compare_with:
+            earlier = json.loads(Path(args.compare_with).read_text())
+            result["small"] = earlier.get("small") or earlier["full"]
+            result["compared_with"] = args.compare_with
+        if result.get("small"):
+            small_rate = {
+                r["step"]: (r["rows_per_s"], r.get("rows_per_cpu_s") or r["rows"] / r["cpu_s"])
+                for r in result["small"]
+            }
             for r in full:
-                if small_rate.get(r.step):
-                    r.linearity = round(r.rows_per_s / small_rate[r.step], 2)
+                if r.step in small_rate:
+                    wall, cpu = small_rate[r.step]
+                    r.linearity = round(r.rows_per_s / wall, 2) if wall else None
+                    r.linearity_cpu = round(r.rows_per_cpu_s / cpu, 2) if cpu else None
         result["full"] = [asdict(r) for r in full]
         chain = [r for r in full if r.step in ("ingest", "quality", "sample")]
         result["ingest_quality_sample_s"] = round(sum(r.seconds for r in chain), 1)
@@ -399,7 +416,7 @@ def _print_table(result: dict) -> None:
 
     table = Table(title=f"fareflow bench-scale ({result['rows']:,} rows, {result['cpus']} CPUs)")
     cols = ("step", "rows", "wall s", "CPU s", "rows/s", "MB/s", "peak RSS MB", "written GB", "disk GB",
-            "vs small", "load")  # fmt: skip
+            "vs small (wall)", "vs small (CPU)", "load")  # fmt: skip
     for c in cols:
         table.add_column(c, justify="left" if c == "step" else "right")
     for r in result["full"]:
@@ -407,6 +424,7 @@ def _print_table(result: dict) -> None:
             r["step"], f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['cpu_s']:.1f}", f"{r['rows_per_s']:,.0f}",
             f"{r['mb_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['bytes_written'] / 1e9:.2f}",
             f"{r['disk_needed_bytes'] / 1e9:.2f}", "" if r["linearity"] is None else f"{r['linearity']:.2f}x",
+            "" if r.get("linearity_cpu") is None else f"{r['linearity_cpu']:.2f}x",
             f"{r['load_avg'][0]:.2f}",
         )  # fmt: skip
     console = Console(width=max(Console().width, 130))

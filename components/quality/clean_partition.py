@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class PartitionJob:
     reservoir_rows: int = contract.RESERVOIR_ROWS
     profile_rows: int = PROFILE_SAMPLE_ROWS
     threads: int = 1
+    memory_mb: int = 0  # DuckDB's memory limit (it spills to a temporary directory past it); 0: its default
 
 
 def _open_raw(job: PartitionJob) -> ds.Dataset:
@@ -218,7 +220,14 @@ def process_partition(job: PartitionJob) -> dict:
 
     part = job.partition
     dataset = _open_raw(job)
-    con = duckdb.connect(config={"threads": max(1, job.threads)})
+    config: dict = {"threads": max(1, job.threads)}
+    spill = None
+    if job.memory_mb:
+        # Past the limit DuckDB spills its temporary tables to disk (default: ./.tmp, which may
+        # be read-only in a container): give it a directory of its own, removed afterwards.
+        spill = tempfile.mkdtemp(prefix="fareflow-quality-spill-")
+        config |= {"memory_limit": f"{int(job.memory_mb)}MB", "temp_directory": spill}
+    con = duckdb.connect(config=config)
     try:
         fs, _ = resolve_filesystem(job.raw_uri)
         if isinstance(fs, pafs.LocalFileSystem):  # DuckDB's Parquet reader: faster than an Arrow scan
@@ -331,6 +340,8 @@ def process_partition(job: PartitionJob) -> dict:
         )
     finally:
         con.close()
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
     partial = {
         "partition": part.key,
         "year": part.year,

@@ -28,6 +28,11 @@ from .partitions import Partition, find_partition, plan_partitions
 from .result import QualityResult
 from .rules import RuleSet, load_rules
 
+# DuckDB's limit per worker: a full-size month (1.27M rows) peaks at ~1.15 GB RSS without it
+# and ~0.84 GB with it (the same files; ~20% more CPU for what it spills), so two workers and
+# the parent stay under 2 GiB. Partitions of up to ~400k rows never reach it.
+WORKER_MEMORY_MB = 600
+
 
 @dataclass
 class QualityConfig:
@@ -42,6 +47,7 @@ class QualityConfig:
     reservoir_rows: int = contract.RESERVOIR_ROWS
     overwrite: bool = False
     progress: bool | None = None  # a bar on stderr (partitions' bytes, rows, ETA); None: if a terminal
+    worker_memory_mb: int = WORKER_MEMORY_MB  # DuckDB memory limit per worker process (0: DuckDB's default)
 
     def resolved(self) -> QualityConfig:
         rejected = self.rejected or self.output.rstrip("/") + "_rejected"
@@ -145,6 +151,7 @@ def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int =
             seed=cfg.seed,
             reservoir_rows=cfg.reservoir_rows,
             threads=threads,
+            memory_mb=cfg.worker_memory_mb,
         )
         for p in partitions
     ]
@@ -233,6 +240,7 @@ def process_partition_to(
         seed=seed,
         reservoir_rows=reservoir_rows,
         threads=threads or os.cpu_count() or 1,
+        memory_mb=WORKER_MEMORY_MB,
     )
     return process_partition(job)
 

@@ -61,3 +61,36 @@ def test_no_progress_reads_no_sizes(raw_dir, tmp_path, recorder, monkeypatch) ->
         core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "c"), workers=1, progress=False)
     )
     assert recorder["enabled"] is False and recorder["total"] is None
+
+
+def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    import duckdb
+
+    seen, real = [], duckdb.connect
+
+    def connect(*args, **kwargs):
+        seen.append(dict(kwargs.get("config") or {}))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    limited = core.run_quality(
+        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "a"), workers=1, worker_memory_mb=64)
+    )
+    spills = [c["temp_directory"] for c in seen if "memory_limit" in c]
+    assert spills and all(c["memory_limit"] == "64MB" for c in seen if "memory_limit" in c)
+    assert all(s.startswith(str(tmp_path / "tmp")) for s in spills)
+    assert list((tmp_path / "tmp").iterdir()) == []  # each spill directory removed
+    seen.clear()
+    default = core.run_quality(
+        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "b"), workers=1, worker_memory_mb=0)
+    )
+    assert not any("memory_limit" in c for c in seen)
+    assert limited.summary == default.summary
+    assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
+    assert datasets.read_rejected(str(tmp_path / "a_rejected")).equals(
+        datasets.read_rejected(str(tmp_path / "b_rejected"))
+    )

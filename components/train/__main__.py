@@ -54,14 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     from components.common import cli
     from components.common.publish import write_summary_json
 
-    # Inputs and outputs first: a wrong path is one line before any work, not after training.
-    cli.input_path("--splits", args.splits_uri, kind="dir")
-    cli.output_dir("--output", args.output_uri)
-    cli.output_dir("--report-dir", args.report_dir)
-    cli.output_file("--summary-json", args.summary_json)
-
     from . import core, launch
     from .distributed import launched_as_rank
+
+    # Inputs and outputs first, in the process a user started: a wrong path is one line before
+    # any work. Ranks that a launcher started leave it to the launcher, and a write that fails
+    # in a rank's run (an s3:// output) stops every rank through the collective error path.
+    if not launched_as_rank():
+        cli.input_path("--splits", args.splits_uri, kind="dir")
+        cli.output_dir("--output", args.output_uri)
+        cli.output_dir("--report-dir", args.report_dir)
+        cli.output_file("--summary-json", args.summary_json)
 
     config = from_args(TrainConfig, args)
     if launched_as_rank() or args.workers == 1:

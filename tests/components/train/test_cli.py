@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,15 @@ def test_cli_device_cuda_without_cuda_fails_in_one_line_instead_of_using_cpu(spl
     (line,) = err.getvalue().strip().splitlines()
     assert line.startswith("fareflow train: error: --device cuda: torch ") and "CPU-only build" in line
     assert not (tmp_path / "m").exists()
+
+
+def test_an_unwritable_output_is_one_line_before_any_training(make_splits, tmp_path, capsys):
+    from components.train.__main__ import main
+
+    splits = make_splits()
+    output = f"/proc/fareflow-no-such-dir-{os.getpid()}/model"
+    assert main(["--splits", str(splits), "--output", output, "--epochs", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"fareflow train: error: --output {output}: cannot create files in /proc")
+    assert main(["--splits", str(tmp_path / "nope"), "--output", str(tmp_path / "m")]) == 2
+    assert f"--splits {tmp_path / 'nope'}: no such file or directory" in capsys.readouterr().err

@@ -14,12 +14,17 @@ BENCH_ROWS ?= 2000000
 BENCH_ARGS ?=
 BENCH_BASELINE_VENV ?= .venv-bench-baseline
 BENCH_BASELINE_PANDAS ?= 3.1.1
+# The peers make bench runs fareflow next to (in .venv-bench-baseline).
+BENCH_BASELINE_POLARS ?= 2.1.0
+BENCH_BASELINE_DUCKDB ?= 2.0.0
+SCALE_ROWS ?= 67400000
+SCALE_ARGS ?=
 # checkov pins many packages of its own: it lives in a venv of its own, shared by the
 # manifest policy scan (manifests/cluster.mk) and the Dockerfile scan (images/images.mk).
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: help install run test lint format bench compile clean checkov-venv
+.PHONY: help install run test lint format bench bench-scale compile clean checkov-venv
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,13 +55,17 @@ format: install ## ruff autofix + format
 compile: install ## write the pipeline IR YAML to build/taxi_fare_pipeline.yaml
 	$(BIN)/fareflow compile --output build/taxi_fare_pipeline.yaml
 
-bench: install $(BENCH_BASELINE_VENV)/.installed ## benchmark fareflow vs plain baselines (BENCH_ROWS rows); JSON in bench/results/
+bench: install $(BENCH_BASELINE_VENV)/.installed-$(BENCH_BASELINE_PANDAS)-$(BENCH_BASELINE_POLARS)-$(BENCH_BASELINE_DUCKDB) ## benchmark fareflow vs plain baselines (BENCH_ROWS rows); JSON in bench/results/
 	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) --baseline-python $(BENCH_BASELINE_VENV)/bin/python $(BENCH_ARGS)
 
-# The pandas baselines run with the fastest pandas (3.x; the project pins 2.3 for kserve).
-$(BENCH_BASELINE_VENV)/.installed:
+bench-scale: install ## the whole DC-sized set (SCALE_ROWS rows, 54 monthly files in yearly zips) through ingest -> quality -> sample -> train; per-step figures in bench/results/scale-*.json
+	$(BIN)/python -m bench.bench_scale --rows $(SCALE_ROWS) $(SCALE_ARGS)
+
+# The peers run with the fastest pandas (3.x; the project pins 2.3 for kserve), polars, DuckDB.
+$(BENCH_BASELINE_VENV)/.installed-$(BENCH_BASELINE_PANDAS)-$(BENCH_BASELINE_POLARS)-$(BENCH_BASELINE_DUCKDB):
 	$(PYTHON) -m venv $(BENCH_BASELINE_VENV)
-	$(BENCH_BASELINE_VENV)/bin/pip install --quiet pandas==$(BENCH_BASELINE_PANDAS) pyarrow==26.0.1 numpy==2.4.6
+	$(BENCH_BASELINE_VENV)/bin/pip install --quiet pandas==$(BENCH_BASELINE_PANDAS) pyarrow==26.0.1 numpy==2.4.6 \
+	  polars==$(BENCH_BASELINE_POLARS) duckdb==$(BENCH_BASELINE_DUCKDB)
 	touch $@
 
 $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):

@@ -70,6 +70,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
     )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (partitions, rows, ETA; default: when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--worker-memory-mb",
+        type=int,
+        default=None,
+        help="DuckDB memory limit per worker process, spilling to disk beyond it (0: DuckDB's default)",
+    )
     return p
 
 
@@ -98,6 +110,8 @@ def _main(argv: list[str] | None = None) -> int:
         ruleset = ruleset.with_thresholds(dict(args.max_reject_pct))
     if args.workers < 0:
         raise UserError("--workers must be >= 0")
+    if args.worker_memory_mb is not None and args.worker_memory_mb < 0:
+        raise UserError(f"--worker-memory-mb {args.worker_memory_mb}: expected an integer >= 0")
     result = run_quality(
         QualityConfig(
             input=args.input,
@@ -108,6 +122,8 @@ def _main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             seed=args.seed,
             overwrite=args.overwrite,
+            progress=False if args.quiet else args.progress,
+            **({} if args.worker_memory_mb is None else {"worker_memory_mb": args.worker_memory_mb}),
         )
     )
     summary = dict(result.summary, seconds=round(time.perf_counter() - started, 3))

@@ -109,3 +109,18 @@ def test_input_without_ingest_success_marker_is_refused_in_one_line(raw_dir, tmp
     err = capsys.readouterr().err.strip()
     assert "_SUCCESS" in err and "\n" not in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_progress_and_worker_memory_flags_reach_the_step(raw_dir, tmp_path, monkeypatch):
+    import components.quality.core as core
+
+    seen = []
+    real = core.run_quality
+    monkeypatch.setattr(core, "run_quality", lambda cfg: seen.append(cfg) or real(cfg))
+    args = ["--input", str(raw_dir), "--output", str(tmp_path / "c"), "--rejected", str(tmp_path / "r"),
+            "--max-reject-pct", "pickup_outside_file_month=2", "--max-reject-pct", "dropoff_before_pickup=2"]  # fmt: skip
+    assert main([*args, "--stats", str(tmp_path / "s"), "--no-progress", "--worker-memory-mb", "300"]) == 0
+    assert seen[-1].progress is False and seen[-1].worker_memory_mb == 300
+    assert main([*args, "--stats", str(tmp_path / "s2"), "--overwrite", "--quiet", "--progress"]) == 0
+    assert seen[-1].progress is False  # --quiet wins
+    assert main([*args, "--stats", str(tmp_path / "s3"), "--worker-memory-mb", "-1"]) == 2

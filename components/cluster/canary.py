@@ -35,24 +35,55 @@ KIND = "InferenceService"
 
 # Reference trips (what a rider knows before the trip): downtown, the airport run, Capitol Hill,
 # Georgetown late at night, a short hop on the Mall, Union Station at rush hour, U Street to
-# Navy Yard, Anacostia to Dupont.
-REFERENCE_TRIPS: tuple[dict, ...] = tuple(
-    {
-        "ORIGIN_BLOCK_LATITUDE": o[0], "ORIGIN_BLOCK_LONGITUDE": o[1],
-        "DESTINATION_BLOCK_LATITUDE": d[0], "DESTINATION_BLOCK_LONGITUDE": d[1],
-        "ORIGINDATETIME_TR": when,
-    }
-    for o, d, when in (
-        ((38.9007, -77.0365), (38.8899, -77.0091), "03/14/2018 08:00"),
-        ((38.9007, -77.0365), (38.8512, -77.0402), "06/01/2017 17:00"),
-        ((38.8899, -77.0091), (38.9097, -77.0654), "11/20/2016 13:00"),
-        ((38.9097, -77.0654), (38.9169, -77.0310), "07/04/2017 23:00"),
-        ((38.8895, -77.0353), (38.8881, -77.0199), "04/09/2018 10:00"),
-        ((38.8973, -77.0063), (38.9038, -77.0431), "09/12/2018 18:00"),
-        ((38.9170, -77.0320), (38.8764, -77.0030), "01/26/2019 21:00"),
-        ((38.8623, -76.9951), (38.9096, -77.0434), "05/30/2017 07:00"),
-    )
-)  # fmt: skip
+# Navy Yard, Anacostia to Dupont. The pick-up year is filled in per rollout (``reference_year``):
+# a model refuses years it was not trained on (components.serve, its year margin).
+_TRIPS = (
+    ((38.9007, -77.0365), (38.8899, -77.0091), "03/14", "08:00"),
+    ((38.9007, -77.0365), (38.8512, -77.0402), "06/01", "17:00"),
+    ((38.8899, -77.0091), (38.9097, -77.0654), "11/20", "13:00"),
+    ((38.9097, -77.0654), (38.9169, -77.0310), "07/04", "23:00"),
+    ((38.8895, -77.0353), (38.8881, -77.0199), "04/09", "10:00"),
+    ((38.8973, -77.0063), (38.9038, -77.0431), "09/12", "18:00"),
+    ((38.9170, -77.0320), (38.8764, -77.0030), "01/26", "21:00"),
+    ((38.8623, -76.9951), (38.9096, -77.0434), "05/30", "07:00"),
+)
+# The years a model directory without a recorded extent prices (components.serve.core
+# CONTRACT_EXTENT: the trip files' years), and the serving default margin around the trained ones.
+CONTRACT_YEARS = (2015, 2019)
+YEAR_MARGIN = 1
+
+
+def reference_trips(year: int) -> tuple[dict, ...]:
+    return tuple(
+        {
+            "ORIGIN_BLOCK_LATITUDE": o[0], "ORIGIN_BLOCK_LONGITUDE": o[1],
+            "DESTINATION_BLOCK_LATITUDE": d[0], "DESTINATION_BLOCK_LONGITUDE": d[1],
+            "ORIGINDATETIME_TR": f"{day}/{year} {hour}",
+        }
+        for o, d, day, hour in _TRIPS
+    )  # fmt: skip
+
+
+REFERENCE_TRIPS = reference_trips(2015)
+
+
+def model_years(model_uri: str) -> tuple[int, int]:
+    """The pick-up years a model directory prices: its training years (``model.json`` extent)
+    widened by the serving margin, or the contract's years for a model without an extent."""
+    from components.common.storage import read_json, resolve_filesystem
+
+    fs, path = resolve_filesystem(model_uri.rstrip("/") + "/model.json")
+    meta = read_json(fs, path, f"{model_uri}: no model.json (not a fareflow model directory)")
+    years = ((meta or {}).get("extent") or {}).get("year") if isinstance(meta, dict) else None
+    if not years:
+        return CONTRACT_YEARS
+    return int(years[0]) - YEAR_MARGIN, int(years[1]) + YEAR_MARGIN
+
+
+def pick_year(stable: tuple[int, int], candidate: tuple[int, int]) -> int | None:
+    """A pick-up year both models price (the latest such), or None when they share none."""
+    low, high = max(stable[0], candidate[0]), min(stable[1], candidate[1])
+    return high if low <= high else None
 
 
 @dataclass(frozen=True)
@@ -91,11 +122,15 @@ Predict = Callable[[Sequence[dict]], list[float]]
 
 
 def compare(
-    stable: Predict, candidate: Predict, check: CanaryCheck, trips: Sequence[dict] = REFERENCE_TRIPS
+    stable: Predict,
+    candidate: Predict,
+    check: CanaryCheck,
+    trips: Sequence[dict] = REFERENCE_TRIPS,
+    compare_fares: bool = True,
 ) -> Verdict:
     """The candidate's error rate over ``check.requests`` calls, then its fares for ``trips``
-    against the stable model's. A call that fails or answers no finite fare per trip counts
-    as an error."""
+    against the stable model's (unless ``compare_fares`` is False: the models price no common
+    year). A call that fails or answers no finite fare per trip counts as an error."""
     errors, last, last_error = 0, None, ""
     for _ in range(check.requests):
         try:
@@ -107,6 +142,12 @@ def compare(
             errors += 1
             last_error = str(err)
     rate = errors / check.requests
+    if not compare_fares:
+        if last is None or rate > check.max_error_rate:
+            reason = f"error rate {rate:.1%} > {check.max_error_rate:.1%} ({errors}/{check.requests} calls failed: {last_error})"
+            return Verdict(False, reason, rate, math.nan, (), tuple(last or ()))
+        reason = f"error rate {rate:.1%}; fares not compared: the two models price no common pick-up year"
+        return Verdict(True, reason, rate, math.nan, (), tuple(last))
     stable_fares = tuple(stable(trips))
     if last is None:
         return Verdict(
@@ -189,6 +230,7 @@ def rollout(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     predictor_for: Callable[[str], Predict] | None = None,
+    years: Callable[[str], tuple[int, int]] = model_years,
 ) -> dict:
     """Roll ``new_uri`` out (see the module docstring). ``build(storage_uri, predictor_name=,
     canary=)`` makes the InferenceService; ``deploy(obj)`` creates/updates it and waits for its
@@ -231,8 +273,21 @@ def rollout(
             }  # fmt: skip
         sleep(poll)
 
-    verdict = compare(predictor_for(predictor_url(stable_name)), predictor_for(predictor_url(cname)), check)
-    figures = {k: v for k, v in asdict(verdict).items() if k not in ("promote", "reason")}
+    candidate_years = years(new_uri)
+    year = pick_year(years(stable_uri), candidate_years)
+    trips = reference_trips(candidate_years[1] if year is None else year)
+    verdict = compare(
+        predictor_for(predictor_url(stable_name)),
+        predictor_for(predictor_url(cname)),
+        check,
+        trips,
+        year is not None,
+    )
+    figures = {
+        k: None if isinstance(v, float) and math.isnan(v) else v  # JSON has no NaN
+        for k, v in asdict(verdict).items()
+        if k not in ("promote", "reason")
+    }
     if not verdict.promote:
         _roll_back(name, ns, api)
         return {"action": "rolled back", "name": name, "namespace": ns, "storage_uri": stable_uri,

@@ -389,7 +389,7 @@ check_autoscaling() {
   fi
   [[ -n "${min}" ]] || die "inferenceservice/${ISVC_NAME} has no HPA (minReplicas < maxReplicas in fareflow-cluster?)"
   run_bg "${PYTHON}" "${SCRIPT_DIR}/load_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
-    --model "${ISVC_NAME}" --concurrency 8 --trips 100 --duration "${LOAD_SECONDS}"
+    --model "${ISVC_NAME}" --year "${DATA_MONTHS:0:4}" --concurrency 8 --trips 100 --duration "${LOAD_SECONDS}"
   wait_hpa_replicas gt "${min}" "${SCALE_UP_TIMEOUT}"
   stop_bg
   wait_hpa_replicas le "${min}" "${SCALE_DOWN_TIMEOUT}"
@@ -413,7 +413,7 @@ check_scale_to_zero() {
   run_bg kubectl -n kourier-system port-forward svc/kourier "${MODEL_LOCAL_PORT}:80"
   retry 60 2 curl -fsS -o /dev/null -H "Host: ${KNATIVE_HOST}" "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
-    --model "${ISVC_NAME}" --protocol v1 --host-header "${KNATIVE_HOST}"
+    --model "${ISVC_NAME}" --year "${DATA_MONTHS:0:4}" --protocol v1 --host-header "${KNATIVE_HOST}"
   run kubectl -n "${NAMESPACE}" get pods -l "${selector}" -o name
   stop_bg
 }
@@ -434,7 +434,7 @@ check_canary_rollback() {
   run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${ISVC_NAME}-predictor" "${MODEL_LOCAL_PORT}:80"
   retry 30 2 curl -fsS -o /dev/null "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
-    --model "${ISVC_NAME}" --protocol both
+    --model "${ISVC_NAME}" --year "${DATA_MONTHS:0:4}" --protocol both
   stop_bg
 }
 
@@ -448,7 +448,7 @@ check_inference() {
   run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${PREDICTOR_SERVICE}" "${MODEL_LOCAL_PORT}:80"
   retry 30 2 curl -fsS -o /dev/null "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \
-    --model "${ISVC_NAME}" --protocol both
+    --model "${ISVC_NAME}" --year "${DATA_MONTHS:0:4}" --protocol both
 }
 
 main() {

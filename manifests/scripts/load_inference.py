@@ -29,11 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of load at most (default 120)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="requests at most (default 200000)")
     parser.add_argument("--max-error-rate", type=float, default=0.05, help="failing share that fails the run")
+    parser.add_argument("--year", type=int, default=2015, help="pick-up year of the trips (default 2015)")
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.trips < 1 or args.duration <= 0 or args.max_requests < 1:
         parser.error("--concurrency, --trips, --duration and --max-requests must be positive")
 
-    body = json.dumps({"instances": [TRIPS[i % len(TRIPS)] for i in range(args.trips)]}).encode()
+    trips = [
+        {**t, "ORIGINDATETIME_TR": t["ORIGINDATETIME_TR"][:6] + str(args.year) + t["ORIGINDATETIME_TR"][10:]}
+        for t in TRIPS
+    ]
+    body = json.dumps({"instances": [trips[i % len(trips)] for i in range(args.trips)]}).encode()
     url = f"{args.url.rstrip('/')}/v1/models/{args.model}:predict"
     deadline = time.monotonic() + args.duration
     lock = threading.Lock()

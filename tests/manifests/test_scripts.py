@@ -709,7 +709,9 @@ def test_kind_test_checks_autoscaling_after_inference_in_standard_mode():
     )
     index(cmds, "--kubelet-insecure-tls", metrics)
     inference = index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare", metrics)
-    load_ = index(cmds, "load_inference.py --url http://127.0.0.1:8081 --model taxi-fare", inference)
+    load_ = index(
+        cmds, "load_inference.py --url http://127.0.0.1:8081 --model taxi-fare --year 2015", inference
+    )
     up = index(
         cmds, "get hpa taxi-fare-predictor -o 'jsonpath={.status.currentReplicas}' '# until gt 1'", load_
     )
@@ -727,7 +729,11 @@ def test_kind_test_rolls_back_a_canary_that_cannot_load_and_checks_the_stable_mo
         "-m components.cluster --name taxi-fare --namespace fareflow --model-uri s3://mlpipeline/fareflow-kind-test/no-such-model/ --canary-percent 20",
         down,
     )
-    index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --protocol both", canary)
+    index(
+        cmds,
+        "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --year 2015 --protocol both",
+        canary,
+    )
     src = (MANIFESTS / "scripts" / "kind-test.sh").read_text()
     assert '[[ ${rc} -eq 3 ]] || die "the bad canary was not rolled back' in src
 
@@ -739,12 +745,12 @@ def test_kind_test_checks_scale_to_zero_in_knative_mode():
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
     inference = index(
-        cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --protocol both"
+        cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare --year 2015 --protocol both"
     )
     zero = index(
         cmds, "get pods -l serving.kserve.io/inferenceservice=taxi-fare -o name '# until none'", inference
     )
-    index(cmds, "--host-header taxi-fare-predictor.fareflow.example.com", zero)
+    index(cmds, "--year 2015 --protocol v1 --host-header taxi-fare-predictor.fareflow.example.com", zero)
     assert not any("load_inference.py" in c for c in cmds)
 
 
@@ -835,3 +841,15 @@ def test_kind_test_schedules_a_gpu_probe_onto_the_gpu_node_within_the_quota():
         ).group(1)
     )
     assert int(quota["spec"]["hard"]["requests.nvidia.com/gpu"]) == fake_gpus >= 1
+
+
+def test_check_inference_sends_trips_in_the_year_it_is_given(model_server):
+    """A model refuses pick-up years it was not trained on: kind-test passes its data's year."""
+    proc = subprocess.run(
+        [sys.executable, str(MANIFESTS / "scripts" / "check_inference.py"), "--url", model_server["url"],
+         "--model", "taxi-fare", "--protocol", "v1", "--year", "2017"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ((_, body),) = model_server["seen"]
+    assert {i["ORIGINDATETIME_TR"][6:10] for i in body["instances"]} == {"2017"}

@@ -142,6 +142,7 @@ class Cluster:
         self.api = FakeCustomObjects()
         self.deployed: list[dict] = []
         self.canary_ready = True
+        self.years: dict[str, tuple[int, int]] = {}
 
     def build(self, uri, predictor_name=None, canary=None):
         return core.inference_service_object(
@@ -196,7 +197,7 @@ def run(cluster, uri, stable_fares, candidate_fares, **check):
     return canary.rollout(
         cluster.build, uri, canary.CanaryCheck(**check), deploy=cluster.deploy, predictor_url=predictor_url,
         model_name="taxi-fare", api=cluster.api, poll=0, sleep=lambda s: None, clock=lambda: next(ticks),
-        predictor_for=predictor_for,
+        predictor_for=predictor_for, years=lambda uri: cluster.years.get(uri, (2014, 2016)),
     )  # fmt: skip
 
 
@@ -265,3 +266,24 @@ def test_deploy_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, extra, me
     assert main(["--model-uri", NEW, *extra]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("fareflow deploy: error: ") and message in line
+
+
+def test_reference_trips_use_a_year_both_models_price(tmp_path):
+    assert canary.pick_year((2014, 2016), (2015, 2018)) == 2016
+    assert canary.pick_year((2014, 2016), (2018, 2020)) is None
+    assert {t["ORIGINDATETIME_TR"][6:10] for t in canary.reference_trips(2017)} == {"2017"}
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.json").write_text('{"extent": {"year": [2015, 2015]}}')
+    assert canary.model_years(str(model)) == (2014, 2016)  # the serving margin of one year
+    (model / "model.json").write_text("{}")
+    assert canary.model_years(str(model)) == canary.CONTRACT_YEARS  # a model without an extent
+    with pytest.raises(UserError, match="no model.json"):
+        canary.model_years(str(tmp_path / "none"))
+
+
+def test_models_with_no_common_year_are_judged_on_the_error_rate_alone(cluster):
+    run(cluster, OLD, fares(10), fares(10))
+    cluster.years = {OLD: (2014, 2016), NEW: (2018, 2020)}
+    out = run(cluster, NEW, fares(10), fares(99))
+    assert out["action"] == "promoted" and "fares not compared" in out["reason"]

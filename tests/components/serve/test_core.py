@@ -94,7 +94,9 @@ def test_clean_names_give_the_same_fares(predictor):
             "origin_lon": t["ORIGIN_BLOCK_LONGITUDE"],
             "dest_lat": t["DESTINATION_BLOCK_LATITUDE"],
             "dest_lon": t["DESTINATION_BLOCK_LONGITUDE"],
-            contract.PICKUP: "2018-03-14T08:00:00",
+            # the same pick-up time, ISO-written: MM/DD/YYYY HH:MM -> YYYY-MM-DDTHH:MM:00
+            contract.PICKUP: f"{t['ORIGINDATETIME_TR'][6:10]}-{t['ORIGINDATETIME_TR'][:2]}-"
+            f"{t['ORIGINDATETIME_TR'][3:5]}T{t['ORIGINDATETIME_TR'][11:]}:00",
         }
         for t in TRIPS[:1]
     ]

@@ -107,12 +107,15 @@ def test_two_workers_share_one_study_without_duplicate_trials(shared_splits, tmp
     err = capfd.readouterr().err
     study = optuna.load_study(study_name="pair", storage=url)
     numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) == 6
+    # Two workers can both see one trial left and both start it: Optuna has no atomic trial
+    # reservation across processes, so N workers may run up to N - 1 trials past the total
+    # (docs/tune.md). Never fewer, never a duplicate number.
+    assert sorted(numbers) == list(range(len(numbers))) and 6 <= len(numbers) <= 6 + 1
     assert all(t.state.is_finished() for t in study.trials)
-    assert result.new_trials == 6 and len(result.trials) == 6
+    assert result.new_trials == len(result.trials) == len(numbers)
     assert study.trials[0].params == DEFAULTS
     # the workers' samplers are seeded apart: no two trials try the same parameters
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(numbers)
     # both workers ran trials, and some of their trials overlapped in time
     assert "tune: worker 0: trial" in err and "tune: worker 1: trial" in err
     spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)

@@ -48,6 +48,14 @@ TRIPS = [
 ]
 
 
+def trips_in(year: int) -> list[dict]:
+    """TRIPS with their pick-up dates (MM/DD/YYYY HH:MM) moved to ``year``."""
+    return [
+        {**t, "ORIGINDATETIME_TR": f"{t['ORIGINDATETIME_TR'][:6]}{year}{t['ORIGINDATETIME_TR'][10:]}"}
+        for t in TRIPS
+    ]
+
+
 class CheckFailed(Exception):
     pass
 
@@ -132,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         help="pick-up year of the trips (a model refuses years it was not trained on; default 2015)",
     )
     ns = p.parse_args(argv)
-    trips = [
-        {**t, "ORIGINDATETIME_TR": t["ORIGINDATETIME_TR"][:6] + str(ns.year) + t["ORIGINDATETIME_TR"][10:]}
-        for t in TRIPS
-    ]
+    trips = trips_in(ns.year)
     if ns.host_header:
         HEADERS["Host"] = ns.host_header
     base = ns.url.rstrip("/")

@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-from check_inference import TRIPS
+from check_inference import trips_in
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1 or args.trips < 1 or args.duration <= 0 or args.max_requests < 1:
         parser.error("--concurrency, --trips, --duration and --max-requests must be positive")
 
-    trips = [
-        {**t, "ORIGINDATETIME_TR": t["ORIGINDATETIME_TR"][:6] + str(args.year) + t["ORIGINDATETIME_TR"][10:]}
-        for t in TRIPS
-    ]
+    trips = trips_in(args.year)
     body = json.dumps({"instances": [trips[i % len(trips)] for i in range(args.trips)]}).encode()
     url = f"{args.url.rstrip('/')}/v1/models/{args.model}:predict"
     deadline = time.monotonic() + args.duration

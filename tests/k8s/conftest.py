@@ -48,11 +48,14 @@ class Tier:
             "apply", "--server-side", "--field-manager", "fareflow-k8s-test", "-f", "-", *extra, input=text
         )
 
-    def can_i(self, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
+    def can_i(
+        self, sa: str, verb: str, resource: str, namespace: str | None = None, name: str | None = None
+    ) -> bool:
         """What the authorizer answers for ServiceAccount ``NS:NAME`` (a SubjectAccessReview, so
         kinds whose CRD is not installed are asked about too). ``resource`` is kubectl's form:
-        ``plural[.group]``, ``plural/subresource`` or ``plural/name`` for ``get``-by-name checks."""
-        ns_of_sa, name = sa.split(":")
+        ``plural[.group]``, ``plural/subresource`` or ``plural/name`` for ``get``-by-name checks;
+        ``name`` names the object of a subresource check (``pods/exec`` into one pod)."""
+        ns_of_sa, sa_name = sa.split(":")
         plural, _, rest = resource.partition("/")
         plural, _, group = plural.partition(".")
         attrs = {"verb": verb, "resource": plural, "group": group}
@@ -60,10 +63,12 @@ class Tier:
             attrs["subresource" if rest in SUBRESOURCES else "name"] = rest
         if namespace:
             attrs["namespace"] = namespace
+        if name:
+            attrs["name"] = name
         review = {
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": {
-                "user": f"system:serviceaccount:{ns_of_sa}:{name}",
+                "user": f"system:serviceaccount:{ns_of_sa}:{sa_name}",
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns_of_sa}", "system:authenticated"],
                 "resourceAttributes": attrs,
             },

@@ -57,22 +57,7 @@ def test_mpijob_is_reconciled_into_launcher_and_workers_with_exec_rbac(tier: Tie
 
 
 def _exec_allowed(tier: Tier, sa: str, ns: str, pod: str) -> bool:
-    import json
-
-    ns_of_sa, name = sa.split(":")
-    review = {
-        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-        "spec": {
-            "user": f"system:serviceaccount:{ns_of_sa}:{name}",
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns_of_sa}", "system:authenticated"],
-            "resourceAttributes": {"namespace": ns, "verb": "create", "resource": "pods", "subresource": "exec", "name": pod},
-        },
-    }  # fmt: skip
-    return bool(
-        json.loads(tier.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)))["status"].get(
-            "allowed"
-        )
-    )
+    return tier.can_i(sa, "create", "pods/exec", ns, name=pod)
 
 
 def test_restricted_pod_security_refuses_the_v1_launcher(tier: Tier, namespace: str):

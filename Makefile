@@ -24,7 +24,7 @@ SCALE_ARGS ?=
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: help install run test lint format bench bench-scale compile clean checkov-venv
+.PHONY: help install horovod run test lint format bench bench-scale compile clean checkov-venv
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,10 +37,26 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create the venv (VENV, default .venv) and install fareflow with its dev extras
 
+# Horovod (gloo) in the venv, for --backend horovod: built once against the pinned torch by the
+# script the trainer image uses, the wheel cached under HOROVOD_WHEELS (about 2 minutes cold).
+HOROVOD_VERSION ?= 0.28.1
+HOROVOD_WHEELS ?= $(HOME)/.cache/fareflow/horovod-wheels
+TORCH_PIN := $(shell sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
+HOROVOD_WHEEL_DIR := $(HOROVOD_WHEELS)/$(HOROVOD_VERSION)-torch$(TORCH_PIN)-cp311-gloo
+
+$(BIN)/.horovod-$(HOROVOD_VERSION)-$(TORCH_PIN): $(BIN)/.installed images/trainer/build-horovod.sh
+	ls $(HOROVOD_WHEEL_DIR)/horovod-$(HOROVOD_VERSION)-*.whl >/dev/null 2>&1 \
+	  || PYTHON=$(BIN)/python bash images/trainer/build-horovod.sh $(HOROVOD_VERSION) $(HOROVOD_WHEEL_DIR)
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(HOROVOD_WHEEL_DIR)/horovod-$(HOROVOD_VERSION)-*.whl
+	$(BIN)/horovodrun --check-build | grep -q '\[X\] PyTorch'
+	touch $@
+
+horovod: $(BIN)/.horovod-$(HOROVOD_VERSION)-$(TORCH_PIN) ## build (once; cached) and install Horovod with gloo into the venv, for --backend horovod
+
 run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local); keeps the newest KEEP_RUNS runs under runs/
 	$(BIN)/fareflow run --rows $(ROWS) --keep-runs $(KEEP_RUNS) $(RUN_ARGS)
 
-test: install ## run the unit, component and local-pipeline tests
+test: install horovod ## run the unit, component and local-pipeline tests
 	$(BIN)/pytest -m "not container and not k8s" $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check + the import layering (.importlinter)
@@ -55,7 +71,7 @@ format: install ## ruff autofix + format
 compile: install ## write the pipeline IR YAML to build/taxi_fare_pipeline.yaml
 	$(BIN)/fareflow compile --output build/taxi_fare_pipeline.yaml
 
-bench: install $(BENCH_BASELINE_VENV)/.installed-$(BENCH_BASELINE_PANDAS)-$(BENCH_BASELINE_POLARS)-$(BENCH_BASELINE_DUCKDB) ## benchmark fareflow vs plain baselines (BENCH_ROWS rows); JSON in bench/results/
+bench: install horovod $(BENCH_BASELINE_VENV)/.installed-$(BENCH_BASELINE_PANDAS)-$(BENCH_BASELINE_POLARS)-$(BENCH_BASELINE_DUCKDB) ## benchmark fareflow vs plain baselines (BENCH_ROWS rows); JSON in bench/results/
 	$(BIN)/python -m bench.run --rows $(BENCH_ROWS) --baseline-python $(BENCH_BASELINE_VENV)/bin/python $(BENCH_ARGS)
 
 bench-scale: install ## the whole DC-sized set (SCALE_ROWS rows, 54 monthly files in yearly zips) through ingest -> quality -> sample -> train; per-step figures in bench/results/scale-*.json

@@ -1,8 +1,10 @@
 """``python -m components.train``: train the fare model on the sample step's splits.
 
-Run plainly it trains in this process (``--workers 1``) or starts ``--workers N`` DDP
-processes with torchrun on this machine. Started by torchrun or a PyTorchJob (``WORLD_SIZE``
-and ``RANK`` set) it is one rank of that run and never launches again.
+Run plainly it trains in this process (``--workers 1``) or starts ``--workers N`` processes on
+this machine: DDP ranks with torchrun, or Horovod ranks with horovodrun (gloo) for ``--backend
+horovod``. Started by a launcher -- torchrun or a PyTorchJob (``WORLD_SIZE``/``RANK``),
+horovodrun (``HOROVOD_RANK``) or an MPIJob's mpirun (``OMPI_COMM_WORLD_RANK``) -- it is one rank
+of that run and never launches again.
 
 Exit status: 0 trained; 2 bad arguments or input (one line on stderr); 143 stopped by SIGTERM
 after writing a checkpoint (the same command resumes).
@@ -34,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start over: delete the earlier checkpoints (the same as --resume no)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="DDP processes on this machine via torchrun (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes on this machine: DDP ranks via torchrun, or Horovod ranks via horovodrun "
+        "(gloo) with --backend horovod (default 1)",
     )
     p.add_argument(
         "--max-restarts",

@@ -11,6 +11,7 @@ from components.common.configspec import option
 from components.common.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("ddp", "horovod")  # components.train.distributed.BACKENDS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,13 @@ class TrainConfig:
         format=lambda value: "yes" if value else "no",
     )
     device: str = option("auto", flag="--device", help="default auto: CUDA if present", choices=DEVICES)
+    backend: str = option(
+        "ddp",
+        flag="--backend",
+        help="distributed training with several processes: ddp (torch DDP; torchrun, PyTorchJob; "
+        "default) or horovod (horovod.torch; horovodrun, MPIJob)",
+        choices=BACKENDS,
+    )
     max_rows: int | None = option(None, flag="--max-rows", help="use at most this many rows of each split")
     truth_uri: str | None = option(
         None, flag="--truth", help="the generator's truth.json: adds best_possible_rmse to the metrics"
@@ -80,6 +88,8 @@ class TrainConfig:
             )
         if not math.isfinite(self.min_delta) or self.min_delta < 0:
             raise UserError(f"--min-delta: expected a non-negative number, got {self.min_delta}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.device not in DEVICES:
             raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.max_rows is not None and self.max_rows < 1:

@@ -205,7 +205,7 @@ def run(
     exception it raises stops training and propagates (the tune step's pruning). Under DDP
     every rank must pass a callback or none (its outcome is shared by a collective)."""
     config.validate()
-    d = start_process_group(config.device)
+    d = start_process_group(config.device, config.backend)
     try:
         with _StopFlag() if config.keep_checkpoints else _no_stop() as stop:
             return _train(config, d, log if d.main else (lambda _m: None), progress, on_epoch, stop)
@@ -333,8 +333,9 @@ def _train(
             test = load_split(splits, "test", d, sharded=False, max_rows=config.max_rows)
     train_rows_total = int(_all_reduce(d, [train.rows])[0])
     if d.distributed:
+        name = "Horovod" if d.horovod else "DDP"
         log(
-            f"DDP: {d.world} processes ({d.backend} on {d.device.split(':')[0]}), {train_rows_total:,} train rows in all"
+            f"{name}: {d.world} processes ({d.backend} on {d.device.split(':')[0]}), {train_rows_total:,} train rows in all"
         )
 
     current = fingerprint(config, splits, d)
@@ -350,7 +351,7 @@ def _train(
         module.load_state_dict(state["model"])
     module.to(d.device)
     net = module
-    if d.distributed:
+    if d.distributed and not d.horovod:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(
@@ -358,8 +359,19 @@ def _train(
         )
     torch.manual_seed(config.seed + d.rank)  # dropout masks differ between ranks
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if d.horovod:
+        # Horovod's counterpart of DDP: gradients averaged over the ranks in step() (as DDP
+        # averages them in backward), rank 0's weights and optimizer state on every rank. The
+        # wrapper is a new optimizer over the same parameters, so the checkpoint's state is
+        # loaded into it, not into the AdamW it was made from.
+        import horovod.torch as hvd
+
+        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=module.named_parameters())
+        hvd.broadcast_parameters(module.state_dict(), root_rank=0)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+    if d.horovod:
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
     loss_fn = torch.nn.MSELoss()
 
     x_train = torch.as_tensor(encode(train.columns, spec), device=d.device)
@@ -459,7 +471,7 @@ def _train(
                     raise interrupted(epoch - 1, step, uri)
                 idx = order_t[step * per_rank_batch : (step + 1) * per_rank_batch]
                 xb, yb = x_train[idx], y_train[idx]
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()  # grads set to None (torch's default; Horovod's takes no argument)
                 loss = loss_fn(net(xb).squeeze(-1), yb)
                 loss.backward()
                 optimizer.step()
@@ -559,6 +571,8 @@ def _train(
                 "extent": extent,
                 "training": {
                     "world_size": d.world,
+                    "backend": d.backend,
+                    "framework": d.framework,
                     "device": d.device,
                     "best_epoch": best_epoch,
                     "rows": result.rows,

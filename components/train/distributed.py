@@ -1,6 +1,8 @@
-"""The DDP process group: this process's rank, collectives over small vectors, and
-``all_ranks_or_none`` for phases that may fail on some ranks only (docs/train.md, "Distributed
-training")."""
+"""The process group of a distributed run -- DDP (torch.distributed, under torchrun or a
+PyTorchJob) or Horovod (horovod.torch, under horovodrun or an MPIJob's mpirun): this process's
+rank, collectives over small vectors and picklable objects, and ``all_ranks_or_none`` for phases
+that may fail on some ranks only (docs/train.md, "Distributed training"). Both backends give the
+training loop the same collectives, so sharding, statistics and error handling are written once."""
 
 from __future__ import annotations
 
@@ -16,6 +18,21 @@ from components.common.errors import UserError
 
 TIMEOUT_ENV = "FAREFLOW_DDP_TIMEOUT_MINUTES"  # collective timeout of a DDP run, in minutes
 DEFAULT_TIMEOUT_MINUTES = 30
+BACKENDS = ("ddp", "horovod")  # also TrainConfig's --backend choices
+# Where each launcher puts a process's rank and the world size: torchrun/PyTorchJob, horovodrun
+# (gloo), mpirun (Open MPI: horovodrun --mpi, an MPIJob's launcher).
+_RANK_ENV = {
+    "ddp": [("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")],
+    "horovod": [
+        ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE"),
+        (
+            "OMPI_COMM_WORLD_RANK",
+            "OMPI_COMM_WORLD_SIZE",
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "OMPI_COMM_WORLD_LOCAL_SIZE",
+        ),
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -26,7 +43,12 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"
-    backend: str | None = None
+    backend: str | None = None  # the transport: gloo, nccl (DDP); horovod-gloo, horovod-mpi
+    framework: str = "ddp"  # ddp (torch.distributed) or horovod (horovod.torch)
+
+    @property
+    def horovod(self) -> bool:
+        return self.framework == "horovod" and self.world > 1
 
     @property
     def distributed(self) -> bool:
@@ -38,8 +60,30 @@ class Dist:
 
 
 def launched_as_rank() -> bool:
-    """Started by torchrun / a PyTorchJob (the launcher sets WORLD_SIZE and RANK)."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+    """Started as one rank of a run by a launcher: torchrun / a PyTorchJob (WORLD_SIZE and RANK),
+    horovodrun (HOROVOD_RANK/SIZE) or mpirun (OMPI_COMM_WORLD_RANK/SIZE)."""
+    return any(_launcher_env(backend) is not None for backend in BACKENDS)
+
+
+def _launcher_env(backend: str) -> tuple[str, str, str, str] | None:
+    """The names of the rank/world/local-rank/local-size variables a launcher set for ``backend``."""
+    for names in _RANK_ENV[backend]:
+        if names[0] in os.environ and names[1] in os.environ:
+            return names
+    return None
+
+
+def check_launcher(backend: str) -> None:
+    """A rank started for one backend but told to use the other fails at once, with the fix:
+    torchrun's ranks cannot form a Horovod group, nor mpirun's a DDP one."""
+    if _launcher_env(backend) is not None:
+        return
+    other = next((b for b in BACKENDS if b != backend and _launcher_env(b) is not None), None)
+    if other is not None:
+        launcher = {"ddp": "torchrun (a PyTorchJob)", "horovod": "horovodrun/mpirun (an MPIJob)"}[other]
+        raise UserError(
+            f"--backend {backend}: this process was started by {launcher}, which needs --backend {other}"
+        )
 
 
 def _env_int(name: str, default: int) -> int:
@@ -68,7 +112,7 @@ def _pick_device(requested: str, local_rank: int) -> str:
     return f"cuda:{local_rank % torch.cuda.device_count()}"
 
 
-def _size_cpu_threads() -> None:
+def _size_cpu_threads(local_world: int) -> None:
     """Unless OMP_NUM_THREADS says otherwise, give each local process its share of the
     container's CPU limit (not the node's cores, which torch would use in a pod)."""
     if os.environ.get("OMP_NUM_THREADS"):
@@ -77,17 +121,27 @@ def _size_cpu_threads() -> None:
 
     from components.common.cpu import cpu_threads
 
-    torch.set_num_threads(cpu_threads(_env_int("LOCAL_WORLD_SIZE", 1)))
+    torch.set_num_threads(cpu_threads(local_world))
 
 
-def start_process_group(requested_device: str) -> Dist:
-    """Join the torchrun/PyTorchJob process group when WORLD_SIZE > 1; else a one-process Dist."""
-    world = _env_int("WORLD_SIZE", 1)
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    _size_cpu_threads()
+def start_process_group(requested_device: str, backend: str = "ddp") -> Dist:
+    """Join the run's process group when a launcher started this process as one of several
+    ranks -- torch.distributed for ``ddp``, Horovod for ``horovod`` -- else a one-process Dist."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if launched_as_rank():
+        check_launcher(backend)
+    names = _launcher_env(backend)
+    defaults = (0, 1, 0, 1)  # rank, world, local rank, local world of a process on its own
+    rank, world, local_rank, local_world = (
+        (_env_int(n, v) for n, v in zip(names, defaults, strict=True)) if names else defaults
+    )
+    _size_cpu_threads(local_world)
     device = _pick_device(requested_device, local_rank)
     if world <= 1:
-        return Dist(device=device)
+        return Dist(device=device, framework=backend)
+    if backend == "horovod":
+        return _start_horovod(device)
     import torch
     import torch.distributed as dist
 
@@ -113,8 +167,35 @@ def start_process_group(requested_device: str) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device, backend=backend)
 
 
+def _start_horovod(device: str) -> Dist:
+    """``hvd.init()`` under horovodrun (gloo) or mpirun (the MPI controller): rank and size come
+    from Horovod itself, which agrees with the launcher's variables read above."""
+    try:
+        import horovod.torch as hvd
+    except ImportError as err:
+        raise UserError(
+            f"--backend horovod: Horovod is not installed here ({err}); the trainer image has it, "
+            "and `make horovod` builds it into the development venv"
+        ) from None
+    hvd.init()
+    if device.startswith("cuda"):
+        import torch
+
+        device = f"cuda:{hvd.local_rank() % torch.cuda.device_count()}"
+        torch.cuda.set_device(torch.device(device))
+    transport = "horovod-gloo" if hvd.gloo_enabled() else "horovod-mpi"
+    return Dist(
+        rank=hvd.rank(), world=hvd.size(), local_rank=hvd.local_rank(), device=device,
+        backend=transport, framework="horovod",
+    )  # fmt: skip
+
+
 def end_process_group(d: Dist) -> None:
-    if d.distributed:
+    if d.horovod:
+        import horovod.torch as hvd
+
+        hvd.shutdown()
+    elif d.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
@@ -127,9 +208,15 @@ def _all_reduce(d: Dist, values, op: str = "sum") -> np.ndarray:
     if not d.distributed:
         return values
     import torch
-    import torch.distributed as dist
 
     t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
+    if d.horovod:
+        import horovod.torch as hvd
+
+        ops = {"sum": hvd.Sum, "max": hvd.Max, "min": hvd.Min}
+        return hvd.allreduce(t, op=ops[op]).cpu().numpy()
+    import torch.distributed as dist
+
     ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     dist.all_reduce(t, op=ops[op])
     return t.cpu().numpy()
@@ -141,9 +228,14 @@ def _broadcast(d: Dist, values) -> np.ndarray:
     if not d.distributed:
         return values
     import torch
-    import torch.distributed as dist
 
     t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
+    if d.horovod:
+        import horovod.torch as hvd
+
+        return hvd.broadcast(t, root_rank=0).cpu().numpy()
+    import torch.distributed as dist
+
     dist.broadcast(t, src=0)
     return t.cpu().numpy()
 
@@ -159,14 +251,11 @@ def _one_line(err: BaseException) -> str:
 def _first_failure(d: Dist, failed: BaseException | None) -> tuple[int, str] | None:
     """Collective: every rank says whether it failed; the lowest failing rank and its one-line
     message on every rank (broadcast from it), or None when no rank failed."""
-    import torch.distributed as dist
-
     first = int(_all_reduce(d, [d.rank if failed is not None else d.world], op="min")[0])
     if first >= d.world:
         return None
-    message = [_one_line(failed) if d.rank == first and failed is not None else None]
-    dist.broadcast_object_list(message, src=first)
-    return first, str(message[0])
+    message = _one_line(failed) if d.rank == first and failed is not None else None
+    return first, str(_broadcast_object(d, message, src=first))
 
 
 @contextmanager
@@ -189,14 +278,18 @@ def all_ranks_or_none(d: Dist, what: str) -> Iterator[None]:
         raise UserError(f"{PEER_FAILED.format(rank=rank, world=d.world)} {what}: {message}")
 
 
-def _broadcast_object(d: Dist, obj):
-    """Rank 0's picklable object on every rank (a checkpoint's state on resume)."""
+def _broadcast_object(d: Dist, obj, src: int = 0):
+    """Rank ``src``'s picklable object on every rank (a checkpoint's state on resume)."""
     if not d.distributed:
         return obj
+    if d.horovod:
+        import horovod.torch as hvd
+
+        return hvd.broadcast_object(obj if d.rank == src else None, root_rank=src)
     import torch.distributed as dist
 
-    box = [obj if d.main else None]
-    dist.broadcast_object_list(box, src=0)
+    box = [obj if d.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -204,6 +297,11 @@ def _gather_objects(d: Dist, obj) -> list | None:
     """Every rank's picklable object, in rank order, on rank 0 (None elsewhere)."""
     if not d.distributed:
         return [obj]
+    if d.horovod:
+        import horovod.torch as hvd
+
+        everyone = hvd.allgather_object(obj)  # Horovod has no gather to one rank
+        return list(everyone) if d.main else None
     import torch.distributed as dist
 
     out = [None] * d.world if d.main else None

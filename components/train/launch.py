@@ -1,5 +1,6 @@
-"""Launching a training run on this machine: in this process or as ``--workers N`` torchrun
-DDP processes; writing its summary JSON and report directory (docs/train.md)."""
+"""Launching a training run on this machine: in this process, or as ``--workers N`` processes --
+torchrun's DDP ranks (``--backend ddp``) or horovodrun's Horovod ranks over gloo (``--backend
+horovod``); writing its summary JSON and report directory (docs/train.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from .core import log_line, run
 from .distributed import PEER_FAILED
 from .result import TrainResult
 from .splits import check_max_rows
+
+# "TypeError: ..." at the end of a rank's traceback, behind a launcher's "[1]<stderr>:" prefix
+_EXCEPTION_LINE = re.compile(r"(?:^|>:)((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): .+)$")
 
 
 def write_outputs(
@@ -44,16 +48,21 @@ def launch_local(
     """Train on this machine and return the summary (``TrainResult.summary()``).
 
     ``workers == 1``: in this process. ``workers > 1``: ``python -m torch.distributed.run
-    --standalone --nproc_per_node=W -m components.train ...`` (CPU: gloo DDP), whose rank 0
-    writes the summary JSON read back here; its output is passed through to stderr, and a
-    failure raises ``UserError`` with the workers' own error line. ``max_restarts``: torchrun
-    restarts the group that many times when a worker dies (the ranks resume from the newest
-    checkpoint)."""
+    --standalone --nproc_per_node=W -m components.train ...`` (CPU: gloo DDP) or, with
+    ``--backend horovod``, ``horovodrun -np W -H localhost:W --gloo python -m components.train
+    ...``; rank 0 writes the summary JSON read back here; the ranks' output is passed through to
+    stderr, and a failure raises ``UserError`` with the workers' own error line.
+    ``max_restarts`` (DDP only): torchrun restarts the group that many times when a worker dies
+    (the ranks resume from the newest checkpoint)."""
     if workers < 1:
         raise UserError(f"--workers: expected at least 1, got {workers}")
     if max_restarts < 0:
         raise UserError(f"--max-restarts: expected 0 or more, got {max_restarts}")
     config.validate()
+    if max_restarts and config.backend != "ddp":
+        raise UserError(
+            "--max-restarts: only with --backend ddp (torchrun restarts a failed group; horovodrun does not)"
+        )
     if workers == 1:
         result = run(config, log=log, progress=progress)
         write_outputs(result, report_dir=report_dir)
@@ -65,11 +74,8 @@ def launch_local(
     model_dir.check_output(config.output_uri)
     with tempfile.TemporaryDirectory(prefix="fareflow-train-") as tmp:
         summary_path = os.path.join(tmp, "summary.json")
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
-            f"--max-restarts={max_restarts}",
-            "-m", "components.train", *to_argv(config), "--summary-json", summary_path,
-        ]  # fmt: skip
+        launcher = _launcher(config.backend, workers, max_restarts)
+        cmd = [*launcher, "components.train", *to_argv(config), "--summary-json", summary_path]
         if report_dir:
             cmd += ["--report-dir", str(report_dir)]
         env = dict(os.environ)
@@ -78,7 +84,9 @@ def launch_local(
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(name, None)  # the launcher sets its own
-        log(f"launching {workers} DDP workers: torchrun --standalone --nproc_per_node={workers}")
+        name = "Horovod" if config.backend == "horovod" else "DDP"
+        shown = " ".join(os.path.basename(a) for a in launcher if a not in (sys.executable, "-m"))
+        log(f"launching {workers} {name} workers: {shown}")
         tail: deque[str] = deque(maxlen=200)
         with subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -89,15 +97,44 @@ def launch_local(
                 tail.append(line.rstrip("\n"))
             code = proc.wait()
         if code != 0:
-            marker = "fareflow train: error:"
-            # ranks failing together may interleave their lines: "...: error: A...: error: B"
-            errors = [e.strip() for line in tail for e in line.split(marker)[1:] if e.strip()]
-            # the failing rank's own line first, before the others' "rank R of W failed ..."
-            own = [e for e in errors if not re.match(PEER_FAILED.format(rank=r"\d+", world=r"\d+"), e)]
-            why = (own or errors or [f"exit status {code}"])[0]
+            why = worker_error(tail, code)
             raise UserError(f"distributed training ({workers} workers) failed: {why}")
         try:
             with open(summary_path, encoding="utf-8") as f:
                 return json.load(f)
         except (OSError, ValueError) as err:
             raise UserError(f"distributed training finished but wrote no readable summary ({err})") from None
+
+
+def _launcher(backend: str, workers: int, max_restarts: int) -> list[str]:
+    """The command, up to its ``-m``, that starts ``workers`` ranks of a module on this machine."""
+    if backend == "ddp":
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
+            f"--max-restarts={max_restarts}", "-m",
+        ]  # fmt: skip
+    import importlib.util
+    import shutil
+
+    # horovodrun sits beside this Python in a venv or an image (Horovod's console script)
+    here = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    horovodrun = here if os.access(here, os.X_OK) else shutil.which("horovodrun")
+    if importlib.util.find_spec("horovod") is None or horovodrun is None:
+        raise UserError(
+            "--backend horovod: Horovod is not installed here (no horovod module or horovodrun); "
+            "the trainer image has it, and `make horovod` builds it into the development venv"
+        )
+    return [horovodrun, "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", sys.executable, "-m"]
+
+
+def worker_error(lines, code: int) -> str:
+    """The one line that says why a launched run failed, from the end of its ranks' output: the
+    failing rank's own ``fareflow train: error:`` line before the others' "rank R of W failed
+    ...", else (a crash, not a handled error) the first exception line of a rank's traceback,
+    else the exit status."""
+    marker = "fareflow train: error:"
+    # ranks failing together may interleave their lines: "...: error: A...: error: B"
+    errors = [e.strip() for line in lines for e in line.split(marker)[1:] if e.strip()]
+    own = [e for e in errors if not re.match(PEER_FAILED.format(rank=r"\d+", world=r"\d+"), e)]
+    crashed = [m.group(1) for line in lines if (m := _EXCEPTION_LINE.search(line))]
+    return (own or errors or crashed or [f"exit status {code}"])[0]

@@ -99,7 +99,9 @@ def _headline(result: TrainResult) -> str:
     gain = 1 - m["test_rmse"] / m["baseline_rmse"] if m["baseline_rmse"] else float("nan")
     stop = " (stopped early)" if result.stopped_early else ""
     workers = (
-        f"{result.world_size} DDP processes ({result.backend})" if result.world_size > 1 else "1 process"
+        f"{result.world_size} {'Horovod' if result.config.backend == 'horovod' else 'DDP'} processes ({result.backend})"
+        if result.world_size > 1
+        else "1 process"
     )
     return (
         f"Test RMSE {m['test_rmse']:.4f} vs {m['baseline_rmse']:.4f} for predicting the train mean "

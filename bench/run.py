@@ -17,7 +17,13 @@ from pathlib import Path
 
 from bench.common import ratios
 
-SUITES = ("bench.bench_ingest", "bench.bench_quality", "bench.bench_train", "bench.bench_serve")
+SUITES = (
+    "bench.bench_ingest",
+    "bench.bench_quality",
+    "bench.bench_train",
+    "bench.bench_distributed",
+    "bench.bench_serve",
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -49,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     rows: list[dict] = []
+    notes: list[str] = []  # a suite's own summary lines (summarize(rows)), e.g. scaling figures
     with tempfile.TemporaryDirectory(prefix="fareflow-bench-") as tmp:
         workdir = Path(args.workdir or tmp)
         for name in args.suite or SUITES:
             module = importlib.import_module(name)
-            rows += module.run(workdir, args.rows, repeat=args.repeat)
+            found = module.run(workdir, args.rows, repeat=args.repeat)
+            rows += found
+            notes += getattr(module, "summarize", lambda _rows: [])(found)
 
     table = Table(title=f"fareflow bench ({args.rows:,} rows)")
     for col in ("case", "impl", "rows", "seconds", "rows/s", "MB/s", "peak RSS MB"):
@@ -77,11 +86,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['case']}: {s['speedup']:.2f}x the throughput of {s['baseline']}, "
             f"{s['memory_ratio']:.2f}x its peak memory"
         )
+    for line in notes:
+        console.print(line)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"rows": args.rows, "machine": platform.uname()._asdict(), "results": rows, "ratios": summary},
+            {
+                "rows": args.rows,
+                "machine": platform.uname()._asdict(),
+                "results": rows,
+                "ratios": summary,
+                "notes": notes,
+            },
             indent=2,
         )
     )

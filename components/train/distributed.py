@@ -177,6 +177,11 @@ def _start_horovod(device: str) -> Dist:
             f"--backend horovod: Horovod is not installed here ({err}); the trainer image has it, "
             "and `make horovod` builds it into the development venv"
         ) from None
+    # Horovod's collectives have no timeout of their own: a rank that never joins one (it died,
+    # or ranks disagree on the op) would stall the others forever. Its stall check shuts the job
+    # down after the DDP runs' collective timeout instead.
+    minutes = _env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_MINUTES)
+    os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(minutes * 60))
     hvd.init()
     if device.startswith("cuda"):
         import torch
@@ -285,7 +290,9 @@ def _broadcast_object(d: Dist, obj, src: int = 0):
     if d.horovod:
         import horovod.torch as hvd
 
-        return hvd.broadcast_object(obj if d.rank == src else None, root_rank=src)
+        # named: Horovod's default name is the object's type, which differs between the ranks
+        # (None on all but src) -- a mismatch that hangs every rank
+        return hvd.broadcast_object(obj if d.rank == src else None, root_rank=src, name="fareflow.object")
     import torch.distributed as dist
 
     box = [obj if d.rank == src else None]
@@ -300,7 +307,7 @@ def _gather_objects(d: Dist, obj) -> list | None:
     if d.horovod:
         import horovod.torch as hvd
 
-        everyone = hvd.allgather_object(obj)  # Horovod has no gather to one rank
+        everyone = hvd.allgather_object(obj, name="fareflow.objects")  # Horovod has no gather to one rank
         return list(everyone) if d.main else None
     import torch.distributed as dist
 

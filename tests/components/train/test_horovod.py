@@ -1,0 +1,135 @@
+"""Real multi-process Horovod on CPU: horovodrun with two gloo ranks, through launch_local, side by
+side with DDP on the same data, seed and settings (needs Horovod in the venv: `make horovod`)."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from components.common import model_dir
+from components.common.errors import UserError
+from components.common.features import columns_from_table
+from components.train import distributed
+from components.train.config import TrainConfig
+from components.train.launch import launch_local, worker_error
+
+from .test_ddp import nan_fare
+
+
+def config(splits, out, **overrides) -> TrainConfig:
+    settings = {"epochs": 4, "batch_size": 64, "learning_rate": 3e-3, "seed": 1, "device": "cpu"}
+    return TrainConfig(str(splits), str(out), **{**settings, **overrides})
+
+
+@pytest.mark.slow
+def test_two_horovod_ranks_train_a_model_as_good_as_ddp(make_splits, tmp_path, capfd):
+    splits = make_splits(shards=2)
+    settings = {"weight_decay": 2e-4, "dropout": 0.01, "patience": 5, "hidden": (64, 32, 16)}
+    hvd_cfg = config(splits, tmp_path / "hvd", backend="horovod", **settings)
+    hvd = launch_local(hvd_cfg, workers=2)
+    ranks_output = capfd.readouterr().err
+    ddp = launch_local(config(splits, tmp_path / "ddp", **settings), workers=2)
+    # the ranks trained with exactly the given config (it reached them as horovodrun arguments)
+    assert hvd["config"] == hvd_cfg.to_dict()
+    assert hvd["world_size"] == 2 and hvd["backend"] == "horovod-gloo" and ddp["backend"] == "gloo"
+    assert "[0]<stderr>:train: Horovod: 2 processes (horovod-gloo on cpu)" in ranks_output
+    # the same rows, the same balanced shards: every train row once per epoch
+    assert hvd["rows"] == ddp["rows"] == {"train": 2400, "validation": 300, "test": 300}
+    assert hvd.keys() == ddp.keys() and hvd["metrics"].keys() == ddp["metrics"].keys()
+    # the model quality of DDP (the issue's bound: within 2 %), and far better than the mean
+    h, d = hvd["metrics"], ddp["metrics"]
+    assert h["test_rmse"] == pytest.approx(d["test_rmse"], rel=0.02)
+    assert h["test_rmse"] < 0.25 * h["baseline_rmse"]
+    # the feature spec was fitted on the whole train split (all-reduced over Horovod)
+    loaded = model_dir.load(tmp_path / "hvd")
+    whole = columns_from_table(pq.read_table(splits / "train"))
+    assert loaded.spec.mean["distance_km"] == pytest.approx(float(whole["distance_km"].mean()), rel=1e-9)
+    assert loaded.spec.std["distance_km"] == pytest.approx(float(whole["distance_km"].std()), rel=1e-9)
+    # rank 0 alone wrote the same model directory as DDP's, saying who trained it
+    assert loaded.meta["training"]["framework"] == "horovod"
+    assert loaded.meta["training"]["backend"] == "horovod-gloo"
+    assert loaded.meta["training"]["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "hvd").iterdir()) == sorted(
+        p.name for p in (tmp_path / "ddp").iterdir()
+    )
+    assert ranks_output.count("model -> ") == 1
+
+
+@pytest.mark.slow
+def test_a_failing_horovod_rank_stops_every_rank_with_one_line(make_splits, tmp_path, capfd):
+    splits = make_splits(shards=2)  # rank 1 trains on train/part-00001 alone
+    nan_fare(splits / "train" / "part-00001.parquet", 7)
+    with pytest.raises(UserError) as err:
+        launch_local(config(splits, tmp_path / "m", backend="horovod"), workers=2)
+    own = f"{splits}/train (rank 1 of 2): column 'fare' has 1 missing or non-finite value(s)"
+    assert str(err.value) == f"distributed training (2 workers) failed: {own}"
+    ranks = capfd.readouterr().err
+    # every rank stopped with the one line (rank 0 names rank 1's error), none waited for the other
+    assert f"[1]<stderr>:fareflow train: error: {own}" in ranks
+    assert f"[0]<stderr>:fareflow train: error: rank 1 of 2 failed loading its train shard: {own}" in ranks
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_horovod_resumes_from_its_checkpoint(make_splits, tmp_path, capfd):
+    splits = make_splits(shards=2)
+    first = launch_local(config(splits, tmp_path / "m", backend="horovod", epochs=2), workers=2)
+    assert len(first["history"]) == 2
+    capfd.readouterr()
+    more = launch_local(config(splits, tmp_path / "m", backend="horovod", epochs=3, patience=0), workers=2)
+    assert "resumed from epoch 2" in capfd.readouterr().err
+    # the first two epochs are the checkpoint's; only the third was trained again
+    assert more["history"][:2] == first["history"] and len(more["history"]) == 3
+
+
+def test_max_restarts_is_torchrun_only(make_splits, tmp_path):
+    with pytest.raises(UserError, match="--max-restarts: only with --backend ddp"):
+        launch_local(config(make_splits(), tmp_path / "m", backend="horovod"), workers=2, max_restarts=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "backend", "message"),
+    [
+        ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}, "ddp", "started by horovodrun/mpirun"),
+        ({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2"}, "ddp", "needs --backend horovod"),
+        (
+            {"RANK": "0", "WORLD_SIZE": "2"},
+            "horovod",
+            "started by torchrun (a PyTorchJob), which needs --backend ddp",
+        ),
+    ],
+)
+def test_a_rank_of_the_other_launcher_fails_at_once(monkeypatch, env, backend, message):
+    for name in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "HOROVOD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.launched_as_rank()
+    with pytest.raises(UserError, match=re.escape(message)):
+        distributed.start_process_group("cpu", backend)
+
+
+def test_mpirun_variables_make_a_horovod_rank(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "HOROVOD_RANK", "HOROVOD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "3")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert distributed._launcher_env("horovod") == (
+        "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+    )  # fmt: skip
+    assert distributed._launcher_env("ddp") is None
+
+
+def test_worker_error_prefers_the_ranks_own_line_then_a_crash():
+    own = "[1]<stderr>:fareflow train: error: /x/train (rank 1 of 2): column 'fare' is bad"
+    peer = "[0]<stderr>:fareflow train: error: rank 1 of 2 failed loading its train shard: ..."
+    assert worker_error([peer, own], 1) == "/x/train (rank 1 of 2): column 'fare' is bad"
+    crash = [
+        "[1]<stderr>:Traceback (most recent call last):",
+        "[1]<stderr>:TypeError: zero_grad() got an unexpected keyword argument 'set_to_none'",
+        "RuntimeError: Horovod detected that one or more processes exited with non-zero status",
+    ]
+    assert worker_error(crash, 1) == "TypeError: zero_grad() got an unexpected keyword argument 'set_to_none'"
+    assert worker_error(["no error here"], 137) == "exit status 137"

@@ -23,9 +23,11 @@ def train(
     dropout: float,
     workers: int,
     seed: int,
+    backend: str = "ddp",
 ) -> dict:
-    """Train the fare model on ``splits`` (the sample step's output) with ``workers`` DDP
-    processes on this pod (torchrun, gloo on CPU); ``model.path`` becomes the model directory."""
+    """Train the fare model on ``splits`` (the sample step's output) with ``workers`` processes
+    on this pod -- DDP ranks (torchrun) or, with ``backend="horovod"``, Horovod ranks (horovodrun,
+    gloo on CPU); ``model.path`` becomes the model directory."""
     import os
     import shutil
     import tempfile
@@ -44,6 +46,7 @@ def train(
         weight_decay=weight_decay,
         dropout=dropout,
         seed=seed,
+        backend=backend,
         # a kfp task's artifact paths are new on every execution, so nothing could resume from
         # checkpoints beside them (the cluster's PyTorchJob keeps them on S3 instead)
         keep_checkpoints=0,

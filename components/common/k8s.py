@@ -5,7 +5,8 @@
   ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``) only because a Master replica exists;
   torchrun reads the ``PET_*`` variables, so no rendezvous flags are passed here.
 - ``mpi_job``: ``kubeflow.org/v1`` MPIJob (the Training Operator's, not mpi-operator's
-  v2beta1), one Launcher running ``horovodrun`` plus N Workers that wait for it.
+  v2beta1), one Launcher that waits for its N Workers and runs plain ``mpirun`` over the
+  operator's hostfile and kubexec.sh rsh agent; the ranks (Horovod's) run in the Workers.
 - ``inference_service``: ``serving.kserve.io/v1beta1`` InferenceService using the
   ``fareflow-server`` ServingRuntime from ``manifests/base`` (open inference protocol v2, and v1),
   Standard (raw Deployment + HPA) or Knative deployment mode, min/max replicas.
@@ -289,6 +290,33 @@ def pytorch_job(
 ELASTIC_RDZV_PORT = 29400  # torchrun's c10d rendezvous port, on the worker-0 pod (headless Service)
 
 
+# Where the v1 MPIJob launcher finds what the Training Operator adds to it (v1.9.2
+# pkg/controller.v1/mpi/mpijob.go, newLauncher/newConfigMap): kubectl, copied to /opt/kube by its
+# kubectl-delivery init container, and from the ConfigMap NAME-config the hostfile
+# (``OMPI_MCA_orte_default_hostfile``: ``NAME-worker-i slots=S`` lines) and kubexec.sh
+# (``OMPI_MCA_plm_rsh_agent``: ``/opt/kube/kubectl exec POD -- /bin/sh -c "$*"``).
+MPI_KUBECTL = "/opt/kube/kubectl"
+# mpirun's options (Open MPI 4.1, Debian bookworm's openmpi-bin 4.1.4): no core binding, ranks
+# filled slot by slot over the hostfile, the ob1 point-to-point layer over TCP (no InfiniBand
+# verbs btl), and every worker's orted started by mpirun itself rather than by another worker's
+# orted (tree spawn would need kubectl and pods/exec in the workers; only the launcher has them).
+MPIRUN_OPTIONS = (
+    "--bind-to", "none", "--map-by", "slot",
+    "--mca", "pml", "ob1", "--mca", "btl", "^openib",
+    "--mca", "plm_rsh_no_tree_spawn", "1",
+)  # fmt: skip
+
+
+def mpi_launcher_script(worker_pods: list[str], timeout_s: int) -> str:
+    """The launcher's ``/bin/sh -c`` step before mpirun. The operator creates the launcher in the
+    same pass as the workers, and kubexec.sh fails on a worker whose container does not run yet,
+    so first wait until every worker is Ready (the launcher's ServiceAccount may get and watch
+    pods; kubectl finds its token and namespace in the pod), then ``exec "$0" "$@"``: the
+    container's args, which are the mpirun command line."""
+    pods = " ".join(f"pod/{p}" for p in worker_pods)
+    return f'set -e; {MPI_KUBECTL} wait --for=condition=Ready --timeout={timeout_s}s {pods}; exec "$0" "$@"'
+
+
 def mpi_job(
     name: str,
     image: str,
@@ -302,25 +330,57 @@ def mpi_job(
     launcher_resources: Resources = Resources("250m", "512Mi", "1", "1Gi"),
     gpu: GpuScheduling | None = None,
     env: dict[str, str] | None = None,
+    env_from_secret: str | None = None,
     service_account: str = TRAINER_SERVICE_ACCOUNT,
     labels: dict[str, str] | None = None,
     backoff_limit: int = 2,
     ttl_seconds_after_finished: int = 3600,
+    workers_ready_timeout_s: int = 900,
 ) -> dict:
-    """An MPIJob (Training Operator v1): a Launcher running ``horovodrun -np W*S`` over the
-    operator's hostfile, and ``workers`` Workers that idle until the launcher execs into them."""
+    """An MPIJob (Training Operator v1, not mpi-operator's v2beta1): a Launcher that waits for its
+    workers, then runs ``mpirun -np W*S ... python -m MODULE ARGS`` over the operator's hostfile
+    (one rank per slot, ``slots_per_worker`` per worker), and ``workers`` Workers that idle until
+    mpirun's orted is started in them through ``kubectl exec`` (kubexec.sh).
+
+    The ranks run inside the WORKER containers (orted inherits their environment), so ``env`` and
+    ``env_from_secret`` (e.g. the S3 credentials) go to the workers; the launcher only drives
+    them and gets neither the Secret nor a GPU. It runs as the ServiceAccount the operator makes
+    for the job (``NAME-launcher``: ``pods/exec`` on exactly this job's workers), with its token;
+    the workers run as ``service_account`` without one.
+
+    ``restartPolicy`` Never on the launcher: a failed mpirun fails the job at once (its exit
+    code cannot tell a preempted worker from a bug, and rerunning a deterministic failure only
+    delays the report); the pipeline's retry makes a new job. Pod Security: every container here
+    meets "restricted", but the operator's kubectl-delivery init container has no security
+    context and v1 MPIJob has no field for one, so the launcher needs a namespace that enforces
+    "baseline" (``manifests/components/mpijob-baseline``)."""
     if workers < 1:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     if slots_per_worker < 1:
         raise UserError(f"slots_per_worker: expected an integer >= 1, got {slots_per_worker}")
+    if workers_ready_timeout_s < 1:
+        raise UserError(f"workers_ready_timeout_s: expected an integer >= 1, got {workers_ready_timeout_s}")
     gpus = gpu.gpus_per_pod if gpu else 0
+    if gpu and slots_per_worker > gpus:
+        raise UserError(f"slots_per_worker={slots_per_worker} exceeds the {gpus} GPU(s) per worker")
+    _check_name(name)
+    worker_pods = [f"{name}-worker-{i}" for i in range(workers)]
     launcher = {
-        "name": "mpi",
+        "name": "mpi",  # the operator adds its env and mounts to the first container
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["horovodrun", "-np", str(workers * slots_per_worker), "--hostfile", "/etc/mpi/hostfile"],
-        "args": ["python", "-m", module, *(args or [])],
-        "env": _env(env),
+        "command": ["/bin/sh", "-c", mpi_launcher_script(worker_pods, workers_ready_timeout_s)],
+        "args": [
+            "mpirun",
+            "-np",
+            str(workers * slots_per_worker),
+            *MPIRUN_OPTIONS,
+            "python",
+            "-m",
+            module,
+            *(args or []),
+        ],
+        "env": _env(None),
         "resources": launcher_resources.to_dict(),
         "securityContext": container_security_context(),
     }
@@ -330,6 +390,7 @@ def mpi_job(
         "imagePullPolicy": "IfNotPresent",
         "command": ["sleep", "infinity"],
         "env": _env(env),
+        **_env_from(env_from_secret),
         "resources": resources.to_dict(gpus),
         "securityContext": container_security_context(),
     }
@@ -339,12 +400,12 @@ def mpi_job(
         "metadata": _metadata(name, namespace, labels),
         "spec": {
             "slotsPerWorker": slots_per_worker,
+            # Running: once the launcher has finished, the idle workers are deleted.
             "runPolicy": _run_policy(backoff_limit, ttl_seconds_after_finished, "Running"),
             "mpiReplicaSpecs": {
-                # The launcher needs no GPU; it only drives the workers.
                 "Launcher": {
                     "replicas": 1,
-                    "restartPolicy": "OnFailure",
+                    "restartPolicy": "Never",
                     "template": _launcher_template(launcher, labels),
                 },
                 "Worker": {

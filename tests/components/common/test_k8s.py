@@ -55,19 +55,98 @@ def test_gpu_scheduling_adds_selector_toleration_and_limit():
     assert pods(mpi)["Worker"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 
-def test_mpi_job_launcher_runs_horovodrun_over_all_slots():
+def test_mpi_job_launcher_waits_for_its_workers_then_runs_mpirun_over_all_slots():
     job = k8s.mpi_job("hvd", IMAGE, "components.train", ["--lr", "0.01"], workers=3, slots_per_worker=2)
     assert job["spec"]["slotsPerWorker"] == 2
     launcher = pods(job)["Launcher"]["containers"][0]
-    assert launcher["command"][:3] == ["horovodrun", "-np", "6"]
-    assert launcher["args"] == ["python", "-m", "components.train", "--lr", "0.01"]
-    assert job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 3
+    assert launcher["name"] == "mpi"  # the operator adds its env and mounts to the first container
+    assert launcher["command"][:2] == ["/bin/sh", "-c"]
+    script = launcher["command"][2]
+    assert script.startswith("set -e; /opt/kube/kubectl wait --for=condition=Ready --timeout=900s ")
+    assert "pod/hvd-worker-0 pod/hvd-worker-1 pod/hvd-worker-2;" in script
+    assert script.endswith('exec "$0" "$@"')
+    # The args are the whole mpirun command line ($0 "$@" of the shell step).
+    args = launcher["args"]
+    assert args[:3] == ["mpirun", "-np", "6"]
+    opts = args[3 : args.index("python")]
+    assert opts == ["--bind-to", "none", "--map-by", "slot", "--mca", "pml", "ob1", "--mca", "btl", "^openib",
+                    "--mca", "plm_rsh_no_tree_spawn", "1"]  # fmt: skip
+    assert "--allow-run-as-root" not in args and "horovodrun" not in args
+    assert args[args.index("python") :] == ["python", "-m", "components.train", "--lr", "0.01"]
+    specs = job["spec"]["mpiReplicaSpecs"]
+    assert specs["Worker"]["replicas"] == 3 and specs["Launcher"]["replicas"] == 1
+    # A failed mpirun fails the job (no in-place reruns of a deterministic failure).
+    assert specs["Launcher"]["restartPolicy"] == "Never"
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     # The launcher runs as the operator's NAME-launcher ServiceAccount (pods/exec on the workers),
     # with its token; workers as the trainer ServiceAccount without one.
     assert "serviceAccountName" not in pods(job)["Launcher"]
     assert pods(job)["Worker"]["serviceAccountName"] == k8s.TRAINER_SERVICE_ACCOUNT
     assert_hardened(pods(job)["Launcher"], token=True)
     assert_hardened(pods(job)["Worker"])
+    assert pods(job)["Launcher"]["securityContext"] == k8s.pod_security_context()
+
+
+def test_mpi_job_workers_get_the_environment_and_secret_the_ranks_need():
+    """The ranks run in the worker containers (orted through kubectl exec inherits their
+    environment), so the S3 Secret and settings go there; the launcher gets neither."""
+    env = {"AWS_ENDPOINT_URL": "http://seaweedfs.kubeflow:9000", "AWS_DEFAULT_REGION": "us-east-1"}
+    job = k8s.mpi_job("hvd", IMAGE, "components.train", workers=2, env=env, env_from_secret="fareflow-s3",
+                      labels={"app.kubernetes.io/component": "train"})  # fmt: skip
+    (worker,) = pods(job)["Worker"]["containers"]
+    (launcher,) = pods(job)["Launcher"]["containers"]
+    assert worker["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
+    assert {e["name"]: e["value"] for e in worker["env"]} == {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", **env}
+    assert worker["command"] == ["sleep", "infinity"]
+    assert "envFrom" not in launcher
+    assert not {e["name"] for e in launcher["env"]} & set(env)
+    for role in ("Launcher", "Worker"):
+        meta = job["spec"]["mpiReplicaSpecs"][role]["template"]["metadata"]
+        assert meta["labels"] == {
+            "app.kubernetes.io/part-of": "fareflow",
+            "app.kubernetes.io/component": "train",
+        }
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "train"
+    assert "&id" not in yaml.safe_dump(job)
+
+
+def test_mpi_job_on_gpus_gets_one_slot_per_gpu_on_the_workers_only():
+    job = k8s.mpi_job("hvd", IMAGE, "m", workers=2, slots_per_worker=2, gpu=k8s.GpuScheduling(2))
+    assert job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["args"][:3] == [
+        "mpirun", "-np", "4",
+    ]  # fmt: skip
+    launcher = pods(job)["Launcher"]
+    assert "nvidia.com/gpu" not in launcher["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in launcher and "nodeSelector" not in launcher
+    with pytest.raises(UserError, match="slots_per_worker=3 exceeds the 2 GPU"):
+        k8s.mpi_job("hvd", IMAGE, "m", workers=2, slots_per_worker=3, gpu=k8s.GpuScheduling(2))
+
+
+def test_mpi_launcher_script_waits_then_execs_its_args(tmp_path):
+    """The launcher's shell step, run for real with stand-ins for kubectl and mpirun: mpirun gets
+    exactly the container's args (one argv entry each, spaces kept) once the workers are Ready,
+    and does not run when the wait fails (the launcher exits non-zero: the job fails)."""
+    import subprocess
+
+    calls = tmp_path / "calls"
+    kubectl, mpirun = tmp_path / "kubectl", tmp_path / "mpirun"
+    kubectl.write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit "${{KUBECTL_EXIT:-0}}"\n')
+    mpirun.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    kubectl.chmod(0o755)
+    mpirun.chmod(0o755)
+    job = k8s.mpi_job("hvd", IMAGE, "components.train", ["--splits", "s3://b/my splits"], workers=2)
+    (c,) = pods(job)["Launcher"]["containers"]
+    script = c["command"][2].replace(k8s.MPI_KUBECTL, str(kubectl))
+    argv = [*c["command"][:2], script, str(mpirun), *c["args"][1:]]  # the stand-in as $0
+    ok = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == c["args"][1:]
+    assert (
+        calls.read_text() == "wait --for=condition=Ready --timeout=900s pod/hvd-worker-0 pod/hvd-worker-1\n"
+    )
+    env = {"KUBECTL_EXIT": "1", "PATH": "/usr/bin:/bin"}
+    failed = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
+    assert failed.returncode == 1 and failed.stdout == ""
 
 
 def test_inference_service_standard_mode_v2_with_autoscaling():
@@ -124,6 +203,9 @@ def test_knative_mode_allows_scale_to_zero_but_standard_does_not():
         (lambda: k8s.pytorch_job("t", IMAGE, "m", workers=-1), "workers"),
         (lambda: k8s.pytorch_job("t", IMAGE, "m", nproc_per_node=4, gpu=k8s.GpuScheduling(2)), "exceeds"),
         (lambda: k8s.mpi_job("t", IMAGE, "m", workers=0), "workers"),
+        (lambda: k8s.mpi_job("t", IMAGE, "m", slots_per_worker=0), "slots_per_worker"),
+        (lambda: k8s.mpi_job("t", IMAGE, "m", workers_ready_timeout_s=0), "workers_ready_timeout_s"),
+        (lambda: k8s.mpi_job("Bad_Name", IMAGE, "m"), "DNS-1123"),
         (lambda: k8s.GpuScheduling(gpus_per_pod=0), "gpus_per_pod"),
         (lambda: k8s.inference_service("x", "s3://b/m", protocol="v3"), "protocol"),
         (lambda: k8s.inference_service("x", "/local/path"), "storage_uri"),

@@ -23,28 +23,33 @@ def train_job(
     dropout: float,
     seed: int,
     timeout_s: int,
+    backend: str = "ddp",
 ) -> dict:
-    """Train on ``splits`` as a PyTorchJob of ``workers`` processes in ``namespace`` and copy
-    the model directory it writes into ``model``."""
+    """Train on ``splits`` in ``namespace`` and copy the model directory the job writes into
+    ``model``: ``backend`` "ddp" as a PyTorchJob of ``workers`` pods (torchrun), "horovod" as an
+    MPIJob of ``workers`` worker pods and a launcher (mpirun; the namespace must enforce Pod
+    Security baseline, see manifests/components/mpijob-baseline)."""
     from components.cluster import core
     from components.common.artifacts import save_metrics
 
+    core.check_backend(backend)
     settings = core.load_settings(namespace)
     splits_s3 = core.s3_uri(splits.uri)
     params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
-    name = core.job_name("taxi-fare-train", splits_s3, repr(params), str(workers))
+    name = core.train_job_name(splits_s3, params, workers, backend)
     output_s3 = core.model_output_uri(splits_s3, name)
+    max_restarts = settings.train_max_restarts or None
+    if backend != "ddp" and max_restarts:
+        print(
+            f"TRAIN_MAX_RESTARTS={max_restarts} applies to PyTorchJobs only; the {backend} job is not elastic"
+        )
+        max_restarts = None
     obj = core.train_job_object(
-        settings,
-        name,
-        splits_s3,
-        output_s3,
-        params,
-        workers,
-        max_restarts=settings.train_max_restarts or None,
+        settings, name, splits_s3, output_s3, params, workers, max_restarts=max_restarts, backend=backend
     )
     print(
-        f"PyTorchJob {settings.namespace}/{name}: {workers} process(es), image {settings.image('trainer', cuda=settings.train_gpus_per_pod > 0)}"
+        f"{obj['kind']} {settings.namespace}/{name}: {workers} pod(s), {backend}, "
+        f"image {settings.image('trainer', cuda=settings.train_gpus_per_pod > 0)}"
     )
     core.run_train_job(obj, timeout=timeout_s)
     files = core.copy_model_dir(output_s3, model.path)
@@ -54,7 +59,14 @@ def train_job(
             metrics.log_metric(key, value)
     save_metrics(metrics)
     model.metadata.update(
-        {"framework": "pytorch", "format": "fareflow", "job": name, "trained_at": output_s3}
+        {
+            "framework": "pytorch",
+            "format": "fareflow",
+            "job": name,
+            "job_kind": obj["kind"],
+            "backend": backend,
+            "trained_at": output_s3,
+        }
     )
     return {"job": f"{settings.namespace}/{name}", "model_files": files, "metrics": values}
 

@@ -145,7 +145,7 @@ class TrainParams:
     weight_decay: float = 1e-4
     dropout: float = 0.0
 
-    def config(self, splits_uri: str, output_uri: str, device: str = "auto"):
+    def config(self, splits_uri: str, output_uri: str, device: str = "auto", backend: str = "ddp"):
         """The ``components.train`` config these settings make (its CLI is built from it)."""
         from components.train.config import TrainConfig, parse_hidden
 
@@ -153,13 +153,14 @@ class TrainParams:
             splits_uri, output_uri, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=float(self.learning_rate), hidden=parse_hidden(self.hidden), seed=self.seed,
             weight_decay=float(self.weight_decay), dropout=float(self.dropout), device=device,
+            backend=backend,
         )  # fmt: skip
 
-    def args(self, splits_uri: str, output_uri: str, device: str = "auto") -> list[str]:
+    def args(self, splits_uri: str, output_uri: str, device: str = "auto", backend: str = "ddp") -> list[str]:
         """``components.train``'s flags, from its config spec (one source for names and formats)."""
         from components.common.configspec import to_argv
 
-        return to_argv(self.config(splits_uri, output_uri, device))
+        return to_argv(self.config(splits_uri, output_uri, device, backend))
 
 
 def s3_uri(artifact_uri: str) -> str:
@@ -176,10 +177,25 @@ def s3_uri(artifact_uri: str) -> str:
     )
 
 
+BACKENDS = ("ddp", "horovod")  # the pipeline's train_backend: PyTorchJob (torchrun) or MPIJob (mpirun)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise UserError(f"train_backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
 def job_name(prefix: str, *parts: str) -> str:
     """A DNS-1123 name, stable for the same inputs (a retried task finds its job again)."""
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
     return f"{prefix}-{digest}"
+
+
+def train_job_name(splits_s3: str, params: TrainParams, workers: int, backend: str = "ddp") -> str:
+    """The training job's name: the same inputs find the same job (and model directory) again;
+    another backend is another job (its model is written under its own name)."""
+    return job_name("taxi-fare-train", splits_s3, repr(params), str(workers), check_backend(backend))
 
 
 def model_output_uri(splits_s3: str, name: str) -> str:
@@ -195,35 +211,67 @@ def train_job_object(
     params: TrainParams,
     workers: int,
     max_restarts: int | None = None,
+    backend: str = "ddp",
 ) -> dict:
-    """The PyTorchJob: ``workers`` pods (one Master, ``workers - 1`` Workers), each running one
-    training process per GPU (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that.
+    """The training job: ``workers`` pods, each running one training process per GPU
+    (``TRAIN_GPUS_PER_POD``) or one on CPU; world size = pods x that. Both backends write the
+    same model directory to ``output_s3`` (rank 0), so the deploy step does not care which ran.
+
+    ``backend`` "ddp": a PyTorchJob, one Master and ``workers - 1`` Workers, torchrun in each.
+    "horovod": an MPIJob, ``workers`` Workers (one Horovod rank per slot) driven by a launcher
+    running ``mpirun ... python -m components.train --backend horovod``; the launcher needs a
+    namespace enforcing Pod Security "baseline" (``manifests/components/mpijob-baseline``).
+    Either way the training pods get the S3 Secret (``envFrom``) and the object store's
+    ``AWS_ENDPOINT_URL``/``AWS_DEFAULT_REGION``.
 
     On GPUs the pods run the CUDA trainer image with ``--device cuda``, so a pod without a usable
     GPU fails with one line instead of training on CPU; without GPUs, ``--device cpu``.
 
-    ``max_restarts`` (elastic): ``workers`` Worker pods with an elasticPolicy, so a killed pod is
-    recreated and rejoins, and torchrun restarts the group up to that many times; the ranks
-    resume from the checkpoints beside the model (``OUTPUT.checkpoints`` on S3, kept across
-    retries because the job name is stable)."""
+    ``max_restarts`` (elastic, ddp only): ``workers`` Worker pods with an elasticPolicy, so a
+    killed pod is recreated and rejoins, and torchrun restarts the group up to that many times;
+    the ranks resume from the checkpoints beside the model (``OUTPUT.checkpoints`` on S3, kept
+    across retries because the job name is stable)."""
+    check_backend(backend)
     if workers < 1:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
     if settings.aws_region:
         env["AWS_DEFAULT_REGION"] = settings.aws_region
     gpus = settings.train_gpus_per_pod
+    image = settings.image("trainer", cuda=gpus > 0)
+    args = params.args(splits_s3, output_s3, "cuda" if gpus else "cpu", backend)
+    labels = {"app.kubernetes.io/component": "train"}
+    if backend == "horovod":
+        if max_restarts:
+            raise UserError(
+                f"TRAIN_MAX_RESTARTS={max_restarts}: elastic training is a PyTorchJob feature "
+                "(train_backend ddp); an MPIJob cannot resume a lost rank"
+            )
+        return k8s.mpi_job(
+            name,
+            image,
+            "components.train",
+            args,
+            namespace=settings.namespace,
+            workers=workers,
+            slots_per_worker=max(1, gpus),
+            gpu=settings.gpu(gpus),
+            env=env,
+            env_from_secret=S3_SECRET,
+            labels=labels,
+        )
     return k8s.pytorch_job(
         name,
-        settings.image("trainer", cuda=gpus > 0),
+        image,
         "components.train",
-        params.args(splits_s3, output_s3, "cuda" if gpus else "cpu"),
+        args,
         namespace=settings.namespace,
         workers=workers - 1,
-        nproc_per_node=max(1, settings.train_gpus_per_pod),
-        gpu=settings.gpu(settings.train_gpus_per_pod),
+        nproc_per_node=max(1, gpus),
+        gpu=settings.gpu(gpus),
         env=env,
         env_from_secret=S3_SECRET,
-        labels={"app.kubernetes.io/component": "train"},
+        labels=labels,
         max_restarts=max_restarts,
     )
 
@@ -262,6 +310,11 @@ def load_settings(namespace: str, api=None) -> ClusterSettings:
     return ClusterSettings.from_config_map(k8s_api.config_map(CONFIG_MAP, namespace, api=api), namespace)
 
 
+# The Training Operator's replica-type pod label; an MPIJob's launcher holds mpirun's output of
+# every rank (the workers' own logs are empty: the ranks run under orted, started through exec).
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+
+
 def run_train_job(
     obj: dict,
     timeout: float,
@@ -271,10 +324,13 @@ def run_train_job(
     poll: float = 10.0,
     unschedulable_grace: float = 300.0,
 ) -> dict:
-    """Create the PyTorchJob (reusing one that already succeeded; replacing a failed one) and
-    wait for it. A failure raises ``UserError`` with the job's reason and its pods' last log
-    lines; a pod the scheduler cannot place for ``unschedulable_grace`` seconds raises with the
-    scheduler's reason (e.g. no node with a free GPU) instead of waiting out ``timeout``."""
+    """Create the PyTorchJob or MPIJob (reusing one that already succeeded; replacing a failed
+    one) and wait for it. A failure raises ``UserError`` with the job's reason and its pods'
+    last log lines (an MPIJob's: the launcher's, where mpirun gathers every rank's output). It
+    also ends early, instead of waiting out ``timeout``: a pod the scheduler cannot place for
+    ``unschedulable_grace`` seconds (with the scheduler's reason, e.g. no node with a free GPU),
+    and pods the namespace's Pod Security level refuses (the operator's event on the job; an
+    MPIJob's launcher in a "restricted" namespace), with the namespace and the fix."""
     from components.common import k8s_api
 
     kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
@@ -288,12 +344,33 @@ def run_train_job(
     if existing is None:
         k8s_api.apply(obj, api=api)
     selector = f"{JOB_NAME_LABEL}={name}"
-    watch = k8s_api.UnschedulableWatch(f"{kind} {ns}/{name}", ns, selector, unschedulable_grace, api=core_api)
+    what = f"{kind} {ns}/{name}"
+    checks = [
+        k8s_api.UnschedulableWatch(what, ns, selector, unschedulable_grace, api=core_api),
+        k8s_api.PodSecurityWatch(kind, name, ns, fix=POD_SECURITY_FIXES.get(kind, ""), api=core_api),
+    ]
+
+    def check(current: dict | None) -> None:
+        for watch in checks:
+            watch(current)
+
     try:
-        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api, check=watch)
+        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api, check=check)
     except UserError as err:
-        logs = k8s_api.pod_logs(ns, selector, api=core_api)
+        logs_of = f"{selector},{REPLICA_TYPE_LABEL}=launcher" if kind == "MPIJob" else selector
+        logs = k8s_api.pod_logs(ns, logs_of, api=core_api)
         raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
+
+
+# What to do when Pod Security refuses a job's pods (the PodSecurityWatch's one-line fix).
+POD_SECURITY_FIXES = {
+    "MPIJob": (
+        "the v1 MPIJob launcher's kubectl-delivery init container has no security context, so "
+        "MPIJobs need a namespace that enforces baseline: add the kustomize component "
+        "manifests/components/mpijob-baseline to the project's overlay, or "
+        "kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=baseline --overwrite"
+    ),
+}
 
 
 def _wait_gone(kind: str, name: str, ns: str, *, api, poll: float, timeout: float) -> None:

@@ -23,6 +23,7 @@ again), so their Succeeded/Failed conditions are the job's own.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -135,6 +136,57 @@ class UnschedulableWatch:
                 raise UserError(
                     f"{self.what}: pod {pod} unschedulable for {waited:.0f}s (grace {self.grace:g}s): {reason}"
                 )
+
+
+# Pod Security Admission's refusal, as the operators record it in a Warning event on the job
+# (Training Operator v1.9.2: "launcher pod created failed: <the API error>" for an MPIJob's
+# launcher, "Error creating: <the API error>" for replica pods).
+_PSA_REFUSAL = re.compile(
+    r'pods? "(?P<pod>[^"]+)" is forbidden: violates PodSecurity "(?P<level>[^"]+)": (?P<detail>.*)', re.S
+)
+
+
+def pod_security_refusal(kind: str, name: str, namespace: str, uid: str | None = None, api=None):
+    """The newest Warning event on the job saying that Pod Security refused one of its pods, as
+    (pod, level, what it violates), or None. ``uid``: only events of this object (a job deleted
+    and created again under the same name leaves the old one's events behind)."""
+    api = api or core_v1_api()
+    selector = f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"
+    try:
+        events = api.list_namespaced_event(namespace, field_selector=selector).items
+    except _api_exception() as err:
+        raise UserError(f"list events of {kind} {namespace}/{name}: HTTP {err.status}: {err.reason}") from err
+    found = None
+    for event in events:
+        involved = event.involved_object
+        if uid and involved is not None and involved.uid and involved.uid != uid:
+            continue
+        match = _PSA_REFUSAL.search(event.message or "")
+        if match:
+            found = (match["pod"], match["level"], " ".join(match["detail"].split()))
+    return found
+
+
+class PodSecurityWatch:
+    """A ``wait`` check that ends the wait as soon as the job's controller reports that the
+    namespace's Pod Security level refused one of its pods (the controller retries forever, so
+    the job would otherwise wait out its whole timeout): one line with the namespace, the pod,
+    what it violates and ``fix`` (``{namespace}`` is filled in)."""
+
+    def __init__(self, kind: str, name: str, namespace: str, fix: str = "", api=None):
+        self.kind, self.name, self.namespace, self.fix, self.api = kind, name, namespace, fix, api
+
+    def __call__(self, obj: dict | None) -> None:
+        uid = ((obj or {}).get("metadata") or {}).get("uid")
+        refused = pod_security_refusal(self.kind, self.name, self.namespace, uid, api=self.api)
+        if refused is None:
+            return
+        pod, level, detail = refused
+        fix = f" Fix: {self.fix.format(namespace=self.namespace)}" if self.fix else ""
+        raise UserError(
+            f"{self.kind} {self.namespace}/{self.name}: namespace {self.namespace} enforces Pod Security "
+            f'"{level}", which refuses pod {pod} ({detail}).{fix}'
+        )
 
 
 def _gvp(kind: str) -> tuple[str, str, str]:

@@ -136,7 +136,7 @@ def test_train_job_object_runs_the_train_module_on_the_splits():
     assert c["args"][c["args"].index("--epochs") + 1] == "3"
     assert c["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
     assert {"name": "AWS_ENDPOINT_URL", "value": "http://seaweedfs.kubeflow:9000"} in c["env"]
-    assert c["args"][-2:] == ["--device", "cpu"]
+    assert c["args"][c["args"].index("--device") + 1] == "cpu"
     assert "nodeSelector" not in specs["Master"]["template"]["spec"]
     single = core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=1)
     assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
@@ -189,7 +189,7 @@ def _job(name="t"):
 def test_a_failed_job_raises_with_its_reason_and_pod_logs():
     api = FakeCustomObjects()
     api.status_script = [cond("Created"), cond("Failed", reason="PyTorchJobFailed", message="Master failed")]
-    logs = FakeCoreV1(pod_logs={"t-master-0": "epoch 1\nfareflow train: error: splits: no _SUCCESS"})
+    logs = EventsCoreV1(pod_logs={"t-master-0": "epoch 1\nfareflow train: error: splits: no _SUCCESS"})
     with pytest.raises(UserError) as err:
         core.run_train_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
     text = str(err.value)
@@ -265,3 +265,202 @@ def test_train_max_restarts_from_the_config_map_makes_the_job_elastic():
     assert core.ClusterSettings.from_config_map({}, "fareflow").train_max_restarts == 0
     with pytest.raises(UserError, match="TRAIN_MAX_RESTARTS"):
         core.ClusterSettings.from_config_map({"TRAIN_MAX_RESTARTS": "-1"}, "fareflow")
+
+
+# --- Horovod: the MPIJob path -----------------------------------------------------------------
+
+
+def test_horovod_trains_as_an_mpijob_writing_the_same_model_directory():
+    from components.common.configspec import parse
+    from components.train.config import TrainConfig
+
+    settings = core.ClusterSettings(aws_endpoint_url="http://seaweedfs.kubeflow:9000", aws_region="us-east-1")
+    splits = core.s3_uri(SPLITS)
+    params = core.TrainParams(epochs=3)
+    ddp_name = core.train_job_name(splits, params, 2)
+    name = core.train_job_name(splits, params, 2, "horovod")
+    assert name != ddp_name and name == core.train_job_name(splits, params, 2, "horovod")
+    out = core.model_output_uri(splits, name)
+    assert out == f"s3://mlpipeline/fareflow/models/{name}"  # the PyTorchJob's scheme
+    job = core.train_job_object(settings, name, splits, out, params, workers=2, backend="horovod")
+    k8s_schema.validate(job)
+    assert job["kind"] == "MPIJob" and job["metadata"]["namespace"] == "fareflow"
+    specs = job["spec"]["mpiReplicaSpecs"]
+    assert specs["Worker"]["replicas"] == 2 and job["spec"]["slotsPerWorker"] == 1
+    (launcher,) = specs["Launcher"]["template"]["spec"]["containers"]
+    assert launcher["image"] == "ghcr.io/fareflow/trainer:0.1.0"
+    args = launcher["args"]
+    assert args[:3] == ["mpirun", "-np", "2"]
+    train_args = args[args.index("components.train") + 1 :]
+    got = parse(TrainConfig, train_args)
+    assert got == params.config(splits, out, "cpu", "horovod")
+    assert (got.splits_uri, got.output_uri, got.backend, got.device, got.epochs) == (
+        splits,
+        out,
+        "horovod",
+        "cpu",
+        3,
+    )
+    (worker,) = specs["Worker"]["template"]["spec"]["containers"]
+    assert worker["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
+    env = {e["name"]: e["value"] for e in worker["env"]}
+    assert (
+        env["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:9000"
+        and env["AWS_DEFAULT_REGION"] == "us-east-1"
+    )
+    assert "envFrom" not in launcher
+    assert specs["Worker"]["template"]["spec"]["serviceAccountName"] == "fareflow-trainer"
+    # The DDP job of the same inputs is a PyTorchJob whose ranks get --backend ddp.
+    ddp = core.train_job_object(settings, ddp_name, splits, out, params, workers=2)
+    assert ddp["kind"] == "PyTorchJob"
+    master_args = ddp["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    assert parse(TrainConfig, master_args).backend == "ddp"
+
+
+def test_horovod_on_the_gpu_pool_runs_one_rank_per_gpu_on_cuda_workers():
+    settings = core.ClusterSettings(train_gpus_per_pod=2, gpu_node_selector={"fareflow.io/pool": "gpu"})
+    job = core.train_job_object(
+        settings, "h", "s3://b/s", "s3://b/m", core.TrainParams(), 3, backend="horovod"
+    )
+    specs = job["spec"]["mpiReplicaSpecs"]
+    assert job["spec"]["slotsPerWorker"] == 2
+    (launcher,) = specs["Launcher"]["template"]["spec"]["containers"]
+    assert launcher["args"][:3] == ["mpirun", "-np", "6"]
+    assert launcher["args"][launcher["args"].index("--device") + 1] == "cuda"
+    worker = specs["Worker"]["template"]["spec"]
+    assert worker["nodeSelector"] == {"fareflow.io/pool": "gpu"}
+    assert worker["containers"][0]["image"] == "ghcr.io/fareflow/trainer:0.1.0-cuda"
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "nodeSelector" not in specs["Launcher"]["template"]["spec"]
+
+
+def test_unknown_backends_and_elastic_horovod_are_user_errors():
+    settings = core.ClusterSettings()
+    with pytest.raises(UserError, match=r"train_backend 'mpi': expected one of ddp, horovod"):
+        core.train_job_object(settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, backend="mpi")
+    with pytest.raises(UserError, match="train_backend 'tf'"):
+        core.train_job_name("s3://b/s", core.TrainParams(), 2, "tf")
+    with pytest.raises(UserError, match="TRAIN_MAX_RESTARTS=2: elastic training is a PyTorchJob feature"):
+        core.train_job_object(
+            settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, 2, backend="horovod"
+        )
+
+
+class EventsCoreV1(FakeCoreV1):
+    """FakeCoreV1 with the job's events (list_namespaced_event honours the field selector
+    PodSecurityWatch sends: involvedObject.kind/name and type) and per-selector pod logs."""
+
+    def __init__(self, events=(), pod_logs=None, pods_by_selector=None):
+        super().__init__(pod_logs=pod_logs)
+        self.events = list(events)
+        self.pods_by_selector = pods_by_selector
+        self.selectors: list[str] = []
+
+    def list_namespaced_event(self, namespace, field_selector=None):
+        from types import SimpleNamespace
+
+        wanted = dict(kv.split("=", 1) for kv in (field_selector or "").split(",") if kv)
+        fields = {"involvedObject.kind": "kind", "involvedObject.name": "name", "type": "type"}
+        items = [e for e in self.events if all(e[fields[k]] == v for k, v in wanted.items())]
+        return SimpleNamespace(
+            items=[
+                SimpleNamespace(
+                    message=e["message"], type=e["type"],
+                    involved_object=SimpleNamespace(kind=e["kind"], name=e["name"], uid=e.get("uid")),
+                )
+                for e in items
+            ]
+        )  # fmt: skip
+
+    def list_namespaced_pod(self, namespace, label_selector=None):
+        self.selectors.append(label_selector)
+        if self.pods_by_selector is not None:
+            from types import SimpleNamespace
+
+            names = self.pods_by_selector.get(label_selector, [])
+            return SimpleNamespace(
+                items=[SimpleNamespace(metadata=SimpleNamespace(name=n), status=SimpleNamespace(conditions=[])) for n in names]
+            )  # fmt: skip
+        return super().list_namespaced_pod(namespace, label_selector)
+
+
+# Training Operator v1.9.2's event when Pod Security refuses an MPIJob's launcher (message as
+# the tier records it: tests/k8s/test_mpijob.py).
+PSA_EVENT = (
+    'launcher pod created failed: pods "h-launcher" is forbidden: violates PodSecurity "restricted:latest": '
+    'allowPrivilegeEscalation != false (container "kubectl-delivery" must set '
+    "securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container "
+    '"kubectl-delivery" must set securityContext.capabilities.drop=["ALL"])'
+)
+
+
+def _mpijob(name="h"):
+    return core.train_job_object(
+        core.ClusterSettings(), name, "s3://b/s", "s3://b/m", core.TrainParams(), 2, backend="horovod"
+    )
+
+
+def test_a_pod_security_refusal_ends_the_wait_with_the_namespace_and_the_fix():
+    api = FakeCustomObjects()
+    api.status_script = [cond("Created")] * 3
+    events = EventsCoreV1(
+        [
+            {"kind": "MPIJob", "name": "h", "type": "Normal", "message": "MPIJob h is created."},
+            {"kind": "MPIJob", "name": "h", "type": "Warning", "message": PSA_EVENT},
+        ],
+        pod_logs={},
+    )
+    with pytest.raises(UserError) as err:
+        core.run_train_job(_mpijob(), timeout=3600, api=api, core_api=events, poll=0)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(
+        'MPIJob fareflow/h: namespace fareflow enforces Pod Security "restricted:latest", which refuses pod h-launcher'
+    )
+    assert 'container "kubectl-delivery" must set securityContext.allowPrivilegeEscalation=false' in message
+    assert "manifests/components/mpijob-baseline" in message
+    assert (
+        "kubectl label namespace fareflow pod-security.kubernetes.io/enforce=baseline --overwrite" in message
+    )
+    assert len(api.status_script) == 2, "ended on the first poll"
+
+
+def test_other_jobs_events_and_a_replaced_jobs_old_events_do_not_end_the_wait():
+    api = FakeCustomObjects()
+    k8s_api.apply(_mpijob(), api=api)
+    key = ("kubeflow.org", "v1", "fareflow", "mpijobs", "h")
+    api.store[key]["metadata"]["uid"] = "uid-new"
+    api.status_script = [cond("Created"), cond("Running"), cond("Succeeded")]
+    events = EventsCoreV1(
+        [
+            {"kind": "MPIJob", "name": "other", "type": "Warning", "message": PSA_EVENT},
+            {"kind": "PyTorchJob", "name": "h", "type": "Warning", "message": PSA_EVENT},
+            {"kind": "MPIJob", "name": "h", "type": "Warning", "message": PSA_EVENT, "uid": "uid-old"},
+            {
+                "kind": "MPIJob",
+                "name": "h",
+                "type": "Warning",
+                "message": "launcher pod created failed: quota",
+            },
+        ]
+    )
+    done = core.run_train_job(_mpijob(), timeout=60, api=api, core_api=events, poll=0)
+    assert k8s_api.condition(done, "Succeeded")
+
+
+def test_a_failed_mpijob_reports_the_launchers_logs():
+    """mpirun gathers every rank's output in the launcher; the workers' own logs are empty."""
+    api = FakeCustomObjects()
+    api.status_script = [cond("Failed", reason="MPIJobFailed", message="MPIJob fareflow/h has failed")]
+    launcher_selector = f"{core.JOB_NAME_LABEL}=h,{core.REPLICA_TYPE_LABEL}=launcher"
+    logs = EventsCoreV1(
+        pod_logs={"h-launcher": "[1,1]<stderr>:fareflow train: error: splits: no _SUCCESS", "h-worker-0": ""},
+        pods_by_selector={launcher_selector: ["h-launcher"]},
+    )
+    with pytest.raises(UserError) as err:
+        core.run_train_job(_mpijob(), timeout=60, api=api, core_api=logs, poll=0)
+    first, *rest = str(err.value).splitlines()
+    assert first == "MPIJob fareflow/h Failed: MPIJobFailed MPIJob fareflow/h has failed"
+    assert "--- h-launcher (last 40 lines)" in rest and "h-worker-0" not in str(err.value)
+    assert "no _SUCCESS" in rest[-1]
+    assert logs.selectors[-1] == launcher_selector

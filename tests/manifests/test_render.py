@@ -17,6 +17,7 @@ COMPONENTS = [
     "components/gpu",
     "components/gpu-serving",
     "components/knative-serving",
+    "components/mpijob-baseline",
     "components/optuna-postgres",
 ]
 
@@ -226,6 +227,48 @@ def test_knative_component_enables_scale_to_zero(tmp_path):
     assert {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get"]} in role[
         "rules"
     ]
+
+
+PSA = "pod-security.kubernetes.io/"
+
+
+def test_namespaces_enforce_restricted_without_the_mpijob_component(rendered):
+    for name in KUSTOMIZATIONS:
+        (ns,) = by_kind(rendered[name], "Namespace")
+        labels = ns["metadata"]["labels"]
+        assert {labels[PSA + m] for m in ("enforce", "warn", "audit")} == {"restricted"}, name
+
+
+@pytest.mark.parametrize("base", ["base", "overlays/kind", "overlays/team-b"])
+def test_mpijob_component_enforces_baseline_and_still_warns_and_audits_restricted(tmp_path, base):
+    """The v1 MPIJob launcher's kubectl-delivery init container has no security context (the
+    Training Operator injects it): a Horovod project enforces baseline. Only that label changes,
+    on the project's Namespace whatever an overlay names it, and nothing else in the render."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(MANIFESTS / base, tmp_path)],
+                "components": [os.path.relpath(MANIFESTS / "components/mpijob-baseline", tmp_path)],
+            }
+        )
+    )
+    objs = render(tmp_path, outside_root=True)
+    for obj in objs:
+        validate(obj)
+    (ns,) = by_kind(objs, "Namespace")
+    assert ns["metadata"]["name"] == PROJECT_NAMESPACE.get(base, "fareflow")
+    labels = ns["metadata"]["labels"]
+    assert labels[PSA + "enforce"] == "baseline"
+    assert labels[PSA + "warn"] == labels[PSA + "audit"] == "restricted"
+    assert labels[PSA + "enforce-version"] == "latest"
+    assert labels["app.kubernetes.io/part-of"] == "kubeflow-profile"
+    without = render(MANIFESTS / base)
+    (plain_ns,) = by_kind(without, "Namespace")
+    assert {**plain_ns["metadata"]["labels"], PSA + "enforce": "baseline"} == labels
+    others = sorted(
+        (o for o in objs if o["kind"] != "Namespace"), key=lambda o: (o["kind"], o["metadata"]["name"])
+    )
+    assert others == sorted((o for o in without if o["kind"] != "Namespace"), key=lambda o: (o["kind"], o["metadata"]["name"]))  # fmt: skip
 
 
 def test_kind_overlay_uses_the_tag_the_images_are_built_with(rendered):

@@ -5,8 +5,9 @@ machine through ``kfp.local``; ``fareflow compile`` / ``fareflow submit`` turn i
 into IR YAML for Kubeflow Pipelines. Components only; no logic lives here.
 
 Training runs in the task locally (``torchrun`` processes on this machine when
-``train_workers`` > 1); in the cluster it runs as a PyTorchJob and the model is then
-served as the KServe InferenceService ``model_name`` (a compile-time choice, ``cluster``).
+``train_workers`` > 1); in the cluster it runs as a PyTorchJob (``train_backend`` ddp, the
+default) or an MPIJob (horovod) and the model is then served as the KServe InferenceService
+``model_name`` (a compile-time choice, ``cluster``).
 
 The quality step runs one of two equivalent ways (identical clean rows and counts):
 in one task with a process pool over the month partitions (the local default), or
@@ -68,6 +69,13 @@ def _s3_env(task, s3_secret: str) -> None:
         )
 
 
+def _local_train_backend(train_backend) -> dict:
+    """The local train task's ``backend`` input, if it has one. components.train takes
+    ``--backend``, but its kfp component (components/train/component.py) has no ``backend``
+    input yet; until it does, the local form trains with DDP whatever ``train_backend`` says."""
+    return {"backend": train_backend} if "backend" in train.component_spec.inputs else {}
+
+
 def _stamp(task, code_digest: str):
     if code_digest:
         task.set_env_variable(CODE_DIGEST_ENV, code_digest)
@@ -95,7 +103,11 @@ def build_pipeline(
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="DC taxi fare (fareflow): raw trip files -> ingest -> quality -> sample -> tune -> "
-        + ("train (PyTorchJob) -> deploy (KServe InferenceService)." if cluster else "train (in the task)."),
+        + (
+            "train (PyTorchJob or MPIJob) -> deploy (KServe InferenceService)."
+            if cluster
+            else "train (in the task)."
+        ),
     )
     def taxi_fare_pipeline(
         source: str,
@@ -107,6 +119,7 @@ def build_pipeline(
         tune_trials: int = 0,
         tune_epochs: int = 3,
         train_workers: int = 1,
+        train_backend: str = "ddp",
         epochs: int = 8,
         batch_size: int = 1024,
         learning_rate: float = 0.001,
@@ -127,11 +140,15 @@ def build_pipeline(
         fractions: train,validation,test fractions of the sample.
         tune_trials, tune_epochs: Optuna trials (0 = no tuning) of at most this many epochs;
             the best trial's settings replace the five below (which are trial 0).
-        train_workers: training processes (DDP): torchrun processes locally, PyTorchJob
-            replicas (one Master + Workers) in the cluster.
+        train_workers: training processes: torchrun processes locally; in the cluster,
+            PyTorchJob replicas (one Master + Workers) or MPIJob workers (a rank per GPU, or one).
+        train_backend: ``ddp`` (torch DDP; a PyTorchJob in the cluster) or ``horovod``
+            (horovod.torch; an MPIJob, whose launcher needs a namespace enforcing Pod Security
+            baseline: manifests/components/mpijob-baseline). Locally it reaches the train task
+            once that task takes a ``backend`` input (see ``_local_train_backend``).
         epochs, batch_size, learning_rate, hidden, weight_decay, dropout: the MLP's training
             settings (hidden: comma-separated layer sizes).
-        namespace, model_name, timeout_s: cluster only — where the PyTorchJob and the
+        namespace, model_name, timeout_s: cluster only — where the training job and the
             InferenceService run, the InferenceService name, and how long each may take.
         """
         ingest_task = _stamp(ingest(source=source).set_display_name("ingest"), code_digest)
@@ -174,15 +191,17 @@ def build_pipeline(
                 seed=seed,
                 **best,
                 timeout_s=timeout_s,
-            ).set_display_name("train (PyTorchJob)")
+                backend=train_backend,
+            ).set_display_name("train (PyTorchJob or MPIJob)")
             _s3_env(train_task, s3_secret)
             deploy(
                 model=train_task.outputs["model"], name=model_name, namespace=namespace, timeout_s=timeout_s
             ).set_display_name("deploy (KServe)")
         else:
             train_task = train(
-                splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best
-            ).set_display_name("train")
+                splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best,
+                **_local_train_backend(train_backend),
+            ).set_display_name("train")  # fmt: skip
             _stamp(train_task, code_digest)
         return PipelineOutputs(
             ingest=ingest_task.outputs["Output"],

@@ -98,6 +98,30 @@ def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
     assert params["tune_trials"]["defaultValue"] == 0  # tuning is opt-in in the cluster
 
 
+def test_train_backend_is_a_pipeline_parameter_the_cluster_train_task_takes(tmp_path):
+    """train_backend (default ddp) reaches the train-job task's backend input: ddp -> PyTorchJob,
+    horovod -> MPIJob (components.cluster.core.train_job_object)."""
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["train_backend"] == {"defaultValue": "ddp", "isOptional": True, "parameterType": "STRING"}
+    task = spec["root"]["dag"]["tasks"]["train-job"]
+    assert task["inputs"]["parameters"]["backend"] == {"componentInputParameter": "train_backend"}
+    component = spec["components"][task["componentRef"]["name"]]
+    assert component["inputDefinitions"]["parameters"]["backend"]["defaultValue"] == "ddp"
+
+
+def test_local_form_passes_train_backend_only_to_a_train_task_that_takes_it(tmp_path):
+    from components.train.component import train
+
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "l.yaml"), cluster=False)).read_text())
+    assert "train_backend" in spec["root"]["inputDefinitions"]["parameters"]
+    inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    if "backend" in train.component_spec.inputs:
+        assert inputs["backend"] == {"componentInputParameter": "train_backend"}
+    else:
+        assert "backend" not in inputs
+
+
 def test_local_form_trains_in_the_task_on_the_trainer_image(tmp_path):
     spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "l.yaml"), cluster=False)).read_text())
     tasks = spec["root"]["dag"]["tasks"]

@@ -15,12 +15,15 @@ RUN_TIMEOUT ?= 3600
 ISVC_NAME ?= taxi-fare
 # KServe mode kind-test and platform-install use: Standard, or Knative (Knative Serving + Kourier first).
 KSERVE_MODE ?= Standard
+# How kind-test's pipeline run trains: ddp (PyTorchJob) or horovod (MPIJob; the project namespace
+# then enforces Pod Security baseline, components/mpijob-baseline).
+TRAIN_BACKEND ?= ddp
 PIPELINE_PARAMS ?=
 KIND_NODE_IMAGE ?= $(shell . manifests/versions.env && echo $$KIND_NODE_IMAGE)
 # The driver runs from other directories' point of view: pass python as an absolute path.
 KIND_TEST_PYTHON = $(if $(findstring /,$(CLUSTER_PYTHON)),$(abspath $(CLUSTER_PYTHON)),$(CLUSTER_PYTHON))
 
-.PHONY: kind-up kind-down platform-install kind-test kind-test-dry kind-test-knative manifests-render manifests-check \
+.PHONY: kind-up kind-down platform-install kind-test kind-test-dry kind-test-knative kind-test-horovod manifests-render manifests-check \
 	manifests-policy
 
 kind-up: ## create the kind cluster from manifests/kind/kind-config.yaml (KIND_CLUSTER)
@@ -37,7 +40,7 @@ platform-install: ## install cert-manager, KFP, Training Operator, KServe (pinne
 kind-test: install ## end to end on kind: cluster, platform, images, pipeline run, inference (KEEP_CLUSTER=1 keeps it)
 	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(KIND_TEST_IMAGE_TAG) KEEP_CLUSTER=$(KEEP_CLUSTER) \
 	  DRY_RUN=$(DRY_RUN) RUN_TIMEOUT=$(RUN_TIMEOUT) ISVC_NAME=$(ISVC_NAME) KSERVE_MODE=$(KSERVE_MODE) \
-	  PIPELINE_PARAMS="$(PIPELINE_PARAMS)" PYTHON=$(KIND_TEST_PYTHON) MAKE="$(MAKE)" \
+	  TRAIN_BACKEND=$(TRAIN_BACKEND) PIPELINE_PARAMS="$(PIPELINE_PARAMS)" PYTHON=$(KIND_TEST_PYTHON) MAKE="$(MAKE)" \
 	  bash manifests/scripts/kind-test.sh
 
 kind-test-dry: ## print every command kind-test would run, in order, with resolved versions and tags
@@ -45,6 +48,9 @@ kind-test-dry: ## print every command kind-test would run, in order, with resolv
 
 kind-test-knative: ## kind-test with KServe in Knative mode (Knative Serving + Kourier, scale to zero)
 	$(MAKE) --no-print-directory kind-test KSERVE_MODE=Knative
+
+kind-test-horovod: ## kind-test training with Horovod as an MPIJob (the project namespace enforces baseline)
+	$(MAKE) --no-print-directory kind-test TRAIN_BACKEND=horovod
 
 manifests-render: ## print the rendered kind overlay (OVERLAY=base|overlays/kind|overlays/gpu-cluster)
 	$(KUBECTL) kustomize manifests/$(or $(OVERLAY),overlays/kind)

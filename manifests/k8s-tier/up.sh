@@ -211,6 +211,7 @@ start training-operator env KUBECONFIG="${K8S_TIER_RUN}/training-operator.kubeco
   --health-probe-bind-address "127.0.0.1:${K8S_TIER_TRAINING_OPERATOR_PROBE_PORT}" \
   --webhook-server-port "${K8S_TIER_TRAINING_OPERATOR_WEBHOOK_PORT}" \
   --pytorch-init-container-image "${ALPINE_IMAGE}" \
+  --mpi-kubectl-delivery-image "${MPI_KUBECTL_DELIVERY_IMAGE}" \
   --pytorch-init-container-template-file "${REPO_ROOT}/manifests/platform/pytorch-init-container.yaml"
 # Play the kubelet's secret volume: once the operator has written its certificate into the
 # Secret, put the keys where it reads them.

@@ -52,10 +52,9 @@ install_kfp() {
   run kubectl apply -k "${KFP_REPO}/env/platform-agnostic?ref=${KFP_VERSION}"
 }
 
-# Point the operator's PyTorchJob init container at the pinned alpine tag (loaded into kind),
-# adding the flag only if it is not there yet.
-set_pytorch_init_image() {
-  local flag="--pytorch-init-container-image=${ALPINE_IMAGE}" args
+# Add FLAG to the operator's arguments if it is not there yet (a second run changes nothing).
+add_operator_flag() {
+  local flag="$1" args
   if [[ "${DRY_RUN}" == "1" ]]; then
     show kubectl -n kubeflow patch deployment training-operator --type=json \
       -p "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"${flag}\"}]"
@@ -63,7 +62,7 @@ set_pytorch_init_image() {
   fi
   args="$(kubectl -n kubeflow get deployment training-operator -o jsonpath='{.spec.template.spec.containers[0].args}')"
   if [[ "${args}" == *"${flag}"* ]]; then
-    log "training-operator already uses ${ALPINE_IMAGE}"
+    log "training-operator already has ${flag}"
   elif [[ -z "${args}" ]]; then
     run kubectl -n kubeflow patch deployment training-operator --type=json \
       -p "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args\",\"value\":[\"${flag}\"]}]"
@@ -71,6 +70,14 @@ set_pytorch_init_image() {
     run kubectl -n kubeflow patch deployment training-operator --type=json \
       -p "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"${flag}\"}]"
   fi
+}
+
+# Pinned images for what the operator injects: the PyTorchJob init container (alpine, loaded
+# into kind) and the v1 MPIJob launcher's kubectl-delivery init container (the operator's default
+# is that image's :latest tag; MPI_KUBECTL_DELIVERY_IMAGE pins the one built with this release).
+set_operator_images() {
+  add_operator_flag "--pytorch-init-container-image=${ALPINE_IMAGE}"
+  add_operator_flag "--mpi-kubectl-delivery-image=${MPI_KUBECTL_DELIVERY_IMAGE}"
 }
 
 # The operator's PyTorchJob init container, from a template with a security context that Pod
@@ -96,7 +103,7 @@ install_training_operator() {
   # Server-side: the CRDs are too large for the last-applied annotation.
   run kubectl apply --server-side --force-conflicts -k "${TRAINING_OPERATOR_REPO}?ref=${TRAINING_OPERATOR_VERSION}"
   wait_crds pytorchjobs.kubeflow.org mpijobs.kubeflow.org
-  set_pytorch_init_image
+  set_operator_images
   set_pytorch_init_template
   run kubectl -n kubeflow rollout status deployment/training-operator --timeout="${ROLLOUT_TIMEOUT}"
 }

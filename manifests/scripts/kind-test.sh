@@ -10,8 +10,10 @@
 #
 # Settings (environment): CLUSTER_NAME, KEEP_CLUSTER=1 (keep the cluster), DRY_RUN=1 (print
 # every command instead of running it), IMAGE_TAG, RUN_TIMEOUT (seconds), ISVC_NAME,
-# NAMESPACE, TRAIN_WORKERS, PIPELINE_PARAMS ("key=value ..."; source, model_name,
-# train_workers and namespace default to the data uploaded here and the settings above),
+# NAMESPACE, TRAIN_WORKERS, TRAIN_BACKEND (ddp: PyTorchJob; horovod: MPIJob, which also applies
+# components/mpijob-baseline and loads the MPIJob launcher's kubectl-delivery image),
+# PIPELINE_PARAMS ("key=value ..."; source, model_name, train_workers, train_backend and
+# namespace default to the data uploaded here and the settings above),
 # DATA_ROWS, DATA_MONTHS, DATA_URI, ARTIFACT_DIR, KFP_LOCAL_PORT, MODEL_LOCAL_PORT,
 # S3_LOCAL_PORT, KSERVE_MODE (Standard or Knative), FAKE_GPUS (nvidia.com/gpu the GPU pool's
 # node advertises), IMAGE_PLATFORM (the nodes' platform, for loading pulled images), PYTHON,
@@ -31,6 +33,7 @@ IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-3600}"
 ISVC_NAME="${ISVC_NAME:-taxi-fare}"
 TRAIN_WORKERS="${TRAIN_WORKERS:-2}"
+TRAIN_BACKEND="${TRAIN_BACKEND:-ddp}"
 NAMESPACE="${NAMESPACE:-fareflow}"
 PIPELINE_PARAMS="${PIPELINE_PARAMS:-}"
 ARTIFACT_DIR="${ARTIFACT_DIR:-${TMPDIR:-/tmp}/fareflow-kind-test}"
@@ -68,9 +71,21 @@ MAKE="${MAKE:-make}"
 KIND_CONFIG="${REPO_ROOT}/manifests/kind/kind-config.yaml"
 OVERLAY="${REPO_ROOT}/manifests/overlays/kind"
 KNATIVE_COMPONENT="${REPO_ROOT}/manifests/components/knative-serving"
-# Knative mode: overlays/kind plus components/knative-serving, composed here (no file changes).
-KNATIVE_OVERLAY="${ARTIFACT_DIR}/overlay-knative"
+MPIJOB_COMPONENT="${REPO_ROOT}/manifests/components/mpijob-baseline"
+# overlays/kind plus the components this run needs (Knative mode: knative-serving; Horovod:
+# mpijob-baseline), composed in a kustomization of its own here (no file changes).
+COMPOSED_OVERLAY="${ARTIFACT_DIR}/overlay"
+OVERLAY_COMPONENTS=()
 KFP_HOST="http://127.0.0.1:${KFP_LOCAL_PORT}"
+
+case "${TRAIN_BACKEND}" in
+  ddp) ;;
+  horovod) OVERLAY_COMPONENTS+=("${MPIJOB_COMPONENT}") ;;
+  *) die "TRAIN_BACKEND=${TRAIN_BACKEND}: expected ddp or horovod" ;;
+esac
+if [[ "${KSERVE_MODE}" == "Knative" ]]; then
+  OVERLAY_COMPONENTS+=("${KNATIVE_COMPONENT}")
+fi
 
 require kind kubectl docker curl "${PYTHON}" "${MAKE}"
 
@@ -222,26 +237,36 @@ load_images() {
   # images/images.mk: kind reads images from Docker, so build them with Docker here.
   run "${MAKE}" -C "${REPO_ROOT}" images "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker
   run "${MAKE}" -C "${REPO_ROOT}" kind-load "IMAGE_TAG=${IMAGE_TAG}" CONTAINER_ENGINE=docker "KIND_CLUSTER=${CLUSTER_NAME}"
-  # The third-party image the project's pods need: the operator's PyTorchJob init container.
+  # The third-party images the project's pods need: the operator's PyTorchJob init container,
+  # and for Horovod its MPIJob launcher's kubectl-delivery init container.
   # (PostgreSQL is the optional components/optuna-postgres, not in overlays/kind.)
   kind_load_pulled_image "${ALPINE_IMAGE}"
+  if [[ "${TRAIN_BACKEND}" == "horovod" ]]; then
+    kind_load_pulled_image "${MPI_KUBECTL_DELIVERY_IMAGE}"
+  fi
 }
 
-# kustomize takes only relative paths to other kustomizations.
-write_knative_overlay() {
-  mkdir -p "${KNATIVE_OVERLAY}"
-  printf '%s\n' "# kind-test KSERVE_MODE=Knative: overlays/kind with scale-to-zero serving." \
-    "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
-    "resources:" "  - $(realpath --relative-to="${KNATIVE_OVERLAY}" "${OVERLAY}")" \
-    "components:" "  - $(realpath --relative-to="${KNATIVE_OVERLAY}" "${KNATIVE_COMPONENT}")" \
-    >"${KNATIVE_OVERLAY}/kustomization.yaml"
+# write_overlay DIR COMPONENT...: overlays/kind with these components, in DIR (kustomize takes
+# only relative paths to other kustomizations).
+write_overlay() {
+  local dir="$1" component
+  shift
+  mkdir -p "${dir}"
+  {
+    printf '%s\n' "# kind-test: overlays/kind with the components this run needs." \
+      "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+      "resources:" "  - $(realpath --relative-to="${dir}" "${OVERLAY}")" "components:"
+    for component in "$@"; do
+      printf '  - %s\n' "$(realpath --relative-to="${dir}" "${component}")"
+    done
+  } >"${dir}/kustomization.yaml"
 }
 
 apply_overlay() {
-  if [[ "${KSERVE_MODE}" == "Knative" ]]; then
-    step "apply overlays/kind with components/knative-serving"
-    run write_knative_overlay
-    run kubectl apply -k "${KNATIVE_OVERLAY}"
+  if ((${#OVERLAY_COMPONENTS[@]} > 0)); then
+    step "apply overlays/kind with ${OVERLAY_COMPONENTS[*]#"${REPO_ROOT}/manifests/"}"
+    run write_overlay "${COMPOSED_OVERLAY}" "${OVERLAY_COMPONENTS[@]}"
+    run kubectl apply -k "${COMPOSED_OVERLAY}"
   else
     step "apply overlays/kind"
     run kubectl apply -k "${OVERLAY}"
@@ -317,12 +342,13 @@ submit_pipeline() {
   step "compile and submit the pipeline"
   run_bg kubectl -n kubeflow port-forward svc/ml-pipeline "${KFP_LOCAL_PORT}:8888"
   retry 30 2 curl -fsS -o /dev/null "${KFP_HOST}/apis/v2beta1/healthz"
-  # Defaults: the uploaded data, the InferenceService name this script checks, and DDP over
-  # TRAIN_WORKERS PyTorchJob replicas; PIPELINE_PARAMS adds to them or replaces one by key.
+  # Defaults: the uploaded data, the InferenceService name this script checks, and training over
+  # TRAIN_WORKERS pods with TRAIN_BACKEND (ddp: PyTorchJob replicas; horovod: MPIJob workers);
+  # PIPELINE_PARAMS adds to them or replaces one by key.
   local -a params=()
   local kv
   for kv in "source=${DATA_URI}" "model_name=${ISVC_NAME}" "train_workers=${TRAIN_WORKERS}" \
-    "namespace=${NAMESPACE}"; do
+    "namespace=${NAMESPACE}" "train_backend=${TRAIN_BACKEND}"; do
     [[ " ${PIPELINE_PARAMS} " == *" ${kv%%=*}="* ]] || params+=(--param "${kv}")
   done
   for kv in ${PIPELINE_PARAMS}; do
@@ -454,7 +480,7 @@ check_inference() {
 main() {
   check_overlay_tag
   log "data: ${DATA_ROWS} rows (${DATA_MONTHS}) -> ${DATA_URI}"
-  log "kind ${KIND_VERSION}, node ${KIND_NODE_IMAGE}, KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION} (${KSERVE_MODE}), images ghcr.io/fareflow/*:${IMAGE_TAG}"
+  log "kind ${KIND_VERSION}, node ${KIND_NODE_IMAGE}, KFP ${KFP_VERSION}, Training Operator ${TRAINING_OPERATOR_VERSION}, cert-manager ${CERT_MANAGER_VERSION}, KServe ${KSERVE_VERSION} (${KSERVE_MODE}), training ${TRAIN_BACKEND}, images ghcr.io/fareflow/*:${IMAGE_TAG}"
   create_cluster
   advertise_gpus
   install_platform

@@ -304,7 +304,7 @@ def test_knative_kind_test_applies_the_knative_component_and_checks_through_kour
     rc, lines = dry_run("kind-test.sh", KSERVE_MODE="Knative", ARTIFACT_DIR=str(tmp_path))
     assert rc == 0
     cmds = [line for line in lines if line.startswith("+ ")]
-    overlay = index(cmds, f"kubectl apply -k {tmp_path}/overlay-knative")
+    overlay = index(cmds, f"kubectl apply -k {tmp_path}/overlay")
     assert not any(c == "+ kubectl apply -k " + str(MANIFESTS / "overlays" / "kind") for c in cmds)
     ready = index(cmds, "wait --for=condition=Ready inferenceservice/taxi-fare", overlay)
     kourier = index(cmds, "kubectl -n kourier-system port-forward svc/kourier 8081:80 &", ready)
@@ -313,30 +313,92 @@ def test_knative_kind_test_applies_the_knative_component_and_checks_through_kour
     index(cmds, "check_inference.py --url http://127.0.0.1:8081 --model taxi-fare", forward)
 
 
-def test_knative_overlay_composes_the_kind_overlay_with_the_knative_component(tmp_path):
-    """The kustomization kind-test writes in Knative mode renders (kustomize, no cluster)."""
+def composed_overlay(tmp_path, *components: str) -> list[dict]:
+    """The kustomization kind-test writes (write_overlay) with these components, rendered."""
     kubectl = shutil.which("kubectl")
     if not kubectl:
         pytest.skip("kubectl is needed to render the overlay")
+    paths = " ".join(str(MANIFESTS / "components" / c) for c in components)
     script = (
-        f"source {MANIFESTS / 'scripts' / 'lib.sh'}; "
-        f"OVERLAY={MANIFESTS / 'overlays' / 'kind'} KNATIVE_COMPONENT={MANIFESTS / 'components' / 'knative-serving'} "
-        f"KNATIVE_OVERLAY={tmp_path / 'overlay-knative'}; "
-        + "eval \"$(sed -n '/^write_knative_overlay() {/,/^}/p' "
+        f"source {MANIFESTS / 'scripts' / 'lib.sh'}; OVERLAY={MANIFESTS / 'overlays' / 'kind'}; "
+        + "eval \"$(sed -n '/^write_overlay() {/,/^}/p' "
         + str(MANIFESTS / "scripts" / "kind-test.sh")
-        + ')"; write_knative_overlay'
+        + f')"; write_overlay {tmp_path / "overlay"} {paths}'
     )
     subprocess.run(["bash", "-c", script], check=True, timeout=30)
     out = subprocess.run(
-        [kubectl, "kustomize", str(tmp_path / "overlay-knative")], capture_output=True, text=True, timeout=60
+        [kubectl, "kustomize", str(tmp_path / "overlay")], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_knative_overlay_composes_the_kind_overlay_with_the_knative_component(tmp_path):
+    """The kustomization kind-test writes in Knative mode renders (kustomize, no cluster)."""
+    docs = composed_overlay(tmp_path, "knative-serving")
     cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fareflow-cluster")
     assert cfg["data"]["SERVING_DEPLOYMENT_MODE"] == "Knative" and cfg["data"]["SERVING_MIN_REPLICAS"] == "0"
     assert any(
         d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-knative-to-predictors" for d in docs
     )
+    (ns,) = [d for d in docs if d["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_horovod_and_knative_overlay_composes_both_components(tmp_path):
+    docs = composed_overlay(tmp_path, "mpijob-baseline", "knative-serving")
+    (ns,) = [d for d in docs if d["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fareflow-cluster")
+    assert cfg["data"]["SERVING_DEPLOYMENT_MODE"] == "Knative"
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_horovod_kind_test_applies_the_baseline_component_loads_kubectl_delivery_and_submits_horovod(
+    tmp_path, mode
+):
+    rc, lines = dry_run(
+        "kind-test.sh", TRAIN_BACKEND="horovod", KSERVE_MODE=mode, ARTIFACT_DIR=str(tmp_path),
+        IMAGE_PLATFORM="linux/amd64",
+    )  # fmt: skip
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    img = VERSIONS["MPI_KUBECTL_DELIVERY_IMAGE"]
+    flag = index(cmds, f"--mpi-kubectl-delivery-image={img}")
+    archive = f"{tmp_path}/images/" + img.replace("/", "_").replace(":", "_") + ".tar"
+    load = index(cmds, f"kind load image-archive {archive} --name fareflow", flag)
+    write = index(cmds, f"write_overlay {tmp_path}/overlay", load)
+    components = cmds[write].split()[3:]
+    expected = ["mpijob-baseline"] + (["knative-serving"] if mode == "Knative" else [])
+    assert components == [str(MANIFESTS / "components" / c) for c in expected]
+    overlay = index(cmds, f"kubectl apply -k {tmp_path}/overlay", write)
+    assert not any(c == "+ kubectl apply -k " + str(MANIFESTS / "overlays" / "kind") for c in cmds)
+    submit = index(cmds, "pipelines.cli submit", overlay)
+    assert "--param train_backend=horovod" in cmds[submit]
+
+
+def test_ddp_kind_test_neither_loads_kubectl_delivery_nor_relaxes_pod_security():
+    rc, lines = dry_run("kind-test.sh", ARTIFACT_DIR="/tmp/kt", IMAGE_PLATFORM="linux/amd64")
+    assert rc == 0
+    cmds = [line for line in lines if line.startswith("+ ")]
+    assert not any("kubectl-delivery" in c and ("docker" in c or "kind load" in c) for c in cmds)
+    assert not any("mpijob-baseline" in c for c in cmds)
+    assert "--param train_backend=ddp" in next(c for c in cmds if "pipelines.cli submit" in c)
+    # The operator still gets the pinned kubectl-delivery image (its default is :latest).
+    index(cmds, f"--mpi-kubectl-delivery-image={VERSIONS['MPI_KUBECTL_DELIVERY_IMAGE']}")
+
+
+def test_kind_test_rejects_an_unknown_train_backend():
+    rc, lines = dry_run("kind-test.sh", TRAIN_BACKEND="mpi")
+    assert rc != 0 and not any(line.startswith("+ ") for line in lines)
+
+
+def test_kubectl_delivery_image_is_pinned_where_the_operator_and_the_tier_take_it():
+    img = VERSIONS["MPI_KUBECTL_DELIVERY_IMAGE"]
+    assert ":" in img and not img.endswith(":latest")
+    # (The k8s tier checks the tag against the pinned operator module's own image tag.)
+    up = (MANIFESTS / "k8s-tier" / "up.sh").read_text()
+    assert '--mpi-kubectl-delivery-image "${MPI_KUBECTL_DELIVERY_IMAGE}"' in up
 
 
 # --- Item 2: pulled images reach kind as one platform, from a file (kind#3795) --------------

@@ -119,11 +119,21 @@ def tier() -> Tier:
     return found
 
 
+def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Make components.common.k8s_api load ``path``: the kubernetes client reads $KUBECONFIG once,
+    when kubernetes.config is first imported, so its default location is set too (restored after
+    the test, like the environment)."""
+    from kubernetes.config import kube_config
+
+    monkeypatch.setenv("KUBECONFIG", path)
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", path)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
 @pytest.fixture
 def kube_env(tier: Tier, monkeypatch: pytest.MonkeyPatch) -> Tier:
     """The tier as the process's kubeconfig, so components.common.k8s_api talks to it."""
-    monkeypatch.setenv("KUBECONFIG", tier.kubeconfig)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    use_kubeconfig(monkeypatch, tier.kubeconfig)
     return tier
 
 

@@ -165,6 +165,15 @@ def test_every_pod_template_fareflow_builds_is_admitted_under_restricted(tier: T
         )
         for rtype, spec in job["spec"]["pytorchReplicaSpecs"].items():
             templates[f"pytorchjob-{label}-{rtype.lower()}"] = spec["template"]["spec"]
+        # Horovod's MPIJob: both templates as fareflow builds them meet restricted; only the
+        # operator's kubectl-delivery init container on the launcher does not (test_mpijob.py).
+        mpi = core.train_job_object(
+            s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 2, backend="horovod"
+        )
+        for rtype, spec in mpi["spec"]["mpiReplicaSpecs"].items():
+            pod = dict(spec["template"]["spec"])
+            pod.setdefault("serviceAccountName", "default")  # the operator's NAME-launcher
+            templates[f"mpijob-{label}-{rtype.lower()}"] = pod
     isvc = core.inference_service_object(settings, "probe", "s3://b/models/x/")
     predictor = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ("model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "canaryTrafficPercent")}  # fmt: skip
     assert "securityContext" in predictor, "the predictor's pod-level settings are fareflow's"
@@ -202,6 +211,8 @@ def test_pipeline_runner_can_drive_jobs_and_serving_in_its_project_only(tier: Ti
             ("create", "mpijobs.kubeflow.org"), ("create", "inferenceservices.serving.kserve.io"),
             ("patch", "inferenceservices.serving.kserve.io"), ("get", "pods/log"), ("list", "pods"),
             ("get", "deployments.apps"), ("get", "configmaps/fareflow-cluster"),
+            ("delete", "mpijobs.kubeflow.org"), ("watch", "mpijobs.kubeflow.org"),
+            ("list", "events"),  # the operators' events on a job: a Pod Security refusal ends the wait
         ):  # fmt: skip
             assert tier.can_i(who, verb, resource, ns), f"{who} cannot {verb} {resource} in {ns}"
     for verb, resource, where in (

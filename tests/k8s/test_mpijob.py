@@ -1,77 +1,301 @@
-"""The MPIJob builder's object against the real Training Operator (v1 MPIJob): reconciled into a
+"""Horovod's cluster path against the real Training Operator (v1 MPIJob): the MPIJob that
+``train_job_object(backend="horovod")`` builds, in a project rendered from the manifests with
+``components/mpijob-baseline`` (overlays/kind moved into a namespace of its own), reconciled into a
 launcher and workers, the launcher running as the ServiceAccount the operator makes for the job
-with ``pods/exec`` on exactly those workers; and what Pod Security "restricted" does to it."""
+with ``pods/exec`` on exactly those workers; fareflow's own ``run_train_job``, as the project's
+pipeline-runner ServiceAccount, waiting it through to Succeeded (kwok ends the launcher) and to a
+one-line failure; and, without the component (Pod Security "restricted"), the launcher's refusal
+reported in one line, quickly, instead of a wait to the timeout."""
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
-from components.common import k8s
+from components.cluster import core
+from components.common import k8s, k8s_api
+from components.common.errors import UserError
 
-from .conftest import Tier, wait_for
+from .conftest import REPO, Tier, use_kubeconfig, wait_for
 
 pytestmark = pytest.mark.k8s
 
+MANIFESTS = REPO / "manifests"
+# KServe's kinds are not in the tier (tests/k8s/test_manifests.py NOT_IN_TIER).
+NOT_IN_TIER = {"ServingRuntime", "InferenceService"}
+SPLITS = "s3://mlpipeline/v2/artifacts/splits"
+
+
+def versions() -> dict[str, str]:
+    out = subprocess.run(
+        ["bash", "-c", f"source {MANIFESTS / 'versions.env'} && echo $MPI_KUBECTL_DELIVERY_IMAGE $TRAINING_OPERATOR_VERSION"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return {"MPI_KUBECTL_DELIVERY_IMAGE": out[0], "TRAINING_OPERATOR_VERSION": out[1]}
+
+
+def render_project(tmp: Path, namespace: str, components: list[str]) -> list[dict]:
+    """overlays/kind in ``namespace`` (as overlays/team-b moves it) with ``components``."""
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                "resources": [os.path.relpath(MANIFESTS / "overlays/kind", tmp)],
+                "transformers": [os.path.relpath(MANIFESTS / "base/follow-namespace", tmp)],
+                "components": [os.path.relpath(MANIFESTS / "components" / c, tmp) for c in components],
+            }
+        )
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d and d["kind"] not in NOT_IN_TIER]
+
+
+def _project(tier: Tier, tmp: Path, prefix: str, components: list[str]) -> Iterator[str]:
+    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    docs = render_project(tmp, ns, components)
+    tier.apply(docs)
+    wait_for(
+        lambda: tier.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
+        60,
+        f"default SA in {ns}",
+    )
+    # The authorizer learns new Roles and RoleBindings from its informers: wait until it does.
+    runner = f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
+    wait_for(
+        lambda: tier.can_i(runner, "create", "mpijobs.kubeflow.org", ns), 60, f"the runner's Role in {ns}"
+    )
+    yield ns
+    tier.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
 
 @pytest.fixture
-def baseline_namespace(tier: Tier):
-    name = f"t-mpi-{uuid.uuid4().hex[:8]}"
-    tier.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}])  # fmt: skip
-    tier.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": k8s.TRAINER_SERVICE_ACCOUNT, "namespace": name}}])  # fmt: skip
-    yield name
-    tier.kubectl("delete", "namespace", name, "--wait=false", check=False)
+def horovod_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
+    """A project namespace as a Horovod user sets it up: overlays/kind + components/mpijob-baseline."""
+    yield from _project(tier, tmp_path, "t-hvd", ["mpijob-baseline"])
 
 
-def mpi_job(ns: str, workers: int = 2) -> dict:
-    return k8s.mpi_job(f"hvd-{uuid.uuid4().hex[:8]}", "ghcr.io/fareflow/trainer:0.1.0", "components.train", ["--epochs", "1"], namespace=ns, workers=workers)  # fmt: skip
+@pytest.fixture
+def restricted_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
+    """A project namespace without the component: Pod Security "restricted", as base sets it."""
+    yield from _project(tier, tmp_path, "t-rst", [])
 
 
-def test_mpijob_is_reconciled_into_launcher_and_workers_with_exec_rbac(tier: Tier, baseline_namespace: str):
-    ns = baseline_namespace
-    job = mpi_job(ns, workers=2)
+@pytest.fixture
+def as_runner(tier: Tier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Make components.common.k8s_api talk to the tier as NS's fareflow-pipeline-runner
+    ServiceAccount (a token from the TokenRequest API), so its Role is what the code gets."""
+
+    def become(ns: str) -> str:
+        admin = yaml.safe_load(Path(tier.kubeconfig).read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        token = tier.kubectl(
+            "-n", ns, "create", "token", k8s.RUNNER_SERVICE_ACCOUNT, "--duration", "1h"
+        ).strip()
+        if "certificate-authority" in cluster:
+            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+            cluster = {"server": cluster["server"], "certificate-authority-data": ca}
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "runner",
+            "clusters": [{"name": "tier", "cluster": cluster}],
+            "users": [{"name": "runner", "user": {"token": token}}],
+            "contexts": [{"name": "runner", "context": {"cluster": "tier", "user": "runner", "namespace": ns}}],
+        }  # fmt: skip
+        path = tmp_path / f"runner-{ns}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        use_kubeconfig(monkeypatch, str(path))
+        return f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
+
+    return become
+
+
+def horovod_job(settings: core.ClusterSettings, workers: int = 2) -> dict:
+    name = f"hvd-{uuid.uuid4().hex[:8]}"
+    params = core.TrainParams(epochs=1)
+    return core.train_job_object(
+        settings, name, SPLITS, core.model_output_uri(SPLITS, name), params, workers, backend="horovod"
+    )
+
+
+def play_launcher(obj: dict, exit_code: int, run_time: str = "2s") -> dict:
+    """Have kwok end the launcher (mpirun) with ``exit_code``; the workers idle as they do."""
+    meta = obj["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["metadata"]
+    meta.setdefault("annotations", {}).update(
+        {"kwok.fareflow.io/exit-code": str(exit_code), "kwok.fareflow.io/run-time": run_time}
+    )
+    return obj
+
+
+def job_pods(tier: Tier, ns: str, name: str) -> dict[str, dict]:
+    items = tier.get("pods", "-n", ns, "-l", f"{core.JOB_NAME_LABEL}={name}")["items"]
+    return {p["metadata"]["name"]: p for p in items}
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_the_horovod_job_is_reconciled_into_a_launcher_and_workers_with_exec_rbac(
+    tier: Tier, horovod_project: str
+):
+    ns = horovod_project
+    labels = tier.get("namespace", ns)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert (
+        labels["pod-security.kubernetes.io/warn"]
+        == labels["pod-security.kubernetes.io/audit"]
+        == "restricted"
+    )
+    settings = core.ClusterSettings.from_config_map(
+        tier.get("configmap", "-n", ns, core.CONFIG_MAP)["data"], ns
+    )
+    job = horovod_job(settings, workers=2)  # no kwok annotation: the pods keep running
     name = job["metadata"]["name"]
     tier.apply([job])
     names = {f"{name}-launcher", f"{name}-worker-0", f"{name}-worker-1"}
+    found = wait_for(
+        lambda: (p := job_pods(tier, ns, name)) and names <= set(p) and p, 60, "launcher and worker pods"
+    )
 
-    def all_pods():
-        found = {i["metadata"]["name"]: i for i in tier.get("pods", "-n", ns)["items"]}
-        return found if names <= set(found) else None
-
-    found = wait_for(all_pods, 60, "launcher and worker pods")
     launcher = found[f"{name}-launcher"]
+    assert launcher["metadata"]["labels"][core.REPLICA_TYPE_LABEL] == "launcher"
     assert launcher["spec"]["serviceAccountName"] == f"{name}-launcher"
-    assert launcher["spec"]["containers"][0]["command"][:3] == ["horovodrun", "-np", "2"]
-    assert [c["name"] for c in launcher["spec"]["initContainers"]] == ["kubectl-delivery"]
-    assert found[f"{name}-worker-0"]["spec"]["serviceAccountName"] == k8s.TRAINER_SERVICE_ACCOUNT
-    hostfile = tier.get("configmap", "-n", ns, f"{name}-config")["data"]["hostfile"]
-    assert f"{name}-worker-0" in hostfile and f"{name}-worker-1" in hostfile
+    assert launcher["spec"]["automountServiceAccountToken"] is True
+    assert launcher["spec"]["restartPolicy"] == "Never"
+    (init,) = launcher["spec"]["initContainers"]
+    pins = versions()
+    assert init["name"] == "kubectl-delivery" and init["image"] == pins["MPI_KUBECTL_DELIVERY_IMAGE"]
+    (mpi,) = launcher["spec"]["containers"]
+    assert mpi["command"][:2] == ["/bin/sh", "-c"]
+    assert (
+        f"wait --for=condition=Ready --timeout=900s pod/{name}-worker-0 pod/{name}-worker-1;"
+        in mpi["command"][2]
+    )
+    assert mpi["args"][:3] == ["mpirun", "-np", "2"]
+    train_args = mpi["args"][mpi["args"].index("components.train") + 1 :]
+    assert train_args[train_args.index("--backend") + 1] == "horovod"
+    assert train_args[:2] == ["--splits", SPLITS]
+    got = env_of(mpi)  # what the operator adds for mpirun
+    assert got["OMPI_MCA_plm_rsh_agent"] == "/etc/mpi/kubexec.sh"
+    assert got["OMPI_MCA_orte_default_hostfile"] == "/etc/mpi/hostfile"
+    assert "AWS_ENDPOINT_URL" not in got and "envFrom" not in mpi
+    assert {"/opt/kube", "/etc/mpi", "/tmp"} <= {m["mountPath"] for m in mpi["volumeMounts"]}
+
+    for worker in (f"{name}-worker-0", f"{name}-worker-1"):
+        spec = found[worker]["spec"]
+        assert spec["serviceAccountName"] == k8s.TRAINER_SERVICE_ACCOUNT
+        assert spec["automountServiceAccountToken"] is False
+        (c,) = spec["containers"]
+        # orted runs in this container (kubectl exec), so the ranks see its env and Secret.
+        assert c["envFrom"] == [{"secretRef": {"name": core.S3_SECRET, "optional": True}}]
+        assert env_of(c)["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:9000"
+        assert env_of(c)["AWS_DEFAULT_REGION"] == "us-east-1"
+        assert "/etc/mpi" in {m["mountPath"] for m in c["volumeMounts"]}  # kubexec.sh, as Open MPI expects
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False  # still restricted-grade
+    config = tier.get("configmap", "-n", ns, f"{name}-config")["data"]
+    assert config["hostfile"] == f"{name}-worker-0 slots=1\n{name}-worker-1 slots=1\n"
+    assert config["kubexec.sh"].endswith('/opt/kube/kubectl exec ${POD_NAME} -- /bin/sh -c "$*"')
 
     launcher_sa = f"{ns}:{name}-launcher"
     for worker in (f"{name}-worker-0", f"{name}-worker-1"):
-        assert _exec_allowed(tier, launcher_sa, ns, worker)
-    assert not _exec_allowed(tier, launcher_sa, ns, f"{name}-launcher"), "exec only into this job's workers"
-    assert not _exec_allowed(tier, f"{ns}:{k8s.TRAINER_SERVICE_ACCOUNT}", ns, f"{name}-worker-0")
+        assert tier.can_i(launcher_sa, "create", "pods/exec", ns, name=worker)
+    assert not tier.can_i(launcher_sa, "create", "pods/exec", ns, name=f"{name}-launcher"), "only its workers"
+    assert not tier.can_i(launcher_sa, "create", "pods/exec", ns, name="some-other-pod")
+    assert tier.can_i(launcher_sa, "watch", "pods", ns)  # the launcher's wait for its workers
     assert not tier.can_i(launcher_sa, "get", "secrets", ns)
+    for sa in (k8s.TRAINER_SERVICE_ACCOUNT, k8s.RUNNER_SERVICE_ACCOUNT):
+        assert not tier.can_i(f"{ns}:{sa}", "create", "pods/exec", ns, name=f"{name}-worker-0"), sa
 
 
-def _exec_allowed(tier: Tier, sa: str, ns: str, pod: str) -> bool:
-    return tier.can_i(sa, "create", "pods/exec", ns, name=pod)
+def test_the_operators_kubectl_delivery_pin_is_its_releases_own_tag():
+    """versions.env pins the kubectl-delivery tag CI published with the operator image of the
+    pinned release (the module's standalone overlay names that image's tag)."""
+    pins = versions()
+    gomodcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
+    overlay = Path(gomodcache) / f"github.com/kubeflow/training-operator@{pins['TRAINING_OPERATOR_VERSION']}" / "manifests/overlays/standalone/kustomization.yaml"  # fmt: skip
+    if not overlay.is_file():
+        pytest.skip(f"{overlay} not in the module cache")
+    (image,) = yaml.safe_load(overlay.read_text())["images"]
+    assert pins["MPI_KUBECTL_DELIVERY_IMAGE"].split(":")[1] == image["newTag"]
 
 
-def test_restricted_pod_security_refuses_the_v1_launcher(tier: Tier, namespace: str):
-    """The operator's kubectl-delivery init container has no security context, and v1 MPIJob has
-    no setting for one: under "restricted" the launcher is refused (so MPIJobs need a baseline
-    namespace), and the refusal is visible as an event on the MPIJob, not silence."""
-    tier.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": k8s.TRAINER_SERVICE_ACCOUNT, "namespace": namespace}}])  # fmt: skip
-    job = mpi_job(namespace, workers=1)
-    name = job["metadata"]["name"]
-    tier.apply([job])
-    event = wait_for(
-        lambda: next((e for e in tier.get("events", "-n", namespace)["items"]
-                      if e["involvedObject"]["name"] == name and "violates PodSecurity" in e.get("message", "")), None),
-        60, "PodSecurity refusal event on the MPIJob",
-    )  # fmt: skip
-    assert "kubectl-delivery" in event["message"]
-    assert not tier.kubectl("get", "pod", "-n", namespace, f"{name}-launcher", check=False)
+def test_run_train_job_waits_a_horovod_job_through_to_succeeded_as_the_pipeline_runner(
+    tier: Tier, horovod_project: str, as_runner
+):
+    ns = horovod_project
+    as_runner(ns)
+    settings = core.load_settings(ns)  # the runner reads its ConfigMap
+    obj = play_launcher(horovod_job(settings, workers=2), exit_code=0)
+    name = obj["metadata"]["name"]
+    done = core.run_train_job(obj, timeout=120, poll=0.5)
+    assert done["kind"] == "MPIJob" and k8s_api.condition(done, "Succeeded")
+    assert done["status"]["replicaStatuses"]["Launcher"]["succeeded"] == 1
+    # cleanPodPolicy Running: the idle workers go once the launcher has finished.
+    wait_for(lambda: set(job_pods(tier, ns, name)) == {f"{name}-launcher"}, 90, "workers cleaned up")
+    again = core.run_train_job(obj, timeout=5, poll=0.5)
+    assert again["metadata"]["uid"] == done["metadata"]["uid"], "a succeeded job is reused"
+
+
+def test_a_failing_launcher_is_reported_then_the_job_is_replaced(tier: Tier, horovod_project: str, as_runner):
+    ns = horovod_project
+    as_runner(ns)
+    settings = core.load_settings(ns)
+    failing = play_launcher(horovod_job(settings, workers=2), exit_code=1)
+    name = failing["metadata"]["name"]
+    with pytest.raises(UserError) as err:
+        core.run_train_job(failing, timeout=120, poll=0.5)
+    first, *rest = str(err.value).splitlines()
+    # The operator's condition (v1.9.2 UpdateJobStatus; its reason really is "MPIJobMPIJobFailed").
+    assert (
+        first.startswith(f"MPIJob {ns}/{name} Failed: ") and "because 1 Launcher replica(s) failed" in first
+    )
+    # Then the launcher's log lines (kwok serves none: the reason why, in one line), never the workers'.
+    assert len(rest) == 1 and f"{name}-worker" not in rest[0], rest
+    failed_uid = tier.get("mpijob", "-n", ns, name)["metadata"]["uid"]
+
+    fixed = play_launcher(horovod_job(settings, workers=2), exit_code=0)
+    fixed["metadata"]["name"] = name
+    fixed["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0] = failing["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]  # fmt: skip
+    done = core.run_train_job(fixed, timeout=180, poll=0.5)
+    assert done["metadata"]["uid"] != failed_uid and k8s_api.condition(done, "Succeeded")
+
+
+def test_under_restricted_the_launchers_refusal_is_one_line_naming_the_namespace_and_the_fix(
+    tier: Tier, restricted_project: str, as_runner
+):
+    """v1 MPIJob cannot give the operator's kubectl-delivery init container a security context,
+    so "restricted" refuses the launcher; the operator retries forever. fareflow's wait reads the
+    operator's event and stops at once instead of waiting out its timeout."""
+    ns = restricted_project
+    assert (
+        tier.get("namespace", ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    )
+    runner = as_runner(ns)
+    assert tier.can_i(runner, "list", "events", ns)
+    settings = core.load_settings(ns)
+    obj = horovod_job(settings, workers=1)
+    name = obj["metadata"]["name"]
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        core.run_train_job(obj, timeout=600, poll=0.5)
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    assert elapsed < 60, f"took {elapsed:.0f}s"
+    assert "\n" not in message, message
+    assert message.startswith(f'MPIJob {ns}/{name}: namespace {ns} enforces Pod Security "restricted')
+    assert f"refuses pod {name}-launcher" in message and 'container "kubectl-delivery"' in message
+    assert "manifests/components/mpijob-baseline" in message
+    assert f"kubectl label namespace {ns} pod-security.kubernetes.io/enforce=baseline --overwrite" in message
+    assert not tier.kubectl("get", "pod", "-n", ns, f"{name}-launcher", check=False)

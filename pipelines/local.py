@@ -50,8 +50,8 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
     import tempfile
 
     import components.generate
+    from components.common.code_version import source_digest
     from components.generate.core import GenerateConfig, generate
-    from pipelines.code_version import source_digest
 
     code = source_digest([Path(components.generate.__file__).parent])[:8]
     out = workdir / "data" / f"generated-{rows}-{months.replace(':', '_')}-seed{seed}-gen{code}"
@@ -117,7 +117,7 @@ def run_pipeline(
 
     from kfp import local
 
-    from pipelines.code_version import code_version
+    from components.common.code_version import code_version
     from pipelines.console import StepBoard, capture_logs, watch_tasks
     from pipelines.taxi_fare import build_pipeline
 
@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         cli.input_path("--source", args.source)
 
+    from components.common.code_version import code_version
     from pipelines import runs
-    from pipelines.code_version import code_version
 
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 step and loaded by the model server (format: docs/train.md, "Model directory").
 
 ``save``/``load`` work on a local directory (staging directory + rename, so a directory with
-``model.json`` is complete); ``write_model`` also uploads to ``s3://`` (``model.json`` last) and
+``model.json`` is complete; ``model_version`` in it is a digest of ``model.pt``); ``write_model`` also uploads to ``s3://`` (``model.json`` last) and
 ``check_output`` refuses to replace anything but an earlier model directory. torch is imported
 only inside the functions that need it.
 """
@@ -83,7 +83,8 @@ def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, *
         torch.save(state, tmp / WEIGHTS_FILE)
         meta = {
             "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
+            "version": MODEL_VERSION,  # of this format; the model's own version is model_version
+            "model_version": weights_digest(tmp / WEIGHTS_FILE),
             "label": contract.LABEL,
             "architecture": arch.to_dict(),
             "feature_spec": json.loads(spec.to_json()),
@@ -98,6 +99,24 @@ def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, *
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def weights_digest(path: str | Path) -> str:
+    """The model's version: the first 12 hex digits of the SHA-256 of its ``model.pt``, so the
+    same weights are the same version wherever they are copied, and other weights never are."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def model_version(meta: dict) -> str | None:
+    """``model.json``'s ``model_version`` (None for a model written before versions existed)."""
+    value = meta.get("model_version")
+    return str(value) if value else None
 
 
 def load(directory: str | Path) -> LoadedModel:

@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from components.common import features
+from components.common import features, model_dir
 from components.common.errors import UserError
 
 from . import protocol
@@ -89,6 +89,11 @@ class FareModel(Model):
         self.year_margin = year_margin
         self.predictor: FarePredictor | None = None
 
+    @property
+    def version(self) -> str | None:
+        """The loaded model's ``model_version`` (None before loading, or for a model without one)."""
+        return model_dir.model_version(self.predictor.model.meta) if self.predictor else None
+
     def load(self) -> bool:
         """Read the model directory (local, or ``s3://`` copied under /tmp); ``UserError`` if unusable."""
         self.predictor = FarePredictor.load(
@@ -97,9 +102,10 @@ class FareModel(Model):
         threads = limit_threads(self.torch_threads)
         area = self.predictor.area
         logger.info(
-            "model %s: %s; serves %s (from %s); %d torch thread(s)",
+            "model %s: %s (version %s); serves %s (from %s); %d torch thread(s)",
             self.name,
             self.model_dir,
+            self.version or "unversioned",
             area.describe(),
             area.source,
             threads,
@@ -219,6 +225,7 @@ class FareRESTServer(RESTServer):
         app.add_route("/v1/models/{model_name}:predict", self.v1_predict, methods=ALL_METHODS)
         app.add_route("/v1/models/{model_name}:explain", self.v1_explain, methods=ALL_METHODS)
         app.add_route("/v2/models/{model_name}/infer", self.v2_infer, methods=ALL_METHODS)
+        app.add_route("/v2/models/{model_name}", self.v2_metadata, methods=["GET"])
         app.add_route("/v2/models/{model_name}/versions/{rest:path}", self.v2_versions, methods=ALL_METHODS)
         super()._register_endpoints(app)
 
@@ -364,12 +371,50 @@ class FareRESTServer(RESTServer):
             f"model {name} has no explainer; POST /v1/models/{name}:predict for fares",
         )
 
+    async def v2_metadata(self, request: Request) -> Response:
+        """KServe's v2 model metadata plus ``versions``: the one version served, ``model.json``'s
+        ``model_version`` (a digest of the weights), so a client can tell which model answers."""
+        try:
+            model = self._model(request)
+        except RequestRefused as err:
+            return self._refuse(request, err.status, err.message, err.headers)
+        metadata = await self.dataplane.model_metadata(model.name)
+        version = model.version
+        return Response(
+            orjson.dumps({**metadata, **({"versions": [version]} if version else {})}), media_type=JSON
+        )
+
     async def v2_versions(self, request: Request) -> Response:
+        """``/v2/models/NAME/versions/V[/infer|/ready]``: the routes of the unversioned model when V
+        is the version served (one version per InferenceService); 404 naming it otherwise."""
         name = request.path_params["model_name"]
+        version, _, action = request.path_params["rest"].partition("/")
+        model = self.models.get(name)
+        served = model.version if model is not None else None
+        if model is None or not served or version != served:
+            which = f"serves version {served}" if served else "serves no versioned model"
+            return self._refuse(
+                request,
+                HTTPStatus.NOT_FOUND,
+                f"model {name} has no version {version!r}; it {which} (use /v2/models/{name})"
+                if model is not None
+                else self._unknown_model(name),
+            )
+        if action == "infer":
+            return await self.v2_infer(request)
+        if action == "" and request.method == "GET":
+            return await self.v2_metadata(request)
+        if action == "ready" and request.method == "GET":
+            ready = bool(model.ready)
+            return Response(
+                orjson.dumps({"name": name, "ready": ready}),
+                status_code=200 if ready else 503,
+                media_type=JSON,
+            )
         return self._refuse(
             request,
             HTTPStatus.NOT_FOUND,
-            f"model versions are not served; use /v2/models/{name} (one version per InferenceService)",
+            f"{request.method} {request.url.path}: no such route of model {name}",
         )
 
 

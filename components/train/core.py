@@ -568,6 +568,7 @@ def _train(
                 "metrics": metrics,
                 "history": history,
                 "config": config.to_dict(),
+                "provenance": provenance(config, current),
                 "extent": extent,
                 "training": {
                     "world_size": d.world,
@@ -584,6 +585,24 @@ def _train(
                 f"best epoch {best_epoch}; model -> {config.output_uri}"
             )
     return result
+
+
+def provenance(config: TrainConfig, fingerprint_: dict) -> dict:
+    """Where a model came from, for ``model.json``: the splits (their URI and a digest of every
+    split's part files by name and rows, as a checkpoint's fingerprint lists them), the code
+    (package version, git commit where the source is a checkout, digest of the source) and when."""
+    import datetime
+    import hashlib
+
+    from components.common.code_version import code_version
+
+    data = json.dumps(fingerprint_["data"], sort_keys=True).encode()
+    return {
+        "splits_uri": config.splits_uri,
+        "data_digest": hashlib.sha256(data).hexdigest()[:16],
+        "code": code_version().as_dict(),
+        "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def checkpoint_uri_of(config: TrainConfig, epoch: int) -> str | None:

@@ -499,7 +499,7 @@ CORPUS = [
         v2(),
         {},
         404,
-        "model versions are not served",
+        f"model {MODEL} has no version '2'; it serves version ",
     ),
     # --- v2 binary tensor extension ------------------------------------------------------------
     (

@@ -130,6 +130,35 @@ def test_readiness_and_metadata(server):
     assert meta["outputs"] == [{"name": "fare", "datatype": "FP64", "shape": [-1]}]
 
 
+def test_metadata_names_the_version_served_and_versioned_routes_answer_for_it(server, model_dir):
+    version = json.loads((model_dir / "model.json").read_text())["model_version"]
+    assert version == model_dir_version(model_dir) and len(version) == 12
+    status, meta = get(f"{server.url}/v2/models/{MODEL}")
+    assert status == 200 and meta["versions"] == [version] and meta["name"] == MODEL
+    assert get(f"{server.url}/v2/models/{MODEL}/versions/{version}") == (200, meta)
+    assert get(f"{server.url}/v2/models/{MODEL}/versions/{version}/ready") == (
+        200,
+        {"name": MODEL, "ready": True},
+    )
+    inputs = [
+        {"name": k, "shape": [len(v)], "datatype": "BYTES" if isinstance(v[0], str) else "FP64", "data": v}
+        for k, v in as_columns(TRIPS, text=str).items()
+    ]
+    status, versioned = post(f"{server.url}/v2/models/{MODEL}/versions/{version}/infer", {"inputs": inputs})
+    status_plain, plain = post(f"{server.url}/v2/models/{MODEL}/infer", {"inputs": inputs})
+    assert status == status_plain == 200
+    assert versioned["outputs"][0]["data"] == plain["outputs"][0]["data"]
+    status, err = get(f"{server.url}/v2/models/{MODEL}/versions/000000000000")
+    assert status == 404 and err["error"].endswith(f"it serves version {version} (use /v2/models/{MODEL})")
+
+
+def model_dir_version(directory) -> str:
+    """The digest of model.pt, computed here independently of model_dir.weights_digest."""
+    import hashlib
+
+    return hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()[:12]
+
+
 def _v2_inputs(**changes) -> list[dict]:
     inputs = []
     for name, values in as_columns(TRIPS, text=str).items():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -61,6 +62,27 @@ def test_same_seed_same_weights_other_seed_other_weights(splits, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert runs[0].metrics["test_rmse"] == runs[1].metrics["test_rmse"]
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_model_json_records_the_version_and_where_the_model_came_from(make_splits, tmp_path):
+    from components.common.code_version import code_version
+
+    a, b = make_splits(), make_splits(2000, name="other")
+    meta = []
+    for i, splits in enumerate((a, b, a)):
+        core.run(config(splits, tmp_path / f"m{i}", epochs=1))
+        meta.append(model_dir.load(tmp_path / f"m{i}").meta)
+    for i, m in enumerate(meta):
+        digest = hashlib.sha256((tmp_path / f"m{i}" / model_dir.WEIGHTS_FILE).read_bytes()).hexdigest()
+        assert m["model_version"] == digest[:12]
+        assert m["provenance"]["code"] == code_version().as_dict()
+        assert m["provenance"]["trained_at"].endswith("+00:00")
+    # the data digest names the splits' contents (files and rows), not the run
+    assert meta[0]["provenance"]["splits_uri"] == str(a)
+    assert meta[0]["provenance"]["data_digest"] == meta[2]["provenance"]["data_digest"]
+    assert meta[0]["provenance"]["data_digest"] != meta[1]["provenance"]["data_digest"]
+    # one seed, one data set: the same weights are the same version; other data, another one
+    assert meta[0]["model_version"] == meta[2]["model_version"] != meta[1]["model_version"]
 
 
 def test_model_dir_round_trips_through_model_load(splits, tmp_path):

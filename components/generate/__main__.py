@@ -1,4 +1,7 @@
-"""CLI: ``python -m components.generate --out DIR [--rows N] [--months A:B] [--seed S] [--zip]``."""
+"""CLI: ``python -m components.generate --out DIR [--rows N] [--months A:B] [--seed S] [--zip]``.
+
+The flags are ``GenerateConfig``'s fields. Exit status: 0 written; 2 bad arguments or output
+directory (one line on stderr)."""
 
 from __future__ import annotations
 
@@ -6,30 +9,18 @@ import argparse
 import sys
 
 from components.common import cli
+from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
 
 from .core import GenerateConfig, generate
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = GenerateConfig(out="")
     parser = argparse.ArgumentParser(
         prog="fareflow generate",
         description="Write synthetic trip files in the DC taxi format (taxi_YYYY_MM.txt) plus truth.json.",
     )
-    parser.add_argument("--out", required=True, help="output directory (created)")
-    parser.add_argument(
-        "--rows", type=int, default=defaults.rows, help="total rows across all months (default %(default)s)"
-    )
-    parser.add_argument(
-        "--months",
-        default=defaults.months,
-        help="inclusive range YYYY-MM:YYYY-MM or one YYYY-MM (default %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
-    parser.add_argument(
-        "--zip", action="store_true", help="write yearly taxi_YYYY.zip archives instead of .txt files"
-    )
+    add_arguments(parser, GenerateConfig)
     return parser
 
 
@@ -41,7 +32,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.output_dir("--out", args.out)
-    config = GenerateConfig(out=args.out, rows=args.rows, months=args.months, seed=args.seed, zip=args.zip)
+    config = from_args(GenerateConfig, args)
     result = generate(config, progress=True)
     truth = result.truth
     print(

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common import contract
+from components.common.configspec import option
 from components.common.errors import UserError
 
 from .month import _month_context, _write_month
@@ -29,11 +30,19 @@ from .trip_model import model_parameters
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    out: str  # output directory (created)
-    rows: int = 200_000  # total rows across all months
-    months: str = "2015-01:2015-06"  # inclusive range YYYY-MM:YYYY-MM (a single "YYYY-MM" also valid)
-    seed: int = 0
-    zip: bool = False  # write taxi_YYYY.zip archives (members taxi_YYYY_MM.txt) instead of .txt files
+    """The generate step's settings; its fields are the CLI's flags (``fareflow generate``)."""
+
+    out: str = option(flag="--out", help="output directory (created)")
+    rows: int = option(200_000, flag="--rows", help="total rows across all months (default %(default)s)")
+    months: str = option(
+        "2015-01:2015-06",
+        flag="--months",
+        help="inclusive range YYYY-MM:YYYY-MM or one YYYY-MM (default %(default)s)",
+    )
+    seed: int = option(0, flag="--seed", help="random seed (default %(default)s)")
+    zip: bool = option(
+        False, flag="--zip", help="write yearly taxi_YYYY.zip archives instead of .txt files"
+    )  # members taxi_YYYY_MM.txt
 
 
 @dataclass(frozen=True)

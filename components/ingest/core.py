@@ -8,7 +8,9 @@ rules and invariants: docs/ingest.md.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -17,6 +19,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass
 
 from components.common import contract
+from components.common.configspec import option
 from components.common.errors import UserError
 from components.common.progress import progress_bar
 from components.common.storage import StagedOutput, TextSource, text_sources
@@ -26,14 +29,40 @@ from .parse import _MONTH_FILE, FileStats, _member_name
 from .writers import QUARANTINE_DIR, QUARANTINE_FILE, _PartitionWriter, _QuarantineWriter
 
 
+def _block_mb(text: str) -> int:
+    """``--block-mb`` text (MiB, a positive number) -> bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, not {text!r}")
+    return int(value * (1 << 20))
+
+
 @dataclass(frozen=True)
 class IngestConfig:
-    source: str  # local path / dir / glob, .zip, s3://bucket/prefix, http(s):// URL
-    output: str  # local path or s3://bucket/prefix
-    quarantine: str | None = None  # default: OUTPUT/_quarantine/
-    block_size: int = BLOCK_SIZE
+    """The ingest step's settings; the fields with an ``option`` are the CLI's flags."""
+
+    source: str = option(
+        flag="--source",
+        help="local file, directory or glob; .zip archive; s3://bucket/prefix; http(s):// URL",
+    )
+    output: str = option(flag="--output", help="local directory or s3://bucket/prefix (committed atomically)")
+    quarantine: str | None = option(
+        None, flag="--quarantine", help=f"where unparsable rows go (default: OUTPUT/{QUARANTINE_DIR}/)"
+    )
+    block_size: int = option(  # bytes; the flag is in MiB
+        BLOCK_SIZE,
+        flag="--block-mb",
+        help="MiB of text parsed per step (default 8)",
+        parse=_block_mb,
+        format=lambda size: repr(size / (1 << 20)),
+    )
     compression: str = "snappy"
-    progress: bool | None = None  # None: a bar when stderr is a terminal
+    progress: bool | None = option(  # None: a bar when stderr is a terminal
+        None, flag="--progress", help="progress bar on stderr (default: when stderr is a terminal)"
+    )
 
 
 def ingest(config: IngestConfig) -> dict:

@@ -13,9 +13,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from components.common.configspec import add_arguments, from_args
 from components.common.errors import UserError, cli_entry
+
+from .config import QualityConfig
 
 
 def _threshold(text: str) -> tuple[str, float | None]:
@@ -36,15 +40,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--input", required=True, help="ingest output: directory or s3:// URI with year=/month= Parquet"
-    )
-    p.add_argument("--output", required=True, help="clean data set (directory or s3:// URI)")
-    p.add_argument("--rejected", help="rejected rows (default: OUTPUT_rejected)")
-    p.add_argument(
-        "--stats",
-        help="population statistics directory: stats.json + reservoir.parquet (default: OUTPUT_stats)",
-    )
+    add_arguments(p, QualityConfig)
     p.add_argument("--rules", help="YAML file adding to / overriding the default rules (see docs/quality.md)")
     p.add_argument(
         "--max-reject-pct",
@@ -61,26 +57,7 @@ def parser() -> argparse.ArgumentParser:
         help="write the summary (rows_in, rows_clean, rows_rejected, rejected_by_rule, gate_passed) here",
     )
     p.add_argument(
-        "--workers", type=int, default=0, help="processes, one partition each at a time (default: CPU cores)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the hash that picks the population reservoir")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace the contents of existing output directories"
-    )
-    p.add_argument(
         "--quiet", action="store_true", help="print nothing on success (errors still go to stderr)"
-    )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a progress bar on stderr (partitions, rows, ETA; default: when stderr is a terminal)",
-    )
-    p.add_argument(
-        "--worker-memory-mb",
-        type=int,
-        default=None,
-        help="DuckDB memory limit per worker process, spilling to disk beyond it (0: DuckDB's default)",
     )
     return p
 
@@ -89,7 +66,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from components.common import cli
 
-    from .core import QualityConfig, run_quality
+    from .core import run_quality
     from .report import write_report
     from .rules import load_rules
 
@@ -110,22 +87,12 @@ def _main(argv: list[str] | None = None) -> int:
         ruleset = ruleset.with_thresholds(dict(args.max_reject_pct))
     if args.workers < 0:
         raise UserError("--workers must be >= 0")
-    if args.worker_memory_mb is not None and args.worker_memory_mb < 0:
+    if args.worker_memory_mb < 0:
         raise UserError(f"--worker-memory-mb {args.worker_memory_mb}: expected an integer >= 0")
-    result = run_quality(
-        QualityConfig(
-            input=args.input,
-            output=args.output,
-            rejected=args.rejected,
-            stats=args.stats,
-            ruleset=ruleset,
-            workers=args.workers,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            progress=False if args.quiet else args.progress,
-            **({} if args.worker_memory_mb is None else {"worker_memory_mb": args.worker_memory_mb}),
-        )
-    )
+    config = from_args(QualityConfig, args, ruleset=ruleset)
+    if args.quiet:
+        config = replace(config, progress=False)
+    result = run_quality(config)
     summary = dict(result.summary, seconds=round(time.perf_counter() - started, 3))
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
 
 import pyarrow.fs as pafs
@@ -22,46 +21,12 @@ from components.common.progress import progress_bar
 from components.common.storage import resolve_filesystem
 
 from .clean_partition import PartitionJob, process_partition, write_text
+from .config import WORKER_MEMORY_MB, QualityConfig  # noqa: F401 (the step's API)
 from .layout import QUALITY_MARKER, join_uri
 from .merge import merge
 from .partitions import Partition, find_partition, plan_partitions
 from .result import QualityResult
-from .rules import RuleSet, load_rules
-
-# DuckDB's limit per worker: a full-size month (1.27M rows) peaks at ~1.15 GB RSS without it
-# and ~0.84 GB with it (the same files; ~20% more CPU for what it spills), so two workers and
-# the parent stay under 2 GiB. Partitions of up to ~400k rows never reach it.
-WORKER_MEMORY_MB = 600
-
-
-@dataclass
-class QualityConfig:
-    input: str
-    output: str  # clean data set
-    rejected: str | None = None  # default: <output>_rejected
-    stats: str | None = None  # population statistics directory; default: <output>_stats
-    partials: str | None = None  # per-partition statistics; default: <stats>/partitions
-    ruleset: RuleSet | None = None  # default: the shipped rules
-    workers: int = 0  # processes; 0 = one per CPU core
-    seed: int = 0
-    reservoir_rows: int = contract.RESERVOIR_ROWS
-    overwrite: bool = False
-    progress: bool | None = None  # a bar on stderr (partitions' bytes, rows, ETA); None: if a terminal
-    worker_memory_mb: int = WORKER_MEMORY_MB  # DuckDB memory limit per worker process (0: DuckDB's default)
-
-    def resolved(self) -> QualityConfig:
-        rejected = self.rejected or self.output.rstrip("/") + "_rejected"
-        stats = self.stats or self.output.rstrip("/") + "_stats"
-        return QualityConfig(
-            **{
-                **asdict(self),
-                "ruleset": self.ruleset or load_rules(),
-                "rejected": rejected,
-                "stats": stats,
-                "partials": self.partials or join_uri(stats, "partitions"),
-                "workers": self.workers or os.cpu_count() or 1,
-            }
-        )
+from .rules import RuleSet
 
 
 def _is_quality_output(fs: pafs.FileSystem, path: str) -> bool:

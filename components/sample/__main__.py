@@ -1,7 +1,8 @@
 """fareflow sample (python -m components.sample): splits with a statistical check.
 
-Exit status: 0 passed; 1 the sample failed the check in every attempt (report and
-summary still written); 2 bad arguments or input.
+The flags but ``--report-dir``/``--summary-json`` are ``SampleConfig``'s fields. Exit status:
+0 passed; 1 the sample failed the check in every attempt (report and summary still written);
+2 bad arguments or input.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
+
+from .config import SampleConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,33 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fareflow sample",
         description="Reproducible train/validation/test splits of the clean data, checked against the population.",
     )
-    p.add_argument(
-        "--input", required=True, help="clean Parquet data set (hive year=/month=), path or s3:// URI"
-    )
-    p.add_argument(
-        "--population-stats", required=True, help="directory with stats.json and reservoir.parquet"
-    )
-    p.add_argument(
-        "--output", required=True, help="output directory: train/ validation/ test/ with part-NNNNN.parquet"
-    )
-    p.add_argument(
-        "--rows", type=int, default=0, help="sample size; 0 (default) = automatic (standard-error rule)"
-    )
-    p.add_argument(
-        "--fractions", default="0.8,0.1,0.1", help="train,validation,test fractions (default 0.8,0.1,0.1)"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="base seed (split hash; attempt i samples with seed + i)"
-    )
-    p.add_argument("--shards", type=int, default=1, help="Parquet files per split (one per training worker)")
-    p.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Bonferroni)")
-    p.add_argument("--max-attempts", type=int, default=10, help="seeds to try before failing (default 10)")
-    p.add_argument(
-        "--se-tolerance",
-        type=float,
-        default=3e-4,
-        help="automatic size: stop doubling when the SE gain is below this fraction of sigma (default 3e-4)",
-    )
+    add_arguments(p, SampleConfig)
     p.add_argument("--report-dir", help="write report.html and summary.md here")
     p.add_argument(
         "--summary-json", help="write the summary (rows per split, seed, attempts, min_p_value, passed)"
@@ -60,24 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import core
 
-    cli.input_path("--input", args.input, kind="dir")
-    cli.input_path("--population-stats", args.population_stats, kind="dir")
-    cli.output_dir("--output", args.output)
+    cli.input_path("--input", args.input_uri, kind="dir")
+    cli.input_path("--population-stats", args.population_stats_uri, kind="dir")
+    cli.output_dir("--output", args.output_uri)
     cli.output_dir("--report-dir", args.report_dir)
     cli.output_file("--summary-json", args.summary_json)
 
-    config = core.SampleConfig(
-        input_uri=args.input,
-        population_stats_uri=args.population_stats,
-        output_uri=args.output,
-        rows=args.rows,
-        fractions=core.parse_fractions(args.fractions),
-        seed=args.seed,
-        shards=args.shards,
-        alpha=args.alpha,
-        max_attempts=args.max_attempts,
-        se_tolerance=args.se_tolerance,
-    )
+    config = from_args(SampleConfig, args)
     result = core.run(config)
     summary = result.summary()
     if args.report_dir:
@@ -95,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())
     print(
         f"sample: passed: {rows}; seed {summary['seed']}, {summary['attempts']} attempt(s), "
-        f"min p {summary['min_p_value']:.3g} -> {args.output}"
+        f"min p {summary['min_p_value']:.3g} -> {config.output_uri}"
     )
     return 0
 

@@ -30,7 +30,6 @@ sample was already in the old one (the bottom-k threshold can only fall as rows 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 
@@ -46,9 +45,9 @@ from components.common.errors import UserError
 from components.common.storage import resolve_filesystem
 
 from . import checks, hashing
+from .config import DEFAULT_FRACTIONS, SampleConfig, parse_fractions  # noqa: F401 (the step's API)
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 BATCH_ROWS = 1 << 18
 # Output markers: _INCOMPLETE while the splits are being written, _SUCCESS (the summary) last.
 SUCCESS_MARKER = "_SUCCESS"
@@ -59,45 +58,6 @@ class SampleCheckFailed(UserError):
     """The sample did not pass the statistical check within the allowed attempts."""
 
     exit_code = 1
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    input_uri: str
-    population_stats_uri: str
-    output_uri: str
-    rows: int = 0  # 0 = automatic
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    seed: int = 0
-    shards: int = 1
-    alpha: float = 0.05
-    max_attempts: int = 10
-    se_tolerance: float = 3e-4
-
-    def validate(self) -> None:
-        parse_fractions(self.fractions)
-        if self.rows < 0:
-            raise UserError(f"--rows: expected 0 (automatic) or a positive number of rows, got {self.rows}")
-        if self.shards < 1:
-            raise UserError(f"--shards: expected at least 1 shard per split, got {self.shards}")
-        if self.max_attempts < 1:
-            raise UserError(f"--max-attempts: expected at least 1, got {self.max_attempts}")
-        if not 0 < self.alpha < 1:
-            raise UserError(f"--alpha: expected a number in (0, 1), got {self.alpha}")
-
-
-def parse_fractions(value: str | tuple | list) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): three positive numbers summing to 1."""
-    text = value if isinstance(value, str) else ",".join(str(v) for v in value)
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or not all(math.isfinite(p) and p > 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
-        raise UserError(
-            f"--fractions: expected three positive numbers train,validation,test summing to 1 (e.g. 0.8,0.1,0.1), got {text!r}"
-        )
-    return parts  # type: ignore[return-value]
 
 
 # --- reading ----------------------------------------------------------------------

@@ -47,18 +47,19 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.errors import UserError
 from components.train import core as train_core
-from components.train.config import DEVICES, TrainConfig, parse_hidden
+from components.train.config import TrainConfig, parse_hidden
 from components.train.splits import discover
+
+from .config import DEFAULT_STUDY, DEFAULTS, TuneConfig, redact, shared_storage  # noqa: F401 (the step's API)
 
 HIDDEN_CHOICES: tuple[str, ...] = ("64,32", "128,64,32", "256,128,64", "256,128,64,32")
 BATCH_CHOICES: tuple[int, ...] = (256, 512, 1024, 2048)
@@ -73,98 +74,7 @@ SEARCH_SPACE: dict[str, tuple[str, tuple]] = {
 }
 PARAM_NAMES: tuple[str, ...] = tuple(SEARCH_SPACE)
 
-_TRAIN_DEFAULTS = TrainConfig(splits_uri="", output_uri="")
-# The train step's defaults, under the same names and types as the suggested parameters.
-DEFAULTS: dict[str, object] = {
-    "learning_rate": _TRAIN_DEFAULTS.learning_rate,
-    "batch_size": _TRAIN_DEFAULTS.batch_size,
-    "hidden": ",".join(str(h) for h in _TRAIN_DEFAULTS.hidden),
-    "weight_decay": _TRAIN_DEFAULTS.weight_decay,
-    "dropout": _TRAIN_DEFAULTS.dropout,
-}
-DEFAULT_STUDY = "fareflow-tune"
 OFF_NOTE = "tuning off (trials=0): the given (or the train step's default) parameters, unchanged"
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    splits_uri: str
-    trials: int = 8
-    timeout_s: float | None = None  # stop starting new trials after this many seconds
-    seed: int = 0  # the sampler's seed and every trial's training seed
-    epochs: int = 4  # at most this many epochs per trial
-    storage: str = ""  # an Optuna RDB URL, or "" for an in-memory study
-    study_name: str = DEFAULT_STUDY
-    max_rows: int | None = None  # use at most this many rows of each split per trial (None = all)
-    device: str = "auto"
-    prune_startup_trials: int = 2  # trials never pruned (the median needs some history)
-    prune_warmup_epochs: int = 1  # epochs at the start of a trial that are never pruned
-    # The starting point: trial 0 of a new study, and the answer when trials == 0 (tuning
-    # off). Any of DEFAULTS' keys; the rest keep the train step's defaults.
-    base_params: dict = field(default_factory=dict)
-    # Run until the study holds this many finished trials (``trials`` is then not used): a
-    # rerun of a killed study runs only the rest. None: ``trials`` new trials.
-    total_trials: int | None = None
-    workers: int = 1  # processes on the study (RDB storage required for more than 1)
-    heartbeat_s: float = 10.0  # RDB storage: a trial silent for 2x this is FAIL (and retried)
-    max_retries: int = 2  # how often a trial whose process died is run again
-
-    def base(self) -> dict:
-        unknown = sorted(set(self.base_params) - set(DEFAULTS))
-        if unknown:
-            raise UserError(f"base parameters {unknown}: expected some of {sorted(DEFAULTS)}")
-        return {**DEFAULTS, **self.base_params}
-
-    def validate(self) -> None:
-        if self.trials < 0:
-            raise UserError(f"--trials: expected 0 (off) or a positive number, got {self.trials}")
-        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise UserError(f"--timeout: expected a positive number of seconds, got {self.timeout_s}")
-        if self.epochs < 1:
-            raise UserError(f"--epochs: expected at least 1, got {self.epochs}")
-        if self.max_rows is not None and self.max_rows < 1:
-            raise UserError(f"--max-rows: expected a positive number of rows, got {self.max_rows}")
-        if not self.study_name.strip():
-            raise UserError("--study-name: expected a non-empty name")
-        if self.device not in DEVICES:
-            raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.prune_startup_trials < 1:
-            raise UserError(
-                f"prune_startup_trials: expected at least 1 (trial 0, the defaults, is never pruned), "
-                f"got {self.prune_startup_trials}"
-            )
-        if self.prune_warmup_epochs < 0:
-            raise UserError(f"prune_warmup_epochs: expected 0 or more, got {self.prune_warmup_epochs}")
-        if self.total_trials is not None and self.total_trials < 1:
-            raise UserError(f"--total-trials: expected a positive number, got {self.total_trials}")
-        if self.workers < 1:
-            raise UserError(f"--workers: expected at least 1, got {self.workers}")
-        if self.workers > 1 and not shared_storage(self.storage):
-            raise UserError(
-                f"--workers {self.workers}: needs --storage with an RDB URL the workers share "
-                f"(sqlite:///study.db, postgresql://...), got {redact(self.storage)}"
-            )
-        if not (math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0):
-            raise UserError(f"--heartbeat: expected a positive number of seconds, got {self.heartbeat_s}")
-        if self.max_retries < 0:
-            raise UserError(f"--max-retries: expected 0 or more, got {self.max_retries}")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "storage": redact(self.storage)}
-
-
-def shared_storage(storage: str) -> bool:
-    """An RDB URL several processes can open (not in-memory, not SQLite's ``:memory:``)."""
-    if not storage or "://" not in storage:
-        return False
-    return not (storage.startswith("sqlite") and (storage.rstrip("/").endswith(":") or ":memory:" in storage))
-
-
-def redact(storage: str) -> str:
-    """The storage URL without its password (``postgresql://u:***@host/db``); "in-memory" for ""."""
-    if not storage:
-        return "in-memory"
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", storage)
 
 
 def train_config(config: TuneConfig, params: dict, output_uri: str) -> TrainConfig:

@@ -29,7 +29,8 @@ import numpy as np
 from . import contract
 from .errors import UserError
 
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius; the same constant as components.quality.sql
+# IUGG mean Earth radius: the one constant (also in quality's SQL distance and the generator)
+EARTH_RADIUS_KM = 6371.0088
 CONTINUOUS: tuple[str, ...] = ("origin_lat", "origin_lon", "dest_lat", "dest_lon", "distance_km", "year")
 CYCLIC: dict[str, int] = {"month": 12, "weekday": 7, "hour": 24}  # column -> period
 FEATURE_NAMES: tuple[str, ...] = CONTINUOUS + tuple(f"{c}_{f}" for c in CYCLIC for f in ("sin", "cos"))
@@ -45,7 +46,8 @@ REQUEST_TIME = "ORIGINDATETIME_TR"
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distance in km (same formula as the quality step's ``distance_km``)."""
+    """Great-circle distance in km; the one implementation (the generator's straight-line miles
+    use it; the quality step's ``distance_km`` is its SQL form, ``components.quality.sql``)."""
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1, lon1, lat2, lon2))
     h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(h))

@@ -14,9 +14,8 @@ ZIP_COMPRESSLEVEL = 1  # deflate level for --zip (speed over size; any level rea
 
 # --- geometry ------------------------------------------------------------------------
 
-EARTH_RADIUS_KM = 6371.0088
 KM_PER_MILE = 1.609344
-KM_PER_DEG_LAT = 111.195  # EARTH_RADIUS_KM * pi / 180
+KM_PER_DEG_LAT = 111.195  # features.EARTH_RADIUS_KM * pi / 180
 # Block grid: ~245 m x ~251 m cells anchored at the south-west corner of the extent.
 # Steps are whole multiples of 0.0001 so every grid point is exact with 4 decimals.
 GRID_LAT_STEP = 0.0022

@@ -7,6 +7,7 @@ from functools import cache
 import numpy as np
 
 from components.common import contract
+from components.common.features import EARTH_RADIUS_KM, haversine_km
 
 from .parameters import (
     AIRPORT_RADIUS_KM,
@@ -19,7 +20,6 @@ from .parameters import (
     DISPATCH_FEE,
     DISPLACEMENT_MEDIAN_KM,
     DISPLACEMENT_SIGMA,
-    EARTH_RADIUS_KM,
     EXTRA_MILES_MEAN,
     EXTRA_PASSENGERS,
     FARE_MAX_OBSERVED,
@@ -72,10 +72,7 @@ def wait_ratio_table() -> np.ndarray:
 
 def straight_miles(o_lat, o_lon, d_lat, d_lon) -> np.ndarray:
     """Great-circle (haversine) distance in miles."""
-    p1, p2 = np.radians(o_lat), np.radians(d_lat)
-    dphi, dlam = p2 - p1, np.radians(np.asarray(d_lon) - np.asarray(o_lon))
-    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlam / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a)) / KM_PER_MILE
+    return haversine_km(o_lat, o_lon, d_lat, d_lon) / KM_PER_MILE
 
 
 def expected_fare(o_lat, o_lon, d_lat, d_lon, weekday, hour) -> np.ndarray:

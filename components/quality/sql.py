@@ -10,11 +10,10 @@ import re
 from typing import TYPE_CHECKING
 
 from components.common import contract
+from components.common.features import EARTH_RADIUS_KM
 
 if TYPE_CHECKING:  # rules.validate runs these queries: a runtime import would be a cycle
     from .rules import RuleSet
-
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 
 
 def raw_with_partition(year: int, month: int) -> str:
@@ -157,7 +156,8 @@ def classify_statements(
 
 
 def haversine_km(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
-    """Great-circle distance between two (lat, lon) points given in degrees."""
+    """Great-circle distance between two (lat, lon) points given in degrees: the SQL form of
+    ``components.common.features.haversine_km``."""
     return (
         f"(2 * {EARTH_RADIUS_KM} * asin(sqrt("
         f"pow(sin(radians({lat2} - {lat1}) / 2), 2) + "

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.common import contract
+from components.common import contract, features
 from components.common.errors import UserError
 from components.generate import GenerateConfig, generate, month, parameters
 from components.generate import core as gen
@@ -262,9 +262,11 @@ def _clean(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _features(df: pd.DataFrame, model: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Straight-line miles (haversine), pick-up weekday (Monday=0) and hour."""
-    lat1, lon1, lat2, lon2 = (np.radians(df[c].astype(float).to_numpy()) for c in contract.COORDINATE_COLUMNS)
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    straight = 2 * model["earth_radius_km"] * np.arcsin(np.sqrt(a)) / model["km_per_mile"]
+    assert model["earth_radius_km"] == features.EARTH_RADIUS_KM  # the radius haversine_km uses
+    straight = (
+        features.haversine_km(*(df[c].astype(float) for c in contract.COORDINATE_COLUMNS))
+        / model["km_per_mile"]
+    )
     when = pd.to_datetime(df.ORIGINDATETIME_TR, format="%m/%d/%Y %H:%M")
     return straight, when.dt.day_of_week.to_numpy(), when.dt.hour.to_numpy()
 

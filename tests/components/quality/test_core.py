@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.common import contract, datasets
+from components.common import contract, datasets, features
 from components.common.errors import UserError
 from components.quality import core, layout, merge, partitions, result
 from components.quality.rules import load_rules
@@ -47,9 +47,8 @@ def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
     ts = df["pickup_datetime"]
     assert (df["weekday"] == ts.dt.day_of_week).all() and (df["hour"] == ts.dt.hour).all()
     assert (df["year"] == ts.dt.year).all() and (df["month"] == ts.dt.month).all()
-    lat1, lon1, lat2, lon2 = (np.radians(df[c]) for c in ("origin_lat", "origin_lon", "dest_lat", "dest_lon"))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    np.testing.assert_allclose(df["distance_km"], 2 * 6371.0088 * np.arcsin(np.sqrt(a)), rtol=1e-9)
+    expected_km = features.haversine_km(df["origin_lat"], df["origin_lon"], df["dest_lat"], df["dest_lon"])
+    np.testing.assert_allclose(df["distance_km"], expected_km, rtol=1e-9)
     # one file per partition, no partition columns inside the files
     files = sorted((out / "clean").rglob("*.parquet"))
     assert [f.relative_to(out / "clean").parent.as_posix() for f in files] == result.summary["partitions"]

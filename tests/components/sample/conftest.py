@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common import contract
+from components.common.features import haversine_km
 
-EARTH_RADIUS_KM = 6371.0088
 BLOCK_DEG = 0.0025  # coordinates snapped to a block grid, like the real data
 
 
@@ -36,9 +36,7 @@ def synthetic_trips(
 
     olat, olon = snap(rng.uniform(lat0, lat1, n)), snap(rng.uniform(lon0, lon1, n))
     dlat, dlon = snap(rng.uniform(lat0, lat1, n)), snap(rng.uniform(lon0, lon1, n))
-    p1, p2, dl = np.radians(olat), np.radians(dlat), np.radians(dlon - olon)
-    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    distance = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a))
+    distance = haversine_km(olat, olon, dlat, dlon)
     mileage = distance / 1.609344 * rng.uniform(1.1, 1.5, n)
     fare = np.clip(
         np.round(contract.FLAG_DROP + contract.PER_MILE * mileage + rng.gamma(2.0, 1.0, n), 2),

@@ -2,7 +2,8 @@
 step and loaded by the model server (format: docs/train.md, "Model directory").
 
 ``save``/``load`` work on a local directory (staging directory + rename, so a directory with
-``model.json`` is complete; ``model_version`` in it is a digest of ``model.pt``); ``write_model`` also uploads to ``s3://`` (``model.json`` last) and
+``model.json`` is complete; ``model_version`` in it is a digest of the weights; ``model.npz``
+holds the same weights for ``ArrayMLP``, the torch-free forward pass the server runs); ``write_model`` also uploads to ``s3://`` (``model.json`` last) and
 ``check_output`` refuses to replace anything but an earlier model directory. torch is imported
 only inside the functions that need it.
 """
@@ -13,9 +14,11 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.fs as pafs
 
 from . import contract, storage
@@ -25,6 +28,7 @@ from .features import FEATURE_NAMES, FeatureSpec
 MODEL_FORMAT = "fareflow"  # the ServingRuntime's supportedModelFormats name
 MODEL_VERSION = 1
 WEIGHTS_FILE = "model.pt"
+ARRAYS_FILE = "model.npz"  # the same weights as float32 arrays: the model server needs no torch
 META_FILE = "model.json"
 
 
@@ -62,6 +66,78 @@ def build(arch: Architecture):
     return nn.Sequential(*layers)
 
 
+class ArrayMLP:
+    """``build(arch)`` in eval mode as numpy: Linear -> SiLU (-> Dropout, the identity in
+    evaluation) ... -> Linear, in float32 like torch, from ``model.npz`` (the state_dict's
+    arrays under their state_dict names). The model server uses it, so it starts without
+    importing torch (about 2 s of its start-up) and answers a small request without torch's
+    per-call overhead. Outputs agree with the torch module to float32 rounding
+    (tests/components/common/test_model_dir.py)."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.layers = [(np.ascontiguousarray(w.T, dtype=np.float32), b.astype(np.float32)) for w, b in layers]
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], arch: Architecture, where: str) -> ArrayMLP:
+        """The layers of ``arch`` from a state_dict's arrays; ``UserError`` naming ``where`` when
+        they are not that architecture's."""
+        shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+        expected = _state_shapes(arch)
+        if shapes != expected:
+            raise UserError(
+                f"{where}: not the weights of the architecture {META_FILE} describes "
+                f"(expected arrays {expected}, got {shapes})"
+            )
+        indices = sorted({int(k.split(".")[0]) for k in arrays})
+        return cls([(arrays[f"{i}.weight"], arrays[f"{i}.bias"]) for i in indices])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Fares (shape ``[n, 1]``, float32) for encoded rows ``x`` (``[n, features]``)."""
+        h = np.asarray(x, dtype=np.float32)
+        last = len(self.layers) - 1
+        with np.errstate(over="ignore"):  # exp(-h) of a very negative h is inf: sigmoid 0, as in torch
+            for i, (w, b) in enumerate(self.layers):
+                h = h @ w
+                h += b
+                if i < last:
+                    h *= 1.0 / (1.0 + np.exp(-h))  # SiLU: h * sigmoid(h)
+        return h
+
+
+def _state_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """``build(arch).state_dict()``'s names and shapes, without torch."""
+    shapes, index, width = {}, 0, len(FEATURE_NAMES)
+    for h in arch.hidden:
+        shapes[f"{index}.weight"], shapes[f"{index}.bias"] = (h, width), (h,)
+        index += 3 if arch.dropout else 2  # Linear, SiLU[, Dropout]
+        width = h
+    shapes[f"{index}.weight"], shapes[f"{index}.bias"] = (1, width), (1,)
+    return shapes
+
+
+def load_arrays(directory: str | Path, arch: Architecture, version: str | None = None) -> ArrayMLP:
+    """``model.npz`` of a model directory as an :class:`ArrayMLP`; ``UserError`` if unreadable,
+    not ``arch``'s weights, or (given ``version``, model.json's ``model_version``) other weights
+    than the version names -- a partial copy, or another model's file."""
+    path = Path(directory) / ARRAYS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(
+            f"{path}: not a readable .npz of the weights ({' '.join(str(err).split())})"
+        ) from None
+    mlp = ArrayMLP.from_arrays(arrays, arch, str(path))
+    if version is not None and weights_digest(arrays) != version:
+        raise UserError(
+            f"{path}: these weights are version {weights_digest(arrays)}, not the {version} "
+            f"{META_FILE} names (a partial copy, or another model's file)"
+        )
+    return mlp
+
+
 @dataclass
 class LoadedModel:
     module: object  # torch.nn.Module in eval mode
@@ -81,10 +157,12 @@ def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, *
     try:
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         torch.save(state, tmp / WEIGHTS_FILE)
+        arrays = {k: v.float().numpy() for k, v in state.items()}
+        np.savez(tmp / ARRAYS_FILE, **arrays)
         meta = {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,  # of this format; the model's own version is model_version
-            "model_version": weights_digest(tmp / WEIGHTS_FILE),
+            "model_version": weights_digest(arrays),
             "label": contract.LABEL,
             "architecture": arch.to_dict(),
             "feature_spec": json.loads(spec.to_json()),
@@ -101,15 +179,17 @@ def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, *
     return directory
 
 
-def weights_digest(path: str | Path) -> str:
-    """The model's version: the first 12 hex digits of the SHA-256 of its ``model.pt``, so the
-    same weights are the same version wherever they are copied, and other weights never are."""
+def weights_digest(arrays: dict[str, np.ndarray]) -> str:
+    """The model's version: the first 12 hex digits of a SHA-256 over the weights themselves
+    (each array's name, dtype, shape and bytes, by name), so the same weights are the same
+    version whatever file holds them, and other weights never are."""
     import hashlib
 
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
     return h.hexdigest()[:12]
 
 
@@ -171,7 +251,7 @@ def check_output(uri: str) -> None:
 
 def write_model(uri: str, module, spec: FeatureSpec, arch, **extra) -> None:
     """``model.save`` locally; for ``s3://`` save to a temporary directory and upload
-    ``model.pt`` then ``model.json`` (last, so a prefix with model.json is complete)."""
+    ``model.pt``, ``model.npz``, then ``model.json`` (last, so a prefix with model.json is complete)."""
     if not storage.is_s3(uri):
         try:
             save(uri, module, spec, arch, **extra)
@@ -183,7 +263,7 @@ def write_model(uri: str, module, spec: FeatureSpec, arch, **extra) -> None:
         local = save(os.path.join(tmp, "model"), module, spec, arch, **extra)
         try:
             fs.delete_dir_contents(prefix, missing_dir_ok=True)  # the earlier model (check_output said so)
-            for name in (WEIGHTS_FILE, META_FILE):
+            for name in (WEIGHTS_FILE, ARRAYS_FILE, META_FILE):
                 with open(local / name, "rb") as src, fs.open_output_stream(f"{prefix}/{name}") as out:
                     shutil.copyfileobj(src, out)
         except OSError as err:

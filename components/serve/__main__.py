@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir",
         dest="model_dir",
         required=True,
-        help="the model directory (model.json + model.pt): a local path, or s3://bucket/prefix "
+        help="the model directory (model.json + model.npz/model.pt): a local path, or s3://bucket/prefix "
         "(copied under /tmp; endpoint and credentials from the AWS_* environment variables)",
     )
     p.add_argument(

@@ -34,6 +34,7 @@ import numpy as np
 from components.common import contract, features, storage
 from components.common.cpu import cpu_threads
 from components.common.errors import UserError
+from components.common.model_dir import ArrayMLP
 
 # Input names a v2 request may use: the raw column names (what check_inference.py sends)
 # and, like the records, the clean column names. Each field may be named only once.
@@ -121,7 +122,7 @@ def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
     """A local directory holding the model files of ``uri``.
 
     A local path is returned as is. For ``s3://bucket/prefix`` the model files
-    (model.json, model.pt) are copied into ``workdir`` (the AWS_* environment variables
+    (model.json, model.pt, and model.npz where there is one) are copied into ``workdir`` (the AWS_* environment variables
     choose the endpoint and credentials, as everywhere in fareflow)."""
     from components.common import model_dir as fare_model
 
@@ -129,12 +130,15 @@ def fetch_model_dir(uri: str, workdir: str | Path) -> Path:
         return Path(uri).expanduser()
     fs, root = storage.resolve_filesystem(uri)
     workdir = Path(workdir)
-    for name in (fare_model.META_FILE, fare_model.WEIGHTS_FILE):
+    for name in (fare_model.META_FILE, fare_model.WEIGHTS_FILE, fare_model.ARRAYS_FILE):
         source = f"{root}/{name}"
         try:
             with fs.open_input_stream(source) as src, open(workdir / name, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except FileNotFoundError:
+            if name == fare_model.ARRAYS_FILE:  # a model written before model.npz: served with torch
+                (workdir / name).unlink(missing_ok=True)
+                continue
             raise UserError(
                 f"{uri.rstrip('/')}/{name}: missing (expected a fareflow model directory with "
                 f"{fare_model.META_FILE} and {fare_model.WEIGHTS_FILE})"
@@ -151,8 +155,9 @@ def _one_line(err: BaseException) -> str:
 
 def load_model_dir(path: Path):
     """``components.common.model_dir.load`` with every way a directory can be unusable as one ``UserError``:
-    model.json unreadable, of another format or version, or without its keys; model.pt corrupt
-    or not matching the architecture model.json describes."""
+    model.json unreadable, of another format or version, or without its keys; the weights
+    (model.npz, else model.pt for a directory written before model.npz) corrupt, not the
+    architecture model.json describes, or not the version it names."""
     from components.common import model_dir as fare_model
 
     meta_path, weights = path / fare_model.META_FILE, path / fare_model.WEIGHTS_FILE
@@ -203,6 +208,15 @@ def load_model_dir(path: Path):
     ):
         raise UserError(f"{meta_path}: fare_range: expected [low, high] with low < high, got {fare_range!r}")
     extent, extent_source = _extent(meta, meta_path)
+    if (path / fare_model.ARRAYS_FILE).is_file():
+        # the weights as arrays: numpy's forward pass, torch never imported
+        arch = fare_model.Architecture.from_dict(meta["architecture"])
+        spec = features.FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
+        module = fare_model.load_arrays(path, arch, fare_model.model_version(meta))
+        loaded = fare_model.LoadedModel(
+            module, spec, arch, (float(fare_range[0]), float(fare_range[1])), meta
+        )
+        return loaded, extent, extent_source
     try:
         loaded = fare_model.load(path)
     except UserError:
@@ -221,13 +235,18 @@ def _check_size(n: int) -> None:
 
 
 def limit_threads(threads: int | None = None) -> int:
-    """Give torch ``threads`` intra-op threads, by default as many as the container has CPUs (not
-    the node's cores): more threads than the CPU limit only get throttled and raise tail latency.
-    Returns the count."""
-    import torch
+    """Give the forward pass ``threads`` threads -- numpy's BLAS (threadpoolctl), and torch's
+    intra-op threads where a model is served with torch -- by default as many as the container
+    has CPUs (not the node's cores): more threads than the CPU limit only get throttled and
+    raise tail latency. Returns the count."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
 
     threads = threads or cpu_threads()
-    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return threads
 
 
@@ -280,7 +299,8 @@ def check_record_keys(records: Sequence) -> None:
 
 
 class FarePredictor:
-    """A loaded fare model: the torch module, its feature spec, its fare range and service area."""
+    """A loaded fare model: its forward pass (``ArrayMLP`` from model.npz, or the torch module for
+    a directory without one), its feature spec, its fare range and service area."""
 
     def __init__(self, loaded, source: str = "", area: ServiceArea | None = None) -> None:
         self.model = loaded  # components.common.model_dir.LoadedModel
@@ -390,14 +410,20 @@ class FarePredictor:
             )
 
     def _predict(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        import torch
-
         x = features.encode(columns, self.model.spec)
         out = np.empty(len(x), dtype=np.float64)
-        with torch.inference_mode():
+        module = self.model.module
+        if isinstance(module, ArrayMLP):
             for start in range(0, len(x), CHUNK_ROWS):
-                chunk = torch.from_numpy(x[start : start + CHUNK_ROWS])
-                out[start : start + len(chunk)] = self.model.module(chunk).reshape(-1).double().numpy()
+                chunk = x[start : start + CHUNK_ROWS]
+                out[start : start + len(chunk)] = module(chunk).reshape(-1)
+        else:
+            import torch
+
+            with torch.inference_mode():
+                for start in range(0, len(x), CHUNK_ROWS):
+                    chunk = torch.from_numpy(x[start : start + CHUNK_ROWS])
+                    out[start : start + len(chunk)] = module(chunk).reshape(-1).double().numpy()
         if not np.all(np.isfinite(out)):
             bad = int(np.flatnonzero(~np.isfinite(out))[0])
             # Inputs inside the service area are finite and bounded: a broken model, not the client's mistake.

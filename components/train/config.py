@@ -20,7 +20,7 @@ class TrainConfig:
         flag="--splits", help="the sample step's output (train/ validation/ test/), path or s3://"
     )
     output_uri: str = option(
-        flag="--output", help="model directory to write (model.pt + model.json), path or s3://"
+        flag="--output", help="model directory to write (model.json, model.pt, model.npz), path or s3://"
     )
     epochs: int = option(8, flag="--epochs", help="at most this many epochs (default 8)")
     batch_size: int = option(

@@ -89,7 +89,7 @@ def train_model_dir(directory: Path, rows: int = TRAIN_ROWS, steps: int = TRAIN_
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A trained fareflow model directory (model.json + model.pt)."""
+    """A trained fareflow model directory (model.json, model.pt, model.npz)."""
     return train_model_dir(tmp_path_factory.mktemp("serve") / "model")
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from components.common import contract, features
 from components.common.errors import UserError
+from components.common.model_dir import ArrayMLP
 from components.serve.core import FarePredictor
 
 from .conftest import synthetic_columns, true_fare
@@ -141,12 +142,9 @@ def test_fares_are_clipped_to_the_model_fare_range(predictor):
 
 
 def test_far_outside_the_training_region_is_refused_not_clipped(predictor):
-    import torch
-
     far = trip(38.9, -77.0, 0.0, 0.0)  # the Gulf of Guinea: ~9,000 km
-    x = torch.from_numpy(features.encode(features.columns_from_records([far]), predictor.model.spec))
-    with torch.inference_mode():
-        raw = float(predictor.model.module(x))
+    x = features.encode(features.columns_from_records([far]), predictor.model.spec)
+    raw = float(predictor.model.module(x)[0, 0])
     assert raw > contract.FARE_RANGE[1]  # the MLP extrapolates; clipping would answer 180 ...
     with pytest.raises(
         UserError, match=r"^instance 0: field DESTINATION_BLOCK_LATITUDE: 0\.0 is outside the service"
@@ -302,11 +300,17 @@ def test_load_refuses_a_directory_without_a_model(tmp_path):
 
 def test_load_from_s3_copies_the_model_and_answers_the_same(s3, model_dir, predictor):
     bucket = s3.bucket("models")
-    for name in ("model.json", "model.pt"):
+    for name in ("model.json", "model.pt", "model.npz"):
         s3.put(bucket, f"taxi/v1/{name}", model_dir / name)
     remote = FarePredictor.load("s3://models/taxi/v1")
     assert remote.source == "s3://models/taxi/v1"
     assert remote.predict_records(TRIPS) == predictor.predict_records(TRIPS)
+    # a model written before model.npz existed is served with torch: the same fares to float32
+    for name in ("model.json", "model.pt"):
+        s3.put(bucket, f"taxi/old/{name}", model_dir / name)
+    old = FarePredictor.load("s3://models/taxi/old")
+    assert not isinstance(old.model.module, ArrayMLP) and isinstance(predictor.model.module, ArrayMLP)
+    assert old.predict_records(TRIPS) == pytest.approx(predictor.predict_records(TRIPS), rel=1e-5)
     with pytest.raises(UserError, match=r"^s3://models/taxi/v2/model\.json: missing"):
         FarePredictor.load("s3://models/taxi/v2")
 

@@ -132,7 +132,7 @@ def test_readiness_and_metadata(server):
 
 def test_metadata_names_the_version_served_and_versioned_routes_answer_for_it(server, model_dir):
     version = json.loads((model_dir / "model.json").read_text())["model_version"]
-    assert version == model_dir_version(model_dir) and len(version) == 12
+    assert len(version) == 12
     status, meta = get(f"{server.url}/v2/models/{MODEL}")
     assert status == 200 and meta["versions"] == [version] and meta["name"] == MODEL
     assert get(f"{server.url}/v2/models/{MODEL}/versions/{version}") == (200, meta)
@@ -150,13 +150,6 @@ def test_metadata_names_the_version_served_and_versioned_routes_answer_for_it(se
     assert versioned["outputs"][0]["data"] == plain["outputs"][0]["data"]
     status, err = get(f"{server.url}/v2/models/{MODEL}/versions/000000000000")
     assert status == 404 and err["error"].endswith(f"it serves version {version} (use /v2/models/{MODEL})")
-
-
-def model_dir_version(directory) -> str:
-    """The digest of model.pt, computed here independently of model_dir.weights_digest."""
-    import hashlib
-
-    return hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()[:12]
 
 
 def _v2_inputs(**changes) -> list[dict]:
@@ -214,7 +207,9 @@ def test_cli_refuses_a_missing_model_dir_in_one_line(tmp_path):
     ]
 
 
-def _broken_copy(model_dir, tmp_path, *, meta=None, weights: bytes | None = None):
+def _broken_copy(model_dir, tmp_path, *, meta=None, weights: bytes | None = None, file: str = "model.npz"):
+    """A copy of the model directory with model.json changed (``meta``) and/or ``file``'s bytes
+    replaced (``weights``; b"" deletes it)."""
     import shutil
 
     broken = tmp_path / "broken"
@@ -222,9 +217,18 @@ def _broken_copy(model_dir, tmp_path, *, meta=None, weights: bytes | None = None
     if meta is not None:
         doc = json.loads((broken / "model.json").read_text())
         (broken / "model.json").write_text(json.dumps(meta(doc)) if callable(meta) else meta)
-    if weights is not None:
-        (broken / "model.pt").write_bytes(weights)
+    if weights == b"":
+        (broken / file).unlink()
+    elif weights is not None:
+        (broken / file).write_bytes(weights)
     return broken
+
+
+def _other_weights(tmp_path) -> bytes:
+    """model.npz of another model of the same architecture."""
+    from .conftest import train_model_dir
+
+    return (train_model_dir(tmp_path / "other", seed=5, steps=3) / "model.npz").read_bytes()
 
 
 def _without(*keys):
@@ -258,20 +262,35 @@ def _without(*keys):
             "model.json: feature spec: expected version 1",
         ),
         (lambda d: d | {"extent": {"lat": [39, 38]}}, None, "model.json: extent.lat: expected [low, high]"),
+        (None, b"PK\x03\x04 not a zip", "model.npz: not a readable .npz of the weights"),
+        (
+            lambda d: d | {"architecture": {"hidden": [8], "dropout": 0}},
+            None,
+            "model.npz: not the weights of the architecture model.json describes",
+        ),
+        (None, "other", "model.npz: these weights are version "),
+        # a directory without model.npz (written before it existed) is served with torch
         (
             None,
-            b"PK\x03\x04 not a zip",
+            ("model.npz", "model.pt"),
             "model.pt: cannot load the weights (corrupt, or not the architecture",
         ),
         (
             lambda d: d | {"architecture": {"hidden": [8], "dropout": 0}},
-            None,
+            ("model.npz",),
             "model.pt: cannot load the weights (corrupt, or not the architecture model.json describes)",
         ),
     ],
 )
 def test_cli_refuses_an_unusable_model_dir_in_one_line(model_dir, tmp_path, meta, weights, message):
-    broken = _broken_copy(model_dir, tmp_path, meta=meta, weights=weights)
+    if weights == "other":
+        broken = _broken_copy(model_dir, tmp_path, meta=meta, weights=_other_weights(tmp_path))
+    elif isinstance(weights, tuple):  # delete model.npz, and corrupt model.pt too if named
+        broken = _broken_copy(model_dir, tmp_path, meta=meta, weights=b"")
+        if "model.pt" in weights:
+            (broken / "model.pt").write_bytes(b"PK\x03\x04 not a zip")
+    else:
+        broken = _broken_copy(model_dir, tmp_path, meta=meta, weights=weights)
     result = _serve_cli("--model_name", MODEL, "--model_dir", str(broken), "--enable_grpc=false")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()

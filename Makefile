@@ -59,6 +59,13 @@ run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.
 test: install horovod ## run the unit, component and local-pipeline tests
 	$(BIN)/pytest -m "not container and not k8s" $(PYTEST_ARGS)
 
+# For development: no slow tests, one pytest-xdist worker per core, one torch/BLAS thread each
+# (so the workers do not oversubscribe the cores); make test stays the full run.
+.PHONY: test-fast
+test-fast: install ## the tests without the slow ones, in parallel (pytest -n auto), for development
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  $(BIN)/pytest -m "not slow and not container and not k8s" -n auto $(PYTEST_ARGS)
+
 lint: install ## ruff lint + format check + the import layering (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

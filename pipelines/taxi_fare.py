@@ -69,13 +69,6 @@ def _s3_env(task, s3_secret: str) -> None:
         )
 
 
-def _local_train_backend(train_backend) -> dict:
-    """The local train task's ``backend`` input, if it has one. components.train takes
-    ``--backend``, but its kfp component (components/train/component.py) has no ``backend``
-    input yet; until it does, the local form trains with DDP whatever ``train_backend`` says."""
-    return {"backend": train_backend} if "backend" in train.component_spec.inputs else {}
-
-
 def _stamp(task, code_digest: str):
     if code_digest:
         task.set_env_variable(CODE_DIGEST_ENV, code_digest)
@@ -144,8 +137,8 @@ def build_pipeline(
             PyTorchJob replicas (one Master + Workers) or MPIJob workers (a rank per GPU, or one).
         train_backend: ``ddp`` (torch DDP; a PyTorchJob in the cluster) or ``horovod``
             (horovod.torch; an MPIJob, whose launcher needs a namespace enforcing Pod Security
-            baseline: manifests/components/mpijob-baseline). Locally it reaches the train task
-            once that task takes a ``backend`` input (see ``_local_train_backend``).
+            baseline: manifests/components/mpijob-baseline); locally, horovodrun (gloo)
+            processes instead of torchrun.
         epochs, batch_size, learning_rate, hidden, weight_decay, dropout: the MLP's training
             settings (hidden: comma-separated layer sizes).
         namespace, model_name, timeout_s: cluster only — where the training job and the
@@ -199,9 +192,8 @@ def build_pipeline(
             ).set_display_name("deploy (KServe)")
         else:
             train_task = train(
-                splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best,
-                **_local_train_backend(train_backend),
-            ).set_display_name("train")  # fmt: skip
+                splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best, backend=train_backend
+            ).set_display_name("train")
             _stamp(train_task, code_digest)
         return PipelineOutputs(
             ingest=ingest_task.outputs["Output"],

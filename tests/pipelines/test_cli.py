@@ -11,9 +11,14 @@ from pipelines import cli
 
 def test_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
-    out = capsys.readouterr().out
-    for name in cli.COMMANDS:
-        assert name in out
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("commands:") + 1
+    listed = lines[start : lines.index("", start)]
+    # one line per command, "  NAME  HELP": the name as a word of its own ("run" inside "torchrun"
+    # in another command's help does not count)
+    assert [line.split()[0] for line in listed] == list(cli.COMMANDS)
+    for line, (name, (_, help_)) in zip(listed, cli.COMMANDS.items(), strict=True):
+        assert line.startswith(f"  {name} ") and line.rstrip().endswith(help_)
 
 
 def test_unknown_command_is_one_line_error(capsys):

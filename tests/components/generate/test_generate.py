@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -232,20 +233,53 @@ def test_zip_mode_members_equal_txt_mode(generated, tmp_path):
 
 
 def test_zip_mode_one_archive_per_year(tmp_path):
-    result = generate(GenerateConfig(out=str(tmp_path), rows=3000, months="2015-11:2016-02", zip=True))
+    config = GenerateConfig(out=str(tmp_path / "zip"), rows=3000, months="2015-11:2016-02", zip=True)
+    result = generate(config)
+    txt = generate(GenerateConfig(**{**asdict(config), "out": str(tmp_path / "txt"), "zip": False}))
     assert [p.name for p in result.files] == ["taxi_2015.zip", "taxi_2016.zip"]
-    with zipfile.ZipFile(result.files[1]) as archive:
-        assert archive.namelist() == ["taxi_2016_01.txt", "taxi_2016_02.txt"]
-    assert [f["file"] for f in result.truth["files"]][-1] == "taxi_2016.zip!taxi_2016_02.txt"
+    members = {}
+    for path in result.files:
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is None  # every member's CRC checks
+            for info in archive.infolist():
+                assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < info.file_size
+                members[f"{path.name}!{info.filename}"] = archive.read(info)
+    assert list(members) == [
+        "taxi_2015.zip!taxi_2015_11.txt", "taxi_2015.zip!taxi_2015_12.txt",
+        "taxi_2016.zip!taxi_2016_01.txt", "taxi_2016.zip!taxi_2016_02.txt",
+    ]  # fmt: skip
+    # each member is the .txt file the same config writes, and truth.json counts its rows
+    assert [members[name] for name in members] == [p.read_bytes() for p in txt.files]
+    assert result.truth["files"] == [
+        {"file": name, "rows": data.count(b"\n") - 1} for name, data in members.items()
+    ]
+    assert sum(f["rows"] for f in result.truth["files"]) == 3000
 
 
 def test_chunks_join_seamlessly(tmp_path, monkeypatch):
-    monkeypatch.setattr(month, "CHUNK_ROWS", 3_000)
+    chunk = 3_000
+    monkeypatch.setattr(month, "CHUNK_ROWS", chunk)
     result = generate(GenerateConfig(out=str(tmp_path), rows=10_000, months="2015-05", seed=3))
-    lines = result.files[0].read_text().splitlines()
-    assert len(lines) == 10_001 and lines.count(contract.HEADER_LINE) == 1
+    text = result.files[0].read_bytes()
+    assert text.endswith(b"\n")
+    lines = text.decode().splitlines()
+    assert (
+        len(lines) == 10_001 and lines.count(contract.HEADER_LINE) == 1 and lines[0] == contract.HEADER_LINE
+    )
+    assert {line.count("|") for line in lines} == {len(contract.RAW_COLUMNS) - 1}  # no row cut at a seam
     ids = [int(line.split("|", 1)[0]) for line in lines[1:]]
-    assert sorted(set(ids)) == list(range(1, len(set(ids)) + 1))
+    # Chunk k's trips take the ids right after chunk k-1's (duplicates repeat an id of their own
+    # chunk), so the ids of the whole file run 1..N without a gap or a restart.
+    first = 1
+    for start in range(0, len(ids), chunk):
+        own = sorted(set(ids[start : start + chunk]))
+        assert own == list(range(first, first + len(own)))
+        first += len(own)
+    assert first - 1 == len(set(ids)) > 0.95 * len(ids)
+    by_id: dict[int, set[str]] = {}
+    for line, objectid in zip(lines[1:], ids, strict=True):
+        by_id.setdefault(objectid, set()).add(line)
+    assert all(len(copies) == 1 for copies in by_id.values())  # a duplicate is the whole line again
 
 
 # --- truth.json ---------------------------------------------------------------------------------

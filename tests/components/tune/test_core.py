@@ -21,14 +21,21 @@ def tune(splits, **kwargs) -> core.TuneResult:
 
 
 def test_defaults_are_the_train_steps_and_inside_the_search_space():
-    train = train_core.TrainConfig(splits_uri="", output_uri="")
-    assert {
-        "learning_rate": train.learning_rate,
-        "batch_size": train.batch_size,
-        "hidden": ",".join(map(str, train.hidden)),
-        "weight_decay": train.weight_decay,
-        "dropout": train.dropout,
-    } == DEFAULTS
+    from components.common.configspec import from_args
+    from components.train.__main__ import build_parser
+
+    # what `fareflow train` runs with no hyper-parameter flag, and a trial with DEFAULTS
+    train_cli = from_args(
+        train_core.TrainConfig, build_parser().parse_args(["--splits", "s", "--output", "o"])
+    )
+    trial = core.train_config(TuneConfig("s"), DEFAULTS, "o")
+    assert set(DEFAULTS) == set(core.PARAM_NAMES)
+    for field in ("learning_rate", "batch_size", "hidden", "weight_decay", "dropout"):
+        assert getattr(trial, field) == getattr(train_cli, field), field
+    # the types Optuna's suggestions have (an enqueued trial must match its distributions)
+    assert {k: type(v) for k, v in DEFAULTS.items()} == {
+        "learning_rate": float, "batch_size": int, "hidden": str, "weight_decay": float, "dropout": float,
+    }  # fmt: skip
     for name, (kind, values) in core.SEARCH_SPACE.items():
         if kind == "categorical":
             assert DEFAULTS[name] in values

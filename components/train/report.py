@@ -31,8 +31,17 @@ def metric_rows(result: TrainResult) -> list[list]:
     rows = [[name, m[f"{key}_rmse"], m[f"{key}_mae"]] for name, key in METRIC_ROWS]
     rows.append(["baseline: train mean on test", m["baseline_rmse"], None])
     if "best_possible_rmse" in m:
-        rows.append(["best possible (generator truth)", m["best_possible_rmse"], None])
+        rows.append([NOISE_FLOOR_LABEL, m["best_possible_rmse"], None])
     return rows
+
+
+NOISE_FLOOR_LABEL = "expected noise floor (generator truth)"
+NOISE_FLOOR_NOTE = (
+    "The expected noise floor is the RMSE of the generator's own expected fare, E[fare | origin, "
+    "destination, pick-up time], over the clean rows (truth.json's best_rmse): the error left "
+    "by the fare's noise alone. It is an expectation, not a bound -- on a finite test split a "
+    "model can land slightly below it."
+)
 
 
 def history_rows(result: TrainResult) -> list[list]:
@@ -52,18 +61,42 @@ def history_rows(result: TrainResult) -> list[list]:
 HISTORY_HEADERS = ["epoch", "train RMSE", "validation RMSE", "validation MAE", "rows/s", "seconds"]
 
 
+def curve_scale(history: list[dict], metrics: dict) -> tuple[float, float, bool]:
+    """The learning curve's y range and whether the mean baseline is drawn: the range of the
+    curves (and the noise floor) with a margin; the baseline only when it is near them -- it is
+    often far above, and drawn it would squash the curves into a line."""
+    curves = [v for h in history for v in (h["train_rmse"], h["validation_rmse"]) if np.isfinite(v)]
+    floor = metrics.get("best_possible_rmse")
+    low = min([*curves, *([floor] if floor is not None else [])], default=0.0)
+    high = max(curves, default=1.0)
+    pad = 0.08 * (high - low or high or 1.0)
+    baseline = metrics["baseline_rmse"]
+    draw = baseline <= high + 3 * pad
+    if draw:
+        high = max(high, baseline)
+    return max(0.0, low - pad), high + pad, draw
+
+
 def _curve(result: TrainResult) -> str:
     fig, ax = new_figure()
     epochs = [h["epoch"] for h in result.history]
     ax.plot(epochs, [h["train_rmse"] for h in result.history], marker="o", label="train (during epoch)")
     ax.plot(epochs, [h["validation_rmse"] for h in result.history], marker="o", label="validation")
-    ax.axhline(result.metrics["baseline_rmse"], color="grey", linestyle="--", label="mean baseline (test)")
-    if "best_possible_rmse" in result.metrics:
-        ax.axhline(result.metrics["best_possible_rmse"], color="green", linestyle=":", label="best possible")
+    low, high, draw_baseline = curve_scale(result.history, result.metrics)
+    baseline, floor = result.metrics["baseline_rmse"], result.metrics.get("best_possible_rmse")
+    title = "Learning curve"
+    if draw_baseline:
+        ax.axhline(baseline, color="grey", linestyle="--", label="mean baseline (test)")
+    else:
+        title += f" (mean baseline {baseline:.3f}, off the scale)"
+    if floor is not None:
+        ax.axhline(floor, color="green", linestyle=":", label="expected noise floor")
     ax.axvline(result.best_epoch, color="black", alpha=0.3, label=f"best epoch ({result.best_epoch})")
+    ax.set_ylim(low, high)
+    ax.set_xticks(epochs)  # whole epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE ($)")
-    ax.set_title("Learning curve")
+    ax.set_title(title)
     ax.legend()
     return img_tag(figure_to_data_uri(fig), "training and validation RMSE per epoch")
 
@@ -85,12 +118,19 @@ def _scatter(result: TrainResult) -> str:
 def _residuals(result: TrainResult) -> str:
     fig, ax = new_figure()
     residuals = result.test_predicted - result.test_actual
-    ax.hist(residuals, bins=60)
+    mean = float(np.mean(residuals)) if residuals.size else float("nan")
+    title = f"Test residuals (mean {mean:.3f})"
+    if residuals.size:
+        # the 0.5-99.5 % range: a few large misses would otherwise leave the bulk in one bar
+        lo, hi = np.percentile(residuals, [0.5, 99.5])
+        outside = int(np.count_nonzero((residuals < lo) | (residuals > hi)))
+        ax.hist(residuals, bins=60, range=(float(lo), float(hi)) if hi > lo else None)
+        if outside and hi > lo:
+            title += f"; {outside} of {residuals.size:,} beyond [{lo:.1f}, {hi:.1f}] not shown"
     ax.axvline(0, color="black", linewidth=1)
     ax.set_xlabel("predicted - actual ($)")
     ax.set_ylabel("test rows")
-    mean = float(np.mean(residuals)) if residuals.size else float("nan")
-    ax.set_title(f"Test residuals (mean {mean:.3f})")
+    ax.set_title(title)
     return img_tag(figure_to_data_uri(fig), "histogram of test residuals")
 
 
@@ -124,8 +164,9 @@ def render_html(result: TrainResult) -> str:
         ["patience", c.patience],
         ["seed", c.seed],
     ]
+    note = paragraph(NOISE_FLOOR_NOTE) if "best_possible_rmse" in result.metrics else ""
     sections = [
-        Section("Metrics", html_table(metric_rows(result), ["split", "RMSE", "MAE"])),
+        Section("Metrics", html_table(metric_rows(result), ["split", "RMSE", "MAE"]) + note),
         Section("Learning curve", _curve(result)),
         Section("Test predictions", _scatter(result) + _residuals(result)),
         Section("Epochs", html_table(history_rows(result), HISTORY_HEADERS)),
@@ -144,6 +185,7 @@ def render_markdown(result: TrainResult) -> str:
         "",
         markdown_table(metric_rows(result), ["split", "RMSE", "MAE"]),
         "",
+        *([NOISE_FLOOR_NOTE, ""] if "best_possible_rmse" in result.metrics else []),
         "## Epochs",
         "",
         markdown_table(history_rows(result), HISTORY_HEADERS),

@@ -217,6 +217,14 @@ def load_model_dir(path: Path):
             module, spec, arch, (float(fare_range[0]), float(fare_range[1])), meta
         )
         return loaded, extent, extent_source
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise UserError(
+            f"{path / fare_model.ARRAYS_FILE}: missing -- a model directory written before "
+            f"{fare_model.ARRAYS_FILE} existed needs torch to be served, and this server has none; "
+            "train it again, or serve it where torch is installed"
+        )
     try:
         loaded = fare_model.load(path)
     except UserError:

@@ -361,3 +361,22 @@ def test_cpu_threads_share_the_quota_between_processes(monkeypatch):
     assert (cpu.cpu_threads(), cpu.cpu_threads(2), cpu.cpu_threads(8)) == (4, 2, 1)
     monkeypatch.setattr(cpu, "cpu_quota", lambda: None)  # no limit: the machine's cores
     assert cpu.cpu_threads(4) == 8
+
+
+def test_a_directory_without_model_npz_needs_torch_and_says_so(model_dir, tmp_path, monkeypatch):
+    import importlib.util
+    import shutil
+
+    from components.serve import core
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    (old / "model.npz").unlink()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(
+        UserError, match=r"old/model\.npz: missing -- a model directory written before model\.npz"
+    ):
+        core.FarePredictor.load(old)

@@ -308,7 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-workers",
         type=int,
         default=1,
-        help="training processes (torchrun DDP on this machine; default %(default)s)",
+        help="training processes (torchrun DDP, or horovodrun with --train-backend horovod, on this "
+        "machine; default %(default)s)",
+    )
+    parser.add_argument(
+        "--train-backend",
+        choices=("ddp", "horovod"),
+        default="ddp",
+        help="distributed training with --train-workers > 1: ddp (torch DDP, the default) or horovod "
+        "(Horovod over gloo; `make horovod` installs it)",
     )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default %(default)s)")
     parser.add_argument(
@@ -362,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     caching = args.cache if args.cache is not None else not args.source
     arguments = {
         "train_workers": args.train_workers,
+        "train_backend": args.train_backend,
         "epochs": args.epochs,
         "tune_trials": args.tune_trials,
         "seed": args.seed,

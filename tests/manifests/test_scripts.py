@@ -837,6 +837,18 @@ def test_workflow_runs_kind_test_in_both_kserve_modes():
     assert job["env"]["KSERVE_MODE"] == "${{ matrix.kserve-mode }}"
     upload = next(s for s in job["steps"] if "upload-artifact" in s.get("uses", ""))
     assert "${{ matrix.kserve-mode }}" in upload["with"]["name"]  # one log bundle per mode
+    assert "${{ matrix.train-backend }}" in upload["with"]["name"]  # ... and per backend
+
+
+def test_workflow_also_trains_with_horovod_on_an_mpijob():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind-test.yml").read_text())
+    job = workflow["jobs"]["kind-test"]
+    matrix = job["strategy"]["matrix"]
+    assert matrix["train-backend"] == ["ddp"]
+    assert {"kserve-mode": "Standard", "train-backend": "horovod"} in matrix["include"]
+    # kind-test.sh reads TRAIN_BACKEND (horovod: the MPIJob path and the baseline namespace)
+    assert job["env"]["TRAIN_BACKEND"] == "${{ matrix.train-backend }}"
+    assert 'TRAIN_BACKEND="${TRAIN_BACKEND:-ddp}"' in (REPO / "manifests/scripts/kind-test.sh").read_text()
 
 
 def test_make_passes_kserve_mode_to_kind_test():

@@ -128,6 +128,28 @@ def test_a_code_edit_invalidates_the_cache(run_dir):
     )
 
 
+@pytest.mark.slow
+def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
+    """train_backend reaches the local train task: two Horovod ranks (horovodrun, gloo), the data
+    steps from the cache."""
+    source = json.loads((run_dir / "latest" / "run.json").read_text())["source"]
+    steps: dict = {}
+    out = local.run_pipeline(
+        source,
+        run_dir,
+        arguments={"tune_trials": 0, "epochs": 1, "train_workers": 2, "train_backend": "horovod"},
+        logs_dir=run_dir / "horovod-logs",
+        steps=steps,
+    )
+    assert steps["sample"]["state"] == "cached" and steps["train"]["state"] == "done"
+    train = out["train"]
+    assert train["world_size"] == 2 and train["backend"] == "horovod-gloo"
+    assert train["config"]["backend"] == "horovod"
+    assert (
+        "Horovod: 2 processes (horovod-gloo on cpu)" in (run_dir / "horovod-logs" / "train.log").read_text()
+    )
+
+
 def test_runs_lists_and_compares_the_runs(run_dir, capsys):
     from pipelines import runs
 

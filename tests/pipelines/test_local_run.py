@@ -130,8 +130,7 @@ def test_a_code_edit_invalidates_the_cache(run_dir):
 
 @pytest.mark.slow
 def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
-    """train_backend reaches the local train task: two Horovod ranks (horovodrun, gloo), the data
-    steps from the cache."""
+    """train_backend reaches the local train task: two Horovod ranks (horovodrun, gloo)."""
     source = json.loads((run_dir / "latest" / "run.json").read_text())["source"]
     steps: dict = {}
     out = local.run_pipeline(
@@ -141,7 +140,7 @@ def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
         logs_dir=run_dir / "horovod-logs",
         steps=steps,
     )
-    assert steps["sample"]["state"] == "cached" and steps["train"]["state"] == "done"
+    assert steps["train"]["state"] == "done"
     train = out["train"]
     assert train["world_size"] == 2 and train["backend"] == "horovod-gloo"
     assert train["config"]["backend"] == "horovod"

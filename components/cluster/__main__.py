@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-uri",
         required=True,
-        help="the model directory: s3://BUCKET/PREFIX/ holding model.json + model.pt",
+        help="the model directory: s3://BUCKET/PREFIX/ holding model.json, model.npz and model.pt",
     )
     p.add_argument("--canary-percent", type=int, default=0, help="serve the new model to this share of traffic first, check, then promote or roll back (0: replace at once)")  # fmt: skip
     p.add_argument(
@@ -102,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = core.deploy_canary(settings, args.name, model, check, args.timeout, predictor_url=url)
         line = f"InferenceService {settings.namespace}/{args.name}: {summary['action']}: {summary['reason']}"
     else:
-        summary = core.deploy(core.inference_service_object(settings, args.name, model), args.timeout)
+        version = core.read_model_version(model)
+        isvc = core.inference_service_object(settings, args.name, model, model_version=version)
+        summary = core.deploy(isvc, args.timeout)
         summary["action"] = "deployed"
-        line = f"InferenceService {settings.namespace}/{args.name}: deployed {summary['storage_uri']}"
+        line = (
+            f"InferenceService {settings.namespace}/{args.name}: deployed {summary['storage_uri']} "
+            f"(model version {version or 'unversioned'})"
+        )
     if args.summary_json:
         with open(args.summary_json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=str)

@@ -86,7 +86,11 @@ def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canar
         summary = core.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
         print(f"InferenceService {settings.namespace}/{name}: {summary['action']}: {summary['reason']}")
         return summary
-    obj = core.inference_service_object(settings, name, core.s3_uri(model.uri))
+    version = core.read_model_version(model.path)  # the artifact, downloaded here
+    obj = core.inference_service_object(settings, name, core.s3_uri(model.uri), model_version=version)
     summary = core.deploy(obj, timeout=timeout_s)
-    print(f"InferenceService {summary['namespace']}/{summary['name']} ready at {summary['url']}")
+    print(
+        f"InferenceService {summary['namespace']}/{summary['name']} ready at {summary['url']}, "
+        f"model version {version or 'unversioned'}"
+    )
     return summary

@@ -276,12 +276,36 @@ def train_job_object(
     )
 
 
+MODEL_VERSION_LABEL = "fareflow.io/model-version"  # the InferenceService's model (model.json's model_version)
+
+
+def read_model_version(model_dir: str) -> str | None:
+    """``model_version`` from ``model_dir``/model.json (a local path or ``s3://`` prefix); None for
+    a model written before versions existed. ``UserError`` if model.json cannot be read."""
+    from components.common import model_dir as fare_model
+    from components.common import storage
+
+    fs, root = storage.resolve_filesystem(model_dir.rstrip("/"))
+    path = f"{root}/{fare_model.META_FILE}"
+    try:
+        with fs.open_input_stream(path) as src:
+            meta = json.loads(src.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError(
+            f"{model_dir.rstrip('/')}/{fare_model.META_FILE}: missing (not a model directory)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{model_dir.rstrip('/')}/{fare_model.META_FILE}: cannot read it ({err})") from None
+    return fare_model.model_version(meta) if isinstance(meta, dict) else None
+
+
 def inference_service_object(
     settings: ClusterSettings,
     name: str,
     model_s3: str,
     predictor_name: str | None = None,
     canary: k8s.Canary | None = None,
+    model_version: str | None = None,
 ) -> dict:
     """The InferenceService serving the model directory at ``model_s3`` (as a prefix ending in
     ``/``, so KServe's download cannot pick up a sibling key such as ``model-old/...``), with an
@@ -300,7 +324,10 @@ def inference_service_object(
         scale_metric=settings.serving_scale_metric or None,
         scale_target=settings.serving_scale_target or None,
         gpu=settings.gpu(settings.serving_gpus),
-        labels={"app.kubernetes.io/component": "serve"},
+        labels={
+            "app.kubernetes.io/component": "serve",
+            **({MODEL_VERSION_LABEL: model_version} if model_version else {}),
+        },
     )
 
 
@@ -407,6 +434,7 @@ def deploy(obj: dict, timeout: float, *, api=None, apps_api=None, poll: float = 
         "namespace": obj["metadata"]["namespace"],
         "url": status.get("url", ""),
         "storage_uri": obj["spec"]["predictor"]["model"]["storageUri"],
+        "model_version": (obj["metadata"].get("labels") or {}).get(MODEL_VERSION_LABEL),
         "v1_predict": f"/v1/models/{name}:predict",
         "v2_infer": f"/v2/models/{name}/infer",
     }

@@ -209,6 +209,29 @@ def test_deploy_waits_until_ready_and_reports_the_endpoints():
     assert summary["v2_infer"] == "/v2/models/taxi-fare/infer"
 
 
+def test_deploy_names_the_model_version_it_serves(tmp_path):
+    (tmp_path / "model.json").write_text('{"format": "fareflow", "model_version": "3f1c0e9a2b7d"}')
+    version = core.read_model_version(str(tmp_path))
+    assert version == "3f1c0e9a2b7d"
+    api = FakeCustomObjects()
+    api.status_script = [{**cond("Ready"), "url": "http://taxi-fare.fareflow"}]
+    apps = FakeAppsV1(
+        {("fareflow", "taxi-fare-predictor"): deployment("taxi-fare-predictor", "s3://b/model/")}
+    )
+    isvc = core.inference_service_object(
+        core.ClusterSettings(), "taxi-fare", "s3://b/model", model_version=version
+    )
+    assert isvc["metadata"]["labels"][core.MODEL_VERSION_LABEL] == "3f1c0e9a2b7d"
+    assert core.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)["model_version"] == "3f1c0e9a2b7d"
+    # a model from before versions existed: no label, and the summary says None
+    (tmp_path / "model.json").write_text('{"format": "fareflow"}')
+    assert core.read_model_version(str(tmp_path)) is None
+    plain = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
+    assert core.MODEL_VERSION_LABEL not in plain["metadata"]["labels"]
+    with pytest.raises(UserError, match=r"nope/model\.json: missing \(not a model directory\)"):
+        core.read_model_version(str(tmp_path / "nope"))
+
+
 def test_redeploy_returns_only_once_the_new_model_is_rolled_out():
     """A new model version patches the same object; the old one's Ready=True is not enough."""
     api = FakeCustomObjects()

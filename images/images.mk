@@ -49,7 +49,7 @@ container-test: images $(CONTAINER_TEST_DEPS) ## container tier: run each image'
 	  FAREFLOW_IMAGE_NAMES="$(IMAGE_NAMES)" \
 	  $(IMAGES_PYTHON) -m pytest -m container tests/container $(CONTAINER_PYTEST_ARGS)
 
-lint-images: checkov-venv ## lint the Dockerfiles (hadolint, checkov in .venv-checkov) and images/*.sh (shellcheck)
-	$(SHELLCHECK) images/*.sh
+lint-images: checkov-venv ## lint the Dockerfiles (hadolint, checkov in .venv-checkov) and images/**.sh (shellcheck)
+	$(SHELLCHECK) $(wildcard images/*.sh images/*/*.sh)
 	$(HADOLINT) --config images/hadolint.yaml $(DOCKERFILES)
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile $(addprefix -f ,$(DOCKERFILES))

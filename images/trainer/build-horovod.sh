@@ -37,7 +37,8 @@ else
   export HOROVOD_WITHOUT_MPI=1
 fi
 # cmake >= 4 refuses Horovod's old cmake_minimum_required without this; older cmake ignores it.
-export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)"
+MAKEFLAGS="-j$(nproc)"
+export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS
 mkdir -p "$out"
 "$python" -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir "$out" "$src"
 ls "$out"/horovod-"${version}"-*.whl

@@ -14,10 +14,13 @@ with :func:`run_container_without_auto_remove` for the test's duration.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +55,72 @@ def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
             f"podman {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def wait_for_exit(name: str, timeout: float) -> int | None:
+    """The exit code of container ``name`` once it has exited; None if still running at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.split()
+        if state[0] in ("exited", "stopped"):
+            return int(state[1])
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def logs(name: str) -> str:
+    proc = podman("logs", name, check=False)
+    return proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def served_model(server_image: str, model_dir: Path, model_name: str = "taxi-fare") -> Iterator[str]:
+    """The server image as KServe runs it (read-only root, the model mounted read-only at
+    /mnt/models, the fareflow-server runtime's flags), until ready; yields its base URL.
+
+    Containers here share the host's network (images/podman-setup.sh): the server listens on
+    free host ports instead of KServe's 8080/8081."""
+    from tests.conftest import free_port
+
+    model_dir.chmod(0o755)  # the image runs as uid 10001
+    for f in model_dir.rglob("*"):
+        f.chmod(0o755 if f.is_dir() else 0o644)
+    port, grpc_port = free_port(), free_port()
+    name = f"fareflow-server-test-{port}"
+    podman(
+        "run", "-d", "--rm", "--name", name, "--label", f"{RUN_LABEL}={SESSION_ID}", "--network", "host",
+        "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp", "-v", f"{model_dir}:/mnt/models:ro", server_image,
+        f"--model_name={model_name}", "--model_dir=/mnt/models", f"--http_port={port}", f"--grpc_port={grpc_port}",
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready in 90s:\n{logs(name)}")
+            time.sleep(1)
+        yield url
+    finally:
+        podman("rm", "-f", name, check=False)
+
+
+def check_inference(url: str, model_name: str = "taxi-fare") -> str:
+    """The cluster test's own checker (v1 and v2 protocols) against ``url``; returns its output."""
+    checker = Path(__file__).resolve().parents[2] / "manifests" / "scripts" / "check_inference.py"
+    proc = subprocess.run(
+        [sys.executable, str(checker), "--url", url, "--model", model_name, "--min-fare", "3.25", "--max-fare", "180"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "v1 ok" in proc.stdout and "v2 ok" in proc.stdout, proc.stdout
+    return proc.stdout
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ def test_component_signature_is_the_agreed_one():
         "dropout",
         "workers",
         "seed",
+        "backend",
     ]
+    assert spec.inputs["backend"].default == "ddp"
     assert set(spec.outputs) == {"model", "metrics", "report", "summary_md", "Output"}
     assert spec.outputs["model"].type == "system.Model@0.0.1"
     assert spec.outputs["Output"].type == "Dict"

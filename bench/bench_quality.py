@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from bench.common import baseline_cmd, measure, median_run, python_cmd
+from components.common.features import EARTH_RADIUS_KM
 
 MONTHS_FULL = "2015-01:2015-12"
 MONTHS_QUARTER = "2015-01:2015-03"
@@ -198,7 +199,7 @@ def pandas_quality(raw: str, out: str) -> dict:
             "origin_lon": clean_raw["ORIGIN_BLOCK_LONGITUDE"],
             "dest_lat": clean_raw["DESTINATION_BLOCK_LATITUDE"],
             "dest_lon": clean_raw["DESTINATION_BLOCK_LONGITUDE"],
-            "distance_km": 2 * 6371.0088 * np.arcsin(np.sqrt(a)),
+            "distance_km": 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a)),
             "mileage": clean_raw["MILEAGE"],
             "duration": clean_raw["DURATION"],
         }
@@ -292,7 +293,7 @@ def polars_quality(raw: str, out: str) -> dict:
         olon.alias("origin_lon"),
         dlat.alias("dest_lat"),
         dlon.alias("dest_lon"),
-        (2 * 6371.0088 * a.sqrt().arcsin()).alias("distance_km"),
+        (2 * EARTH_RADIUS_KM * a.sqrt().arcsin()).alias("distance_km"),
         c("MILEAGE").alias("mileage"),
         c("DURATION").alias("duration"),
     )

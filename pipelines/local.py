@@ -318,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="distributed training with --train-workers > 1: ddp (torch DDP, the default) or horovod "
         "(Horovod over gloo; `make horovod` installs it)",
     )
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default %(default)s)")
+    from components.train.config import TrainConfig
+
+    parser.add_argument(
+        "--epochs", type=int, default=TrainConfig.epochs, help="training epochs (default %(default)s)"
+    )
     parser.add_argument(
         "--tune-trials",
         type=int,

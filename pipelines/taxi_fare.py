@@ -24,7 +24,9 @@ from components.cluster.component import deploy, train_job
 from components.ingest.component import ingest
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
+from components.sample.config import SampleConfig
 from components.train.component import train
+from components.train.config import TrainConfig
 from components.tune.component import tune
 
 PIPELINE_NAME = "fareflow-taxi-fare"
@@ -75,6 +77,21 @@ def _stamp(task, code_digest: str):
     return task
 
 
+def _default(config_class, name: str):
+    """A step config's default for one field: the pipeline's defaults are the steps' own, written
+    once in their config specs (components/*/config.py)."""
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+
+
+_SAMPLE = {name: _default(SampleConfig, name) for name in ("rows", "fractions")}
+_TRAIN = {
+    name: _default(TrainConfig, name)
+    for name in ("epochs", "batch_size", "learning_rate", "hidden", "weight_decay", "dropout", "backend")
+}
+
+
 def build_pipeline(
     quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cluster: bool = False, code_digest: str = ""
 ):
@@ -105,20 +122,20 @@ def build_pipeline(
     def taxi_fare_pipeline(
         source: str,
         rules_yaml: str = "",
-        sample_rows: int = 0,
+        sample_rows: int = _SAMPLE["rows"],
         seed: int = 0,
         shards: int = 4,
-        fractions: str = "0.8,0.1,0.1",
+        fractions: str = ",".join(str(f) for f in _SAMPLE["fractions"]),
         tune_trials: int = 0,
         tune_epochs: int = 3,
         train_workers: int = 1,
-        train_backend: str = "ddp",
-        epochs: int = 8,
-        batch_size: int = 1024,
-        learning_rate: float = 0.001,
-        hidden: str = "128,64,32",
-        weight_decay: float = 0.0001,
-        dropout: float = 0.0,
+        train_backend: str = _TRAIN["backend"],
+        epochs: int = _TRAIN["epochs"],
+        batch_size: int = _TRAIN["batch_size"],
+        learning_rate: float = _TRAIN["learning_rate"],
+        hidden: str = ",".join(str(h) for h in _TRAIN["hidden"]),
+        weight_decay: float = _TRAIN["weight_decay"],
+        dropout: float = _TRAIN["dropout"],
         namespace: str = "fareflow",
         model_name: str = DEFAULT_MODEL_NAME,
         timeout_s: int = 3600,

@@ -184,3 +184,27 @@ def test_code_digest_is_in_every_local_task_environment(tmp_path):
     cluster = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
     for executor in cluster["deploymentSpec"]["executors"].values():
         assert CODE_DIGEST_ENV not in str(executor["container"].get("env", []))
+
+
+def test_the_pipelines_defaults_are_the_steps_config_defaults(tmp_path):
+    """One set of defaults: the compiled pipeline's training and sampling parameters default to
+    what TrainConfig and SampleConfig (the steps' CLIs) default to."""
+    from components.sample.config import SampleConfig
+    from components.train.config import TrainConfig
+
+    params = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())["root"][
+        "inputDefinitions"
+    ]["parameters"]
+    train, sample = TrainConfig("s", "o"), SampleConfig("i", "p", "o")
+    expected = {
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "learning_rate": train.learning_rate,
+        "weight_decay": train.weight_decay,
+        "dropout": train.dropout,
+        "hidden": ",".join(map(str, train.hidden)),
+        "train_backend": train.backend,
+        "sample_rows": sample.rows,
+    }
+    assert {k: params[k]["defaultValue"] for k in expected} == expected
+    assert [float(f) for f in params["fractions"]["defaultValue"].split(",")] == list(sample.fractions)

@@ -55,10 +55,14 @@ if [[ -z ${TORCH_WHEEL_DIR+set} ]]; then
   # downloaded once into a machine-wide cache that later builds (and fresh clones) reuse.
   if [[ -z $TORCH_WHEEL_DIR && $ENGINE == podman && $TORCH_VARIANT == cpu ]]; then
     TORCH_WHEEL_DIR="${TORCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fareflow/torch-wheels/$TORCH_VERSION}"
-    mkdir -p "$TORCH_WHEEL_DIR"
-    echo "build: no torch $TORCH_VERSION wheel on this machine; downloading PyPI's into $TORCH_WHEEL_DIR (once)"
-    python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-      --dest "$TORCH_WHEEL_DIR" "torch==$TORCH_VERSION"
+    # .complete: every wheel is there (a download cut short is redone; a full cache is used offline).
+    if [[ ! -f $TORCH_WHEEL_DIR/.complete ]]; then
+      mkdir -p "$TORCH_WHEEL_DIR"
+      echo "build: no torch $TORCH_VERSION wheel on this machine; downloading PyPI's into $TORCH_WHEEL_DIR (once)"
+      python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --dest "$TORCH_WHEEL_DIR" "torch==$TORCH_VERSION"
+      touch "$TORCH_WHEEL_DIR/.complete"
+    fi
   fi
 fi
 

@@ -1,4 +1,5 @@
-"""Small helpers for kfp artifacts shared by the component wrappers."""
+"""The files of kfp artifacts (duck-typed: ``.path``, ``.metadata``), written for
+``components.common.publish``. No kfp import."""
 
 from __future__ import annotations
 
@@ -22,5 +23,6 @@ def save_metrics(metrics) -> None:
 def save_reports(report, summary_md, html_text: str, markdown_text: str) -> None:
     """Write a step's ``HTML`` report and ``Markdown`` summary artifacts."""
     for artifact, text in ((report, html_text), (summary_md, markdown_text)):
+        os.makedirs(os.path.dirname(artifact.path) or ".", exist_ok=True)
         with open(artifact.path, "w", encoding="utf-8") as f:
             f.write(text)

@@ -6,14 +6,14 @@ arguments or input (one line on stderr)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from components.common import cli
 from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
+from components.common.publish import publish_cli
 from components.ingest.core import IngestConfig, ingest
+from components.ingest.result import IngestResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +36,7 @@ def _main(argv: list[str] | None = None) -> int:
     cli.output_dir("--output", args.output)
     cli.output_dir("--quarantine", args.quarantine)
     cli.output_file("--summary-json", args.summary_json)
-    summary = ingest(config)
-    if args.summary_json:
-        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.summary_json, "w") as fh:
-            json.dump(summary, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+    summary = publish_cli(IngestResult(ingest(config)), summary_json=args.summary_json)
     reasons = ", ".join(f"{k} {v:,}" for k, v in summary["quarantine_reasons"].items())
     print(
         f"ingest: {summary['rows_read']:,} rows from {summary['files']} file(s) "

@@ -10,7 +10,6 @@ report are still written so the failure can be inspected).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -51,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
         help="override a gate threshold, in %% of input rows (repeatable; RULE may be 'total'; PCT 'none' removes it)",
     )
     p.add_argument("--no-gate", action="store_true", help="report threshold violations but exit 0")
-    p.add_argument("--report-dir", help="write report.html, report.md and summary.json here")
+    p.add_argument("--report-dir", help="write report.html and summary.md here")
     p.add_argument(
         "--summary-json",
         help="write the summary (rows_in, rows_clean, rows_rejected, rejected_by_rule, gate_passed) here",
@@ -65,9 +64,10 @@ def parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from components.common import cli
+    from components.common.publish import REPORT_HTML, publish_cli
 
     from .core import run_quality
-    from .report import write_report
+    from .publish import Published, render_html, render_markdown
     from .rules import load_rules
 
     cli.input_path("--input", args.input, kind="dir")
@@ -93,22 +93,24 @@ def _main(argv: list[str] | None = None) -> int:
     if args.quiet:
         config = replace(config, progress=False)
     result = run_quality(config)
-    summary = dict(result.summary, seconds=round(time.perf_counter() - started, 3))
-    if args.summary_json:
-        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary_json).write_text(json.dumps(summary, indent=1))
-    if args.report_dir:
-        paths = write_report(result, args.report_dir)
+    seconds = time.perf_counter() - started
+    publish_cli(
+        Published(result),
+        render_html,
+        render_markdown,
+        summary_json=args.summary_json,
+        report_dir=args.report_dir,
+    )
     if not args.quiet:
         s = result.summary
         print(
             f"quality: {s['rows_in']:,} rows in, {s['rows_clean']:,} clean, {s['rows_rejected']:,} rejected "
-            f"({s['rejected_pct']:.2f}%) in {summary['seconds']:.1f}s"
+            f"({s['rejected_pct']:.2f}%) in {seconds:.1f}s"
         )
         for name, n in s["rejected_by_rule"].items():
             print(f"  {name:<34} {n:>12,}  {s['rejected_pct_by_rule'][name]:7.3f}%")
         if args.report_dir:
-            print(f"report: {paths['html']}")
+            print(f"report: {Path(args.report_dir) / REPORT_HTML}")
     if not result.gate_passed:
         if args.no_gate:
             print(f"warning (--no-gate): {result.gate_message()}", file=sys.stderr)

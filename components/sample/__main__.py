@@ -8,9 +8,7 @@ The flags but ``--report-dir``/``--summary-json`` are ``SampleConfig``'s fields.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
@@ -35,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from components.common import cli
+    from components.common.publish import publish_cli
 
     from . import core
+    from .report import render_html, render_markdown
 
     cli.input_path("--input", args.input_uri, kind="dir")
     cli.input_path("--population-stats", args.population_stats_uri, kind="dir")
@@ -46,17 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = from_args(SampleConfig, args)
     result = core.run(config)
-    summary = result.summary()
-    if args.report_dir:
-        from components.common.publish import write_report_dir
-
-        from .report import render_html, render_markdown
-
-        write_report_dir(args.report_dir, render_html(result), render_markdown(result))
-    if args.summary_json:
-        path = Path(args.summary_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = publish_cli(
+        result, render_html, render_markdown, summary_json=args.summary_json, report_dir=args.report_dir
+    )
     if not result.passed:
         raise core.SampleCheckFailed(result.failure_message())
     rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())

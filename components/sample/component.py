@@ -23,7 +23,7 @@ def sample(
 ) -> dict:
     """Train/validation/test splits of ``clean`` (``rows`` 0 = automatic size), checked
     against ``population_stats``; ``splits.path`` holds train/ validation/ test/ shards."""
-    from components.common.artifacts import save_metrics, save_reports
+    from components.common.publish import publish_component
     from components.sample import core
     from components.sample.report import render_html, render_markdown
 
@@ -37,17 +37,11 @@ def sample(
         shards=shards,
     )
     result = core.run(config)
-    save_reports(report, summary_md, render_html(result), render_markdown(result))
-    summary = result.summary()
-    for name, n in summary["rows"].items():
-        metrics.log_metric(f"rows_{name}", n)
-    metrics.log_metric("min_p_value", summary["min_p_value"])
-    metrics.log_metric("seed", summary["seed"])
-    metrics.log_metric("attempts", summary["attempts"])
-    metrics.log_metric("passed", 1 if summary["passed"] else 0)
-    save_metrics(metrics)
-    if not result.passed:
+    summary = publish_component(
+        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics,
+        artifacts={"splits": splits},
+    )  # fmt: skip
+    if not result.passed:  # after the report and metrics, which show why
         raise core.SampleCheckFailed(result.failure_message())
     splits.metadata.update({"rows": summary["rows"], "seed": summary["seed"], "shards": shards})
-    summary["artifacts"] = {"report": report.uri, "summary_md": summary_md.uri, "splits": splits.uri}
     return summary

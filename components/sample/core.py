@@ -302,6 +302,14 @@ class SampleResult:
             "output": self.config.output_uri if self.passed else None,
         }
 
+    def metrics(self) -> dict[str, float]:
+        """rows_<split>, min_p_value, seed, attempts and passed (1/0): the kfp Metrics."""
+        s = self.summary()
+        values = {f"rows_{name}": n for name, n in s["rows"].items()}
+        values.update(min_p_value=s["min_p_value"], seed=s["seed"], attempts=s["attempts"])
+        values["passed"] = 1 if s["passed"] else 0
+        return values
+
 
 def _log(message: str) -> None:
     print(f"sample: {message}", file=sys.stderr, flush=True)

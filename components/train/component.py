@@ -28,13 +28,12 @@ def train(
     """Train the fare model on ``splits`` (the sample step's output) with ``workers`` processes
     on this pod -- DDP ranks (torchrun) or, with ``backend="horovod"``, Horovod ranks (horovodrun,
     gloo on CPU); ``model.path`` becomes the model directory."""
-    import os
-    import shutil
     import tempfile
 
-    from components.common.artifacts import save_metrics
+    from components.common.publish import publish_component, written_report
     from components.train.config import TrainConfig, parse_hidden
     from components.train.launch import launch_local
+    from components.train.result import TrainSummary
 
     config = TrainConfig(
         splits_uri=splits.path,
@@ -53,16 +52,18 @@ def train(
         resume=False,
     )
     with tempfile.TemporaryDirectory(prefix="fareflow-train-report-") as tmp:
-        summary = launch_local(config, workers, report_dir=tmp)
-        shutil.copyfile(os.path.join(tmp, "report.html"), report.path)
-        shutil.copyfile(os.path.join(tmp, "summary.md"), summary_md.path)
-    values = summary["metrics"]
-    for name in ("test_rmse", "validation_rmse", "train_rmse", "baseline_rmse", "rows_per_s"):
-        metrics.log_metric(name, values[name])
-    metrics.log_metric("best_epoch", summary["best_epoch"])
-    save_metrics(metrics)
+        # rank 0 (this process, or one of the launched ones) writes the report to tmp
+        result = TrainSummary(launch_local(config, workers, report_dir=tmp))
+        summary = publish_component(
+            result, *written_report(tmp), report=report, summary_md=summary_md, metrics=metrics,
+            artifacts={"model": model},
+        )  # fmt: skip
     model.metadata.update(
-        {"framework": "pytorch", "format": "fareflow", "best_epoch": summary["best_epoch"], **values}
+        {
+            "framework": "pytorch",
+            "format": "fareflow",
+            "best_epoch": summary["best_epoch"],
+            **summary["metrics"],
+        }
     )
-    summary["artifacts"] = {"model": model.uri, "report": report.uri, "summary_md": summary_md.uri}
     return summary

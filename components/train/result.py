@@ -1,4 +1,5 @@
-"""``TrainResult``: what rank 0 of a training run returns (summary, metrics, plot sample)."""
+"""``TrainResult``: what rank 0 of a training run returns (summary, metrics, plot sample);
+``TrainSummary``: the same run known by its summary alone (what ``launch_local`` returns)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import TrainConfig
+
+METRIC_NAMES = ("test_rmse", "validation_rmse", "train_rmse", "baseline_rmse", "rows_per_s")
+
+
+def metric_values(summary: dict) -> dict[str, float]:
+    """The kfp Metrics of a run from its summary: the RMSEs, rows_per_s and best_epoch."""
+    values = {name: summary["metrics"][name] for name in METRIC_NAMES}
+    values["best_epoch"] = summary["best_epoch"]
+    return values
 
 
 @dataclass
@@ -41,3 +51,19 @@ class TrainResult:
             "model": self.config.output_uri,
             "config": self.config.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """A finished run read back from its summary (``TrainResult.summary()``, e.g. the summary JSON
+    that rank 0 of a launched run wrote), as ``components.common.publish`` reads a result.
+    (``TrainResult`` is published by its summary alone: its ``metrics`` field is the run's
+    metric dict, so the protocol's ``metrics()`` lives here.)"""
+
+    data: dict
+
+    def summary(self) -> dict:
+        return dict(self.data)
+
+    def metrics(self) -> dict[str, float]:
+        return metric_values(self.data)

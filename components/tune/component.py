@@ -42,7 +42,7 @@ def tune(
     the same names; ``summary`` holds every trial."""
     from collections import namedtuple
 
-    from components.common.artifacts import save_metrics, save_reports
+    from components.common.publish import publish_component
     from components.tune import core
     from components.tune.report import render_html, render_markdown
 
@@ -57,17 +57,9 @@ def tune(
         splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
     )
     result = core.run(config)
-    save_reports(report, summary_md, render_html(result), render_markdown(result))
-    summary = result.summary()
-    if result.best_value is not None:
-        metrics.log_metric("best_validation_rmse", result.best_value)
-    if result.default_value is not None:
-        metrics.log_metric("default_validation_rmse", result.default_value)
-    counts = result.counts()
-    for state, name in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed")):
-        metrics.log_metric(f"trials_{name}", counts[state])
-    save_metrics(metrics)
-    summary["artifacts"] = {"report": report.uri, "summary_md": summary_md.uri}
+    summary = publish_component(
+        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
+    )
     best = result.best_params
     names = ["learning_rate", "batch_size", "hidden", "weight_decay", "dropout", "summary"]
     outputs = namedtuple("TuneOutputs", names)

@@ -169,6 +169,18 @@ class TuneResult:
             "config": self.config.to_dict(),
         }
 
+    def metrics(self) -> dict[str, float]:
+        """best/default_validation_rmse (when known) and trials_complete/pruned/failed: the kfp Metrics."""
+        values: dict[str, float] = {}
+        if self.best_value is not None:
+            values["best_validation_rmse"] = self.best_value
+        if self.default_value is not None:
+            values["default_validation_rmse"] = self.default_value
+        counts = self.counts()
+        for state, name in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed")):
+            values[f"trials_{name}"] = counts[state]
+        return values
+
 
 def _log(message: str) -> None:
     import sys

@@ -25,7 +25,8 @@ def test_cli_writes_outputs_summary_and_report(raw_dir, tmp_path, capsys):
     assert summary["gate_passed"] is True
     assert summary["rows_in"] == summary["rows_clean"] + summary["rows_rejected"] == 1200
     assert (tmp_path / "clean_rejected").is_dir() and (tmp_path / "clean_stats" / "stats.json").is_file()
-    assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.html", "report.md", "summary.json"}
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.html", "summary.md"}
+    assert (tmp_path / "report" / "summary.md").read_text().startswith("# fareflow data quality")
     assert "1,200 rows in" in capsys.readouterr().out
 
 

@@ -13,7 +13,7 @@
 #   IMAGE_TAG         default: version from pyproject.toml; "latest" is refused
 #   BASE_IMAGE        base for all images (default: the Dockerfiles' python:3.11-slim-bookworm;
 #                     CI passes the local stand-in from images/make-base.sh)
-#   TORCH_VARIANT     cpu (default) or cuda, for the trainer and server
+#   TORCH_VARIANT     cpu (default) or cuda, for the trainer (the one image with torch)
 #   TORCH_WHEEL_DIR   host directory holding torch wheels, mounted read-only into podman
 #                     builds (default: the first directory in PIP_FIND_LINKS or pip's
 #                     global.find-links that holds a torch wheel, else PyPI's torch and its
@@ -86,7 +86,7 @@ for name in "${names[@]}"; do
   [[ -f $dockerfile ]] || { echo "build: no image '$name' ($dockerfile)" >&2; exit 2; }
   ref="$REGISTRY/$name:$TAG"
   args=("${common[@]}")
-  if [[ $name != component ]]; then
+  if [[ $name == trainer ]]; then  # the only image with torch (the server runs model.npz with numpy)
     args+=(--build-arg "TORCH_VARIANT=$TORCH_VARIANT" --build-arg "TORCH_VERSION=$TORCH_VERSION")
     if [[ $ENGINE == podman && $TORCH_VARIANT == cpu && -n $TORCH_WHEEL_DIR ]]; then
       args+=(-v "$TORCH_WHEEL_DIR:/wheels:ro" --build-arg "TORCH_FIND_LINKS=/wheels")

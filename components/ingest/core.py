@@ -189,14 +189,3 @@ def _summary(
         "file_stats": [asdict(s) for s in stats],
         "skipped": skipped,
     }
-
-
-METRIC_KEYS = ("rows_read", "rows_written", "rows_quarantined", "bytes_read", "seconds")
-
-
-def ingest_for_component(config: IngestConfig, metrics) -> dict:
-    """Run :func:`ingest` for the kfp component: no progress bar, metrics logged, summary returned."""
-    summary = ingest(IngestConfig(**{**asdict(config), "progress": False}))
-    for key in METRIC_KEYS:
-        metrics.log_metric(key, summary[key])
-    return summary

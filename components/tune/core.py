@@ -351,6 +351,38 @@ def _objective(config: TuneConfig, tmp: str):
     return objective
 
 
+class _AskLock:
+    """Serializes Optuna's claiming of a trial between the local workers of one SQLite study.
+
+    A trial waiting in the study (the enqueued defaults, a dead worker's retry) is claimed with
+    ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers could both claim it, run it, and
+    the second's result be refused (seen in CI: ``UpdateFinishedTrialError: Trial#0 has already
+    finished``). An ``flock`` on ``DB.ask.lock`` is held from before ``study.optimize`` asks
+    until the objective starts (the trial is then RUNNING and ours), so only the claim is
+    serialized, not the training. Other databases lock rows themselves: no lock."""
+
+    def __init__(self, storage: str) -> None:
+        prefix = "sqlite:///"
+        path = storage[len(prefix) :] if storage.startswith(prefix) else ""
+        self.path = f"{path}.ask.lock" if path and path != ":memory:" else None
+        self._file = None
+
+    def acquire(self) -> None:
+        if self.path is not None:
+            import fcntl
+
+            self._file = open(self.path, "a")  # noqa: SIM115 - held across calls, closed in release
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
 def optimize_until(
     study, config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]
 ) -> None:
@@ -368,8 +400,15 @@ def optimize_until(
 
     import warnings
 
+    lock = _AskLock(config.storage)
+
     with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
-        objective = _objective(config, tmp)
+        train_trial = _objective(config, tmp)
+
+        def objective(trial) -> float:
+            lock.release()  # the trial is claimed (RUNNING): let the next worker ask
+            return train_trial(trial)
+
         while deadline is None or time.time() < deadline:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -381,7 +420,11 @@ def optimize_until(
             if done + running >= target:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere (or died)
                 continue
-            study.optimize(objective, n_trials=1, catch=(Diverged,), callbacks=[report])
+            lock.acquire()
+            try:
+                study.optimize(objective, n_trials=1, catch=(Diverged,), callbacks=[report])
+            finally:
+                lock.release()
 
 
 def _worker(config: TuneConfig, target: int, deadline: float | None, index: int, threads: int) -> None:

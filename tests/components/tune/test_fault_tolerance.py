@@ -149,3 +149,27 @@ def test_total_trials_in_memory_runs_exactly_that_many(shared_splits):
         log=lambda _m: None,
     )
     assert result.new_trials == 2 and [t["number"] for t in result.trials] == [0, 1]
+
+
+def test_the_ask_lock_serializes_claims_on_one_sqlite_study_only(tmp_path):
+    """Two workers' locks on one SQLite study exclude each other until released; other storages
+    (row locks of their own) and in-memory studies take none."""
+    import threading
+
+    from components.tune.core import _AskLock
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first, second = _AskLock(url), _AskLock(url)
+    assert first.path == f"{tmp_path / 'study.db'}.ask.lock"
+    first.acquire()
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: (second.acquire(), got.set()))
+    waiter.start()
+    assert not got.wait(0.5)  # blocked while the first holds it
+    first.release()
+    assert got.wait(10)
+    second.release()
+    waiter.join()
+    assert _AskLock("postgresql://u@db/optuna").path is None and _AskLock("").path is None
+    assert _AskLock("sqlite:///:memory:").path is None
+    _AskLock("postgresql://u@db/optuna").acquire()  # a no-op, returns at once

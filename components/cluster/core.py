@@ -279,24 +279,31 @@ def train_job_object(
 MODEL_VERSION_LABEL = "fareflow.io/model-version"  # the InferenceService's model (model.json's model_version)
 
 
-def read_model_version(model_dir: str) -> str | None:
-    """``model_version`` from ``model_dir``/model.json (a local path or ``s3://`` prefix); None for
-    a model written before versions existed. ``UserError`` if model.json cannot be read."""
+def read_model_json(model_dir: str) -> dict:
+    """``model_dir``/model.json (a local path or ``s3://`` prefix) as a dict; ``UserError`` if it
+    is missing or unreadable."""
     from components.common import model_dir as fare_model
     from components.common import storage
 
+    where = f"{model_dir.rstrip('/')}/{fare_model.META_FILE}"
     fs, root = storage.resolve_filesystem(model_dir.rstrip("/"))
-    path = f"{root}/{fare_model.META_FILE}"
     try:
-        with fs.open_input_stream(path) as src:
+        with fs.open_input_stream(f"{root}/{fare_model.META_FILE}") as src:
             meta = json.loads(src.read().decode("utf-8"))
     except FileNotFoundError:
-        raise UserError(
-            f"{model_dir.rstrip('/')}/{fare_model.META_FILE}: missing (not a model directory)"
-        ) from None
+        raise UserError(f"{where}: missing (not a model directory)") from None
     except (OSError, ValueError) as err:
-        raise UserError(f"{model_dir.rstrip('/')}/{fare_model.META_FILE}: cannot read it ({err})") from None
-    return fare_model.model_version(meta) if isinstance(meta, dict) else None
+        raise UserError(f"{where}: cannot read it ({err})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def read_model_version(model_dir: str) -> str | None:
+    """``model_version`` from the model's model.json; None for a model written before versions."""
+    from components.common import model_dir as fare_model
+
+    return fare_model.model_version(read_model_json(model_dir))
 
 
 def inference_service_object(
@@ -500,7 +507,4 @@ def copy_model_dir(src_s3: str, dest_dir: str) -> list[str]:
 
 
 def read_model_metrics(model_dir: str) -> dict:
-    import os
-
-    with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
-        return dict(json.load(f).get("metrics") or {})
+    return dict(read_model_json(model_dir).get("metrics") or {})

@@ -130,9 +130,10 @@ def load_arrays(directory: str | Path, arch: Architecture, version: str | None =
             f"{path}: not a readable .npz of the weights ({' '.join(str(err).split())})"
         ) from None
     mlp = ArrayMLP.from_arrays(arrays, arch, str(path))
-    if version is not None and weights_digest(arrays) != version:
+    found = weights_digest(arrays) if version is not None else None
+    if found != version:
         raise UserError(
-            f"{path}: these weights are version {weights_digest(arrays)}, not the {version} "
+            f"{path}: these weights are version {found}, not the {version} "
             f"{META_FILE} names (a partial copy, or another model's file)"
         )
     return mlp

@@ -182,7 +182,7 @@ def load_model_dir(path: Path):
     if missing:
         raise UserError(f"{meta_path}: missing key(s) {', '.join(missing)} (written by fareflow train)")
     try:
-        fare_model.Architecture.from_dict(meta["architecture"])
+        arch = fare_model.Architecture.from_dict(meta["architecture"])
     except UserError as err:
         raise UserError(f"{meta_path}: architecture: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -191,7 +191,7 @@ def load_model_dir(path: Path):
             f"got {meta['architecture']!r}"
         ) from None
     try:
-        features.FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
+        spec = features.FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
     except UserError as err:
         raise UserError(f"{meta_path}: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -210,8 +210,6 @@ def load_model_dir(path: Path):
     extent, extent_source = _extent(meta, meta_path)
     if (path / fare_model.ARRAYS_FILE).is_file():
         # the weights as arrays: numpy's forward pass, torch never imported
-        arch = fare_model.Architecture.from_dict(meta["architecture"])
-        spec = features.FeatureSpec.from_json(json.dumps(meta["feature_spec"]))
         module = fare_model.load_arrays(path, arch, fare_model.model_version(meta))
         loaded = fare_model.LoadedModel(
             module, spec, arch, (float(fare_range[0]), float(fare_range[1])), meta

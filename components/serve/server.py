@@ -390,16 +390,13 @@ class FareRESTServer(RESTServer):
         name = request.path_params["model_name"]
         version, _, action = request.path_params["rest"].partition("/")
         model = self.models.get(name)
-        served = model.version if model is not None else None
-        if model is None or not served or version != served:
+        if model is None:
+            return self._refuse(request, HTTPStatus.NOT_FOUND, self._unknown_model(name))
+        served = model.version
+        if version != served:
             which = f"serves version {served}" if served else "serves no versioned model"
-            return self._refuse(
-                request,
-                HTTPStatus.NOT_FOUND,
-                f"model {name} has no version {version!r}; it {which} (use /v2/models/{name})"
-                if model is not None
-                else self._unknown_model(name),
-            )
+            message = f"model {name} has no version {version!r}; it {which} (use /v2/models/{name})"
+            return self._refuse(request, HTTPStatus.NOT_FOUND, message)
         if action == "infer":
             return await self.v2_infer(request)
         if action == "" and request.method == "GET":

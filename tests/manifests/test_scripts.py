@@ -688,9 +688,17 @@ def model_server():
     t.join(timeout=5)
 
 
-def check(url, model="taxi-fare"):
+def check(url, model="taxi-fare", *extra):
     return subprocess.run(
-        [sys.executable, str(MANIFESTS / "scripts" / "check_inference.py"), "--url", url, "--model", model],
+        [
+            sys.executable,
+            str(MANIFESTS / "scripts" / "check_inference.py"),
+            "--url",
+            url,
+            "--model",
+            model,
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -728,11 +736,14 @@ def test_check_inference_fails_for_the_wrong_model_name(model_server):
 
 
 def test_check_inference_sends_the_host_header_knative_routes_by(model_server):
-    proc = subprocess.run(
-        [sys.executable, str(MANIFESTS / "scripts" / "check_inference.py"), "--url", model_server["url"],
-         "--model", "taxi-fare", "--protocol", "v1", "--host-header", "taxi-fare-predictor.fareflow.example.com"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = check(
+        model_server["url"],
+        "taxi-fare",
+        "--protocol",
+        "v1",
+        "--host-header",
+        "taxi-fare-predictor.fareflow.example.com",
+    )
     assert proc.returncode == 0, proc.stderr
     assert model_server["hosts"] == ["taxi-fare-predictor.fareflow.example.com"]
 
@@ -919,11 +930,7 @@ def test_kind_test_schedules_a_gpu_probe_onto_the_gpu_node_within_the_quota():
 
 def test_check_inference_sends_trips_in_the_year_it_is_given(model_server):
     """A model refuses pick-up years it was not trained on: kind-test passes its data's year."""
-    proc = subprocess.run(
-        [sys.executable, str(MANIFESTS / "scripts" / "check_inference.py"), "--url", model_server["url"],
-         "--model", "taxi-fare", "--protocol", "v1", "--year", "2017"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = check(model_server["url"], "taxi-fare", "--protocol", "v1", "--year", "2017")
     assert proc.returncode == 0, proc.stderr
     ((_, body),) = model_server["seen"]
     assert {i["ORIGINDATETIME_TR"][6:10] for i in body["instances"]} == {"2017"}

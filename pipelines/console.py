@@ -4,7 +4,10 @@
 streamed output) to ``logs/pipeline.log`` and the running task's ``logs/STEP.log`` instead
 of the terminal (``verbose`` also echoes it). ``watch_tasks`` reports each task's start and
 end, and whether it was served from the cache, to a ``StepBoard``: a rich live table on a
-terminal (step, state, rows, elapsed), one plain line per finished step otherwise.
+terminal (step, state, rows, elapsed), one plain line per finished step otherwise. A running
+step's line shows its progress, read from the lines its task prints (``StepProgress``): tune's
+trial i/N, the running trial's epoch, the best validation RMSE so far and an ETA; train's
+epoch and ETA (without a live board, a plain line per finished tune trial).
 
 kfp.local 2.17 has no hook for task events, so ``watch_tasks`` wraps its two task-level
 functions (``task_executor.execute_single_task`` and
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 import sys
 import threading
@@ -38,12 +42,20 @@ class LogSink(io.TextIOBase):
     """A text stream that writes to the pipeline log, the current task's log, and (verbose)
     the terminal."""
 
-    def __init__(self, logs_dir: Path, echo: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        logs_dir: Path,
+        echo: IO[str] | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.logs_dir = logs_dir
         logs_dir.mkdir(parents=True, exist_ok=True)
         self._all = open(logs_dir / "pipeline.log", "a", encoding="utf-8")  # noqa: SIM115
         self._task: IO[str] | None = None
+        self._step: str | None = None
+        self._partial = ""  # the running task's text after its last newline
         self._echo = echo
+        self._on_line = on_line  # on_line(step, line): each whole line the running task prints
         self._lock = threading.Lock()
 
     def task_log(self, step: str) -> Path:
@@ -53,6 +65,7 @@ class LogSink(io.TextIOBase):
         with self._lock:
             self._close_task()
             self._task = open(self.task_log(step), "a", encoding="utf-8")  # noqa: SIM115
+            self._step, self._partial = step, ""
 
     def end_task(self) -> None:
         with self._lock:
@@ -62,6 +75,7 @@ class LogSink(io.TextIOBase):
         if self._task is not None:
             self._task.close()
             self._task = None
+        self._step, self._partial = None, ""
 
     def writable(self) -> bool:
         return True
@@ -71,12 +85,18 @@ class LogSink(io.TextIOBase):
 
     def write(self, text: str) -> int:
         plain = strip_ansi(text)
+        lines: list[str] = []
         with self._lock:
             self._all.write(plain)
             if self._task is not None:
                 self._task.write(plain)
             if self._echo is not None:
                 self._echo.write(text)
+            step = self._step
+            if step is not None and self._on_line is not None:
+                *lines, self._partial = (self._partial + plain).split("\n")
+        for line in lines:  # outside the lock: the callback may draw on the console
+            self._on_line(step, line.rstrip("\r"))
         return len(text)
 
     def flush(self) -> None:
@@ -98,9 +118,12 @@ class LogSink(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def capture_logs(logs_dir: Path, verbose: bool = False) -> Iterator[LogSink]:
-    """Redirect ``sys.stdout`` (where kfp.local logs and streams task output) into a LogSink."""
-    sink = LogSink(logs_dir, echo=sys.stdout if verbose else None)
+def capture_logs(
+    logs_dir: Path, verbose: bool = False, on_line: Callable[[str, str], None] | None = None
+) -> Iterator[LogSink]:
+    """Redirect ``sys.stdout`` (where kfp.local logs and streams task output) into a LogSink;
+    ``on_line(step, line)`` sees each whole line the running task prints (its progress)."""
+    sink = LogSink(logs_dir, echo=sys.stdout if verbose else None, on_line=on_line)
     try:
         with contextlib.redirect_stdout(sink):
             yield sink
@@ -169,6 +192,124 @@ def task_failure(log_text: str) -> TaskFailure:
     return TaskFailure(None, body[-1].strip(), False, "\n".join(body))
 
 
+# ---------------------------------------------------------------- step progress
+
+# What the tasks print as they go (their log lines; docs/tune.md, docs/train.md):
+#   tune: [worker I: ]trial N COMPLETE|PRUNED|FAIL: validation RMSE V after E epoch(s); {...}
+#   tune: [worker I: ]trial N epoch E/EE: train RMSE ..., validation RMSE V ...
+#   train: epoch E/EE: train RMSE ..., validation RMSE V (best), R rows/s
+_WORKER = r"(?:worker \d+: )?"
+TRIAL_DONE = re.compile(
+    rf"(?:^|[\s:\]])tune: {_WORKER}trial (?P<trial>\d+) (?P<state>COMPLETE|PRUNED|FAIL): "
+    r"validation RMSE (?P<value>\S+)"
+)
+TRIAL_EPOCH = re.compile(
+    rf"(?:^|[\s:\]])tune: {_WORKER}trial (?P<trial>\d+):? epoch (?P<epoch>\d+)/(?P<epochs>\d+)\b"
+    r"(?:.*?validation RMSE (?P<value>[-+\w.]+))?"
+)
+TRAIN_EPOCH = re.compile(
+    r"(?:^|[\s:\]])train: epoch (?P<epoch>\d+)/(?P<epochs>\d+):(?:.*?validation RMSE (?P<value>[-+\w.]+))?"
+)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``: an ETA or an elapsed time at a glance."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass
+class StepProgress:
+    """A running step's progress, read from its log lines: tune's trials (``total`` of them) and
+    their epochs, train's epochs; ``text()`` is the step line's note (with an ETA)."""
+
+    step: str
+    total: int | None = None  # tune: the trials to run (fareflow run's --tune-trials)
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0  # tune: finished trials
+    states: dict[str, int] = field(default_factory=dict)
+    best: float | None = None  # tune: best completed validation RMSE; train: best so far
+    epoch: int = 0  # the running trial's (tune) or the run's (train) last finished epoch
+    epochs: int | None = None
+    value: float | None = None  # the last epoch's validation RMSE
+
+    def feed(self, line: str) -> bool:
+        """Read one log line; True when it moved the progress on."""
+        if self.step == "tune":
+            m = TRIAL_DONE.search(line)
+            if m:
+                self.done += 1
+                self.states[m["state"]] = self.states.get(m["state"], 0) + 1
+                value = _number(m["value"])
+                if m["state"] == "COMPLETE" and value is not None:
+                    self.best = value if self.best is None else min(self.best, value)
+                self.epoch, self.value = 0, None
+                return True
+            m = TRIAL_EPOCH.search(line)
+        elif self.step == "train":
+            m = TRAIN_EPOCH.search(line)
+        else:
+            return False
+        if not m:
+            return False
+        self.epoch, self.epochs, self.value = int(m["epoch"]), int(m["epochs"]), _number(m["value"])
+        if self.step == "train" and self.value is not None:
+            self.best = self.value if self.best is None else min(self.best, self.value)
+        return True
+
+    def fraction(self) -> float | None:
+        """How much of the step is done, 0..1 (None: nothing to tell yet)."""
+        within = self.epoch / self.epochs if self.epochs else 0.0
+        if self.step == "tune":
+            if not self.total:
+                return None
+            return min(1.0, (self.done + within) / self.total)
+        return within if self.epochs else None
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far (pruning and early stopping can only shorten it)."""
+        f = self.fraction()
+        if not f:
+            return None
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        return elapsed * (1 - f) / f
+
+    def text(self, now: float | None = None) -> str:
+        parts = []
+        if self.step == "tune":
+            if self.total:
+                current = min(self.done + 1, self.total)
+                parts.append(
+                    f"{self.done}/{self.total} trials done"
+                    if self.done >= self.total
+                    else f"trial {current}/{self.total}"
+                )
+            else:
+                parts.append(f"{self.done} trial(s) done")
+        if self.epochs and self.epoch:
+            parts.append(f"epoch {self.epoch}/{self.epochs}")
+        if self.step == "tune" and self.states.get("PRUNED"):
+            parts.append(f"{self.states['PRUNED']} pruned")
+        if self.best is not None:
+            parts.append(f"best {self.best:.4f}")
+        eta = self.eta(now)
+        if eta is not None and (self.fraction() or 0) < 1:
+            parts.append(f"ETA {duration(eta)}")
+        return ", ".join(parts) if (self.done or self.epochs) else ""
+
+
 # ---------------------------------------------------------------- the step board
 
 STATE_STYLE = {
@@ -232,6 +373,8 @@ class StepBoard:
     console: Any = None  # rich Console (default: stderr)
     live: bool | None = None  # default: when the console is a terminal
     lines: dict[str, StepLine] = field(default_factory=dict)
+    trials: int | None = None  # the tune step's trials, for "trial i/N" and its ETA
+    progress_lines: bool = True  # without a live board: a plain line per finished tune trial
 
     def __post_init__(self) -> None:
         if self.console is None:
@@ -242,6 +385,7 @@ class StepBoard:
             self.live = bool(self.console.is_terminal)
         self.lines = {name: StepLine(name) for name in self.steps}
         self._live = None
+        self._progress: dict[str, StepProgress] = {}
 
     def _line(self, name: str) -> StepLine:
         if name not in self.lines:
@@ -257,12 +401,13 @@ class StepBoard:
         for line in self.lines.values():
             elapsed = line.elapsed()
             state = line.state if line.state != "running" else "running…"
+            progress = self._progress.get(line.name) if line.state == "running" else None
             table.add_row(
                 f"[bold]{line.name}[/bold]",
                 f"[{STATE_STYLE.get(line.state, '')}]{state}[/]",
                 "" if line.rows is None else f"{line.rows:,} rows",
                 "" if elapsed is None else f"{elapsed:.1f}s",
-                line.note,
+                (progress.text() if progress is not None else "") or line.note,  # ETA counts down
             )
         return table
 
@@ -298,12 +443,29 @@ class StepBoard:
     def start(self, name: str) -> None:
         line = self._line(name)
         line.state, line.started, line.seconds = "running", time.monotonic(), None
+        line.note = ""
+        self._progress[name] = StepProgress(name, total=self.trials if name == "tune" else None)
+
+    def progress(self, name: str, log_line: str) -> None:
+        """A line the running step ``name`` printed: its progress, when the line tells some, is
+        the step line's note (redrawn live; without a live board, a plain line per tune trial)."""
+        progress = self._progress.get(name)
+        line = self.lines.get(name)
+        if progress is None or line is None or line.state != "running":
+            return
+        trials = progress.done
+        if not progress.feed(log_line):
+            return
+        line.note = progress.text()
+        if not self.live and self.progress_lines and progress.done > trials:
+            self.console.print(self.plain(line), markup=False, highlight=False, soft_wrap=True)
 
     def finish(self, name: str, state: str, summary: dict | None = None) -> None:
         line = self._line(name)
         line.seconds = 0.0 if line.started is None else time.monotonic() - line.started
         line.state = state
         line.rows, line.note = rows_of(name, summary) if state != "failed" else (None, "")
+        self._progress.pop(name, None)
         if not self.live:
             self.console.print(self.plain(line), markup=False, highlight=False, soft_wrap=True)
 

@@ -127,9 +127,19 @@ def run_pipeline(
     root.mkdir(parents=True, exist_ok=True)
     logs_dir = logs_dir or workdir / "logs"
     steps = {} if steps is None else steps
-    board = StepBoard(list(STEPS), live=False if verbose else None)
+    trials = (arguments or {}).get("tune_trials")
+    board = StepBoard(
+        list(STEPS),
+        live=False if verbose else None,
+        trials=int(trials) if isinstance(trials, int) else None,
+        progress_lines=not verbose,  # -v shows the task's own lines
+    )
 
-    with capture_logs(logs_dir, verbose=verbose) as sink, warnings.catch_warnings(), board:
+    with (
+        capture_logs(logs_dir, verbose=verbose, on_line=board.progress) as sink,
+        warnings.catch_warnings(),
+        board,
+    ):
         # SubprocessRunner warns that the project image is not a plain Python image; locally the
         # tasks run in this environment, which has the same packages the image has.
         warnings.filterwarnings(
@@ -220,6 +230,18 @@ def add_truth(outputs: dict, source: str) -> None:
         return
     if isinstance(best, int | float):
         metrics["best_possible_rmse"] = best
+
+
+def drop_untuned_report(outputs: dict) -> bool:
+    """Tuning off (``--tune-trials 0``: a tune summary without trials) has nothing to report:
+    the tune step's report artifacts are left out of the run's reports and summary. True when
+    they were dropped."""
+    tune = outputs.get("tune")
+    if not isinstance(tune, dict) or tune.get("trials"):
+        return False
+    artifacts = tune.get("artifacts") or {}
+    dropped = [artifacts.pop(name) for name in ("report", "summary_md") if name in artifacts]
+    return bool(dropped)
 
 
 def print_summary(
@@ -422,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         if record["status"] != "running":
             runs.write_json(run_dir / runs.RUN_RECORD, record)
     add_truth(outputs, source)
+    drop_untuned_report(outputs)
     runs.publish_reports(outputs, run_dir / "reports", record)
     record.update(status="succeeded", metrics=runs.step_metrics(outputs))
     runs.write_json(run_dir / runs.SUMMARY, outputs)

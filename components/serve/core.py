@@ -41,6 +41,7 @@ from components.common.model_dir import ArrayMLP
 FIELD_NAMES: dict[str, str] = {**features.REQUEST_FIELDS, features.REQUEST_TIME: contract.PICKUP}
 CLEAN_TO_RAW: dict[str, str] = {clean: raw for raw, clean in FIELD_NAMES.items()}
 ACCEPTED_NAMES: frozenset[str] = frozenset(FIELD_NAMES) | frozenset(FIELD_NAMES.values())
+_RAW_NAMES: frozenset[str] = frozenset(FIELD_NAMES)
 # Rows per forward pass: bounds memory for large requests; the MLP treats rows independently.
 CHUNK_ROWS = 8192
 MAX_ROWS = 100_000  # trips per request: a bigger batch is a scoring job, not a request (HTTP 400)
@@ -266,6 +267,19 @@ def _text(value, index: int, name: str):
     return value
 
 
+def _texts_decoded(lists: dict[str, list]) -> dict[str, list]:
+    """``lists`` with a pick-up time given as UTF-8 ``bytes`` (v2 BYTES) as ``str``; as given
+    where that fails (the trip-by-trip reading then names the element)."""
+    texts = lists.get(features.REQUEST_TIME)
+    if texts is None or not any(type(t) is bytes for t in texts):
+        return lists
+    try:
+        decoded = [t.decode("utf-8") if type(t) is bytes else t for t in texts]
+    except UnicodeDecodeError:
+        return lists
+    return {**lists, features.REQUEST_TIME: decoded}
+
+
 def _as_list(values, name: str) -> list:
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
@@ -286,6 +300,8 @@ def _record_field(record: Mapping, clean: str) -> str:
 
 def check_record_keys(records: Sequence) -> None:
     """Each record names each field once and nothing else (the v2 inputs' rule, for v1)."""
+    if all(type(r) is dict and r.keys() == _RAW_NAMES for r in records):
+        return  # the common case: every record holds exactly the raw names
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise UserError(f"instance {i}: expected an object of trip fields, got {type(record).__name__}")
@@ -376,8 +392,10 @@ class FarePredictor:
         if n == 0:
             raise UserError("inputs are empty; expected at least one trip")
         _check_size(n)
-        records = [{name: _text(values[i], i, name) for name, values in lists.items()} for i in range(n)]
-        feature_columns = features.columns_from_records(records)
+        feature_columns = features.columns_from_fields(_texts_decoded(lists))
+        if feature_columns is None:  # something uncommon or wrong: trip by trip, naming it
+            records = [{name: _text(values[i], i, name) for name, values in lists.items()} for i in range(n)]
+            feature_columns = features.columns_from_records(records)
         names = {clean: (raw if raw in columns else clean) for raw, clean in FIELD_NAMES.items()}
         self._check_domain(feature_columns, lambda _i, clean: names[clean])
         return self._predict(feature_columns)

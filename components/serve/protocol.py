@@ -42,9 +42,32 @@ V2_KEYS = ("id", "parameters", "inputs", "outputs")
 V2_INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
 V2_OUTPUT_KEYS = ("name", "parameters")
 _KEY_END = re.compile(rb'"\s*:')  # where a key ends, outside strings (and rarely inside one)
+_SPACED_KEY_END = re.compile(rb'"\s+:')
 
 
 # --- JSON ------------------------------------------------------------------------------------
+
+
+def _key_ends(body: bytes) -> int:
+    """How often a quote, optional whitespace and a colon occur in ``body``: at least once per
+    key of every object in it."""
+    if _SPACED_KEY_END.search(body) is None:  # the usual body: every key ends with `":`
+        return body.count(b'":')
+    return len(_KEY_END.findall(body))
+
+
+def _keys_shallow(doc) -> int:
+    """Keys of ``doc``, of the objects among its values and of the objects in its list values --
+    a v1 body's trips and a v2 body's inputs -- without walking further (so at most all keys)."""
+    if not isinstance(doc, dict):
+        return 0
+    count = len(doc)
+    for value in doc.values():
+        if isinstance(value, dict):
+            count += len(value)
+        elif isinstance(value, list):
+            count += sum(len(item) for item in value if isinstance(item, dict))
+    return count
 
 
 def _keys_counted(doc) -> int:
@@ -76,8 +99,11 @@ def loads(body: bytes):
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise UserError(f"request body: not valid JSON ({err})") from None
-    # Each key in the text ends with `":`; the parsed objects hold fewer keys only if one repeated.
-    if sum(1 for _ in _KEY_END.finditer(body)) != _keys_counted(doc):
+    # Each key in the text ends with `"\s*:`, so the text has at least as many key ends as the
+    # parsed objects have keys, and more only if a key repeated (or `":` occurs inside a string);
+    # a count of the objects' keys that misses some only sends the body to the exact check.
+    ends = _key_ends(body)
+    if ends != _keys_shallow(doc) and ends != _keys_counted(doc):
         try:
             json.loads(body, object_pairs_hook=_refuse_duplicates)
         except RecursionError:
@@ -256,6 +282,16 @@ def _flat(data: list, rows: int) -> list:
     return data
 
 
+def _finite_numbers(values: list) -> bool:
+    """Whether every value is a finite ``float`` or ``int`` (not bool), checked as one array."""
+    if not all(type(v) is float or type(v) is int for v in values):
+        return False
+    try:
+        return bool(np.isfinite(np.array(values, dtype=np.float64)).all())
+    except OverflowError:
+        return False
+
+
 def tensor_values(tensor: Tensor):
     """The values of one input as a 1-D list or array, checked against its datatype and shape."""
     name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
@@ -293,10 +329,14 @@ def tensor_values(tensor: Tensor):
             f"input {name}: {datatype} data does not fit shape {shape} ({len(values)} element(s))"
         )
     if datatype == TIME_DATATYPE:
+        if all(isinstance(v, str | bytes) for v in values):
+            return values
         for i, v in enumerate(values):
             if not isinstance(v, str | bytes):
                 raise UserError(f"input {name}: element {i}: expected a string (BYTES), got {v!r}")
     else:
+        if _finite_numbers(values):
+            return values
         for i, v in enumerate(values):
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
                 raise UserError(

@@ -151,10 +151,10 @@ FEATURES: tuple[str, ...] = (
     "hour",
 )
 
-# In each quality output directory (clean, rejected, stats): {"step": "quality", "role": ...,
-# "complete": bool}. Written with complete=false before the step writes anything there and
-# rewritten with complete=true once it has written all of it; readers require true.
-QUALITY_MARKER = "_fareflow_quality.json"
+# The step names in the _SUCCESS markers of the outputs (components.common.staged) that one
+# step hands the next: ingest's raw Parquet, quality's clean/rejected/stats ({"role": ...}).
+INGEST_STEP = "ingest"
+QUALITY_STEP = "quality"
 
 # --- population statistics (quality -> sample) --------------------------------
 # An artifact directory holding:

@@ -1,5 +1,6 @@
 """The data sets one step hands the next, read one way: the quality step's clean and
-rejected rows and its population statistics (docs/quality.md), refused unless complete."""
+rejected rows and its population statistics (docs/quality.md), refused unless their
+``_SUCCESS`` marker says the quality step finished them (``components.common.staged``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 
 from . import contract
 from .errors import UserError
-from .storage import read_json, resolve_filesystem
+from .staged import require_complete
+from .storage import resolve_filesystem
 
 RULE_COLUMN = "rule"
 # Clean files hold CLEAN_SCHEMA minus the partition keys (which the path carries).
@@ -50,18 +52,6 @@ def check_schema(dataset: ds.Dataset, uri: str) -> None:
                 raise UserError(f"{fragment.path}: column {want.name!r} is {got}, expected {want.type}")
 
 
-def require_quality_complete(fs: pafs.FileSystem, path: str, uri: str) -> None:
-    """The quality step marks its clean output complete last: never sample a half-written one."""
-    marker = f"{path.rstrip('/')}/{contract.QUALITY_MARKER}"
-    missing = f"{uri}: no {contract.QUALITY_MARKER}; expected the clean output of the quality step"
-    state = read_json(fs, marker, missing)
-    if not isinstance(state, dict) or state.get("step") != "quality" or state.get("complete") is not True:
-        raise UserError(
-            f"{uri}: the quality step has not finished writing it ({contract.QUALITY_MARKER}: {state}); "
-            "rerun quality"
-        )
-
-
 def open_clean(uri: str) -> ds.Dataset:
     """The clean, hive-partitioned (year=/month=) Parquet data set, typed per CLEAN_SCHEMA;
     only once the quality step has marked it complete."""
@@ -69,7 +59,7 @@ def open_clean(uri: str) -> ds.Dataset:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{uri}: clean data set not found")
-    require_quality_complete(fs, path, uri)
+    require_complete(uri, contract.QUALITY_STEP)  # never read a half-written clean output
     try:
         dataset = ds.dataset(
             path,
@@ -87,6 +77,7 @@ def open_clean(uri: str) -> ds.Dataset:
 
 def clean_dataset(uri: str) -> ds.Dataset:
     """The clean data set with contract.CLEAN_SCHEMA types (year/month from the paths)."""
+    require_complete(uri, contract.QUALITY_STEP)
     fs, root = resolve_filesystem(uri)
     return ds.dataset(
         root,
@@ -109,6 +100,7 @@ def read_clean(uri: str) -> pa.Table:
 
 def read_rejected(uri: str) -> pa.Table:
     """All rejected raw rows (with ``rule``, year, month) in partition order, then source order."""
+    require_complete(uri, contract.QUALITY_STEP)
     fs, root = resolve_filesystem(uri)
     schema = REJECTED_SCHEMA.append(contract.PARTITION_SCHEMA.field("year")).append(
         contract.PARTITION_SCHEMA.field("month")
@@ -133,6 +125,7 @@ def _frag_key(path: str) -> tuple[int, int, str]:
 
 def load_stats(stats_uri: str) -> tuple[dict, pa.Table]:
     """Population statistics written by the quality step: (stats.json, reservoir table)."""
+    require_complete(stats_uri, contract.QUALITY_STEP)
     root = stats_uri.rstrip("/")
     fs, path = resolve_filesystem(f"{root}/{contract.POPULATION_STATS_FILE}")
     try:

@@ -13,7 +13,6 @@ import http.client
 import io
 import os
 import posixpath
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -253,7 +252,7 @@ def s3_client():
     )
 
 
-def _s3_error(uri: str, err: Exception) -> UserError:
+def s3_error(uri: str, err: Exception) -> UserError:
     from botocore.exceptions import ClientError
 
     if isinstance(err, ClientError):
@@ -271,19 +270,19 @@ def _s3_sources(uri: str) -> list[TextSource]:
     try:
         if has_glob(key):
             literal = key[: min(key.index(c) for c in _GLOB_CHARS if c in key)]
-            objects = [o for o in _s3_list(client, bucket, literal) if fnmatch.fnmatchcase(o["Key"], key)]
+            objects = [o for o in s3_list(client, bucket, literal) if fnmatch.fnmatchcase(o["Key"], key)]
             explicit = False
         else:
             # A key ending in "/" (an S3 "folder" marker object) is a prefix, never a file.
             is_file_key = key and not key.endswith("/")
-            exact = [o for o in _s3_list(client, bucket, key) if o["Key"] == key] if is_file_key else []
+            exact = [o for o in s3_list(client, bucket, key) if o["Key"] == key] if is_file_key else []
             if exact:
                 objects, explicit = exact, True
             else:
                 prefix = key.rstrip("/") + "/" if key else ""
-                objects, explicit = list(_s3_list(client, bucket, prefix)), False
+                objects, explicit = list(s3_list(client, bucket, prefix)), False
     except (BotoCoreError, ClientError) as err:
-        raise _s3_error(uri, err) from None
+        raise s3_error(uri, err) from None
     objects = sorted((o for o in objects if explicit or _is_candidate(o["Key"])), key=lambda o: o["Key"])
     if not objects:
         raise UserError(f"{uri}: no {TEXT_SUFFIX} or {ARCHIVE_SUFFIX} objects at this location")
@@ -304,13 +303,13 @@ def _s3_sources(uri: str) -> list[TextSource]:
                 try:
                     return client.get_object(Bucket=bucket, Key=k)["Body"]
                 except (BotoCoreError, ClientError) as err:
-                    raise _s3_error(u, err) from None
+                    raise s3_error(u, err) from None
 
             found.append(TextSource(name, obj_uri, obj["Size"], explicit, open_object))
     return found
 
 
-def _s3_list(client, bucket: str, prefix: str) -> Iterator[dict]:
+def s3_list(client, bucket: str, prefix: str) -> Iterator[dict]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from page.get("Contents", [])
 
@@ -348,7 +347,7 @@ class _S3RangeReader(io.RawIOBase):
             )["Body"]
             data = body.read()
         except (BotoCoreError, ClientError) as err:
-            raise _s3_error(self._uri, err) from None
+            raise s3_error(self._uri, err) from None
         buf[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -400,7 +399,7 @@ def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
     return [TextSource(name, uri, size, True, lambda: _http_open(uri))]
 
 
-# --- writing a directory of files atomically ----------------------------------------------
+# --- completion markers (the protocol: components.common.staged) ---------------------------
 
 SUCCESS_MARKER = "_SUCCESS"
 INCOMPLETE_MARKER = "_INCOMPLETE"
@@ -421,150 +420,18 @@ def read_json(fs: pafs.FileSystem, path: str, missing: str) -> object:
 
 
 def output_is_complete(uri: str) -> bool:
-    """Whether ``uri`` holds a committed output (its ``_SUCCESS`` marker exists).
-
-    Readers of a staged output (e.g. ingest's raw Parquet on S3, where there is no
-    atomic rename) must check this before reading: files without the marker are the
-    remains of a failed or running write.
-    """
+    """Whether ``uri`` holds a committed output (its ``_SUCCESS`` marker exists), whichever step
+    wrote it. ``components.common.staged.require_complete`` also checks the step."""
     fs, root = resolve_filesystem(uri)
     return fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type == pafs.FileType.File
 
 
+def not_complete(uri: str) -> UserError:
+    return UserError(f"{uri}: no {SUCCESS_MARKER} marker: not a complete output (a failed or running write?)")
+
+
 def require_complete(uri: str) -> None:
+    """Step-agnostic: any step's ``_SUCCESS`` will do (train's and tune's split readers); readers
+    that know the step they expect use ``components.common.staged.require_complete``."""
     if not output_is_complete(uri):
-        raise UserError(
-            f"{uri}: no {SUCCESS_MARKER} marker: not a complete output (a failed or running write?)"
-        )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-class StagedOutput:
-    """A directory of files at a local path or ``s3://`` prefix, committed all at once.
-
-    Local: files go to a hidden sibling staging directory that is renamed into place on
-    :meth:`commit` (an existing committed output is replaced); on failure the staging
-    directory is removed, so the target is never half written.
-
-    S3 (no rename): an ``_INCOMPLETE`` marker is written first, earlier contents of the
-    prefix are deleted, files are written in place and ``_SUCCESS`` is written last, then
-    ``_INCOMPLETE`` is removed. A failed run leaves at most ``_INCOMPLETE`` and partial
-    files, never ``_SUCCESS``: readers require ``_SUCCESS`` (see :func:`require_complete`).
-
-    Both refuse to replace a non-empty location that is not a committed or failed output
-    of this class (no marker), so a wrong ``--output`` cannot wipe unrelated data.
-    Use as a context manager; leaving it with an exception aborts.
-    """
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.fs, self.target = resolve_filesystem(uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.root = ""  # where files are written until commit (a path inside self.fs)
-        self.committed = False
-        self._s3 = None if self.local else s3_client()
-
-    def __enter__(self) -> StagedOutput:
-        try:
-            self._begin()
-        except OSError as err:
-            raise UserError(f"{self.uri}: cannot write here: {err}") from None
-        except Exception as err:
-            if type(err).__module__.startswith("botocore"):
-                raise _s3_error(self.uri, err) from None
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and not self.committed:
-            self.abort()
-
-    def path(self, relative: str) -> str:
-        """Path (inside ``self.fs``) to write ``relative`` to; parent directories are created."""
-        full = f"{self.root}/{relative}"
-        if self.local:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-        return full
-
-    def _existing(self) -> list[str]:
-        """Relative names of the objects under the target (empty if it does not exist)."""
-        info = self.fs.get_file_info(self.target)
-        if info.type == pafs.FileType.File:
-            raise UserError(f"{self.uri}: exists and is a file; give a directory or prefix")
-        if self.local:
-            if info.type == pafs.FileType.NotFound:
-                return []
-            selector = pafs.FileSelector(self.target, recursive=True, allow_not_found=True)
-            return [
-                i.path[len(self.target) + 1 :]
-                for i in self.fs.get_file_info(selector)
-                if i.type == pafs.FileType.File
-            ]
-        # boto3 for listing and deleting on S3: it shows (and deletes) everything, including
-        # the empty "directory" objects pyarrow leaves behind when it deletes a file.
-        bucket, key = split_s3(self.uri)
-        prefix = key.rstrip("/") + "/" if key else ""
-        return [o["Key"][len(prefix) :] for o in _s3_list(self._s3, bucket, prefix)]
-
-    def _delete(self, relative: str) -> None:
-        bucket, key = split_s3(self.uri)
-        self._s3.delete_object(Bucket=bucket, Key=f"{key.rstrip('/')}/{relative}" if key else relative)
-
-    def _begin(self) -> None:
-        existing = self._existing()
-        objects = [n for n in existing if n and not n.endswith("/")]  # not S3 "directory" markers
-        if objects and SUCCESS_MARKER not in objects and INCOMPLETE_MARKER not in objects:
-            raise UserError(
-                f"{self.uri}: exists and is not an output of this tool (no {SUCCESS_MARKER}); "
-                "refusing to replace it -- choose a new or empty location"
-            )
-        if self.local:
-            parent, name = os.path.split(self.target)
-            os.makedirs(parent, exist_ok=True)
-            self.root = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
-            # mkdtemp makes it 0700; the committed output gets an ordinary directory's mode.
-            os.chmod(self.root, 0o777 & ~_umask())
-            return
-        self.root = self.target
-        self._write(INCOMPLETE_MARKER, b"write in progress or failed; readers need _SUCCESS\n")
-        for name in sorted(existing, key=lambda n: n != SUCCESS_MARKER):  # _SUCCESS goes first
-            if name != INCOMPLETE_MARKER:
-                self._delete(name)
-
-    def _write(self, relative: str, data: bytes) -> None:
-        with self.fs.open_output_stream(self.path(relative)) as out:
-            out.write(data)
-
-    def commit(self, marker: bytes = b"") -> None:
-        """Write the ``_SUCCESS`` marker (``marker`` as its content) and publish the files."""
-        self._write(SUCCESS_MARKER, marker)
-        if self.local:
-            old = None
-            if os.path.lexists(self.target):
-                old = tempfile.mkdtemp(
-                    prefix=f".{os.path.basename(self.target)}.old-", dir=os.path.dirname(self.target)
-                )
-                os.rename(self.target, os.path.join(old, "previous"))
-            os.rename(self.root, self.target)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            self._delete(INCOMPLETE_MARKER)
-        self.committed = True
-
-    def abort(self) -> None:
-        """Discard what was written (best effort; S3 keeps its ``_INCOMPLETE`` marker)."""
-        try:
-            if self.local:
-                shutil.rmtree(self.root, ignore_errors=True)
-                return
-            for name in self._existing():
-                if name != INCOMPLETE_MARKER:
-                    self._delete(name)
-        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
-            pass
+        raise not_complete(uri)

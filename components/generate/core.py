@@ -2,14 +2,13 @@
 
 ``generate(GenerateConfig)`` writes ``taxi_YYYY_MM.txt`` (or ``taxi_YYYY.zip``) files, each
 month's rows drawn from a seed of its own, and ``truth.json`` (the model's parameters and the
-best achievable RMSE); a file is written under a ``.partial`` name and renamed when complete.
+best achievable RMSE), staged and committed with a ``_SUCCESS`` marker of step ``generate`` last.
 Format, model and defects: docs/generator.md."""
 
 from __future__ import annotations
 
 import calendar
 import json
-import os
 import re
 import sys
 import time
@@ -22,10 +21,13 @@ import numpy as np
 from components.common import contract
 from components.common.configspec import option
 from components.common.errors import UserError
+from components.common.staged import StagedOutput
 
 from .month import _month_context, _write_month
 from .parameters import GENERATOR_VERSION, TRUTH_FILE, ZIP_COMPRESSLEVEL
 from .trip_model import model_parameters
+
+STEP = "generate"  # the name its output's _SUCCESS marker carries
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def _check(config: GenerateConfig) -> list[tuple[int, int]]:
         raise UserError(f"--seed {config.seed!r}: expected a non-negative integer")
     if not config.out:
         raise UserError("--out: an output directory is required")
+    if "://" in config.out:
+        raise UserError(f"--out {config.out}: expected a local directory")
     return parse_months(config.months)
 
 
@@ -147,33 +151,25 @@ def year_archive_name(year: int) -> str:
 
 
 def generate(config: GenerateConfig, progress: bool = False) -> GenerateResult:
-    """Write the trip files and truth.json into ``config.out``; return what was written."""
+    """Write the trip files and truth.json into ``config.out``, staged (``components.common.staged``:
+    a hidden sibling directory renamed into place, ``_SUCCESS`` last); return what was written."""
     started = time.perf_counter()
     months = _check(config)
     per_month = allocate_rows(config.rows, months)
     out = Path(config.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--out {config.out}: cannot create the directory: {err.strerror}") from err
     _refuse_stale_outputs(out, config, months)
-
-    # An old truth.json would make a failed run look complete: it goes first, comes back last.
-    (out / TRUTH_FILE).unlink(missing_ok=True)
     counts: dict = {"_next_id": 1}
     plan = [(y, m, rows) for (y, m), rows in zip(months, per_month, strict=True)]
-    written: list[Path] = []
-    try:
+    with StagedOutput(config.out, STEP) as staged:
+        staging = Path(staged.root)
         with _Progress(progress, config.rows) as bar:
             write = _write_zips if config.zip else _write_txts
-            file_rows = write(out, plan, config.seed, counts, bar.advance, written)
+            file_rows = write(staging, plan, config.seed, counts, bar.advance)
         truth = _truth(config, months, file_rows, counts)
-        _partial(out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
-        _commit(out / TRUTH_FILE)
-    finally:
-        for path in [*written, out / TRUTH_FILE]:
-            _partial(path).unlink(missing_ok=True)
-    return GenerateResult(files=written, rows=config.rows, truth=truth, seconds=time.perf_counter() - started)
+        (staging / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
+        staged.commit({"rows": truth["rows"], "files": file_rows, "version": GENERATOR_VERSION})
+    files = [out / name for name in dict.fromkeys(f["file"].split("!")[0] for f in file_rows)]
+    return GenerateResult(files=files, rows=config.rows, truth=truth, seconds=time.perf_counter() - started)
 
 
 def _output_names(config: GenerateConfig, months) -> set[str]:
@@ -188,6 +184,8 @@ def _output_names(config: GenerateConfig, months) -> set[str]:
 def _refuse_stale_outputs(out: Path, config: GenerateConfig, months) -> None:
     """Refuse an --out holding taxi_* files this run would not overwrite: ingest would read them too."""
     expected = _output_names(config, months)
+    if not out.is_dir():
+        return  # absent (or a file: the staged output says so)
     try:
         present = sorted(p.name for p in out.iterdir() if p.name.startswith("taxi_"))
     except OSError as err:
@@ -197,32 +195,28 @@ def _refuse_stale_outputs(out: Path, config: GenerateConfig, months) -> None:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise UserError(
             f"--out {config.out} already holds {', '.join(stale[:3])}{more}, which this run would not "
-            "overwrite (ingest would read both); use an empty directory or remove them"
+            "write (a run replaces an output of the same months and format only); use an empty directory "
+            "or remove them"
         )
 
 
-def _write_txts(out: Path, plan, seed: int, counts: dict, advance, written: list[Path]) -> list[dict]:
-    """One taxi_YYYY_MM.txt per month (written as a hidden .partial, renamed when complete)."""
+def _write_txts(out: Path, plan, seed: int, counts: dict, advance) -> list[dict]:
+    """One taxi_YYYY_MM.txt per month."""
     file_rows = []
     for year, month, rows in plan:
         final = out / month_file_name(year, month)
-        written.append(final)
-        with open(_partial(final), "wb") as sink:
+        with open(final, "wb") as sink:
             _write_month(sink, [seed, year, month], _month_context(year, month), rows, counts, advance)
-        _commit(final)
         file_rows.append({"file": final.name, "rows": rows})
     return file_rows
 
 
-def _write_zips(out: Path, plan, seed: int, counts: dict, advance, written: list[Path]) -> list[dict]:
+def _write_zips(out: Path, plan, seed: int, counts: dict, advance) -> list[dict]:
     """One taxi_YYYY.zip per year; each month streams straight into its member (no .txt on disk)."""
     file_rows = []
     for year in sorted({y for y, _, _ in plan}):
         final = out / year_archive_name(year)
-        written.append(final)
-        with zipfile.ZipFile(
-            _partial(final), "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL
-        ) as archive:
+        with zipfile.ZipFile(final, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_COMPRESSLEVEL) as archive:
             for _, month, rows in (p for p in plan if p[0] == year):
                 name = month_file_name(year, month)
                 # Fixed timestamp so the archive bytes depend on the config only.
@@ -236,16 +230,7 @@ def _write_zips(out: Path, plan, seed: int, counts: dict, advance, written: list
                         sink, [seed, year, month], _month_context(year, month), rows, counts, advance
                     )
                 file_rows.append({"file": f"{final.name}!{name}", "rows": rows})
-        _commit(final)
     return file_rows
-
-
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def _commit(path: Path) -> None:
-    os.replace(_partial(path), path)
 
 
 def _num(x: float) -> float | None:

@@ -2,14 +2,13 @@
 
 ``ingest(IngestConfig)`` reads every ``taxi_YYYY_MM.txt`` of a local path, glob, ``.zip``,
 ``s3://`` or ``http(s)://`` source, writes ``contract.RAW_SCHEMA`` part files and the quarantine
-through ``StagedOutput`` (``_SUCCESS`` last) and returns the summary. Output layout, parsing
+through ``components.common.staged`` (``_SUCCESS`` of step ``ingest`` last) and returns the summary. Output layout, parsing
 rules and invariants: docs/ingest.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -22,11 +21,14 @@ from components.common import contract
 from components.common.configspec import option
 from components.common.errors import UserError
 from components.common.progress import progress_bar
-from components.common.storage import StagedOutput, TextSource, text_sources
+from components.common.staged import StagedOutput
+from components.common.storage import TextSource, text_sources
 
 from .files import BLOCK_SIZE, PARSE_WORKERS, _ingest_file, _Worker
 from .parse import _MONTH_FILE, FileStats, _member_name
 from .writers import QUARANTINE_DIR, QUARANTINE_FILE, _PartitionWriter, _QuarantineWriter
+
+STEP = contract.INGEST_STEP  # the name its output's _SUCCESS marker carries
 
 
 def _block_mb(text: str) -> int:
@@ -75,9 +77,9 @@ def ingest(config: IngestConfig) -> dict:
         raise UserError(f"block size {config.block_size} is too small (at least 1024 bytes)")
     with text_sources(config.source) as found, ExitStack() as stack:
         sources, skipped = _select(config.source, found)
-        raw_out = stack.enter_context(StagedOutput(config.output))
+        raw_out = stack.enter_context(StagedOutput(config.output, STEP))
         if config.quarantine:
-            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine)), QUARANTINE_FILE
+            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine, STEP)), QUARANTINE_FILE
         else:
             q_out, q_rel = raw_out, f"{QUARANTINE_DIR}/{QUARANTINE_FILE}"
         parts = _PartitionWriter(raw_out, config.compression)
@@ -99,10 +101,9 @@ def ingest(config: IngestConfig) -> dict:
         writer.submit(quarantine.close)
         writer.join()
         summary = _summary(config, stats, reasons, parts, quarantine, skipped)
-        marker = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
         if q_out is not raw_out:
-            q_out.commit(marker)
-        raw_out.commit(marker)
+            q_out.commit(summary)
+        raw_out.commit(summary)
     seconds = time.perf_counter() - start
     summary["seconds"] = round(seconds, 3)
     summary["rows_per_s"] = round(summary["rows_read"] / seconds) if seconds else None

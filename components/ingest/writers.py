@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.common import contract
-from components.common.storage import StagedOutput
+from components.common.staged import StagedOutput
 
 from .parse import _DICTIONARY_COLUMNS, _STATS_COLUMNS
 

@@ -7,10 +7,11 @@ Layout and statistics: docs/quality.md. Readers for later steps: ``components.co
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from dataclasses import replace
 from multiprocessing import get_all_start_methods, get_context
 
 import pyarrow.fs as pafs
@@ -18,56 +19,38 @@ import pyarrow.fs as pafs
 from components.common import contract
 from components.common.errors import UserError
 from components.common.progress import progress_bar
+from components.common.staged import StagedOutput
 from components.common.storage import resolve_filesystem
 
-from .clean_partition import PartitionJob, process_partition, write_text
+from .clean_partition import PartitionJob, process_partition
 from .config import WORKER_MEMORY_MB, QualityConfig  # noqa: F401 (the step's API)
-from .layout import QUALITY_MARKER, join_uri
+from .layout import STEP, join_uri
 from .merge import merge
 from .partitions import Partition, find_partition, plan_partitions
 from .result import QualityResult
 from .rules import RuleSet
 
-
-def _is_quality_output(fs: pafs.FileSystem, path: str) -> bool:
-    """Whether the directory carries the marker of a quality run (finished or not)."""
-    marker = join_uri(path, QUALITY_MARKER)
-    if fs.get_file_info(marker).type != pafs.FileType.File:
-        return False
-    try:
-        with fs.open_input_stream(marker) as src:
-            return json.loads(src.read().decode()).get("step") == "quality"
-    except (OSError, ValueError, AttributeError):
-        return False
+ROLES = ("output", "rejected", "stats")  # each output's marker names its role
 
 
-def write_marker(uri: str, role: str, complete: bool) -> None:
-    """``<uri>/_fareflow_quality.json``: written (``complete`` false) when the directory is
-    prepared, rewritten (``complete`` true) once the step has written all of it."""
-    write_text(
-        join_uri(uri, QUALITY_MARKER), json.dumps({"step": "quality", "role": role, "complete": complete})
-    )
-
-
-def prepare_output(uri: str, overwrite: bool, role: str = "output") -> None:
-    """Refuse to mix with an earlier run's files. With ``overwrite``, empty the directory,
-    but only when it carries the quality marker (an earlier quality output): anything else
-    is refused, so a wrong location cannot wipe unrelated data. Marks it as being written."""
+def open_output(uri: str, overwrite: bool) -> StagedOutput:
+    """The staged output at ``uri`` (``components.common.staged``): written in a staging place,
+    its ``_SUCCESS`` marker of step ``quality`` last. A non-empty directory is refused unless
+    ``overwrite`` (then only an earlier quality output is replaced, never anything else)."""
     fs, path = resolve_filesystem(uri)
     info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        raise UserError(f"{uri}: exists and is a file; expected a directory")
-    if info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(path)):
-        if not overwrite:
-            raise UserError(f"{uri}: output directory is not empty (pass --overwrite to replace it)")
-        if not _is_quality_output(fs, path):
-            raise UserError(
-                f"{uri}: not empty and not a previous quality output (no {QUALITY_MARKER}); "
-                "refusing to delete it with --overwrite: give a new or empty directory"
-            )
-        fs.delete_dir_contents(path)
-    fs.create_dir(path, recursive=True)
-    write_marker(uri, role, complete=False)
+    if not overwrite and info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(path)):
+        raise UserError(f"{uri}: output directory is not empty (pass --overwrite to replace it)")
+    return StagedOutput(uri, STEP)
+
+
+def _open_outputs(stack: ExitStack, outputs: dict[str, str], overwrite: bool) -> dict[str, StagedOutput]:
+    return {role: stack.enter_context(open_output(uri, overwrite)) for role, uri in outputs.items()}
+
+
+def _commit(staged: dict[str, StagedOutput]) -> None:
+    for role, out in staged.items():
+        out.commit({"role": role})
 
 
 def _location(uri: str) -> tuple[str, str]:
@@ -169,14 +152,25 @@ def run_quality(config: QualityConfig) -> QualityResult:
         outputs["partials"] = cfg.partials
     check_locations(cfg.input, outputs)
     partitions = plan_partitions(cfg.input)
-    for role in ("output", "rejected", "stats"):
-        prepare_output(outputs[role], cfg.overwrite, role)
-    workers = min(cfg.workers, len(partitions))
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    run_partitions(jobs_for(cfg, partitions, threads), workers, cfg.progress)
-    result = merge([cfg.partials], cfg.ruleset, cfg.stats)
-    for role in ("output", "rejected", "stats"):
-        write_marker(outputs[role], role, complete=True)
+    with ExitStack() as stack:
+        staged = _open_outputs(stack, {r: outputs[r] for r in ROLES}, cfg.overwrite)
+        partials = cfg.partials
+        if _within(_location(partials), _location(cfg.stats)):  # inside stats: staged with it
+            partials = join_uri(
+                staged["stats"].root_uri, _location(partials)[1][len(_location(cfg.stats)[1]) :]
+            )
+        staging = replace(
+            cfg,
+            output=staged["output"].root_uri,
+            rejected=staged["rejected"].root_uri,
+            stats=staged["stats"].root_uri,
+            partials=partials,
+        )
+        workers = min(cfg.workers, len(partitions))
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        run_partitions(jobs_for(staging, partitions, threads), workers, cfg.progress)
+        result = merge([partials], cfg.ruleset, staging.stats)
+        _commit(staged)
     return result
 
 
@@ -215,13 +209,22 @@ def merge_partition_outputs(
 ) -> QualityResult:
     """The merge task: gather the fan-out outputs into one clean/rejected data set + statistics."""
     outputs = {"output": clean_uri, "rejected": rejected_uri, "stats": stats_uri}
-    for role, uri in outputs.items():
-        prepare_output(uri, overwrite=False, role=role)
+    with ExitStack() as stack:
+        staged = _open_outputs(stack, outputs, overwrite=False)
+        roots = {role: out.root_uri for role, out in staged.items()}
+        _gather(part_uris, roots)
+        result = merge([join_uri(roots["stats"], "partitions")], ruleset, roots["stats"])
+        _commit(staged)
+    return result
+
+
+def _gather(part_uris: Sequence[str], roots: dict[str, str]) -> None:
+    """Copy the fan-out tasks' files into the (staged) outputs; a file made twice is an error."""
     for uri in part_uris:
         for sub, dest in (
-            ("clean", clean_uri),
-            ("rejected", rejected_uri),
-            ("partials", join_uri(stats_uri, "partitions")),
+            ("clean", roots["output"]),
+            ("rejected", roots["rejected"]),
+            ("partials", join_uri(roots["stats"], "partitions")),
         ):
             src_fs, src = resolve_filesystem(join_uri(uri, sub))
             dst_fs, dst = resolve_filesystem(dest)
@@ -234,7 +237,3 @@ def merge_partition_outputs(
                     raise UserError(f"{uri}: {sub}/{rel} was produced by more than one partition task")
                 dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
                 pafs.copy_files(entry.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
-    result = merge([join_uri(stats_uri, "partitions")], ruleset, stats_uri)
-    for role, uri in outputs.items():
-        write_marker(uri, role, complete=True)
-    return result

@@ -12,9 +12,8 @@ from components.common.errors import UserError
 from components.common.storage import resolve_filesystem
 
 PART_FILE = "part-0.parquet"
-# In each output directory (clean, rejected, stats): says a quality run wrote it, so that
-# --overwrite may empty it; "complete" turns true once the run has finished writing.
-QUALITY_MARKER = contract.QUALITY_MARKER
+# The name in each output's _SUCCESS marker (components.common.staged), with its role.
+STEP = contract.QUALITY_STEP
 PARTIAL_FILE = "partial.json"
 PARTIAL_RESERVOIR = "reservoir.parquet"
 PARTIAL_PROFILE_SAMPLE = "profile_sample.parquet"

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from components.common import contract
 from components.common.errors import UserError
-from components.common.storage import require_complete, resolve_filesystem
+from components.common.staged import require_complete
+from components.common.storage import resolve_filesystem
 
 from .layout import PARTITION_DIR, join_uri
 
@@ -42,7 +44,9 @@ def plan_partitions(raw_uri: str) -> list[Partition]:
         raise UserError(
             f"{raw_uri}: input is not a directory (expected the ingest output, year=/month= Parquet)"
         )
-    require_complete(raw_uri)  # ingest writes _SUCCESS last: never clean a half-written input
+    require_complete(
+        raw_uri, contract.INGEST_STEP
+    )  # ingest writes _SUCCESS last: never clean a half-written input
     found: dict[tuple[int, int], Partition] = {}
     for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         if entry.type != pafs.FileType.File or not entry.base_name.endswith(".parquet"):

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from components.common import contract
 from components.common.errors import UserError
+from components.common.staged import require_complete
 from components.common.storage import read_json, resolve_filesystem
 
 TESTED_COLUMNS: tuple[str, ...] = (contract.LABEL, *contract.FEATURES)
@@ -61,7 +62,9 @@ class Population:
 
 
 def load_population(uri: str) -> Population:
-    """Read ``stats.json`` and ``reservoir.parquet`` from a population-stats directory."""
+    """Read ``stats.json`` and ``reservoir.parquet`` from a population-stats directory (only once
+    the quality step has marked it complete)."""
+    require_complete(uri, contract.QUALITY_STEP)
     fs, root = resolve_filesystem(uri)
     stats_path = f"{root}/{contract.POPULATION_STATS_FILE}"
     reservoir_path = f"{root}/{contract.POPULATION_RESERVOIR_FILE}"

@@ -29,29 +29,26 @@ sample was already in the old one (the bottom-k threshold can only fall as rows 
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from components.common import contract
 from components.common.datasets import open_clean
 from components.common.errors import UserError
-from components.common.storage import resolve_filesystem
+from components.common.staged import StagedOutput, check_destination
 
 from . import checks, hashing
 from .config import DEFAULT_FRACTIONS, SampleConfig, parse_fractions  # noqa: F401 (the step's API)
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 BATCH_ROWS = 1 << 18
-# Output markers: _INCOMPLETE while the splits are being written, _SUCCESS (the summary) last.
-SUCCESS_MARKER = "_SUCCESS"
-INCOMPLETE_MARKER = "_INCOMPLETE"
+STEP = "sample"  # the name its output's _SUCCESS marker carries (the summary beside it)
 
 
 class SampleCheckFailed(UserError):
@@ -150,79 +147,35 @@ def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-def _read_json(fs: pafs.FileSystem, path: str) -> dict | None:
-    try:
-        with fs.open_input_stream(path) as src:
-            doc = json.loads(src.read().decode())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def check_output(output_uri: str) -> None:
-    """The output must be new, empty or an earlier output of this step (it carries
-    ``_SUCCESS`` or ``_INCOMPLETE`` with ``"step": "sample"``): writing the splits replaces
-    ``train/``, ``validation/`` and ``test/``, which must never hit unrelated data."""
-    fs, root = resolve_filesystem(output_uri)
-    try:
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.NotFound:
-            return
-        if info.type != pafs.FileType.Directory:
-            raise UserError(f"{output_uri}: output exists and is not a directory")
-        if not fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-            return
-        for marker in (SUCCESS_MARKER, INCOMPLETE_MARKER):
-            doc = _read_json(fs, f"{root}/{marker}")
-            if doc is not None and doc.get("step") == "sample":
-                return
-    except OSError as err:
-        raise UserError(f"{output_uri}: cannot use as the output directory ({err})") from None
-    raise UserError(
-        f"{output_uri}: not empty and not a previous sample output (no {SUCCESS_MARKER} of the sample step); "
-        "refusing to replace its train/validation/test: give a new or empty directory"
-    )
+    """The output must be new, empty or an earlier output of this step (its ``_SUCCESS`` or
+    ``_INCOMPLETE`` marker names the sample step): writing the splits replaces the whole
+    location, which must never hit unrelated data."""
+    check_destination(output_uri, STEP)
 
 
-def write_splits(splits: dict[str, pa.Table], output_uri: str, shards: int) -> dict[str, list[int]]:
-    """Write ``<output>/<split>/part-00000.parquet`` ...; return rows per shard per split.
-
-    Marks the output ``_INCOMPLETE`` while writing; :func:`mark_complete` writes ``_SUCCESS``."""
-    check_output(output_uri)
-    fs, root = resolve_filesystem(output_uri)
+def write_splits(
+    splits: dict[str, pa.Table],
+    output_uri: str,
+    shards: int,
+    marker: Callable[[dict[str, list[int]]], dict] = lambda rows: {"shard_rows": rows},
+) -> dict[str, list[int]]:
+    """Write ``<output>/<split>/part-00000.parquet`` ... staged (``components.common.staged``),
+    then ``_SUCCESS`` (``marker(rows per shard per split)`` with ``"step": "sample"``) last;
+    return the rows per shard per split."""
     written: dict[str, list[int]] = {}
-    try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            fs.create_dir(root, recursive=True)
-        _write_json(fs, f"{root}/{INCOMPLETE_MARKER}", {"step": "sample"})
-        if fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type == pafs.FileType.File:
-            fs.delete_file(f"{root}/{SUCCESS_MARKER}")
+    with StagedOutput(output_uri, STEP) as out:
         for name, table in splits.items():
-            directory = f"{root}/{name}"
-            fs.delete_dir_contents(directory, missing_dir_ok=True)  # no stale shards from an earlier run
-            if isinstance(fs, pafs.LocalFileSystem):  # object stores need no directories (nor marker objects)
-                fs.create_dir(directory, recursive=True)
             written[name] = []
             for i, (start, stop) in enumerate(shard_bounds(table.num_rows, shards)):
                 pq.write_table(
-                    table.slice(start, stop - start), f"{directory}/part-{i:05d}.parquet", filesystem=fs
+                    table.slice(start, stop - start),
+                    out.path(f"{name}/part-{i:05d}.parquet"),
+                    filesystem=out.fs,
                 )
                 written[name].append(stop - start)
-    except (FileExistsError, NotADirectoryError, PermissionError) as err:
-        raise UserError(f"{output_uri}: cannot write the splits there ({err})") from None
+        out.commit(marker(written))
     return written
-
-
-def _write_json(fs: pafs.FileSystem, path: str, doc: dict) -> None:
-    with fs.open_output_stream(path) as out:
-        out.write((json.dumps(doc, indent=2) + "\n").encode())
-
-
-def mark_complete(output_uri: str, summary: dict) -> None:
-    """``_SUCCESS`` (the summary, with ``"step": "sample"``) written last; drop ``_INCOMPLETE``."""
-    fs, root = resolve_filesystem(output_uri)
-    _write_json(fs, f"{root}/{SUCCESS_MARKER}", {"step": "sample", **summary})
-    fs.delete_file(f"{root}/{INCOMPLETE_MARKER}")
 
 
 # --- the step ---------------------------------------------------------------------
@@ -364,6 +317,10 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
             break
     out = SampleResult(config, size, population, attempts, splits, warnings=warnings)
     if out.passed:
-        out.shard_rows = write_splits(splits, config.output_uri, config.shards)
-        mark_complete(config.output_uri, out.summary())
+
+        def marker(shard_rows: dict[str, list[int]]) -> dict:
+            out.shard_rows = shard_rows
+            return out.summary()
+
+        write_splits(splits, config.output_uri, config.shards, marker)
     return out

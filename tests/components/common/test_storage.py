@@ -1,14 +1,12 @@
 """``components.common.storage`` on its own: URIs and filesystems, the text sources a URI
 names (local files, directories, globs, zip archives, ``s3://``, ``http(s)://``), JSON and
-completion markers, and ``StagedOutput`` (local rename, S3 marker protocol). S3 is a moto
-server over real HTTP (the ``s3`` fixture of tests/conftest.py)."""
+the step-agnostic completion check (``StagedOutput`` and the step-named markers:
+test_staged.py). S3 is a moto server over real HTTP (the ``s3`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from components.common import storage
 from components.common.errors import UserError
-from components.common.storage import INCOMPLETE_MARKER, SUCCESS_MARKER, StagedOutput, text_sources
+from components.common.storage import SUCCESS_MARKER, text_sources
 
 
 def _names(uri: str) -> list[tuple[str, bool]]:
@@ -305,118 +303,3 @@ def test_complete_means_a_success_marker(tmp_path, s3):
     assert not storage.output_is_complete("s3://out/raw")
     s3.put(b, f"raw/{SUCCESS_MARKER}", b"{}")
     assert storage.output_is_complete("s3://out/raw") and storage.output_is_complete("s3://out/raw/")
-
-
-# --- StagedOutput: local --------------------------------------------------------------------
-
-
-def _write(out: StagedOutput, relative: str, data: bytes) -> None:
-    with out.fs.open_output_stream(out.path(relative)) as fh:
-        fh.write(data)
-
-
-def test_local_output_appears_only_on_commit(tmp_path):
-    target = tmp_path / "raw"
-    with StagedOutput(str(target)) as out:
-        _write(out, "year=2015/month=1/part-0.parquet", b"rows")
-        assert not target.exists()  # staged in a hidden sibling until commit
-        assert [p.name.startswith(".raw.staging-") for p in tmp_path.iterdir()] == [True]
-        out.commit(b'{"rows": 1}')
-    assert _files(target) == {"_SUCCESS": b'{"rows": 1}', "year=2015/month=1/part-0.parquet": b"rows"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no staging or old directory left
-    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~_umask()
-
-
-def test_local_commit_replaces_an_earlier_output_and_a_failure_keeps_it(tmp_path):
-    target = tmp_path / "raw"
-    with StagedOutput(str(target)) as out:
-        _write(out, "a.parquet", b"first")
-        out.commit()
-    with StagedOutput(str(target)) as out:
-        _write(out, "b.parquet", b"second")
-        out.commit(b"2")
-    assert _files(target) == {"_SUCCESS": b"2", "b.parquet": b"second"}  # a.parquet is gone
-    with pytest.raises(RuntimeError, match="boom"), StagedOutput(str(target)) as out:
-        _write(out, "c.parquet", b"never published")
-        raise RuntimeError("boom")
-    assert _files(target) == {"_SUCCESS": b"2", "b.parquet": b"second"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # the staging directory was removed
-
-
-def test_local_output_refuses_what_it_did_not_write(tmp_path):
-    foreign = tmp_path / "photos"
-    foreign.mkdir()
-    (foreign / "holiday.jpg").write_bytes(b"keep me")
-    with pytest.raises(UserError, match=r"photos: exists and is not an output of this tool \(no _SUCCESS\)"):
-        StagedOutput(str(foreign)).__enter__()
-    assert _files(foreign) == {"holiday.jpg": b"keep me"}
-    (tmp_path / "file").write_bytes(b"x")
-    with pytest.raises(UserError, match="file: exists and is a file; give a directory or prefix"):
-        StagedOutput(str(tmp_path / "file")).__enter__()
-    (tmp_path / "empty").mkdir()
-    with StagedOutput(str(tmp_path / "empty")) as out:  # an empty directory is fine
-        out.commit()
-    assert _files(tmp_path / "empty") == {"_SUCCESS": b""}
-
-
-def test_local_output_in_an_unwritable_place_is_one_user_error(tmp_path):
-    if os.geteuid() == 0:
-        blocker = tmp_path / "blocker"
-        blocker.write_bytes(b"a file where a directory should be")
-        uri = str(blocker / "raw")
-    else:
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        uri = str(locked / "raw")
-    with pytest.raises(UserError, match=rf"^{uri}: cannot write here: "):
-        StagedOutput(uri).__enter__()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- StagedOutput: S3 -----------------------------------------------------------------------
-
-
-def test_s3_output_marker_protocol(s3):
-    b = s3.bucket("out")
-    s3.put(b, "raw/old.parquet", b"earlier run")
-    s3.put(b, f"raw/{SUCCESS_MARKER}", b"old")
-    s3.put(b, "raw2/keep.parquet", b"a sibling prefix")  # shares the characters, not the prefix
-    with StagedOutput("s3://out/raw") as out:
-        # the earlier output is gone and the location says "incomplete" before any file is written
-        assert s3.keys(b, "raw/") == [f"raw/{INCOMPLETE_MARKER}"]
-        _write(out, "year=2015/part-0.parquet", b"rows")
-        assert SUCCESS_MARKER not in {k.rsplit("/", 1)[-1] for k in s3.keys(b, "raw/")}
-        out.commit(b'{"rows": 1}')
-    assert s3.keys(b, "raw/") == [f"raw/{SUCCESS_MARKER}", "raw/year=2015/part-0.parquet"]
-    assert s3.get(b, f"raw/{SUCCESS_MARKER}") == b'{"rows": 1}'
-    assert s3.keys(b, "raw2/") == ["raw2/keep.parquet"]
-
-
-def test_s3_failed_write_never_looks_complete(s3):
-    b = s3.bucket("out")
-    with pytest.raises(RuntimeError), StagedOutput("s3://out/raw") as out:
-        _write(out, "part-0.parquet", b"partial")
-        raise RuntimeError("writer died")
-    assert s3.keys(b, "raw/") == [f"raw/{INCOMPLETE_MARKER}"]  # files removed, the marker kept
-    assert not storage.output_is_complete("s3://out/raw")
-    with StagedOutput("s3://out/raw") as out:  # a failed output may be replaced
-        out.commit()
-    assert s3.keys(b, "raw/") == [f"raw/{SUCCESS_MARKER}"]
-
-
-def test_s3_output_refuses_foreign_objects_and_missing_buckets(s3):
-    b = s3.bucket("data")
-    s3.put(b, "photos/holiday.jpg", b"keep me")
-    with pytest.raises(UserError, match="^s3://data/photos: exists and is not an output of this tool"):
-        StagedOutput("s3://data/photos").__enter__()
-    assert s3.keys(b) == ["photos/holiday.jpg"]
-    with StagedOutput("s3://data/photo") as out:  # "photos/" is a neighbour, not inside "photo/"
-        out.commit()
-    assert s3.keys(b) == [f"photo/{SUCCESS_MARKER}", "photos/holiday.jpg"]
-    with pytest.raises(UserError, match="^s3://nobucket/raw: S3 error NoSuchBucket"):
-        StagedOutput("s3://nobucket/raw").__enter__()

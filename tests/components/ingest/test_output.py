@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from components.common import contract
+from components.common import contract, staged
 from components.common.errors import UserError
 from components.common.storage import (
     INCOMPLETE_MARKER,
@@ -140,7 +140,7 @@ def test_rerun_gives_identical_files(generated, tmp_path, monkeypatch) -> None:
     assert _tree(tmp_path / "a") == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging left behind
     marker = json.loads(first[SUCCESS_MARKER])
-    assert "seconds" not in marker and marker["rows_read"] == 20_000
+    assert "seconds" not in marker and marker["rows_read"] == 20_000 and marker["step"] == "ingest"
 
 
 class Injected(Exception):
@@ -190,6 +190,8 @@ def test_failed_run_on_s3_never_looks_complete(s3, generated, tmp_path, monkeypa
     assert not output_is_complete("s3://lake/raw")
     with pytest.raises(UserError, match="no _SUCCESS marker"):
         require_complete("s3://lake/raw")
+    with pytest.raises(UserError, match="the ingest step has not finished writing it"):
+        staged.require_complete("s3://lake/raw", "ingest")
     run(generated, "s3://lake/raw")  # a failed output may be replaced by the next run
     assert output_is_complete("s3://lake/raw")
     assert INCOMPLETE_MARKER not in {k.rsplit("/", 1)[-1] for k in s3.keys("lake", "raw/")}
@@ -202,8 +204,8 @@ def test_refuses_to_replace_foreign_data(tmp_path) -> None:
     with pytest.raises(UserError) as err:
         run(src, tmp_path / "home")
     assert str(err.value) == (
-        f"{tmp_path / 'home'}: exists and is not an output of this tool (no _SUCCESS); "
-        "refusing to replace it -- choose a new or empty location"
+        f"{tmp_path / 'home'}: not empty and not an earlier output of the ingest step (it holds "
+        "thesis.tex, no _SUCCESS or _INCOMPLETE marker); refusing to replace it: give a new or empty location"
     )
     assert (tmp_path / "home" / "thesis.tex").read_text() == "precious"
     (tmp_path / "empty").mkdir()

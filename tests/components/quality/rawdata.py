@@ -139,5 +139,5 @@ def write_raw(root: Path, tables: list[pa.Table], *, files_per_partition: int = 
         for n, chunk in enumerate(np.array_split(np.arange(part.num_rows), files_per_partition)):
             if len(chunk):
                 pq.write_table(part.take(pa.array(chunk)), d / f"part-{n}.parquet")
-    (root / "_SUCCESS").write_text("{}")  # complete, as ingest marks its output last
+    (root / "_SUCCESS").write_text('{"step": "ingest"}')  # complete, as ingest marks its output last
     return root

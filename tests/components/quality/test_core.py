@@ -16,6 +16,8 @@ from components.quality.rules import load_rules
 from .conftest import DEFECTS_PER_MONTH, MONTHS, ROWS_PER_MONTH
 from .rawdata import DEFECTS, raw_table, write_raw
 
+INGESTED = '{"step": "ingest"}'  # the _SUCCESS marker of a finished ingest
+
 
 def test_each_defect_is_rejected_by_its_rule_and_rows_add_up(quality_run):
     result, _ = quality_run
@@ -222,13 +224,13 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         core.run_quality(core.QualityConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "c")))
     (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "_SUCCESS").write_text("{}")  # complete but empty
+    (tmp_path / "empty" / "_SUCCESS").write_text(INGESTED)  # complete but empty
     with pytest.raises(UserError, match="no Parquet files"):
         partitions.plan_partitions(str(tmp_path / "empty"))
     wrong = tmp_path / "wrong" / "year=2015" / "month=1"
     wrong.mkdir(parents=True)
     pq.write_table(pa.table({"FAREAMOUNT": [1.0]}), wrong / "x.parquet")
-    (tmp_path / "wrong" / "_SUCCESS").write_text("{}")
+    (tmp_path / "wrong" / "_SUCCESS").write_text(INGESTED)
     with pytest.raises(UserError, match=r"missing raw column\(s\)"):
         core.run_quality(
             core.QualityConfig(input=str(tmp_path / "wrong"), output=str(tmp_path / "c"), workers=1)
@@ -236,7 +238,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     stray = tmp_path / "stray"
     stray.mkdir()
     pq.write_table(pa.table({"a": [1]}), stray / "x.parquet")
-    (stray / "_SUCCESS").write_text("{}")
+    (stray / "_SUCCESS").write_text(INGESTED)
     with pytest.raises(UserError, match="outside a year=YYYY/month=M"):
         partitions.plan_partitions(str(stray))
 
@@ -287,7 +289,7 @@ def test_overwrite_never_deletes_the_input_or_unrelated_files(raw_dir, tmp_path)
 def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     (tmp_path / "clean").mkdir()
     (tmp_path / "clean" / "keep.txt").write_text("x")
-    with pytest.raises(UserError, match="not a previous quality output"):
+    with pytest.raises(UserError, match="not an earlier output of the quality step"):
         core.run_quality(
             core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
         )
@@ -295,9 +297,10 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     (tmp_path / "clean" / "keep.txt").unlink()
     cfg = core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
     first = core.run_quality(cfg)
-    for d in ("clean", "clean_rejected", "clean_stats"):
-        marker = json.loads((tmp_path / d / layout.QUALITY_MARKER).read_text())
-        assert marker["step"] == "quality" and marker["complete"] is True
+    for d, role in (("clean", "output"), ("clean_rejected", "rejected"), ("clean_stats", "stats")):
+        marker = json.loads((tmp_path / d / "_SUCCESS").read_text())
+        assert marker == {"step": "quality", "role": role}
+        assert not list(tmp_path.glob(f".{d}.*"))  # no staging directory left
     (tmp_path / "clean" / "stale.parquet").write_bytes(b"old")
     again = core.run_quality(cfg)  # our own output: replaced
     assert again.summary == first.summary

@@ -74,8 +74,7 @@ def write_clean(table: pa.Table, root: Path, basename: str = "part-{i}.parquet")
         basename_template=basename,
         existing_data_behavior="overwrite_or_ignore",
     )
-    marker = {"step": "quality", "role": "output", "complete": True}
-    (root / contract.QUALITY_MARKER).write_text(json.dumps(marker))
+    (root / "_SUCCESS").write_text(json.dumps({"step": contract.QUALITY_STEP, "role": "output"}))
     return root
 
 
@@ -100,6 +99,7 @@ def write_population_stats(
     rng = np.random.default_rng(seed)
     pick = rng.choice(table.num_rows, size=min(reservoir_rows, table.num_rows), replace=False)
     pq.write_table(table.take(pa.array(pick)), directory / contract.POPULATION_RESERVOIR_FILE)
+    (directory / "_SUCCESS").write_text(json.dumps({"step": contract.QUALITY_STEP, "role": "stats"}))
     return directory
 
 

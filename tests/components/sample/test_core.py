@@ -166,12 +166,15 @@ def test_bad_inputs_are_user_errors(inputs, tmp_path):
     clean, stats, _ = inputs
     with pytest.raises(UserError, match="clean data set not found"):
         core.run(core.SampleConfig(str(tmp_path / "nope"), str(stats), str(tmp_path / "o")))
-    with pytest.raises(UserError, match="stats.json"):
+    with pytest.raises(UserError, match=f"^{tmp_path}: no _SUCCESS marker"):  # not a quality output
         core.run(core.SampleConfig(str(clean), str(tmp_path), str(tmp_path / "o")))
     with pytest.raises(UserError, match="only 6,000 rows"):
         core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "o"), rows=6001))
     with pytest.raises(UserError, match="--shards"):
         core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "o"), shards=0))
+    (stats / contract.POPULATION_STATS_FILE).unlink()
+    with pytest.raises(UserError, match="no stats.json"):  # a quality output without its stats
+        core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "o")))
 
 
 def test_failed_check_writes_no_splits_and_retries_with_next_seeds(make_inputs, tmp_path):
@@ -208,7 +211,7 @@ def test_no_pointless_retries_when_the_sample_is_every_row(make_inputs, tmp_path
 
 
 def _mark_quality_complete(root) -> None:
-    (root / contract.QUALITY_MARKER).write_text('{"step": "quality", "role": "output", "complete": true}')
+    (root / "_SUCCESS").write_text('{"step": "quality", "role": "output"}')
 
 
 def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_path):
@@ -237,18 +240,23 @@ def test_raw_or_mistyped_input_is_refused_naming_file_and_column(inputs, tmp_pat
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        (None, "no _fareflow_quality.json; expected the clean output of the quality step"),
-        ('{"step": "quality", "role": "output", "complete": false}', "has not finished writing it"),
-        ('{"step": "ingest"}', "has not finished writing it"),
-        ("{not json", r"_fareflow_quality\.json: not valid JSON"),
+        (None, "no _SUCCESS marker: not a complete output"),
+        ("_INCOMPLETE", r"the quality step has not finished writing it \(_INCOMPLETE, no _SUCCESS\)"),
+        (
+            '{"step": "ingest"}',
+            "holds a _SUCCESS of the ingest step, expected the output of the quality step",
+        ),
+        ("{not json", "holds a _SUCCESS that is not a JSON object"),
     ],
 )
 def test_clean_input_must_be_marked_complete_by_quality(inputs, tmp_path, marker, message):
-    """A quality run that died half-way leaves complete=false: its rows must never be sampled."""
+    """A quality run that died half-way (no _SUCCESS of the quality step): its rows must never be sampled."""
     clean, stats, _ = inputs
-    path = clean / contract.QUALITY_MARKER
+    path = clean / "_SUCCESS"
     if marker is None:
         path.unlink()
+    elif marker == "_INCOMPLETE":  # a quality run that died half-way (on S3: written in place)
+        path.rename(clean / "_INCOMPLETE")
     else:
         path.write_text(marker)
     with pytest.raises(UserError, match=message):
@@ -268,7 +276,7 @@ def test_output_that_is_a_file_is_a_user_error(inputs, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a directory"):
         core.run(core.SampleConfig(str(clean), str(stats), str(tmp_path / "file"), rows=2000))
-    with pytest.raises(UserError, match="cannot write the splits"):
+    with pytest.raises(UserError, match="cannot write here"):
         core.write_splits({"train": pa.table({"a": [1]})}, str(tmp_path / "file" / "sub"), 1)
 
 
@@ -277,12 +285,12 @@ def test_unrelated_output_directory_is_never_replaced(inputs, tmp_path):
     out = tmp_path / "mine"
     (out / "train").mkdir(parents=True)
     (out / "train" / "precious.txt").write_text("keep")
-    with pytest.raises(UserError, match="not a previous sample output"):
+    with pytest.raises(UserError, match="not an earlier output of the sample step"):
         core.run(core.SampleConfig(str(clean), str(stats), str(out), rows=2000))
     assert (out / "train" / "precious.txt").read_text() == "keep"
     # ingest's _SUCCESS is not the sample's
     (out / "_SUCCESS").write_text('{"step": "ingest"}')
-    with pytest.raises(UserError, match="not a previous sample output"):
+    with pytest.raises(UserError, match="not an earlier output of the sample step"):
         core.write_splits({"train": pa.table({"a": [1]})}, str(out), 1)
     assert (out / "train" / "precious.txt").exists()
 

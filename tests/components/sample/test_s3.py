@@ -26,7 +26,7 @@ def test_sample_reads_and_writes_s3(inputs, s3):
     # a rerun replaces its own output; an unrelated non-empty prefix is refused before any work
     core.run(config)
     s3.put(bucket, "other/keep.txt", clean.parent / "stats" / "stats.json")
-    with pytest.raises(UserError, match="not a previous sample output"):
+    with pytest.raises(UserError, match="not an earlier output of the sample step"):
         core.run(
             core.SampleConfig("s3://fareflow/clean", "s3://fareflow/stats", "s3://fareflow/other", rows=2000)
         )

@@ -22,6 +22,7 @@ SUITES = (
     "bench.bench_quality",
     "bench.bench_train",
     "bench.bench_distributed",
+    "bench.bench_tune",
     "bench.bench_serve",
 )
 RESULTS = Path(__file__).parent / "results"
@@ -69,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if col in ("case", "impl") else "right")
     for r in rows:
         mbps = r.get("mb_per_s")
+        unit = r.get("unit")  # a suite counting something else than rows (tune: trials, per minute)
         table.add_row(
             r["case"],
             r["impl"],
-            f"{r['rows']:,}",
+            f"{r['rows']:,}" + (f" {unit}" if unit else ""),
             f"{r['seconds']:.2f}",
-            f"{r['rows_per_s']:,.0f}",
+            f"{r['rows_per_s'] * 60:,.2f} {unit}/min" if unit else f"{r['rows_per_s']:,.0f}",
             "" if mbps is None else f"{mbps:.1f}",
             f"{r['peak_rss_mb']:.0f}",
         )

@@ -24,6 +24,7 @@ def tune(
     report: Output[HTML],
     summary_md: Output[Markdown],
     metrics: Output[Metrics],
+    workers: int = 1,
 ) -> NamedTuple(
     "TuneOutputs",
     [
@@ -39,7 +40,9 @@ def tune(
     ``trials`` trials of at most ``epochs`` epochs, TPE seeded with ``seed``, median pruning);
     ``trials`` 0 switches tuning off. The given ``learning_rate`` ... ``dropout`` are trial 0 (and
     the answer when tuning is off); the outputs are the best trial's, the train step's inputs of
-    the same names; ``summary`` holds every trial."""
+    the same names; ``summary`` holds every trial. ``workers`` > 1: that many processes on one
+    study in a SQLite file of the task's (``fareflow tune --workers``), the CPUs split between
+    them (the cluster runs N > 1 as a Kubernetes Job instead: components.cluster.component)."""
     from collections import namedtuple
 
     from components.common.publish import publish_component
@@ -53,10 +56,19 @@ def tune(
         "weight_decay": weight_decay,
         "dropout": dropout,
     }
-    config = core.TuneConfig(
-        splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
-    )
-    result = core.run(config)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fareflow-tune-study-") as tmp:
+        if workers > 1 and trials > 0:  # N processes need a study they share
+            config = core.TuneConfig(
+                splits_uri=splits.path, total_trials=trials, epochs=epochs, seed=seed, base_params=base,
+                storage=f"sqlite:///{tmp}/study.db", workers=workers,
+            )  # fmt: skip
+        else:
+            config = core.TuneConfig(
+                splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
+            )
+        result = core.run(config)
     summary = publish_component(
         result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
     )

@@ -49,8 +49,26 @@ class TuneConfig:
         None, flag="--max-rows", help="use at most this many rows of each split per trial"
     )
     device: str = option("auto", flag="--device", help="default auto: CUDA if present", choices=DEVICES)
-    prune_startup_trials: int = 2  # trials never pruned (the median needs some history)
-    prune_warmup_epochs: int = 1  # epochs at the start of a trial that are never pruned
+    # Median pruning (Optuna's MedianPruner over each epoch's validation RMSE; docs/tune.md,
+    # "Pruning"). Trial 0 (the starting point) is never pruned, whatever these say.
+    pruning: bool = option(
+        True, flag="--pruning", help="stop a trial whose epoch RMSE is worse than the median (default on)"
+    )
+    prune_startup_trials: int = option(  # finished trials before any pruning (the median needs some)
+        2,
+        flag="--prune-startup-trials",
+        help="no pruning until this many trials finished (default 2)",
+    )
+    prune_warmup_epochs: int = option(  # a trial's first epochs that are never pruned
+        0,
+        flag="--prune-warmup-epochs",
+        help="epochs at the start of each trial that are never pruned (default 0: from epoch 1)",
+    )
+    prune_interval_epochs: int = option(  # check every this many epochs (after the warm-up)
+        1,
+        flag="--prune-interval-epochs",
+        help="check for pruning every this many epochs (default 1)",
+    )
     # The starting point: trial 0 of a new study, and the answer when trials == 0 (tuning
     # off). Any of DEFAULTS' keys; the rest keep the train step's defaults.
     base_params: dict = field(default_factory=dict)
@@ -76,6 +94,7 @@ class TuneConfig:
         "FAIL and run again (default 10)",
     )
     max_retries: int = 2  # how often a trial whose process died is run again
+    connect_timeout_s: int = 10  # PostgreSQL: give up connecting after this many seconds
 
     def base(self) -> dict:
         unknown = sorted(set(self.base_params) - set(DEFAULTS))
@@ -98,11 +117,13 @@ class TuneConfig:
             raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.prune_startup_trials < 1:
             raise UserError(
-                f"prune_startup_trials: expected at least 1 (trial 0, the defaults, is never pruned), "
+                f"--prune-startup-trials: expected at least 1 (the median needs a finished trial), "
                 f"got {self.prune_startup_trials}"
             )
         if self.prune_warmup_epochs < 0:
-            raise UserError(f"prune_warmup_epochs: expected 0 or more, got {self.prune_warmup_epochs}")
+            raise UserError(f"--prune-warmup-epochs: expected 0 or more, got {self.prune_warmup_epochs}")
+        if self.prune_interval_epochs < 1:
+            raise UserError(f"--prune-interval-epochs: expected at least 1, got {self.prune_interval_epochs}")
         if self.total_trials is not None and self.total_trials < 1:
             raise UserError(f"--total-trials: expected a positive number, got {self.total_trials}")
         if self.workers < 1:
@@ -116,6 +137,10 @@ class TuneConfig:
             raise UserError(f"--heartbeat: expected a positive number of seconds, got {self.heartbeat_s}")
         if self.max_retries < 0:
             raise UserError(f"--max-retries: expected 0 or more, got {self.max_retries}")
+        if self.connect_timeout_s < 1:
+            raise UserError(f"connect_timeout_s: expected at least 1 second, got {self.connect_timeout_s}")
+        if is_postgres(self.storage):
+            sqlalchemy_url(self.storage)  # a malformed URL is one line here
 
     def to_dict(self) -> dict:
         return {**asdict(self), "storage": redact(self.storage)}
@@ -129,7 +154,54 @@ def shared_storage(storage: str) -> bool:
 
 
 def redact(storage: str) -> str:
-    """The storage URL without its password (``postgresql://u:***@host/db``); "in-memory" for ""."""
+    """The storage URL without its password (``postgresql://u:***@host/db``, also a
+    ``?password=`` query parameter); "in-memory" for ""."""
     if not storage:
         return "in-memory"
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", storage)
+    masked = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", storage)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
+
+
+# The PostgreSQL URL schemes taken, and the SQLAlchemy dialect+driver they are run with: Optuna
+# opens RDB URLs with SQLAlchemy, whose plain ``postgresql://`` means psycopg2; fareflow ships
+# psycopg 3 (``postgresql+psycopg://``), so the plain forms are mapped to it.
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
+def is_postgres(storage: str) -> bool:
+    return storage.partition("://")[0] in POSTGRES_SCHEMES and "://" in storage
+
+
+def sqlalchemy_url(storage: str) -> str:
+    """The URL Optuna is given: ``postgresql://`` and ``postgres://`` become
+    ``postgresql+psycopg://`` (psycopg 3); other URLs (sqlite, mysql, an explicit driver) as they
+    are. ``postgresql://`` with no host, user or database leaves them to libpq's environment
+    (``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``): how the cluster Job
+    passes its Secret without a password in any URL, argv or log."""
+    if not is_postgres(storage):
+        return storage
+    scheme, _, rest = storage.partition("://")
+    url = f"{POSTGRES_DRIVER}://{rest}"
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(url).port  # noqa: B018 - parses the port (a non-number raises ValueError)
+    except ImportError:  # the CLI's --help and config checks do not need SQLAlchemy
+        pass
+    except Exception as err:  # noqa: BLE001 - sqlalchemy.exc.ArgumentError, ValueError
+        raise UserError(f"--storage {redact(storage)}: not a PostgreSQL URL ({err})") from None
+    return url
+
+
+def postgres_endpoint(storage: str) -> str:
+    """``host:port`` a PostgreSQL URL connects to (what libpq would use: the URL's, else
+    ``PGHOST``/``PGPORT``, else localhost:5432), for messages; never the user or password."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sqlalchemy_url(storage))
+    host = url.host or url.query.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = url.port or url.query.get("port") or os.environ.get("PGPORT") or 5432
+    return f"{host}:{port}"

@@ -59,7 +59,16 @@ from components.train import core as train_core
 from components.train.config import TrainConfig, parse_hidden
 from components.train.splits import discover
 
-from .config import DEFAULT_STUDY, DEFAULTS, TuneConfig, redact, shared_storage  # noqa: F401 (the step's API)
+from .config import (  # noqa: F401 (the step's API)
+    DEFAULT_STUDY,
+    DEFAULTS,
+    TuneConfig,
+    is_postgres,
+    postgres_endpoint,
+    redact,
+    shared_storage,
+    sqlalchemy_url,
+)
 
 HIDDEN_CHOICES: tuple[str, ...] = ("64,32", "128,64,32", "256,128,64", "256,128,64,32")
 BATCH_CHOICES: tuple[int, ...] = (256, 512, 1024, 2048)
@@ -120,9 +129,10 @@ class Diverged(Exception):
     """A trial's training gave a non-finite validation RMSE (the trial is recorded as FAIL)."""
 
 
-def pruning_callback(trial) -> Callable[[int, float], None]:
+def pruning_callback(trial, prune: bool = True) -> Callable[[int, float], None]:
     """``core.run``'s ``on_epoch``: report the epoch's validation RMSE to the trial and raise
-    ``optuna.TrialPruned`` when the pruner says so (``Diverged`` for a non-finite RMSE)."""
+    ``optuna.TrialPruned`` when the pruner says so (``Diverged`` for a non-finite RMSE).
+    ``prune`` False (the starting point's trial): reported, never pruned."""
     import optuna
 
     def on_epoch(epoch: int, validation_rmse: float) -> None:
@@ -130,7 +140,7 @@ def pruning_callback(trial) -> Callable[[int, float], None]:
         if not math.isfinite(validation_rmse):
             raise Diverged(f"validation RMSE {validation_rmse} at epoch {epoch}")
         trial.report(validation_rmse, step=epoch)
-        if trial.should_prune():
+        if prune and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation RMSE {validation_rmse:.4f})")
 
     return on_epoch
@@ -216,7 +226,7 @@ def _is_base(params: dict, base: dict) -> bool:
 
 def _storage(config: TuneConfig):
     """The study's storage: in memory (None) or an RDB storage with a heartbeat whose dead
-    trials are failed and retried."""
+    trials are failed and retried. PostgreSQL URLs run on psycopg 3 with a connect timeout."""
     if not config.storage:
         return None
     import warnings
@@ -224,16 +234,76 @@ def _storage(config: TuneConfig):
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback  # Optuna 5's RetryFailedTrialCallback
 
-    engine = {"connect_args": {"timeout": 60}} if config.storage.startswith("sqlite") else {}
+    if config.storage.startswith("sqlite"):
+        engine: dict = {"connect_args": {"timeout": 60}}
+    elif is_postgres(config.storage):
+        # libpq's connect_timeout: an unreachable server fails in seconds, not at the TCP timeout
+        engine = {"connect_args": {"connect_timeout": config.connect_timeout_s}, "pool_pre_ping": True}
+    else:
+        engine = {}
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            config.storage,
+            sqlalchemy_url(config.storage),
             engine_kwargs=engine,
             heartbeat_interval=max(1, math.ceil(config.heartbeat_s)),
             grace_period=max(2, math.ceil(2 * config.heartbeat_s)),
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.max_retries),
         )
+
+
+def pruner(config: TuneConfig):
+    """Optuna's ``MedianPruner`` from the config's pruning settings (``NopPruner`` when off).
+    Steps are epochs, from 1; MedianPruner never prunes a step < ``n_warmup_steps``, so
+    ``prune_warmup_epochs`` = 0 lets a bad trial stop after its first epoch."""
+    import optuna
+
+    if not config.pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=config.prune_startup_trials,
+        n_warmup_steps=config.prune_warmup_epochs + 1,
+        interval_steps=config.prune_interval_epochs,
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    """The innermost cause's message, first line (a driver error inside SQLAlchemy's wrapper)."""
+    while err.__cause__ is not None or getattr(err, "orig", None) is not None:
+        err = getattr(err, "orig", None) or err.__cause__
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].strip()
+
+
+def _storage_error(config: TuneConfig, err: BaseException) -> UserError:
+    """One line for a storage that cannot be opened, without the password."""
+    why = _first_line(err)
+    if is_postgres(config.storage):
+        where = postgres_endpoint(config.storage)
+        why = why.rsplit(" failed: ", 1)[-1]  # libpq: 'connection to server at "h", port p failed: ...'
+        why = " ".join(why.split())
+        for secret in _secrets(config.storage):
+            why = why.replace(secret, "***")
+        return UserError(
+            f"--storage {redact(config.storage)}: cannot open study {config.study_name!r} on "
+            f"PostgreSQL at {where} ({why})"
+        )
+    for secret in _secrets(config.storage):
+        why = why.replace(secret, "***")
+    return UserError(
+        f"--storage {redact(config.storage)}: cannot open study {config.study_name!r} "
+        f"({type(err).__name__}: {why})"
+    )
+
+
+def _secrets(storage: str) -> list[str]:
+    """The password of a URL and of libpq's environment, to keep them out of messages."""
+    import re
+
+    found = [m.group(1) for m in re.finditer(r"://[^:/@]*:([^@]*)@", storage)]
+    found += [m.group(1) for m in re.finditer(r"[?&]password=([^&]*)", storage)]
+    if os.environ.get("PGPASSWORD"):
+        found.append(os.environ["PGPASSWORD"])
+    return [s for s in found if s]
 
 
 def open_study(config: TuneConfig, worker: int = 0):
@@ -242,26 +312,35 @@ def open_study(config: TuneConfig, worker: int = 0):
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=config.seed + 1_000_003 * worker)
-    pruner = optuna.pruners.MedianPruner(
-        # steps are epochs (from 1); MedianPruner never prunes a step < n_warmup_steps
-        n_startup_trials=config.prune_startup_trials,
-        n_warmup_steps=config.prune_warmup_epochs + 1,
-    )
     try:
         return optuna.create_study(
             storage=_storage(config),
             sampler=sampler,
-            pruner=pruner,
+            pruner=pruner(config),
             study_name=config.study_name,
             direction="minimize",
             load_if_exists=True,
         )
-    except Exception as err:  # bad URL, unreachable database, missing driver, other direction
-        why = (str(err).strip().splitlines() or [""])[0]
-        raise UserError(
-            f"--storage {redact(config.storage)}: cannot open study {config.study_name!r} "
-            f"({type(err).__name__}: {why})"
-        ) from None
+    except Exception as err:  # bad URL, unreachable database, bad password, other direction
+        raise _storage_error(config, err) from None
+
+
+BASE_ATTR = "fareflow_base"  # user attribute of the starting point's trial (and of its retries)
+
+
+def enqueue_base(study, config: TuneConfig) -> bool:
+    """Enqueue the starting point as trial 0 of a new (empty) study; a study that holds trials
+    already keeps them (the starting point is not enqueued again). True if enqueued."""
+    base = config.base()
+    for name in ("learning_rate", "weight_decay"):  # log-uniform dimensions: 0 is not a point
+        if not float(base[name]) > 0:
+            raise UserError(
+                f"{name}={base[name]}: a tuned run starts from a positive value (or pass trials=0)"
+            )
+    if study.get_trials(deepcopy=False):
+        return False
+    study.enqueue_trial(base, user_attrs={BASE_ATTR: True})
+    return True
 
 
 def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
@@ -279,13 +358,7 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
     before = len(_counted(study))
-    base = config.base()
-    for name in ("learning_rate", "weight_decay"):  # log-uniform dimensions: 0 is not a point
-        if not float(base[name]) > 0:
-            raise UserError(
-                f"{name}={base[name]}: a tuned run starts from a positive value (or pass trials=0)"
-            )
-    study.enqueue_trial(base, skip_if_exists=True)
+    enqueue_base(study, config)
     target = config.total_trials if config.total_trials is not None else before + config.trials
     if before >= target:
         log(f"study {config.study_name!r} already holds {before} finished trial(s) of {target}; none to run")
@@ -297,6 +370,21 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     else:
         run_workers(config, target, deadline, log)
         study = open_study(config)
+    result = study_result(study, config, before=before, started=started)
+    if config.timeout_s is not None and result.new_trials < target - before:
+        result.note = f"stopped by the {config.timeout_s:g} s timeout after {result.new_trials} trial(s)"
+    shown = f"{result.default_value:.4f}" if result.default_value is not None else "-"
+    log(
+        f"best trial {result.best_trial}: validation RMSE {result.best_value:.4f} (defaults {shown}); "
+        f"{result.best_params}"
+    )
+    return result
+
+
+def study_result(study, config: TuneConfig, *, before: int = 0, started: float | None = None) -> TuneResult:
+    """The study's best trial and every finished trial as a ``TuneResult`` (``before``: trials
+    it held before this run); ``UserError`` if none completed. Runs no trial: the cluster's tune
+    task reads the study its Job's workers filled with this."""
     finished = _finished(study)
     trials = [_trial_row(t) for t in finished]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
@@ -306,8 +394,9 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
             "(all pruned or diverged)"
         )
     best = study.best_trial
-    defaults = [t for t in complete if _is_base(t["params"], config.base())]
-    result = TuneResult(
+    base_numbers = {t.number for t in finished if t.user_attrs.get(BASE_ATTR)}
+    defaults = [t for t in complete if t["number"] in base_numbers or _is_base(t["params"], config.base())]
+    return TuneResult(
         config=config,
         best_params={name: best.params[name] for name in PARAM_NAMES},
         best_value=float(best.value),
@@ -315,13 +404,8 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
         trials=trials,
         new_trials=len(_counted(study)) - before,
         best_trial=best.number,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started if started is not None else 0.0,
     )
-    if config.timeout_s is not None and result.new_trials < target - before:
-        result.note = f"stopped by the {config.timeout_s:g} s timeout after {result.new_trials} trial(s)"
-    shown = f"{result.default_value:.4f}" if result.default_value is not None else "-"
-    log(f"best trial {best.number}: validation RMSE {best.value:.4f} (defaults {shown}); {best.params}")
-    return result
 
 
 # --- a study's trial budget, the trial loop, parallel workers ------------------------------
@@ -340,11 +424,13 @@ def _objective(config: TuneConfig, tmp: str):
     def objective(trial) -> float:
         params = suggest(trial, config.base())
         output = str(Path(tmp) / f"trial-{trial.number}")
+        # the starting point (trial 0, or its retry) is never pruned: it is the yardstick
+        base = bool(trial.user_attrs.get(BASE_ATTR)) or _is_base(params, config.base())
         result = train_core.run(
             train_config(config, params, output),
             log=lambda m: None,
             progress=False,
-            on_epoch=pruning_callback(trial),
+            on_epoch=pruning_callback(trial, prune=not base),
         )
         return float(result.metrics["validation_rmse"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,3 +25,24 @@ def make_splits(tmp_path: Path) -> Callable[..., Path]:
 def shared_splits(tmp_path_factory) -> Path:
     """One read-only splits directory for the tests that only read it."""
     return write_splits(trips(2000, 0), tmp_path_factory.mktemp("tune") / "splits", 1, True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a free loopback port for this test session (tests/postgres.py):
+    skipped with one line where PostgreSQL is not installed, failed under POSTGRES_REQUIRED=1."""
+    from tests import postgres
+
+    postgres.require()
+    server = postgres.PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path) -> str:
+    """An empty study storage: a SQLite file, or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return server.create_database(f"study_{uuid.uuid4().hex[:12]}")

@@ -16,7 +16,9 @@ def test_component_signature_is_the_agreed_one():
     spec = tune.component_spec
     assert list(spec.inputs) == [
         "splits", "trials", "epochs", "seed", "learning_rate", "batch_size", "hidden", "weight_decay", "dropout",
+        "workers",
     ]  # fmt: skip
+    assert spec.inputs["workers"].default == 1  # one process: the study in memory, as before
     assert {name: out.type for name, out in spec.outputs.items()} == {
         "report": "system.HTML@0.0.1",
         "summary_md": "system.Markdown@0.0.1",

@@ -25,16 +25,18 @@ def test_every_config_flag_of_the_cli_is_a_config_field():
     dests = {a.dest for a in build_parser()._actions} - NOT_CONFIG
     assert dests == option_fields(TuneConfig)
     not_flags = set(TuneConfig.__dataclass_fields__) - dests
-    assert not_flags == {"prune_startup_trials", "prune_warmup_epochs", "base_params", "max_retries"}
+    assert not_flags == {"base_params", "max_retries", "connect_timeout_s"}
 
 
 def test_each_flag_sets_its_field():
     argv = ["--splits", "s3://b/splits", "--total-trials", "12", "--timeout", "60.0", "--seed", "2",
             "--epochs", "3", "--storage", "sqlite:///s.db", "--study-name", "st", "--max-rows", "500",
-            "--device", "cpu", "--workers", "2", "--heartbeat", "1.5"]  # fmt: skip
+            "--device", "cpu", "--workers", "2", "--heartbeat", "1.5", "--no-pruning",
+            "--prune-startup-trials", "3", "--prune-warmup-epochs", "1", "--prune-interval-epochs", "2"]  # fmt: skip
     expected = TuneConfig(
         "s3://b/splits", total_trials=12, timeout_s=60.0, seed=2, epochs=3, storage="sqlite:///s.db",
-        study_name="st", max_rows=500, device="cpu", workers=2, heartbeat_s=1.5,
+        study_name="st", max_rows=500, device="cpu", workers=2, heartbeat_s=1.5, pruning=False,
+        prune_startup_trials=3, prune_warmup_epochs=1, prune_interval_epochs=2,
     )  # fmt: skip
     assert _parse(argv) == expected
     assert _parse(to_argv(expected)) == expected and "--trials" not in to_argv(expected)
@@ -55,7 +57,9 @@ def test_cli_defaults_are_the_config_defaults():
     assert config == TuneConfig("s") and config.study_name == DEFAULT_STUDY and config.storage == ""
     assert to_argv(TuneConfig("s")) == ["--splits", "s", "--trials", "8", "--seed", "0", "--epochs", "4",
                                         "--storage", "", "--study-name", DEFAULT_STUDY, "--device", "auto",
-                                        "--workers", "1", "--heartbeat", "10.0"]  # fmt: skip
+                                        "--pruning", "--prune-startup-trials", "2", "--prune-warmup-epochs",
+                                        "0", "--prune-interval-epochs", "1", "--workers", "1", "--heartbeat",
+                                        "10.0"]  # fmt: skip
 
 
 def test_parse_of_to_argv_is_the_config():

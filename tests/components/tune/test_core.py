@@ -195,7 +195,7 @@ def test_missing_success_is_refused_before_any_trial(make_splits):
         ({"timeout_s": 0.0}, "--timeout"),
         ({"max_rows": 0}, "--max-rows"),
         ({"study_name": " "}, "--study-name"),
-        ({"prune_startup_trials": 0}, "prune_startup_trials"),
+        ({"prune_startup_trials": 0}, "--prune-startup-trials"),
     ],
 )
 def test_bad_config_is_refused(kwargs, message):

@@ -1,6 +1,8 @@
-"""Durable and parallel tuning on an RDB study (SQLite here): a study killed with -9 in the
-middle of a trial resumes to its total with every finished trial kept and the interrupted
-one FAIL and run again; N workers share one study; --workers without shared storage is one line."""
+"""Durable and parallel tuning on an RDB study, on SQLite and on a real PostgreSQL server
+(tests/postgres.py; the ``storage_url`` fixture runs each test on both): a study killed with -9
+in the middle of a trial resumes to its total with every finished trial kept and the
+interrupted one FAIL and run again; N workers share one study; a wrong DSN or unreachable
+server is one line; --workers without shared storage is one line."""
 
 from __future__ import annotations
 
@@ -17,13 +19,19 @@ import pytest
 from components.common.errors import UserError
 from components.tune import core
 from components.tune.__main__ import main
+from components.tune.config import sqlalchemy_url
 from components.tune.core import DEFAULTS, TuneConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def load(url: str, name: str):
+    """The study as Optuna opens it (postgresql:// through psycopg 3, as fareflow does)."""
+    return optuna.load_study(study_name=name, storage=sqlalchemy_url(url))
+
+
 def states(url: str, name: str) -> list[tuple[int, str]]:
-    return [(t.number, t.state.name) for t in optuna.load_study(study_name=name, storage=url).trials]
+    return [(t.number, t.state.name) for t in load(url, name).trials]
 
 
 def cli(splits, url: str, *extra: str) -> list[str]:
@@ -35,8 +43,10 @@ def cli(splits, url: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(shared_splits, tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
+    shared_splits, tmp_path, storage_url
+):
+    url = storage_url
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cli(shared_splits, url), env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -53,7 +63,7 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(sh
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = {t.number: t for t in optuna.load_study(study_name="killed", storage=url).trials}
+    before = {t.number: t for t in load(url, "killed").trials}
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     kept = {n: (t.state.name, t.value, t.params) for n, t in before.items() if t.state.is_finished()}
     assert len(killed) == 1 and len(kept) == 2
@@ -68,7 +78,7 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(sh
     )
     assert done.returncode == 0, done.stderr
     assert "holds 2 finished trial(s); running 3 more" in done.stderr
-    study = optuna.load_study(study_name="killed", storage=url)
+    study = load(url, "killed")
     by_number = {t.number: t for t in study.trials}
     # the finished trials are kept as they were
     for n, (state, value, params) in kept.items():
@@ -93,19 +103,19 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(sh
     # the same command once more: nothing left to run
     again = subprocess.run(cli(shared_splits, url), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already holds 5 finished trial(s) of 5; none to run" in again.stderr
-    assert len(optuna.load_study(study_name="killed", storage=url).trials) == 6
+    assert len(load(url, "killed").trials) == 6
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_without_duplicate_trials(shared_splits, tmp_path, capfd):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+def test_two_workers_share_one_study_without_duplicate_trials(shared_splits, capfd, storage_url):
+    url = storage_url
     config = TuneConfig(
         str(shared_splits), total_trials=6, epochs=2, max_rows=600, device="cpu", seed=2,
         storage=url, study_name="pair", workers=2,
     )  # fmt: skip
     result = core.run(config, log=lambda _m: None)
     err = capfd.readouterr().err
-    study = optuna.load_study(study_name="pair", storage=url)
+    study = load(url, "pair")
     numbers = [t.number for t in study.trials]
     # Two workers can both see one trial left and both start it: Optuna has no atomic trial
     # reservation across processes, so N workers may run up to N - 1 trials past the total

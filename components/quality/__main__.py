@@ -67,7 +67,7 @@ def _main(argv: list[str] | None = None) -> int:
     from components.common.publish import REPORT_HTML, publish_cli
 
     from .core import run_quality
-    from .publish import Published, render_html, render_markdown
+    from .report import render_html, render_markdown
     from .rules import load_rules
 
     cli.input_path("--input", args.input, kind="dir")
@@ -95,14 +95,14 @@ def _main(argv: list[str] | None = None) -> int:
     result = run_quality(config)
     seconds = time.perf_counter() - started
     publish_cli(
-        Published(result),
+        result,
         render_html,
         render_markdown,
         summary_json=args.summary_json,
         report_dir=args.report_dir,
     )
     if not args.quiet:
-        s = result.summary
+        s = result.counts
         print(
             f"quality: {s['rows_in']:,} rows in, {s['rows_clean']:,} clean, {s['rows_rejected']:,} rejected "
             f"({s['rejected_pct']:.2f}%) in {seconds:.1f}s"

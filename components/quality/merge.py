@@ -272,7 +272,7 @@ def merge(
         fs, path = resolve_filesystem(join_uri(stats_uri, contract.POPULATION_RESERVOIR_FILE))
         pq.write_table(reservoir, path, filesystem=fs, compression="zstd")
     return QualityResult(
-        summary=summary,
+        counts=summary,
         stats=stats,
         partials=partials,
         raw_profile=raw_profile,

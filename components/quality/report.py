@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 
 from components.common import contract
-from components.common.errors import UserError
 from components.common.report import (
     Section,
     figure_to_data_uri,
@@ -36,7 +33,7 @@ def _pct(n: int, total: int) -> float:
 
 
 def rule_rows(result: QualityResult) -> list[list]:
-    s = result.summary
+    s = result.counts
     violated = {v["rule"] for v in result.violations}
     rows = []
     for rule in result.ruleset.rules:
@@ -97,7 +94,7 @@ def _histogram_figure(result: QualityResult, col: str, label: str) -> str:
 
 def _rules_figure(result: QualityResult) -> str:
     names = list(result.ruleset.names)
-    pcts = [_pct(result.summary["rejected_by_rule"][n], result.summary["rows_in"]) for n in names]
+    pcts = [_pct(result.counts["rejected_by_rule"][n], result.counts["rows_in"]) for n in names]
     fig, ax = new_figure(7.0, 0.35 * len(names) + 1.2)
     ax.barh(names[::-1], pcts[::-1], color="#c62828")
     ax.set_xlabel("% of input rows rejected (first failed rule)")
@@ -137,7 +134,7 @@ def _gate_line(result: QualityResult) -> str:
 
 
 def _counts_line(result: QualityResult) -> str:
-    s = result.summary
+    s = result.counts
     return (
         f"{s['rows_in']:,} rows in = {s['rows_clean']:,} clean + {s['rows_rejected']:,} rejected "
         f"({s['rejected_pct']:.2f}%) over {len(s['partitions'])} partition(s); "
@@ -204,17 +201,3 @@ def render_markdown(result: QualityResult) -> str:
         "Histograms of fare and distance before/after cleaning and a map of pick-up locations are in the HTML report.",
     ]
     return "\n".join(parts) + "\n"
-
-
-def write_report(result: QualityResult, report_dir: str | Path) -> dict[str, Path]:
-    """Write report.html, report.md and summary.json into ``report_dir`` (created)."""
-    out = Path(report_dir)
-    paths = {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json"}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        paths["html"].write_text(render_html(result))
-        paths["markdown"].write_text(render_markdown(result))
-        paths["summary"].write_text(json.dumps(result.summary, indent=1))
-    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        raise UserError(f"{report_dir}: cannot write the report there ({err.strerror or err})") from None
-    return paths

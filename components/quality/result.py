@@ -1,4 +1,5 @@
-"""``QualityResult`` (what a run returns) and the gate's failure."""
+"""``QualityResult`` (what a run returns; the result protocol of ``components.common.publish``)
+and the gate's failure."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class GateFailed(UserError):
 
 @dataclass
 class QualityResult:
-    summary: dict  # the CLI's --summary-json content
+    counts: dict  # the run's counts and percentages (unrounded): summary() and metrics() read them
     stats: dict  # population stats.json content
     partials: list[dict]
     raw_profile: dict
@@ -28,6 +29,27 @@ class QualityResult:
     reservoir: pa.Table  # CLEAN_SCHEMA rows (uniform sample of the clean rows)
     violations: list[dict]
     ruleset: RuleSet
+
+    def summary(self) -> dict:
+        """The task's output and ``--summary-json``: the counts, percentages by rule rounded to
+        4 places (as in the metrics)."""
+        pct = self.counts["rejected_pct_by_rule"]
+        return {k: v for k, v in self.counts.items() if k != "rejected_pct_by_rule"} | {
+            "rejected_pct_by_rule": {k: round(v, 4) for k, v in pct.items()}
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """rows_in, rows_clean, rows_rejected, reject_pct_total and reject_pct_<rule> per rule."""
+        c = self.counts
+        values: dict[str, float] = {
+            "rows_in": float(c["rows_in"]),
+            "rows_clean": float(c["rows_clean"]),
+            "rows_rejected": float(c["rows_rejected"]),
+            "reject_pct_total": round(c["rejected_pct"], 4),
+        }
+        for name, pct in c["rejected_pct_by_rule"].items():
+            values[f"reject_pct_{name}"] = round(pct, 4)
+        return values
 
     @property
     def gate_passed(self) -> bool:

@@ -128,7 +128,7 @@ def test_unsorted_input_gives_outputs_in_source_order(tmp_path, monkeypatch):
             zip(rejected["month"].to_pylist(), rejected[contract.SOURCE_LINE].to_pylist(), strict=True)
         )
         assert keys == sorted(keys)  # partitions in order, source order within each
-        runs[name] = (res.summary, datasets.read_clean(str(tmp_path / name)), rejected)
+        runs[name] = (res.counts, datasets.read_clean(str(tmp_path / name)), rejected)
     assert runs["hash"][0] == runs["collide"][0]
     assert runs["hash"][1].equals(runs["collide"][1]) and runs["hash"][2].equals(runs["collide"][2])
     assert runs["hash"][0]["rejected_by_rule"]["duplicate_trip"] == 4 + 5

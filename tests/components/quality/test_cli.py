@@ -125,3 +125,12 @@ def test_progress_and_worker_memory_flags_reach_the_step(raw_dir, tmp_path, monk
     assert main([*args, "--stats", str(tmp_path / "s2"), "--overwrite", "--quiet", "--progress"]) == 0
     assert seen[-1].progress is False  # --quiet wins
     assert main([*args, "--stats", str(tmp_path / "s3"), "--worker-memory-mb", "-1"]) == 2
+
+
+def test_report_dir_that_is_a_file_is_refused_in_one_line_before_the_run(raw_dir, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    rc = main(["--input", str(raw_dir), "--output", str(tmp_path / "c"), "--report-dir", str(tmp_path / "f")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "--report-dir" in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()

@@ -82,7 +82,7 @@ def test_fan_out_components_match_the_in_process_component(raw_dir, kfp_local, t
         )
     )  # fmt: skip
     assert {k: summary[k] for k in ("rows_in", "rows_clean", "rows_rejected", "rejected_by_rule")} == {
-        k: reference.summary[k] for k in ("rows_in", "rows_clean", "rows_rejected", "rejected_by_rule")
+        k: reference.counts[k] for k in ("rows_in", "rows_clean", "rows_rejected", "rejected_by_rule")
     }
     merged_clean = _artifact_dir(kfp_local, "quality-merge", "clean")
     assert datasets.read_clean(str(merged_clean)).equals(datasets.read_clean(str(tmp_path / "ref")))

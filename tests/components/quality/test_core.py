@@ -21,7 +21,7 @@ INGESTED = '{"step": "ingest"}'  # the _SUCCESS marker of a finished ingest
 
 def test_each_defect_is_rejected_by_its_rule_and_rows_add_up(quality_run):
     result, _ = quality_run
-    s = result.summary
+    s = result.counts
     assert s["rows_in"] == len(MONTHS) * ROWS_PER_MONTH
     assert s["rejected_by_rule"] == dict.fromkeys(DEFECTS, len(MONTHS) * DEFECTS_PER_MONTH)
     assert s["rows_clean"] == s["rows_in"] - len(DEFECTS) * len(MONTHS) * DEFECTS_PER_MONTH
@@ -42,7 +42,7 @@ def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
     result, out = quality_run
     clean = datasets.read_clean(str(out / "clean"))
     assert clean.schema == contract.CLEAN_SCHEMA
-    assert clean.num_rows == result.summary["rows_clean"]
+    assert clean.num_rows == result.counts["rows_clean"]
     df = clean.to_pandas()
     assert df["fare"].between(*contract.FARE_RANGE).all()
     assert df[["origin_lat", "origin_lon", "dest_lat", "dest_lon", "pickup_datetime"]].notna().all().all()
@@ -53,17 +53,17 @@ def test_clean_rows_have_the_contract_schema_and_correct_features(quality_run):
     np.testing.assert_allclose(df["distance_km"], expected_km, rtol=1e-9)
     # one file per partition, no partition columns inside the files
     files = sorted((out / "clean").rglob("*.parquet"))
-    assert [f.relative_to(out / "clean").parent.as_posix() for f in files] == result.summary["partitions"]
+    assert [f.relative_to(out / "clean").parent.as_posix() for f in files] == result.counts["partitions"]
     assert "year" not in pq.read_schema(files[0]).names
 
 
 def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_run, tmp_path):
     result, out = quality_run
     rejected = datasets.read_rejected(str(out / "clean_rejected"))
-    assert rejected.num_rows == result.summary["rows_rejected"]
+    assert rejected.num_rows == result.counts["rows_rejected"]
     assert set(contract.RAW_SCHEMA.names) <= set(rejected.column_names)
     counts = rejected.group_by("rule").aggregate([("rule", "count")]).to_pydict()
-    assert dict(zip(counts["rule"], counts["rule_count"], strict=True)) == result.summary["rejected_by_rule"]
+    assert dict(zip(counts["rule"], counts["rule_count"], strict=True)) == result.counts["rejected_by_rule"]
     # a row failing two rules is attributed to the first one in rule order
     both = raw_table(50, 2016, 5, defects={"missing_fare": 1})
     both = both.set_column(
@@ -75,8 +75,8 @@ def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_ru
     res = core.run_quality(
         core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
     )
-    assert res.summary["rejected_by_rule"]["missing_pickup_time"] == 1
-    assert res.summary["rejected_by_rule"]["missing_fare"] == 0
+    assert res.counts["rejected_by_rule"]["missing_pickup_time"] == 1
+    assert res.counts["rejected_by_rule"]["missing_fare"] == 0
 
 
 def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
@@ -86,7 +86,7 @@ def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
         core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
     )
     rejected = datasets.read_rejected(str(tmp_path / "c_rejected"))
-    assert res.summary["rejected_by_rule"]["duplicate_trip"] == 3
+    assert res.counts["rejected_by_rule"]["duplicate_trip"] == 3
     assert sorted(rejected["source_line"].to_pylist()) == [3, 4, 21]  # lines of rows 1, 2 and 19
     assert 2 not in rejected["source_line"].to_pylist()
 
@@ -130,7 +130,7 @@ def _run_both_paths(raw_dir, tmp_path, **kw):
 
 def test_fan_out_and_in_process_paths_give_identical_results(raw_dir, tmp_path):
     inproc, fanout, a, b = _run_both_paths(raw_dir, tmp_path, reservoir_rows=50, seed=3)
-    assert inproc.summary == fanout.summary
+    assert inproc.counts == fanout.counts
     assert datasets.read_clean(str(a / "clean")).equals(datasets.read_clean(str(b / "clean")))
     assert datasets.read_rejected(str(a / "clean_rejected")).equals(
         datasets.read_rejected(str(b / "rejected"))
@@ -155,7 +155,7 @@ def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
     keyed = pa.concat_tables(
         pq.read_table(p) for p in (tmp_path / "all_stats" / "partitions").rglob(layout.PARTIAL_RESERVOIR)
     )
-    assert keyed.num_rows == everything.summary["rows_clean"]
+    assert keyed.num_rows == everything.counts["rows_clean"]
     expected = keyed.sort_by([(layout.SAMPLE_KEY, "ascending")]).slice(0, k)["objectid"].to_pylist()
     assert run("k", 1, k).reservoir["objectid"].to_pylist() == expected
     assert set(run("other_seed", 2, k).reservoir["objectid"].to_pylist()) != set(expected)
@@ -188,7 +188,7 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     )
     assert res2.gate_passed
     tight_total = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 20})
-    assert [v["rule"] for v in result.evaluate_gate(tight_total, 1000, res2.summary["rejected_by_rule"])] == [
+    assert [v["rule"] for v in result.evaluate_gate(tight_total, 1000, res2.counts["rejected_by_rule"])] == [
         "total"
     ]
 
@@ -303,7 +303,7 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
         assert not list(tmp_path.glob(f".{d}.*"))  # no staging directory left
     (tmp_path / "clean" / "stale.parquet").write_bytes(b"old")
     again = core.run_quality(cfg)  # our own output: replaced
-    assert again.summary == first.summary
+    assert again.counts == first.counts
     assert not (tmp_path / "clean" / "stale.parquet").exists()
 
 

@@ -20,7 +20,7 @@ def generated(tmp_path_factory):
 def test_clean_rows_and_fare_statistics_match_the_generator_truth(generated):
     root, truth = generated
     res = core.run_quality(core.QualityConfig(input=str(root / "raw"), output=str(root / "clean"), workers=2))
-    s = res.summary
+    s = res.counts
     assert s["rows_in"] == truth["rows"] == s["rows_clean"] + s["rows_rejected"]
     assert s["rows_clean"] == truth["clean"]["rows"]
     fare = res.stats["columns"]["fare"]

@@ -39,7 +39,7 @@ def test_progress_counts_each_partition_once(raw_dir, tmp_path, recorder, worker
     raw_bytes = sum(f.stat().st_size for f in raw_dir.rglob("*.parquet") if "year=" in str(f))
     assert recorder["enabled"] is True
     assert recorder["calls"] == len(partitions.plan_partitions(str(raw_dir))) >= 3  # one per partition
-    assert recorder["rows"] == result.summary["rows_in"]
+    assert recorder["rows"] == result.counts["rows_in"]
     assert recorder["bytes"] == recorder["total"] == raw_bytes
 
 
@@ -48,7 +48,7 @@ def test_progress_does_not_change_the_output(raw_dir, tmp_path) -> None:
         core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "a"), workers=2, progress=True)
     )
     b = core.run_quality(core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "b"), workers=2))
-    assert a.summary == b.summary
+    assert a.counts == b.counts
     assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
 
 
@@ -89,7 +89,7 @@ def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_p
         core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "b"), workers=1, worker_memory_mb=0)
     )
     assert not any("memory_limit" in c for c in seen)
-    assert limited.summary == default.summary
+    assert limited.counts == default.counts
     assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
     assert datasets.read_rejected(str(tmp_path / "a_rejected")).equals(
         datasets.read_rejected(str(tmp_path / "b_rejected"))

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
+import json
 import re
 
-import pytest
-
 from components.common import report as common
-from components.common.errors import UserError
-from components.quality import publish, report
+from components.common.publish import publish_cli, publish_component
+from components.quality import report
 
 
 def test_html_report_is_self_contained_with_the_four_figures(quality_run):
@@ -43,21 +42,25 @@ def test_profile_null_pct_and_histograms_are_exact(quality_run):
     raw = result.raw_profile
     assert raw["FAREAMOUNT"]["nulls"] == 15 and raw["FAREAMOUNT"]["rows"] == 1200
     assert raw["FAREAMOUNT"]["min"] == -12.5 and raw["FAREAMOUNT"]["max"] == 745557.28
-    assert sum(result.histograms["fare"]["clean"]) == result.summary["rows_clean"]
+    assert sum(result.histograms["fare"]["clean"]) == result.counts["rows_clean"]
     assert sum(result.histograms["fare"]["raw"]) == 1200 - 15  # null fares are not binned
     assert result.clean_profile["fare"]["quantiles"]["p50"] is not None
 
 
-def test_metrics_hold_counts_and_reject_pct_per_rule(quality_run):
+def test_metrics_hold_counts_and_reject_pct_per_rule(quality_run, tmp_path):
     result, _ = quality_run
     logged = {}
 
     class FakeMetrics:
+        path, metadata, uri = str(tmp_path / "metrics"), logged, "file://metrics"
+
         def log_metric(self, name, value):
             logged[name] = value
 
-    publish.publish(result, html_path="/dev/null", markdown_path="/dev/null", metrics=FakeMetrics())
-    assert logged["rows_in"] == 1200 and logged["rows_clean"] == result.summary["rows_clean"]
+    summary = publish_component(result, metrics=FakeMetrics())  # the result carries the protocol itself
+    assert logged == result.metrics() and summary == {**result.summary(), "artifacts": {}}
+    assert json.loads((tmp_path / "metrics").read_text()) == logged
+    assert logged["rows_in"] == 1200 and logged["rows_clean"] == result.counts["rows_clean"]
     assert logged["reject_pct_missing_fare"] == 1.25
     assert {f"reject_pct_{n}" for n in result.ruleset.names} <= set(logged)
 
@@ -75,8 +78,19 @@ def test_common_report_helpers():
     assert "T&lt;1&gt;" in page and "&lt;b&gt;" in page and "12,345" in page
 
 
-def test_report_dir_that_is_a_file_is_a_user_error(quality_run, tmp_path):
+def test_summary_is_the_counts_with_percentages_rounded_and_publish_cli_writes_it(quality_run, tmp_path):
     result, _ = quality_run
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(UserError, match="cannot write the report"):
-        report.write_report(result, tmp_path / "f")
+    summary = result.summary()
+    assert {k: v for k, v in summary.items() if k != "rejected_pct_by_rule"} == {
+        k: v for k, v in result.counts.items() if k != "rejected_pct_by_rule"
+    }
+    assert summary["rejected_pct_by_rule"] == {
+        k: round(v, 4) for k, v in result.counts["rejected_pct_by_rule"].items()
+    }
+    publish_cli(
+        result, report.render_html, report.render_markdown,
+        summary_json=str(tmp_path / "s.json"), report_dir=str(tmp_path / "r"),
+    )  # fmt: skip
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(summary))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "summary.md"]
+    assert (tmp_path / "r" / "summary.md").read_text() == report.render_markdown(result)

@@ -31,9 +31,9 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
     )
     local = core.run_quality(core.QualityConfig(input=str(raw), output=str(tmp_path / "clean"), workers=1))
 
-    assert remote.summary["rows_in"] == 700
-    assert remote.summary["rejected_by_rule"] == local.summary["rejected_by_rule"]
-    assert remote.summary["rejected_by_rule"]["missing_fare"] == 7
+    assert remote.counts["rows_in"] == 700
+    assert remote.counts["rejected_by_rule"] == local.counts["rejected_by_rule"]
+    assert remote.counts["rejected_by_rule"]["missing_fare"] == 7
     keys = s3.keys(bucket, "")
     assert any(k.startswith("clean/year=2015/month=1/") for k in keys)
     assert any(k.startswith("stats/") and k.endswith("stats.json") for k in keys)

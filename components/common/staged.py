@@ -6,7 +6,7 @@ naming what is there. It marks the output complete last: ``_SUCCESS``, a JSON ob
 step (``{"step": "ingest", ...}``). Local: files go to a hidden sibling directory renamed into
 place on commit. S3 (no rename): ``_INCOMPLETE`` (``{"step": ...}``) first, then the earlier
 contents are deleted, files written in place, ``_SUCCESS`` last and ``_INCOMPLETE`` removed.
-Readers call :func:`require_complete` with the step they expect. docs/architecture.md.
+Readers call :func:`require_complete` with the step they expect. docs/ingest.md, "Staged outputs".
 """
 
 from __future__ import annotations

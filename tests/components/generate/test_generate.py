@@ -429,3 +429,36 @@ def test_zip_out_then_txt_run_is_refused(tmp_path):
     generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01", zip=True))
     with pytest.raises(UserError, match="taxi_2015.zip"):
         generate(GenerateConfig(out=str(tmp_path), rows=200, months="2015-01"))
+
+
+def test_output_is_staged_with_a_generate_marker_and_foreign_data_is_refused(tmp_path):
+    out = tmp_path / "g"
+    result = generate(GenerateConfig(out=str(out), rows=200, months="2015-01:2015-02"))
+    marker = json.loads((out / "_SUCCESS").read_text())
+    assert marker["step"] == "generate" and marker["rows"] == 200 == result.truth["rows"]
+    assert marker["files"] == result.truth["files"]
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]  # no staging directory left
+    assert result.files == [out / "taxi_2015_01.txt", out / "taxi_2015_02.txt"]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not an earlier output of the generate step") as err:
+        generate(GenerateConfig(out=str(home), rows=200, months="2015-01"))
+    assert "thesis.tex" in str(err.value) and "\n" not in str(err.value)
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g", "home"]
+
+
+def test_failed_run_leaves_the_earlier_output_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "g"
+    generate(GenerateConfig(out=str(out), rows=200, months="2015-01"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(gen, "_truth", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        generate(GenerateConfig(out=str(out), rows=300, months="2015-01", seed=1))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]

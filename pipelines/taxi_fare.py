@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
-from components.cluster.component import deploy, train_job
+from components.cluster.component import deploy, train_job, tune_job
 from components.ingest.component import ingest
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
@@ -35,6 +35,11 @@ PIPELINE_NAME = "fareflow-taxi-fare"
 # It must exist in the namespace the pipeline pods run in (``kubeflow`` for KFP standalone).
 S3_SECRET = "fareflow-s3"
 S3_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+# The Optuna study database's Secret (manifests/components/optuna-postgres), as libpq's
+# environment of the cluster tune task when tune_workers > 1; optional, so tune_workers 1 needs
+# none. Like the S3 Secret it must exist in the namespace the pipeline pods run in.
+POSTGRES_SECRET = "fareflow-postgres"
+POSTGRES_ENV = {"POSTGRES_USER": "PGUSER", "POSTGRES_PASSWORD": "PGPASSWORD", "POSTGRES_DB": "PGDATABASE"}
 
 
 DEFAULT_MODEL_NAME = "taxi-fare"  # the InferenceService (and URL model) name
@@ -128,6 +133,7 @@ def build_pipeline(
         fractions: str = ",".join(str(f) for f in _SAMPLE["fractions"]),
         tune_trials: int = 0,
         tune_epochs: int = 3,
+        tune_workers: int = 1,
         train_workers: int = 1,
         train_backend: str = _TRAIN["backend"],
         epochs: int = _TRAIN["epochs"],
@@ -150,6 +156,9 @@ def build_pipeline(
         fractions: train,validation,test fractions of the sample.
         tune_trials, tune_epochs: Optuna trials (0 = no tuning) of at most this many epochs;
             the best trial's settings replace the five below (which are trial 0).
+        tune_workers: Optuna workers on one study: 1 tunes in the task; N > 1 locally runs N
+            processes on a SQLite study, in the cluster a Kubernetes Job of N pods on the
+            manifests' PostgreSQL (manifests/components/optuna-postgres; docs/tune.md).
         train_workers: training processes: torchrun processes locally; in the cluster,
             PyTorchJob replicas (one Master + Workers) or MPIJob workers (a rank per GPU, or one).
         train_backend: ``ddp`` (torch DDP; a PyTorchJob in the cluster) or ``horovod``
@@ -176,7 +185,7 @@ def build_pipeline(
         ).set_display_name("sample")
         _stamp(sample_task, code_digest)
         splits = sample_task.outputs["splits"]
-        tune_task = tune(
+        tune_args = dict(
             splits=splits,
             trials=tune_trials,
             epochs=tune_epochs,
@@ -186,7 +195,16 @@ def build_pipeline(
             hidden=hidden,
             weight_decay=weight_decay,
             dropout=dropout,
-        ).set_display_name("tune")
+            workers=tune_workers,
+        )
+        if cluster:
+            tune_task = tune_job(**tune_args, namespace=namespace, timeout_s=timeout_s)
+            tune_task.set_display_name("tune (in the task, or a Job of tune_workers pods)")
+            kubernetes.use_secret_as_env(
+                tune_task, secret_name=POSTGRES_SECRET, secret_key_to_env=POSTGRES_ENV, optional=True
+            )
+        else:
+            tune_task = tune(**tune_args).set_display_name("tune")
         _stamp(tune_task, code_digest)
         best = {
             name: tune_task.outputs[name]

@@ -2,10 +2,12 @@
 
 # No "from __future__ import annotations": kfp reads the annotations as objects.
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from typing import NamedTuple
 
-from components.common.images import COMPONENT_IMAGE
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.common.images import COMPONENT_IMAGE, TRAINER_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -94,3 +96,80 @@ def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canar
         f"model version {version or 'unversioned'}"
     )
     return summary
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def tune_job(
+    splits: Input[Dataset],
+    trials: int,
+    epochs: int,
+    seed: int,
+    learning_rate: float,
+    batch_size: int,
+    hidden: str,
+    weight_decay: float,
+    dropout: float,
+    namespace: str,
+    workers: int,
+    timeout_s: int,
+    report: Output[HTML],
+    summary_md: Output[Markdown],
+    metrics: Output[Metrics],
+) -> NamedTuple(
+    "TuneOutputs",
+    [
+        ("learning_rate", float),
+        ("batch_size", int),
+        ("hidden", str),
+        ("weight_decay", float),
+        ("dropout", float),
+        ("summary", dict),
+    ],
+):
+    """The tune step in the cluster, with the outputs of ``components.tune.component.tune``.
+    ``workers`` 1: in this task, an in-memory study (as locally). ``workers`` N > 1: a Kubernetes
+    Job of N pods (``parallelism`` = ``completions`` = N) tuning one study in the PostgreSQL of
+    manifests/components/optuna-postgres until it holds ``trials`` trials; this task creates the
+    study, waits for the Job and reads the best trial. The database user, password and name
+    reach this task and the pods from the ``fareflow-postgres`` Secret (environment only)."""
+    from collections import namedtuple
+    from dataclasses import replace
+
+    from components.cluster import core
+    from components.common.publish import publish_component
+    from components.tune import core as tune_core
+    from components.tune.report import render_html, render_markdown
+
+    base = {
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "hidden": hidden,
+        "weight_decay": weight_decay,
+        "dropout": dropout,
+    }
+    if workers <= 1 or trials == 0:
+        config = tune_core.TuneConfig(
+            splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
+        )
+        result = tune_core.run(config)
+    else:
+        settings = core.load_settings(namespace)
+        splits_s3 = core.s3_uri(splits.uri)
+        config = core.tune_config(splits_s3, trials, epochs, seed, base, storage=core.TUNE_STORAGE)
+        config = replace(config, study_name=core.tune_job_name(splits_s3, config))
+        core.use_study_database(settings)
+        result = core.run_tune_job(settings, config, workers, timeout=timeout_s)
+    summary = publish_component(
+        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
+    )
+    best = result.best_params
+    names = ["learning_rate", "batch_size", "hidden", "weight_decay", "dropout", "summary"]
+    outputs = namedtuple("TuneOutputs", names)
+    return outputs(
+        float(best["learning_rate"]),
+        int(best["batch_size"]),
+        str(best["hidden"]),
+        float(best["weight_decay"]),
+        float(best["dropout"]),
+        summary,
+    )

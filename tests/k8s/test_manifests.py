@@ -213,10 +213,11 @@ def test_pipeline_runner_can_drive_jobs_and_serving_in_its_project_only(tier: Ti
             ("get", "deployments.apps"), ("get", "configmaps/fareflow-cluster"),
             ("delete", "mpijobs.kubeflow.org"), ("watch", "mpijobs.kubeflow.org"),
             ("list", "events"),  # the operators' events on a job: a Pod Security refusal ends the wait
+            ("create", "jobs.batch"), ("watch", "jobs.batch"), ("delete", "jobs.batch"),  # tune workers
         ):  # fmt: skip
             assert tier.can_i(who, verb, resource, ns), f"{who} cannot {verb} {resource} in {ns}"
     for verb, resource, where in (
-        ("create", "pytorchjobs.kubeflow.org", other),  # another project
+        ("create", "pytorchjobs.kubeflow.org", other), ("create", "jobs.batch", other),  # another project
         ("get", "secrets", ns), ("list", "secrets", ns), ("get", "secrets", "kubeflow"),
         ("create", "pods", ns), ("create", "pods/exec", ns), ("delete", "namespaces", None),
         ("create", "clusterroles.rbac.authorization.k8s.io", None), ("create", "rolebindings.rbac.authorization.k8s.io", ns),
@@ -229,7 +230,8 @@ def test_pipeline_runner_can_drive_jobs_and_serving_in_its_project_only(tier: Ti
 def test_workload_service_accounts_have_no_api_access(tier: Tier, projects, name):
     ns = PROJECTS["overlays/kind"]
     for verb, resource in (("get", "secrets"), ("list", "pods"), ("create", "pods/exec"), ("get", "configmaps"),
-                           ("create", "pytorchjobs.kubeflow.org"), ("get", "inferenceservices.serving.kserve.io")):  # fmt: skip
+                           ("create", "pytorchjobs.kubeflow.org"), ("get", "inferenceservices.serving.kserve.io"),
+                           ("create", "jobs.batch")):  # fmt: skip
         assert not tier.can_i(sa(ns, name), verb, resource, ns), f"{name} may {verb} {resource}"
 
 

@@ -141,8 +141,9 @@ def test_pipeline_runner_rbac_is_namespaced_and_minimal(rendered):
         ("kubeflow.org", "pytorchjobs"),
         ("kubeflow.org", "mpijobs"),
         ("serving.kserve.io", "inferenceservices"),
+        ("batch", "jobs"),  # the tune step's parallel workers (tune_workers > 1)
     ]:
-        assert {"create", "get", "watch"} <= granted[key]
+        assert {"create", "get", "watch", "delete"} <= granted[key]
     assert not any(r == "secrets" for _, r in granted), "the runner must not read secrets"
     binding = one(objs, "RoleBinding", "fareflow-pipeline-runner")
     assert binding["roleRef"]["kind"] == "Role"

@@ -24,9 +24,10 @@ def test_compiled_pipeline_uses_project_image_without_kfp_install(tmp_path):
     assert executors, "no executors compiled"
     for name, executor in executors.items():
         container = executor["container"]
-        # Cluster form: tuning trains in its task (trainer image); every other task drives the
-        # cluster or the data from the component image (training runs in the PyTorchJob's pods).
-        assert container["image"] == (TRAINER_IMAGE if name == "exec-tune" else COMPONENT_IMAGE), name
+        # Cluster form: tuning trains in its task or drives its Job (trainer image); every other
+        # task drives the cluster or the data from the component image (training runs in the
+        # PyTorchJob's pods).
+        assert container["image"] == (TRAINER_IMAGE if name == "exec-tune-job" else COMPONENT_IMAGE), name
         assert not container["image"].endswith(":latest")
         # install_kfp_package=False: no pip install of kfp at run time (cluster needs no network)
         assert "pip install" not in " ".join(container.get("command", [])), name
@@ -86,9 +87,9 @@ def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
     spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert {"train-job", "deploy"} <= set(tasks) and "train" not in tasks
-    assert sorted(tasks["train-job"]["dependentTasks"]) == ["sample", "tune"]
+    assert sorted(tasks["train-job"]["dependentTasks"]) == ["sample", "tune-job"]
     hp = tasks["train-job"]["inputs"]["parameters"]["learning_rate"]["taskOutputParameter"]
-    assert hp == {"producerTask": "tune", "outputParameterKey": "learning_rate"}
+    assert hp == {"producerTask": "tune-job", "outputParameterKey": "learning_rate"}
     assert tasks["deploy"]["dependentTasks"] == ["train-job"]
     model_in = tasks["deploy"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
     assert model_in == {"producerTask": "train-job", "outputArtifactKey": "model"}
@@ -96,6 +97,32 @@ def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
     assert params["model_name"]["defaultValue"] == "taxi-fare"
     assert {"train_workers", "epochs", "namespace", "timeout_s", "tune_trials"} <= set(params)
     assert params["tune_trials"]["defaultValue"] == 0  # tuning is opt-in in the cluster
+
+
+def test_tune_workers_reach_the_tune_task_and_the_dsn_only_from_the_secret(tmp_path):
+    """tune_workers (default 1: tuning in the task) is the cluster tune task's workers input
+    (N > 1: a Job of N pods) and the local tune task's; the study database's user, password and
+    name come from the fareflow-postgres Secret (optional), never as a value in the spec."""
+    from pipelines.taxi_fare import POSTGRES_ENV, POSTGRES_SECRET
+
+    text = Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text()
+    docs = list(yaml.safe_load_all(text))
+    spec = docs[0]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["tune_workers"]["defaultValue"] == 1
+    task = spec["root"]["dag"]["tasks"]["tune-job"]
+    assert task["inputs"]["parameters"]["workers"] == {"componentInputParameter": "tune_workers"}
+    assert task["inputs"]["parameters"]["namespace"] == {"componentInputParameter": "namespace"}
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    (secret,) = platform["exec-tune-job"]["secretAsEnv"]
+    assert secret["secretName"] == POSTGRES_SECRET and secret.get("optional")
+    assert {(kv["secretKey"], kv["envVar"]) for kv in secret["keyToEnv"]} == set(POSTGRES_ENV.items())
+    assert set(POSTGRES_ENV.values()) == {"PGUSER", "PGPASSWORD", "PGDATABASE"}
+    assert "postgresql://" not in text and "REPLACE_ME" not in text
+    local = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "l.yaml"), cluster=False)).read_text())
+    assert local["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]["workers"] == {
+        "componentInputParameter": "tune_workers"
+    }
 
 
 def test_train_backend_is_a_pipeline_parameter_the_cluster_train_task_takes(tmp_path):

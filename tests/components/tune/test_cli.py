@@ -6,6 +6,7 @@ import sys
 
 from components.tune.__main__ import main
 from components.tune.core import DEFAULTS
+from components.tune.report import FIGURES
 from pipelines import cli
 
 
@@ -20,7 +21,10 @@ def test_cli_tunes_and_writes_summary_and_report(shared_splits, tmp_path, capsys
     assert data["best_validation_rmse"] <= data["default_validation_rmse"]
     assert data["config"]["epochs"] == 2 and data["config"]["max_rows"] == 800
     html = (reports / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # history + learning_rate + batch_size
+    # Optuna's plots: history, slice over the searched parameters, importances (3 completed
+    # trials), intermediate values -- one image each, found by their alt texts
+    assert html.count("data:image/png;base64,") == len(FIGURES) == 4
+    assert all(f'alt="{alt}"' in html for alt in FIGURES.values())
     assert "Optimization history" in html and "<td>128,64,32</td>" in html
     md = (reports / "summary.md").read_text()
     assert "## Best hyper-parameters" in md and "## Trials" in md

@@ -78,7 +78,7 @@ def test_component_runs_through_kfp_local_and_its_named_outputs_come_back(make_s
     assert run.outputs["hidden"] == best["hidden"] and parse_hidden(run.outputs["hidden"])
     task_dirs = list(Path(local_kfp).glob("*/tune"))
     assert len(task_dirs) == 1
-    assert (task_dirs[0] / "report").read_text().count("data:image/png;base64,") == 3
+    assert (task_dirs[0] / "report").read_text().count("data:image/png;base64,") == 4  # Optuna's four plots
     assert "## Best hyper-parameters" in (task_dirs[0] / "summary_md").read_text()
     executor = json.loads((task_dirs[0] / "executor_output.json").read_text())
     logged = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]

@@ -15,7 +15,10 @@ directories stay; pruning a run also removes the pipeline-root outputs it made u
 run still uses them (a step served from the cache points at them).
 
 ``fareflow runs`` lists the runs; ``fareflow runs compare [A B]`` puts two side by side
-(parameters and metrics, with deltas); ``fareflow runs show ID`` prints one record.
+(parameters and metrics, with deltas); ``fareflow runs show ID`` prints one record;
+``fareflow runs log [ID]`` logs a run to MLflow (``fareflow run`` does that itself when a run
+ends: pipelines.tracking); the record's ``tracking`` entry names the MLflow run. Listing and
+comparing read run.json only: they need no MLflow.
 """
 
 from __future__ import annotations
@@ -270,8 +273,8 @@ def _print_list(workdir: Path, console) -> None:
         console.print(f"no runs under {workdir}", markup=False)
         return
     table = Table(title=f"runs under {workdir}", title_justify="left")
-    for col in ("run", "status", "source", "code", "steps", "test RMSE", "seconds"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("run", "status", "test RMSE"))
+    for col in ("run", "status", "source", "code", "steps", "test RMSE", "seconds", "MLflow run"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "status", "test RMSE", "MLflow run"))
     for path, r in runs:
         steps = r.get("steps") or {}
         cached = sum(1 for s in steps.values() if s.get("state") == "cached")
@@ -284,8 +287,48 @@ def _print_list(workdir: Path, console) -> None:
             f"{len(steps)} ({cached} cached)" if cached else str(len(steps)),
             "-" if rmse is None else f"{rmse:.4f}",
             _cell(r.get("seconds")),
+            mlflow_cell(r),
         )
     console.print(table)
+
+
+def mlflow_cell(record: dict) -> str:
+    """The MLflow run id when the run was logged; else why not ("-": never tried)."""
+    tracking = record.get("tracking") or {}
+    if tracking.get("logged"):
+        return str(tracking.get("mlflow_run_id"))[:8]  # the whole id: fareflow runs show
+    if tracking.get("reason"):
+        return f"off ({tracking['reason']})"
+    return "not logged" if tracking else "-"
+
+
+def _log_runs(workdir: Path, refs: list[str], every: bool, uri: str | None, experiment: str, console) -> None:
+    from pipelines import tracking
+
+    runs = list_runs(workdir)
+    if every:
+        chosen = [(p, r) for p, r in runs if not (r.get("tracking") or {}).get("logged")]
+    else:
+        chosen = [resolve(workdir, ref, runs) for ref in refs or [LATEST]]
+    failed = []
+    for path, _ in chosen:
+        try:
+            entry = tracking.log_run(path, uri, experiment)
+        except tracking.TrackingError as err:
+            failed.append(f"{path.name}: {err}")
+            continue
+        console.print(
+            f"{path.name}: {'already logged as ' if entry['existing'] else ''}"
+            f"MLflow run {entry['mlflow_run_id']} in experiment {entry['experiment']!r} "
+            f"at {entry['uri']}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    if not chosen:
+        console.print(f"nothing to log: every run under {workdir} is logged", markup=False)
+    if failed:
+        raise tracking.TrackingError("; ".join(failed))
 
 
 def _print_compare(workdir: Path, refs: list[str], console) -> None:
@@ -319,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("run", nargs="?", default=LATEST, help="run id, unique prefix, latest or latest~N")
     compare = sub.add_parser("compare", help="two runs' parameters and metrics side by side, with deltas")
     compare.add_argument("runs", nargs="*", help="two run ids (default: latest~1 latest)")
+    log = sub.add_parser("log", help="log runs to MLflow (fareflow run does it when a run ends)")
+    log.add_argument("runs", nargs="*", help="run ids, prefixes, latest or latest~N (default: latest)")
+    log.add_argument("--all", action="store_true", help="every run not logged yet")
+    log.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db)",
+    )
+    log.add_argument("--experiment", default="fareflow", help="MLflow experiment (default %(default)s)")
     args = parser.parse_args(argv)
     from rich.console import Console
 
@@ -329,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record, indent=2))
     elif args.action == "compare":
         _print_compare(workdir, args.runs, console)
+    elif args.action == "log":
+        if args.all and args.runs:
+            raise UserError("log: give run ids or --all, not both")
+        _log_runs(workdir, args.runs, args.all, args.tracking_uri, args.experiment, console)
     else:
         _print_list(workdir, console)
     return 0

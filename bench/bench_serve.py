@@ -1,18 +1,23 @@
 """Serving benchmark: ``python -m components.serve`` (v1 and v2) vs a FastAPI + uvicorn server
 (``bench.serve_baseline``, v1 only) -- the same model directory, encoder and one torch thread.
 
-Each round starts each server fresh (alternating, baseline first), records its time to first
-answer (process start to the first 200 on ``:predict``), drives every case at it with
-``bench.serve_load`` (keep-alive connections, a separate process), and reads its peak RSS
-(``VmHWM``) at the end. Cases: concurrency 1, 16 and 64 x 1 and 100 trips per request; for
-fareflow both the v1 body and the v2 JSON tensors of the same trips. Medians over ``repeat``
-rounds. Both servers run without per-request logging (fareflow ``--request-logging false``,
-uvicorn ``access_log=False``); fareflow runs as deployed otherwise (gRPC port open, every check
-of the request on).
+Each round starts both servers fresh (one after the other, the order alternating by round) and
+records each one's time to first answer (process start to the first 200 on ``:predict``); then
+it drives every case at each side in turn -- baseline v1, fareflow v1, fareflow v2, the order
+rotating by round -- with ``bench.serve_load`` (keep-alive connections, a separate process), so
+the two sides of a comparison run seconds apart on a machine whose load drifts; and it reads
+each server's peak RSS (``VmHWM``) at the end. Cases: concurrency 1, 16 and 64 x 1 and 100 trips
+per request; for fareflow both the v1 body and the v2 JSON tensors of the same trips. Medians
+over ``repeat`` rounds. Both servers run without per-request logging (fareflow
+``--request-logging false``, uvicorn ``access_log=False``); fareflow runs as deployed otherwise
+(gRPC port open, every check of the request on).
 
 A record: ``case`` ("serve v1 c16 x100"; v2 cases compare against the baseline's v1 figure),
-``impl``, ``rows`` (trips per request), ``rows_per_s`` (trips/s), ``rps``, ``p50_ms``/``p99_ms``
-(medians over rounds), ``first_answer_s`` and ``peak_rss_mb`` (of the server process).
+``impl``, ``rows`` (trips per request), ``rows_per_s`` (trips/s), ``rps`` (``runs_rps`` by
+round), ``p50_ms``/``p99_ms`` (medians over rounds), ``cpu_ms_per_req`` (the server process's
+CPU time per request, all its threads: what the load on a shared machine changes least),
+``first_answer_s`` and ``peak_rss_mb`` (of the server process). ``summarize`` prints the ratios
+round by round.
 
     python -m bench.run --suite bench.bench_serve [--repeat 3]
 """
@@ -163,6 +168,12 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -172,16 +183,27 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _load(port: int, path: str, body_file: Path, connections: int, seconds: float) -> dict:
+def _load(port: int, path: str, body_file: Path, connections: int, seconds: float, pid: int) -> dict:
+    cpu = _cpu_s(pid)
     out = subprocess.run(
         [sys.executable, "-m", "bench.serve_load", "--port", str(port), "--path", path, "--body", str(body_file),
          "--connections", str(connections), "--seconds", str(seconds), "--warmup", str(WARMUP)],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=seconds * 10 + 60,
     )  # fmt: skip
+    cpu = _cpu_s(pid) - cpu
     result = json.loads(out.stdout)
     if result["errors"]:
         raise RuntimeError(f"{path}: {result['errors']} failed answers, e.g. {result['first_error']}")
+    # the warm-up's requests are not counted in "requests": spread its CPU by its share of the time
+    result["cpu_ms_per_req"] = 1000 * cpu * seconds / (seconds + WARMUP) / max(1, result["requests"])
     return result
+
+
+# Each round: both servers started (one after the other, the order alternating by round), then
+# every case driven at each in turn -- baseline v1, fareflow v1, fareflow v2, the order rotating
+# by round -- so the two sides of a comparison run seconds apart, not a whole server's cases
+# apart (the build machine's load drifts over minutes).
+SIDES = (("fastapi", "v1"), ("fareflow", "v1"), ("fareflow", "v2"))
 
 
 def run(
@@ -207,42 +229,77 @@ def run(
     runs: dict[tuple, list[dict]] = {}
     starts: dict[str, list[float]] = {}
     rss: dict[str, list[float]] = {}
-    for _ in range(repeat):
-        for impl, protos in (("fastapi", ("v1",)), ("fareflow", ("v1", "v2"))):
-            port = _free_port()
-            proc, first = _start(impl, model_dir, port, workdir / f"{impl}.log", probe)
-            try:
+    for round_ in range(repeat):
+        impls = ("fastapi", "fareflow") if round_ % 2 == 0 else ("fareflow", "fastapi")
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        try:
+            for impl in impls:
+                port = _free_port()
+                proc, first = _start(impl, model_dir, port, workdir / f"{impl}.log", probe)
+                servers[impl] = (proc, port)
                 starts.setdefault(impl, []).append(first)
-                for proto in protos:
-                    for n in trip_counts:
-                        for c in concurrency:
-                            result = _load(port, V1 if proto == "v1" else V2, bodies[proto, n], c, seconds)
-                            runs.setdefault((impl, proto, n, c), []).append(result)
+            sides = SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]
+            for n in trip_counts:
+                for c in concurrency:
+                    for impl, proto in sides:
+                        proc, port = servers[impl]
+                        path = V1 if proto == "v1" else V2
+                        result = _load(port, path, bodies[proto, n], c, seconds, proc.pid)
+                        runs.setdefault((impl, proto, n, c), []).append(result)
+            for impl, (proc, _) in servers.items():
                 rss.setdefault(impl, []).append(_peak_rss_mb(proc.pid))
-            finally:
+        finally:
+            for proc, _ in servers.values():
                 _stop(proc)
     records = []
     for (impl, proto, n, c), results in runs.items():
-        cases = [f"serve {proto} c{c} x{n}"]
-        for case in cases:
-            rps = statistics.median(r["rps"] for r in results)
-            records.append(
-                {
-                    "case": case,
-                    "impl": impl,
-                    "rows": n,
-                    "seconds": seconds,
-                    "rows_per_s": rps * n,
-                    "rps": rps,
-                    "runs_rps": [round(r["rps"], 1) for r in results],
-                    "p50_ms": statistics.median(r["p50_ms"] for r in results),
-                    "p99_ms": statistics.median(r["p99_ms"] for r in results),
-                    "first_answer_s": statistics.median(starts[impl]),
-                    "peak_rss_mb": max(rss[impl]),
-                }
-            )
+        rps = statistics.median(r["rps"] for r in results)
+        records.append(
+            {
+                "case": f"serve {proto} c{c} x{n}",
+                "impl": impl,
+                "rows": n,
+                "seconds": seconds,
+                "rows_per_s": rps * n,
+                "rps": rps,
+                "runs_rps": [round(r["rps"], 1) for r in results],
+                "p50_ms": statistics.median(r["p50_ms"] for r in results),
+                "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                "runs_p99_ms": [round(r["p99_ms"], 1) for r in results],
+                "cpu_ms_per_req": statistics.median(r["cpu_ms_per_req"] for r in results),
+                "first_answer_s": statistics.median(starts[impl]),
+                "peak_rss_mb": max(rss[impl]),
+            }
+        )
     # v2 has no baseline of its own: compare it with the baseline's v1 figure for the same load.
     base = {(r["rows"], r["case"].split()[2]): r for r in records if r["impl"] == "fastapi"}
     for r in [r for r in records if r["case"].startswith("serve v2")]:
         records.append({**base[r["rows"], r["case"].split()[2]], "case": r["case"]})
     return sorted(records, key=lambda r: (r["case"], r["impl"] != "fareflow"))
+
+
+def summarize(rows: list[dict]) -> list[str]:
+    """One line per case: fareflow's requests/s against the baseline's (median, and round by
+    round: the two ran seconds apart), p99, the server's CPU per request; then start and memory."""
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], {})[r["impl"]] = r
+    lines = []
+    for case, impls in by_case.items():
+        ours, base = impls.get("fareflow"), impls.get("fastapi")
+        if not (ours and base):
+            continue
+        rounds = [round(a / b, 2) for a, b in zip(ours["runs_rps"], base["runs_rps"], strict=True)]
+        lines.append(
+            f"{case}: {ours['rps']:,.0f} vs {base['rps']:,.0f} req/s ({ours['rps'] / base['rps']:.2f}x; "
+            f"by round {rounds}), p99 {ours['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms, server CPU "
+            f"{ours['cpu_ms_per_req']:.2f} vs {base['cpu_ms_per_req']:.2f} ms/request"
+        )
+    ours = next((r for r in rows if r["impl"] == "fareflow"), None)
+    base = next((r for r in rows if r["impl"] == "fastapi"), None)
+    if ours and base:
+        lines.append(
+            f"serve: first answer {ours['first_answer_s']:.2f} vs {base['first_answer_s']:.2f} s; "
+            f"peak RSS {ours['peak_rss_mb']:.0f} vs {base['peak_rss_mb']:.0f} MB"
+        )
+    return lines

@@ -536,6 +536,20 @@ def grpc_address(host: str | None, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def event_loop_factory(name: str):
+    """The event loop ``--event-loop`` names: ``uvloop``, ``asyncio``, or ``auto`` (uvloop where it
+    is installed -- it is with kserve's uvicorn[standard] -- else asyncio), as uvicorn chooses."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise UserError("--event-loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 class FareModelServer(ModelServer):
     """``kserve.ModelServer`` with :class:`FareRESTServer`, :class:`FareGRPCServer` and ``--host``."""
 
@@ -599,6 +613,12 @@ class FareModelServer(ModelServer):
                 request_logging=self.request_logging,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
-        self.setup_event_loop()
-        self.register_signal_handler()
-        asyncio.run(self._serve())
+        # KServe's start() runs asyncio.run(), which takes the stdlib loop whatever --event-loop says
+        # (uvicorn chooses the loop only in its own run()) and configures another loop than the one
+        # it runs; here the loop --event-loop names (auto: uvloop where installed, as uvicorn does)
+        # is the one configured and run.
+        with asyncio.Runner(loop_factory=event_loop_factory(self.event_loop)) as runner:
+            asyncio.set_event_loop(runner.get_loop())
+            self.setup_event_loop()
+            self.register_signal_handler()
+            runner.run(self._serve())

@@ -23,8 +23,14 @@ def test_run_records_both_servers(tmp_path: Path) -> None:
     for r in rows:
         assert r["rps"] > 0 and r["rows_per_s"] == pytest.approx(3 * r["rps"])
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["first_answer_s"] > 0 and r["peak_rss_mb"] > 50
+        # the server's own CPU per request: more than nothing, less than the wall time of one
+        # request on every core (the client runs in another process)
+        assert 0 < r["cpu_ms_per_req"] < 16 * r["p99_ms"], r
     assert rows[1] | {"case": "x"} == rows[3] | {"case": "x"}  # v2 is compared with the baseline's v1 run
     assert [s["baseline"] for s in ratios(rows)] == ["fastapi", "fastapi"]
+    lines = bench_serve.summarize(rows)
+    assert [line.split(":")[0] for line in lines] == ["serve v1 c4 x3", "serve v2 c4 x3", "serve"]
+    assert f"{rows[0]['rps']:,.0f} vs {rows[1]['rps']:,.0f} req/s" in lines[0]
 
 
 def test_v1_and_v2_bodies_hold_the_same_trips() -> None:

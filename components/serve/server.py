@@ -618,7 +618,9 @@ class FareModelServer(ModelServer):
         # it runs; here the loop --event-loop names (auto: uvloop where installed, as uvicorn does)
         # is the one configured and run.
         with asyncio.Runner(loop_factory=event_loop_factory(self.event_loop)) as runner:
-            asyncio.set_event_loop(runner.get_loop())
+            loop = runner.get_loop()
+            asyncio.set_event_loop(loop)
+            logger.info("Event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
             self.setup_event_loop()
             self.register_signal_handler()
             runner.run(self._serve())

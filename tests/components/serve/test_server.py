@@ -341,6 +341,17 @@ def test_request_logging_can_be_turned_off(model_dir, tmp_path):
         assert per_request not in text, text[-2000:]
 
 
+@pytest.mark.parametrize(("flags", "loop"), [((), "uvloop.Loop"), (("--event-loop", "asyncio"), "asyncio.")])
+def test_the_server_runs_on_the_event_loop_its_flag_names(model_dir, tmp_path, flags, loop):
+    """--event-loop auto (the default) is uvloop, installed with kserve's uvicorn[standard];
+    KServe's own start() would run the stdlib loop whatever the flag said."""
+    log = tmp_path / "log"
+    with running_server(model_dir, log, "--enable_grpc=false", *flags) as server:
+        assert post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS})[0] == 200
+        [line] = [line for line in log.read_text().splitlines() if "Event loop: " in line]
+    assert line.split("Event loop: ")[1].startswith(loop), line
+
+
 def test_workers_above_one_are_refused_in_one_line(model_dir):
     result = _serve_cli("--model_name", MODEL, "--model_dir", str(model_dir), "--workers", "2")
     assert result.returncode == 2

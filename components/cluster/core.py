@@ -433,21 +433,20 @@ def run_job(
     clock=None,
 ) -> dict:
     """Create a ``batch/v1`` Job (reusing one that completed, replacing one that failed) and
-    wait until it is Complete. Failed (its reason), pods the scheduler cannot place for
-    ``unschedulable_grace`` s, pods Pod Security refuses, or ``timeout``: ``UserError`` with the
-    pods' last log lines. (``k8s_api.wait`` knows the operators' and KServe's conditions, not
-    the Job's Complete, so the poll is here.)"""
+    wait until it is Complete (``k8s_api.wait``). Failed (its reason; from the controller's
+    interim FailureTarget on, e.g. a worker's exit 2 under the podFailurePolicy), pods the
+    scheduler cannot place for ``unschedulable_grace`` s, pods Pod Security refuses, or
+    ``timeout``: ``UserError`` with the pods' last log lines."""
     import time
 
     from components.common import k8s_api
 
-    sleep = sleep or time.sleep
-    clock = clock or time.monotonic
     kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+    done, _failed = k8s_api.WAIT_CONDITIONS[kind]
     existing = k8s_api.get(kind, name, ns, api=api)
-    if existing is not None and k8s_api.condition(existing, "Complete"):
+    if existing is not None and k8s_api.condition(existing, done):
         return existing
-    if existing is not None and k8s_api.condition(existing, "Failed"):
+    if existing is not None and k8s_api.failure_condition(existing):
         k8s_api.delete(kind, name, ns, api=api)
         _wait_gone(kind, name, ns, api=api, poll=poll, timeout=300)
         existing = None
@@ -459,24 +458,16 @@ def run_job(
         k8s_api.UnschedulableWatch(what, ns, selector, unschedulable_grace, api=core_api),
         k8s_api.PodSecurityWatch(kind, name, ns, api=core_api),
     ]
-    deadline = clock() + timeout
+
+    def check(current: dict | None) -> None:
+        for watch in checks:
+            watch(current)
+
     try:
-        while True:
-            current = k8s_api.get(kind, name, ns, api=api)
-            for watch in checks:
-                watch(current)
-            if current is not None:
-                if k8s_api.condition(current, "Complete"):
-                    return current
-                failed = k8s_api.condition(current, "Failed")
-                if failed:
-                    raise UserError(
-                        f"{what} Failed: {failed.get('reason', '')} {failed.get('message', '')}".strip()
-                    )
-            if clock() >= deadline:
-                state = "not found" if current is None else (current.get("status") or {})
-                raise UserError(f"{what}: not Complete after {timeout:g}s ({state})")
-            sleep(poll)
+        return k8s_api.wait(
+            kind, name, ns, timeout=timeout, poll=poll, api=api, check=check,
+            sleep=sleep or time.sleep, clock=clock or time.monotonic,
+        )  # fmt: skip
     except UserError as err:
         logs = k8s_api.pod_logs(ns, selector, api=core_api)
         raise UserError(f"{err}\n{logs}" if logs else str(err)) from None

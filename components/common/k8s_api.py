@@ -1,7 +1,7 @@
 """The one module that talks to the Kubernetes API server.
 
 Applies, reads, waits on and deletes the custom objects ``components.common.k8s`` builds
-(PyTorchJob, MPIJob, InferenceService) through the ``kubernetes`` client's
+(PyTorchJob, MPIJob, InferenceService; and the tune step's batch/v1 Job) through the ``kubernetes`` client's
 ``CustomObjectsApi``. The client is imported lazily; pass ``api=`` to use another
 ``CustomObjectsApi`` (tests pass a fake), and ``apps_api=`` for the ``AppsV1Api``.
 
@@ -33,7 +33,32 @@ from .k8s import CUSTOM_KINDS
 # Conditions that end a wait: (condition type that means success, types that mean failure).
 _JOB_DONE = ("Succeeded", ("Failed",))
 _READY = ("Ready", ())
-WAIT_CONDITIONS = {"PyTorchJob": _JOB_DONE, "MPIJob": _JOB_DONE, "InferenceService": _READY}
+# batch/v1 Job (Kubernetes v1.32, pkg/controller/job): with JobManagedBy (beta, on by default
+# since v1.32) or JobPodReplacementPolicy (since v1.29) the controller first adds the interim
+# SuccessCriteriaMet / FailureTarget condition and adds Complete / Failed, with the same reason
+# and message, once every pod has terminated. Success waits for Complete (the Job's pods are
+# done); FailureTarget already means Failed (a podFailurePolicy FailJob rule, backoffLimit,
+# activeDeadlineSeconds), so the wait ends there instead of waiting out the pods' termination.
+_BATCH_JOB_DONE = ("Complete", ("Failed", "FailureTarget"))
+WAIT_CONDITIONS = {
+    "PyTorchJob": _JOB_DONE,
+    "MPIJob": _JOB_DONE,
+    "Job": _BATCH_JOB_DONE,
+    "InferenceService": _READY,
+}
+# How a failure condition is named in the wait's error: the one the object will end with.
+_REPORTED_AS = {"FailureTarget": "Failed"}
+
+
+def failure_condition(obj: dict) -> tuple[str, dict] | None:
+    """The first of the object's kind's failure conditions (``WAIT_CONDITIONS``) that is True, as
+    (the condition it stands for, the condition), or None."""
+    _done, failed = WAIT_CONDITIONS.get(obj.get("kind", ""), _READY)
+    for bad in failed:
+        cond = condition(obj, bad)
+        if cond:
+            return _REPORTED_AS.get(bad, bad), cond
+    return None
 
 
 def _load_config() -> None:
@@ -338,7 +363,7 @@ def wait(
     apps_api=None,
     check: Callable[[dict | None], None] | None = None,
 ) -> dict:
-    """Poll until a job Succeeded (UserError if it Failed) or an InferenceService is Ready and
+    """Poll until a job Succeeded (a batch/v1 Job: Complete; UserError if it Failed) or an InferenceService is Ready and
     its predictor has rolled out the InferenceService's current ``storageUri`` (see the module
     docstring: KServe's Ready and observedGeneration alone cannot tell an old model from the new).
     ``check(obj)`` runs on every poll and may end the wait early by raising ``UserError``."""
@@ -360,8 +385,9 @@ def wait(
             for bad in failed:
                 cond = condition(obj, bad)
                 if cond:
+                    said = _REPORTED_AS.get(bad, bad)
                     raise UserError(
-                        f"{kind} {namespace}/{name} {bad}: {cond.get('reason', '')} {cond.get('message', '')}".strip()
+                        f"{kind} {namespace}/{name} {said}: {cond.get('reason', '')} {cond.get('message', '')}".strip()
                     )
         if clock() >= deadline:
             if pending:

@@ -4,6 +4,7 @@ the tests are skipped with one line when the tier is not up, so ``make test`` ne
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -16,7 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.common import k8s
+
 REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+# KServe's kinds are not in the tier (tests/k8s/test_manifests.py NOT_IN_TIER).
+NOT_IN_TIER = {"ServingRuntime", "InferenceService"}
 DEFAULT_KUBECONFIG = REPO / ".cache" / "k8s-tier" / "run" / "admin.kubeconfig"
 
 
@@ -166,3 +172,72 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, poll: float
         if time.monotonic() >= deadline:
             pytest.fail(f"{what}: not after {timeout:g}s")
         time.sleep(poll)
+
+
+def render_project(tmp: Path, namespace: str, components: list[str]) -> list[dict]:
+    """overlays/kind in ``namespace`` (as overlays/team-b moves it) with ``components``."""
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                "resources": [os.path.relpath(MANIFESTS / "overlays/kind", tmp)],
+                "transformers": [os.path.relpath(MANIFESTS / "base/follow-namespace", tmp)],
+                "components": [os.path.relpath(MANIFESTS / "components" / c, tmp) for c in components],
+            }
+        )
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d and d["kind"] not in NOT_IN_TIER]
+
+
+def project_namespace(
+    tier: Tier, tmp: Path, prefix: str, components: list[str], runner_may: str = "mpijobs.kubeflow.org"
+) -> Iterator[str]:
+    """A project rendered from the manifests (``render_project``) into a fresh namespace, applied
+    server-side; deleted afterwards. Ready once the authorizer lets the runner create ``runner_may``."""
+    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    docs = render_project(tmp, ns, components)
+    tier.apply(docs)
+    wait_for(
+        lambda: tier.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
+        60,
+        f"default SA in {ns}",
+    )
+    # The authorizer learns new Roles and RoleBindings from its informers: wait until it does.
+    runner = f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
+    wait_for(lambda: tier.can_i(runner, "create", runner_may, ns), 60, f"the runner's Role in {ns}")
+    yield ns
+    tier.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def as_runner(tier: Tier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Make components.common.k8s_api talk to the tier as NS's fareflow-pipeline-runner
+    ServiceAccount (a token from the TokenRequest API), so its Role is what the code gets."""
+
+    def become(ns: str) -> str:
+        admin = yaml.safe_load(Path(tier.kubeconfig).read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        token = tier.kubectl(
+            "-n", ns, "create", "token", k8s.RUNNER_SERVICE_ACCOUNT, "--duration", "1h"
+        ).strip()
+        if "certificate-authority" in cluster:
+            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+            cluster = {"server": cluster["server"], "certificate-authority-data": ca}
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "runner",
+            "clusters": [{"name": "tier", "cluster": cluster}],
+            "users": [{"name": "runner", "user": {"token": token}}],
+            "contexts": [{"name": "runner", "context": {"cluster": "tier", "user": "runner", "namespace": ns}}],
+        }  # fmt: skip
+        path = tmp_path / f"runner-{ns}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        use_kubeconfig(monkeypatch, str(path))
+        return f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
+
+    return become

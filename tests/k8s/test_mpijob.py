@@ -9,8 +9,6 @@ reported in one line, quickly, instead of a wait to the timeout."""
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import time
 import uuid
@@ -24,13 +22,10 @@ from components.cluster import core
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
 
-from .conftest import REPO, Tier, use_kubeconfig, wait_for
+from .conftest import MANIFESTS, Tier, project_namespace, wait_for
 
 pytestmark = pytest.mark.k8s
 
-MANIFESTS = REPO / "manifests"
-# KServe's kinds are not in the tier (tests/k8s/test_manifests.py NOT_IN_TIER).
-NOT_IN_TIER = {"ServingRuntime", "InferenceService"}
 SPLITS = "s3://mlpipeline/v2/artifacts/splits"
 
 
@@ -42,83 +37,16 @@ def versions() -> dict[str, str]:
     return {"MPI_KUBECTL_DELIVERY_IMAGE": out[0], "TRAINING_OPERATOR_VERSION": out[1]}
 
 
-def render_project(tmp: Path, namespace: str, components: list[str]) -> list[dict]:
-    """overlays/kind in ``namespace`` (as overlays/team-b moves it) with ``components``."""
-    (tmp / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": namespace,
-                "resources": [os.path.relpath(MANIFESTS / "overlays/kind", tmp)],
-                "transformers": [os.path.relpath(MANIFESTS / "base/follow-namespace", tmp)],
-                "components": [os.path.relpath(MANIFESTS / "components" / c, tmp) for c in components],
-            }
-        )
-    )
-    out = subprocess.run(
-        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [d for d in yaml.safe_load_all(out) if d and d["kind"] not in NOT_IN_TIER]
-
-
-def _project(tier: Tier, tmp: Path, prefix: str, components: list[str]) -> Iterator[str]:
-    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    docs = render_project(tmp, ns, components)
-    tier.apply(docs)
-    wait_for(
-        lambda: tier.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
-        60,
-        f"default SA in {ns}",
-    )
-    # The authorizer learns new Roles and RoleBindings from its informers: wait until it does.
-    runner = f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
-    wait_for(
-        lambda: tier.can_i(runner, "create", "mpijobs.kubeflow.org", ns), 60, f"the runner's Role in {ns}"
-    )
-    yield ns
-    tier.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
 @pytest.fixture
 def horovod_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
     """A project namespace as a Horovod user sets it up: overlays/kind + components/mpijob-baseline."""
-    yield from _project(tier, tmp_path, "t-hvd", ["mpijob-baseline"])
+    yield from project_namespace(tier, tmp_path, "t-hvd", ["mpijob-baseline"])
 
 
 @pytest.fixture
 def restricted_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
     """A project namespace without the component: Pod Security "restricted", as base sets it."""
-    yield from _project(tier, tmp_path, "t-rst", [])
-
-
-@pytest.fixture
-def as_runner(tier: Tier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Make components.common.k8s_api talk to the tier as NS's fareflow-pipeline-runner
-    ServiceAccount (a token from the TokenRequest API), so its Role is what the code gets."""
-
-    def become(ns: str) -> str:
-        admin = yaml.safe_load(Path(tier.kubeconfig).read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        token = tier.kubectl(
-            "-n", ns, "create", "token", k8s.RUNNER_SERVICE_ACCOUNT, "--duration", "1h"
-        ).strip()
-        if "certificate-authority" in cluster:
-            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
-            cluster = {"server": cluster["server"], "certificate-authority-data": ca}
-        config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "runner",
-            "clusters": [{"name": "tier", "cluster": cluster}],
-            "users": [{"name": "runner", "user": {"token": token}}],
-            "contexts": [{"name": "runner", "context": {"cluster": "tier", "user": "runner", "namespace": ns}}],
-        }  # fmt: skip
-        path = tmp_path / f"runner-{ns}.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        use_kubeconfig(monkeypatch, str(path))
-        return f"{ns}:{k8s.RUNNER_SERVICE_ACCOUNT}"
-
-    return become
+    yield from project_namespace(tier, tmp_path, "t-rst", [])
 
 
 def horovod_job(settings: core.ClusterSettings, workers: int = 2) -> dict:

@@ -127,7 +127,7 @@ def test_a_job_that_never_completes_times_out():
     api = FakeJobs()
     api.status_script = [{}]
     ticks = iter(range(0, 10_000, 30))
-    with pytest.raises(UserError, match=r"Job fareflow/taxi-fare-tune-\w+: not Complete after 60s"):
+    with pytest.raises(UserError, match=r"Job fareflow/taxi-fare-tune-\w+: no Complete condition after 60s"):
         core.run_job(
             _job(),
             timeout=60,
@@ -224,3 +224,37 @@ def test_run_tune_job_on_postgresql_with_the_jobs_pods_played_by_local_processes
     # run again (a retried task): the study is full, no Job is created, the same answer
     again = core.run_tune_job(SETTINGS, c, workers=2, timeout=600, log=lambda _m: None)
     assert len(seen) == 1 and again.best_params == result.best_params
+
+
+def test_the_wait_reads_kubernetes_1_32s_interim_job_conditions():
+    """v1.32's Job controller adds SuccessCriteriaMet before Complete and FailureTarget before
+    Failed (same reason and message): the wait returns on Complete only, and FailureTarget ends it
+    at once, reported as the Failed it becomes."""
+    api = FakeJobs()
+    met = {"conditions": [{"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"}]}
+    done = {"conditions": [*met["conditions"], {"type": "Complete", "status": "True"}]}
+    api.status_script = [met, met, done]
+    finished = core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+    assert [c["type"] for c in finished["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    assert api.status_script == [], "polled until Complete, not returned at SuccessCriteriaMet"
+
+    api = FakeJobs()
+    target = cond(
+        "FailureTarget", reason="PodFailurePolicy", message="Container tune for pod x failed with exit code 2"
+    )
+    api.status_script = [{}, target]
+    with pytest.raises(UserError) as err:
+        core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+    assert " Failed: PodFailurePolicy Container tune for pod x failed with exit code 2" in str(err.value)
+
+
+def test_a_job_that_is_failing_or_failed_is_replaced_on_the_next_run():
+    for failed in ("Failed", "FailureTarget"):
+        api = FakeJobs()
+        obj = _job()
+        key = ("batch", "v1", "fareflow", "jobs", obj["metadata"]["name"])
+        api.store[key] = {**obj, "metadata": {**obj["metadata"], "uid": "old"}}
+        api.status_script = [cond(failed), cond("Complete")]  # the old Job's, then the new one's
+        done = core.run_job(obj, timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+        assert api.calls == ["create"], failed  # deleted (gone from the store), then created again
+        assert "uid" not in done["metadata"] and done["status"]["conditions"][0]["type"] == "Complete"

@@ -32,7 +32,7 @@ def train_job(
     MPIJob of ``workers`` worker pods and a launcher (mpirun; the namespace must enforce Pod
     Security baseline, see manifests/components/mpijob-baseline)."""
     from components.cluster import core
-    from components.common.artifacts import save_metrics
+    from components.common.publish import publish_component
 
     core.check_backend(backend)
     settings = core.load_settings(namespace)
@@ -55,11 +55,8 @@ def train_job(
     )
     core.run_train_job(obj, timeout=timeout_s)
     files = core.copy_model_dir(output_s3, model.path)
-    values = core.read_model_metrics(model.path)
-    for key, value in sorted(values.items()):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
-    save_metrics(metrics)
+    result = core.TrainJobResult(f"{settings.namespace}/{name}", files, core.read_model_metrics(model.path))
+    summary = publish_component(result, metrics=metrics, artifacts={"model": model})
     model.metadata.update(
         {
             "framework": "pytorch",
@@ -70,7 +67,7 @@ def train_job(
             "trained_at": output_s3,
         }
     )
-    return {"job": f"{settings.namespace}/{name}", "model_files": files, "metrics": values}
+    return summary
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

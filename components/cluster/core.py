@@ -705,3 +705,25 @@ def copy_model_dir(src_s3: str, dest_dir: str) -> list[str]:
 
 def read_model_metrics(model_dir: str) -> dict:
     return dict(read_model_json(model_dir).get("metrics") or {})
+
+
+@dataclass(frozen=True)
+class TrainJobResult:
+    """The ``train_job`` task's result, as ``components.common.publish`` reads a step's result:
+    the job, the model files copied into the task's artifact, and the metrics the job's rank 0
+    wrote into model.json."""
+
+    job: str  # NAMESPACE/NAME
+    model_files: list[str]
+    model_metrics: dict
+
+    def summary(self) -> dict:
+        return {"job": self.job, "model_files": list(self.model_files), "metrics": dict(self.model_metrics)}
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric entries of model.json's metrics (booleans and text are not metrics)."""
+        return {
+            key: value
+            for key, value in sorted(self.model_metrics.items())
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }

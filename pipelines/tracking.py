@@ -212,14 +212,8 @@ def from_run_dir(run_dir: Path) -> TrackedRun:
     if status != "succeeded":
         artifacts.append((run_dir / "logs", "logs"))
     model_dir = model_dir_of(outputs)
+    artifacts += _model_artifacts(model_dir, tags)
     if model_dir is not None:
-        model = _read_json(model_dir / "model.json") or {}
-        if model.get("model_version"):
-            tags["fareflow.model_version"] = str(model["model_version"])
-        for name in MODEL_FILES:
-            path = model_dir / name
-            if path.is_file() and path.stat().st_size <= MAX_MODEL_BYTES:
-                artifacts.append((path, "model"))
         tags["fareflow.model_dir"] = str(model_dir)
     start = _started_ms(record)
     seconds = _number(record.get("seconds"))
@@ -234,6 +228,117 @@ def from_run_dir(run_dir: Path) -> TrackedRun:
         series=series_of(outputs),
         artifacts=[(path, into) for path, into in artifacts if path.exists()],
     )
+
+
+def _model_artifacts(model_dir: Path | None, tags: dict[str, str]) -> list[tuple[Path, str | None]]:
+    """model.json (+ model.npz when small) under ``model/``; the model version as a tag."""
+    if model_dir is None or not (model_dir / "model.json").is_file():
+        return []
+    model = _read_json(model_dir / "model.json") or {}
+    if model.get("model_version"):
+        tags["fareflow.model_version"] = str(model["model_version"])
+    found = []
+    for name in MODEL_FILES:
+        path = model_dir / name
+        if path.is_file() and path.stat().st_size <= MAX_MODEL_BYTES:
+            found.append((path, "model"))
+    return found
+
+
+def from_outputs(
+    outputs: dict,
+    *,
+    name: str,
+    source: str,
+    parameters: dict,
+    model_dir: Path | None = None,
+    status: str = "succeeded",
+    tags: dict[str, str] | None = None,
+) -> TrackedRun:
+    """A run known by its step summaries alone (the cluster pipeline's tracking step): the same
+    params, metrics (``runs.step_metrics``), series and model as ``from_run_dir``."""
+    from pipelines import runs
+
+    all_tags = {
+        RUN_ID_TAG: name,
+        "fareflow.status": status,
+        "fareflow.source": str(source),
+        "fareflow.seed": _param(parameters.get("seed", "")),
+        "mlflow.source.name": "fareflow pipeline",
+        **(tags or {}),
+    }
+    record = {"parameters": parameters}
+    tracked = TrackedRun(
+        name=name,
+        status=status,
+        tags=all_tags,
+        params=params_of(record, outputs),
+        metrics={k: float(v) for k, v in runs.step_metrics(outputs).items()},
+        series=series_of(outputs),
+    )
+    tracked.artifacts = _model_artifacts(model_dir, tracked.tags)
+    return tracked
+
+
+def cluster_tracking_uri(config: dict[str, str] | None) -> str:
+    """The tracking server the platform ConfigMap names: ``MLFLOW_TRACKING_URI``, else
+    ``http://MLFLOW_TRACKING_HOST.NAMESPACE.svc:MLFLOW_TRACKING_PORT`` (components/mlflow
+    sets host and port); "" when it names none."""
+    config = config or {}
+    if config.get("MLFLOW_TRACKING_URI", "").strip():
+        return config["MLFLOW_TRACKING_URI"].strip()
+    host = config.get("MLFLOW_TRACKING_HOST", "").strip()
+    if not host:
+        return ""
+    namespace = config.get("NAMESPACE", "").strip()
+    port = config.get("MLFLOW_TRACKING_PORT", "").strip() or "5000"
+    return f"http://{host}{'.' + namespace + '.svc' if namespace and '.' not in host else ''}:{port}"
+
+
+def log_pipeline_run(
+    outputs: dict,
+    *,
+    namespace: str,
+    name: str,
+    source: str,
+    parameters: dict,
+    model_dir: Path | None,
+    tags: dict[str, str] | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    config: dict[str, str] | None = None,
+) -> str:
+    """The cluster pipeline's tracking step: log the run to the server the ConfigMap
+    (``fareflow-cluster`` in ``namespace``; ``config`` given: that instead) names. Returns the
+    MLflow run id, or "" when no server is named or logging failed (one warning line: a
+    tracking failure never fails the pipeline)."""
+    if config is None:
+        from components.common import k8s_api
+
+        try:
+            config = k8s_api.config_map("fareflow-cluster", namespace)
+        except Exception as err:
+            print(f"warning: not logged to MLflow: ConfigMap {namespace}/fareflow-cluster: {_one_line(err)}")
+            return ""
+    uri = cluster_tracking_uri(config)
+    if not uri:
+        print("MLflow: no tracking server in the fareflow-cluster ConfigMap (components/mlflow adds one)")
+        return ""
+    try:
+        tracked = from_outputs(
+            outputs, name=name, source=source, parameters=parameters, model_dir=model_dir, tags=tags
+        )
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = Path(tmp) / "summary.json"
+            summary.write_text(json.dumps(outputs, indent=2, default=str) + "\n", encoding="utf-8")
+            tracked.artifacts.append((summary, None))
+            where = log_tracked(tracked, uri, experiment)
+    except TrackingError as err:
+        print(f"warning: not logged to MLflow: {err}")
+        return ""
+    print(f"MLflow: run {where['mlflow_run_id']} in experiment {experiment!r} at {uri}")
+    return where["mlflow_run_id"]
 
 
 # ---------------------------------------------------------------- logging

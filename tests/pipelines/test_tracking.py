@@ -346,3 +346,91 @@ def test_the_ui_server_reads_the_store_skinny_wrote(ui_server, logged):
     assert {m["key"]: m["value"] for m in served["metrics"]} == pytest.approx(run.data.metrics)
     assert {p["key"]: p["value"] for p in served["params"]} == run.data.params
     assert found[0]["info"]["run_name"] == record["run_id"] and found[0]["info"]["status"] == "FINISHED"
+
+
+def test_the_cluster_step_logs_through_the_server_with_proxied_artifacts(ui_server, pipeline_run, tmp_path):
+    """What the cluster pipeline's tracking step does, against a real `mlflow server` over HTTP:
+    the step summaries, parameters and model go in; artifacts are uploaded through the server
+    (mlflow-artifacts:), so the client needs no store credentials."""
+    from mlflow.tracking import MlflowClient
+
+    outputs = json.loads((pipeline_run / runs.SUMMARY).read_text())
+    model_dir = tracking.model_dir_of(outputs)
+    parameters = {"seed": 0, "epochs": 2.0, "tune_trials": 2}  # kfp hands whole numbers as floats
+    run_id = tracking.log_pipeline_run(
+        outputs,
+        namespace="fareflow",
+        name="fareflow-taxi-fare-run-1",
+        source="s3://bucket/trips",
+        parameters=parameters,
+        model_dir=model_dir,
+        tags={"kfp.run_id": "1234"},
+        experiment="cluster",
+        config={"MLFLOW_TRACKING_URI": ui_server},
+    )
+    client = MlflowClient(tracking_uri=ui_server)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "fareflow-taxi-fare-run-1" and run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert run.data.params["epochs"] == "2" and run.data.params["seed"] == "0"
+    assert run.data.tags["kfp.run_id"] == "1234" and run.data.tags["fareflow.source"] == "s3://bucket/trips"
+    assert run.data.metrics == pytest.approx(
+        {**{k: float(v) for k, v in runs.step_metrics(outputs).items()}, **_last_series(outputs)}
+    )
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert names == {"model", "summary.json"}
+    served = tmp_path / "served-artifacts"
+    assert [p.name for p in served.rglob("model.npz")] == ["model.npz"]  # stored by the server
+
+
+def _last_series(outputs: dict) -> dict[str, float]:
+    return {name: max(points)[1] for name, points in tracking.series_of(outputs).items()}
+
+
+def test_the_cluster_step_logs_nothing_without_a_server_and_never_fails(capsys):
+    assert tracking.cluster_tracking_uri({}) == ""
+    assert tracking.cluster_tracking_uri(
+        {"NAMESPACE": "team-b", "MLFLOW_TRACKING_HOST": "fareflow-mlflow"}
+    ) == ("http://fareflow-mlflow.team-b.svc:5000")
+    assert tracking.cluster_tracking_uri(
+        {"MLFLOW_TRACKING_URI": "https://mlflow.example", "MLFLOW_TRACKING_HOST": "x"}
+    ) == ("https://mlflow.example")
+    common = {"namespace": "fareflow", "name": "r", "source": "s", "parameters": {}, "model_dir": None}
+    assert tracking.log_pipeline_run({}, config={}, **common) == ""
+    assert "no tracking server" in capsys.readouterr().out
+    down = f"http://127.0.0.1:{free_port()}"
+    assert tracking.log_pipeline_run({}, config={"MLFLOW_TRACKING_URI": down}, **common) == ""
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("warning: not logged to MLflow: ") and down in out[0]
+
+
+def test_the_tracking_component_compiles_into_a_pipeline(tmp_path):
+    import yaml
+    from kfp import compiler, dsl
+
+    from pipelines.tracking_component import track
+
+    @dsl.pipeline(name="t")
+    def p():  # no annotations: this module's are strings (from __future__), which kfp refuses
+        model = dsl.importer(artifact_uri="s3://bucket/model", artifact_class=dsl.Model, reimport=False)
+        track(
+            ingest={},
+            quality={},
+            sample={},
+            tune={},
+            train={},
+            model=model.output,
+            source="s3://bucket/trips",
+            parameters={"seed": 0},
+            namespace="fareflow",
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+
+    compiler.Compiler().compile(p, str(tmp_path / "p.yaml"))
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    inputs = spec["components"]["comp-track"]["inputDefinitions"]
+    assert set(inputs["artifacts"]) == {"model"}
+    assert {"run_name", "run_id", "namespace", "parameters"} <= set(inputs["parameters"])
+    executor = spec["deploymentSpec"]["executors"]["exec-track"]["container"]
+    assert "tracking.log_pipeline_run" in "\n".join(executor["command"])

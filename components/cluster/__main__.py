@@ -3,9 +3,10 @@ as the KServe InferenceService NAME, directly or as a canary of the model servin
 
 With ``--canary-percent P`` the new model first serves P % of the traffic beside the current one,
 is checked against it (error rate; fares for fixed reference trips within tolerance) and is then
-promoted or rolled back; the last line says which, and why. Needs a kubeconfig (or an in-cluster
-ServiceAccount) allowed to patch InferenceServices in NAMESPACE, and network access to the
-predictors (in the cluster by default; ``--predictor-url`` for a port-forward). docs/cluster.md.
+promoted or rolled back; the last line says which, and why, naming both models' versions
+("promoted model version NEW over OLD", "rolled back model version NEW, serving OLD"). Needs a
+kubeconfig (or an in-cluster ServiceAccount) allowed to patch InferenceServices in NAMESPACE, and
+network access to the predictors (in the cluster by default; ``--predictor-url`` for a port-forward). docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 return args.predictor_url.format(service=service, namespace=settings.namespace)
 
         summary = core.deploy_canary(settings, args.name, model, check, args.timeout, predictor_url=url)
-        line = f"InferenceService {settings.namespace}/{args.name}: {summary['action']}: {summary['reason']}"
+        line = f"InferenceService {settings.namespace}/{args.name}: {summary['decision']}: {summary['reason']}"
     else:
         version = core.read_model_version(model)
         isvc = core.inference_service_object(settings, args.name, model, model_version=version)

@@ -14,7 +14,10 @@ rollout here:
    its ``storageUri`` the new model, the canary entry is removed) and waits for the rollout, or
    rolls it back (the canary entry removed; the stable model never stopped serving).
 
-The answer says which it did and why, with the figures. Docs: docs/cluster.md (Canary).
+The answer says which it did and why, with the figures, and names the models by their versions
+(model.json's ``model_version``, also the InferenceService's ``fareflow.io/model-version`` label):
+its ``decision`` reads "promoted model version NEW over OLD" or "rolled back model version NEW,
+serving OLD". Docs: docs/cluster.md (Canary).
 """
 
 from __future__ import annotations
@@ -67,17 +70,44 @@ def reference_trips(year: int) -> tuple[dict, ...]:
 REFERENCE_TRIPS = reference_trips(2015)
 
 
-def model_years(model_uri: str) -> tuple[int, int]:
-    """The pick-up years a model directory prices: its training years (``model.json`` extent)
-    widened by the serving margin, or the contract's years for a model without an extent."""
+def _model_json(model_uri: str):
     from components.common.storage import read_json, resolve_filesystem
 
     fs, path = resolve_filesystem(model_uri.rstrip("/") + "/model.json")
-    meta = read_json(fs, path, f"{model_uri}: no model.json (not a fareflow model directory)")
+    return read_json(fs, path, f"{model_uri}: no model.json (not a fareflow model directory)")
+
+
+def model_years(model_uri: str) -> tuple[int, int]:
+    """The pick-up years a model directory prices: its training years (``model.json`` extent)
+    widened by the serving margin, or the contract's years for a model without an extent."""
+    meta = _model_json(model_uri)
     years = ((meta or {}).get("extent") or {}).get("year") if isinstance(meta, dict) else None
     if not years:
         return CONTRACT_YEARS
     return int(years[0]) - YEAR_MARGIN, int(years[1]) + YEAR_MARGIN
+
+
+def model_version(model_uri: str) -> str | None:
+    """A model directory's ``model_version`` (model.json), None for a model written before versions."""
+    from components.common.model_dir import model_version as version_in
+
+    meta = _model_json(model_uri)
+    return version_in(meta) if isinstance(meta, dict) else None
+
+
+UNVERSIONED = "unversioned"
+
+
+def decision(action: str, candidate: str | None, previous: str | None = None) -> str:
+    """The rollout's decision, naming the models by their versions."""
+    cand, prev = candidate or UNVERSIONED, previous or UNVERSIONED
+    if action == "promoted":
+        return f"promoted model version {cand} over {prev}"
+    if action == "rolled back":
+        return f"rolled back model version {cand}, serving {prev}"
+    if action == "unchanged":
+        return f"unchanged: model version {cand} already serves"
+    return f"deployed model version {cand}"
 
 
 def pick_year(stable: tuple[int, int], candidate: tuple[int, int]) -> int | None:
@@ -231,46 +261,65 @@ def rollout(
     clock: Callable[[], float] = time.monotonic,
     predictor_for: Callable[[str], Predict] | None = None,
     years: Callable[[str], tuple[int, int]] = model_years,
+    version_of: Callable[[str], str | None] = model_version,
 ) -> dict:
     """Roll ``new_uri`` out (see the module docstring). ``build(storage_uri, predictor_name=,
-    canary=)`` makes the InferenceService; ``deploy(obj)`` creates/updates it and waits for its
-    rollout; ``predictor_url(predictor_name)`` is where a predictor answers. Returns a summary
-    whose ``action`` is ``deployed``, ``unchanged``, ``promoted`` or ``rolled back``."""
+    canary=, model_version=)`` makes the InferenceService (``model_version``: its predictor's
+    model's, for the label); ``deploy(obj)`` creates/updates it and waits for its rollout;
+    ``predictor_url(predictor_name)`` is where a predictor answers; ``version_of(uri)`` reads a
+    model's version. Returns a summary whose ``action`` is ``deployed``, ``unchanged``,
+    ``promoted`` or ``rolled back``, whose ``decision`` says it with the models' versions, and
+    whose ``model_version`` is the version serving afterwards (``candidate_version`` and
+    ``previous_version``: the two compared)."""
     from components.common import k8s_api
 
     predictor_for = predictor_for or (lambda url: http_predictor(url, model_name))
-    first = build(new_uri)
+    new_version = version_of(new_uri)
+    first = build(new_uri, model_version=new_version)
     name, ns = first["metadata"]["name"], first["metadata"]["namespace"]
     current = k8s_api.get(KIND, name, ns, api=api)
     if current is None:
         return {
             **deploy(first),
             "action": "deployed",
+            "decision": decision("deployed", new_version),
+            "model_version": new_version,
             "reason": "no model was serving: nothing to compare with",
         }
     stable_uri, stable_name = _stable(current)
     if stable_uri.rstrip("/") == new_uri.rstrip("/"):
         return {
-            **deploy(build(new_uri, predictor_name=stable_name)),
+            **deploy(build(new_uri, predictor_name=stable_name, model_version=new_version)),
             "action": "unchanged",
+            "decision": decision("unchanged", new_version),
+            "model_version": new_version,
             "reason": "this model already serves",
         }
+    stable_version = _serving_version(current, stable_uri, version_of)
+    versions = {"candidate_version": new_version, "previous_version": stable_version}
+
+    def rolled_back(reason: str, **figures) -> dict:
+        _roll_back(name, ns, api)
+        return {
+            "action": "rolled back", "decision": decision("rolled back", new_version, stable_version),
+            "name": name, "namespace": ns, "storage_uri": stable_uri, "candidate": new_uri,
+            "model_version": stable_version, **versions, "reason": reason, **figures,
+        }  # fmt: skip
 
     cname = canary_name(new_uri)
     candidate = k8s.Canary(cname, new_uri, check.traffic_percent)
-    k8s_api.apply(build(stable_uri, predictor_name=stable_name, canary=candidate), api=api)
+    beside = build(stable_uri, predictor_name=stable_name, canary=candidate, model_version=stable_version)
+    k8s_api.apply(beside, api=api)
     deadline = clock() + check.ready_timeout_s
     while True:
         obj = k8s_api.get(KIND, name, ns, api=api) or {}
         if _candidate_ready(obj, cname):
             break
         if clock() >= deadline:
-            _roll_back(name, ns, api)
-            return {
-                "action": "rolled back", "name": name, "namespace": ns, "storage_uri": stable_uri, "candidate": new_uri,
-                "reason": f"candidate {cname} not ready after {check.ready_timeout_s:g}s "
-                          f"(canaryStatuses {(obj.get('status') or {}).get('canaryStatuses')})",
-            }  # fmt: skip
+            return rolled_back(
+                f"candidate {cname} not ready after {check.ready_timeout_s:g}s "
+                f"(canaryStatuses {(obj.get('status') or {}).get('canaryStatuses')})"
+            )
         sleep(poll)
 
     candidate_years = years(new_uri)
@@ -289,14 +338,28 @@ def rollout(
         if k not in ("promote", "reason")
     }
     if not verdict.promote:
-        _roll_back(name, ns, api)
-        return {"action": "rolled back", "name": name, "namespace": ns, "storage_uri": stable_uri,
-                "candidate": new_uri, "reason": verdict.reason, **figures}  # fmt: skip
+        return rolled_back(verdict.reason, **figures)
     # Promote without a restart: the canary's Deployment becomes the stable one.
-    promoted = build(new_uri, predictor_name=cname)
+    promoted = build(new_uri, predictor_name=cname, model_version=new_version)
     promoted["spec"]["canary"] = None
     summary = deploy(promoted)
-    return {**summary, "action": "promoted", "candidate": new_uri, "previous": stable_uri, "reason": verdict.reason, **figures}  # fmt: skip
+    return {
+        **summary, "action": "promoted", "decision": decision("promoted", new_version, stable_version),
+        "candidate": new_uri, "previous": stable_uri, "model_version": new_version, **versions,
+        "reason": verdict.reason, **figures,
+    }  # fmt: skip
+
+
+def _serving_version(isvc: dict, stable_uri: str, version_of: Callable[[str], str | None]) -> str | None:
+    """The version of the model serving now: the InferenceService's label (set at its deploy),
+    else its model.json; None when neither says (a model from before versions, or gone)."""
+    labelled = ((isvc.get("metadata") or {}).get("labels") or {}).get(k8s.MODEL_VERSION_LABEL)
+    if labelled:
+        return labelled
+    try:
+        return version_of(stable_uri)
+    except UserError:
+        return None
 
 
 def _roll_back(name: str, ns: str, api) -> None:

@@ -83,7 +83,7 @@ def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canar
 
         check = CanaryCheck(traffic_percent=canary_percent)
         summary = core.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
-        print(f"InferenceService {settings.namespace}/{name}: {summary['action']}: {summary['reason']}")
+        print(f"InferenceService {settings.namespace}/{name}: {summary['decision']}: {summary['reason']}")
         return summary
     version = core.read_model_version(model.path)  # the artifact, downloaded here
     obj = core.inference_service_object(settings, name, core.s3_uri(model.uri), model_version=version)

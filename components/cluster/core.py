@@ -473,7 +473,7 @@ def run_job(
         raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
 
 
-MODEL_VERSION_LABEL = "fareflow.io/model-version"  # the InferenceService's model (model.json's model_version)
+MODEL_VERSION_LABEL = k8s.MODEL_VERSION_LABEL  # the InferenceService's model (model.json's model_version)
 
 
 def read_model_json(model_dir: str) -> dict:
@@ -662,8 +662,15 @@ def deploy_canary(
     in-cluster URL, which the deploy task in the kubeflow namespace reaches)."""
     from components.cluster import canary as rollout
 
-    def build(uri: str, predictor_name: str | None = None, canary: k8s.Canary | None = None) -> dict:
-        return inference_service_object(settings, name, uri, predictor_name=predictor_name, canary=canary)
+    def build(
+        uri: str,
+        predictor_name: str | None = None,
+        canary: k8s.Canary | None = None,
+        model_version: str | None = None,
+    ) -> dict:
+        return inference_service_object(
+            settings, name, uri, predictor_name=predictor_name, canary=canary, model_version=model_version
+        )
 
     return rollout.rollout(
         build,
@@ -675,6 +682,7 @@ def deploy_canary(
         model_name=name,
         api=api,
         poll=poll,
+        version_of=read_model_version,
     )
 
 

@@ -45,6 +45,8 @@ CUSTOM_KINDS: dict[str, tuple[str, str, str]] = {
 DEFAULT_NAMESPACE = "fareflow"
 RUNNER_SERVICE_ACCOUNT = "fareflow-pipeline-runner"
 TRAINER_SERVICE_ACCOUNT = "fareflow-trainer"
+# An InferenceService's label naming the model its predictor serves (model.json's model_version).
+MODEL_VERSION_LABEL = "fareflow.io/model-version"
 SERVING_SERVICE_ACCOUNT = "fareflow-serving"
 SERVING_RUNTIME = "fareflow-server"
 MODEL_FORMAT = "fareflow"

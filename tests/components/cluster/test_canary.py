@@ -15,6 +15,8 @@ from tests.k8s_fakes import FakeCustomObjects
 from tests.manifests import k8s_schema
 
 NEW, OLD = "s3://b/models/new/", "s3://b/models/old/"
+# model.json's model_version of each (a digest of the weights)
+VERSIONS = {NEW: "9f8e7d6c5b4a", OLD: "0a1b2c3d4e5f"}
 
 
 def settings(**kw) -> core.ClusterSettings:
@@ -143,10 +145,19 @@ class Cluster:
         self.deployed: list[dict] = []
         self.canary_ready = True
         self.years: dict[str, tuple[int, int]] = {}
+        self.versions = dict(VERSIONS)
 
-    def build(self, uri, predictor_name=None, canary=None):
+    def version_of(self, uri):
+        return self.versions.get(uri)
+
+    def build(self, uri, predictor_name=None, canary=None, model_version=None):
         return core.inference_service_object(
-            settings(), "taxi-fare", uri, predictor_name=predictor_name, canary=canary
+            settings(),
+            "taxi-fare",
+            uri,
+            predictor_name=predictor_name,
+            canary=canary,
+            model_version=model_version,
         )
 
     def deploy(self, obj):
@@ -168,6 +179,7 @@ class Cluster:
             obj = original(group, version, ns, plural, name)
             if (obj.get("spec") or {}).get("canary"):
                 self.api.seen_canary = obj["spec"]
+                self.api.seen_canary_labels = obj["metadata"].get("labels") or {}
             entries = (obj.get("spec") or {}).get("canary") or []
             statuses = [{"name": e["predictor"]["name"], "ready": self.canary_ready, "trafficPercent": e["trafficPercent"]} for e in entries]  # fmt: skip
             return {**obj, "status": {"canaryStatuses": statuses}}
@@ -198,6 +210,7 @@ def run(cluster, uri, stable_fares, candidate_fares, **check):
         cluster.build, uri, canary.CanaryCheck(**check), deploy=cluster.deploy, predictor_url=predictor_url,
         model_name="taxi-fare", api=cluster.api, poll=0, sleep=lambda s: None, clock=lambda: next(ticks),
         predictor_for=predictor_for, years=lambda uri: cluster.years.get(uri, (2014, 2016)),
+        version_of=lambda uri: cluster.version_of(uri),
     )  # fmt: skip
 
 
@@ -287,3 +300,111 @@ def test_models_with_no_common_year_are_judged_on_the_error_rate_alone(cluster):
     cluster.years = {OLD: (2014, 2016), NEW: (2018, 2020)}
     out = run(cluster, NEW, fares(10), fares(99))
     assert out["action"] == "promoted" and "fares not compared" in out["reason"]
+
+
+# --- the models' versions in the decision (issue 17) ----------------------------------------
+
+
+def label(obj: dict) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(core.MODEL_VERSION_LABEL)
+
+
+def test_the_decision_names_the_candidates_and_the_serving_models_versions(cluster):
+    first = run(cluster, OLD, fares(10), fares(10))
+    assert (
+        first["decision"] == "deployed model version 0a1b2c3d4e5f"
+        and first["model_version"] == "0a1b2c3d4e5f"
+    )
+    assert label(cluster.stored()) == "0a1b2c3d4e5f"
+
+    bad = run(cluster, NEW, fares(10), fares(25))
+    assert bad["decision"] == "rolled back model version 9f8e7d6c5b4a, serving 0a1b2c3d4e5f"
+    assert (bad["model_version"], bad["candidate_version"], bad["previous_version"]) == (
+        "0a1b2c3d4e5f", "9f8e7d6c5b4a", "0a1b2c3d4e5f",
+    )  # fmt: skip
+    # beside the candidate, the InferenceService's label still names the stable model it serves
+    assert cluster.api.seen_canary_labels[core.MODEL_VERSION_LABEL] == "0a1b2c3d4e5f"
+    assert label(cluster.stored()) == "0a1b2c3d4e5f"
+
+    good = run(cluster, NEW, fares(10), fares(10.4))
+    assert good["decision"] == "promoted model version 9f8e7d6c5b4a over 0a1b2c3d4e5f"
+    assert (good["model_version"], good["previous_version"]) == ("9f8e7d6c5b4a", "0a1b2c3d4e5f")
+    assert label(cluster.stored()) == "9f8e7d6c5b4a"
+
+    same = run(cluster, NEW, fares(10), fares(10))
+    assert same["decision"] == "unchanged: model version 9f8e7d6c5b4a already serves"
+
+
+def test_a_candidate_not_ready_is_rolled_back_by_its_version(cluster):
+    run(cluster, OLD, fares(10), fares(10))
+    cluster.canary_ready = False
+    out = run(cluster, NEW, fares(10), fares(10), ready_timeout_s=60)
+    assert out["decision"] == "rolled back model version 9f8e7d6c5b4a, serving 0a1b2c3d4e5f"
+
+
+def test_a_stable_model_without_the_label_is_named_by_its_model_json_or_as_unversioned(cluster):
+    """An InferenceService deployed before the label: the serving model's version comes from its
+    model.json; a model from before versions (or whose directory is gone) reads "unversioned"."""
+    serving_old_without_label(cluster)  # no label
+    out = run(cluster, NEW, fares(10), fares(10))
+    assert out["decision"] == "promoted model version 9f8e7d6c5b4a over 0a1b2c3d4e5f"
+
+    serving_old_without_label(cluster)
+    cluster.versions = {NEW: "9f8e7d6c5b4a"}  # the old model has no version
+    out = run(cluster, NEW, fares(10), fares(25))
+    assert out["decision"] == "rolled back model version 9f8e7d6c5b4a, serving unversioned"
+
+    def gone(uri):
+        if uri == OLD:
+            raise UserError(f"{uri}: no model.json (not a fareflow model directory)")
+        return "9f8e7d6c5b4a"
+
+    serving_old_without_label(cluster)
+    cluster.version_of = gone
+    out = run(cluster, NEW, fares(10), fares(25))
+    assert out["decision"] == "rolled back model version 9f8e7d6c5b4a, serving unversioned"
+
+
+def serving_old_without_label(cluster: Cluster) -> None:
+    cluster.api.store.clear()
+    cluster.deploy(core.inference_service_object(settings(), "taxi-fare", OLD))
+    assert label(cluster.stored()) is None
+
+
+def test_model_version_reads_model_json(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.json").write_text('{"model_version": "3f1c0e9a2b7d"}')
+    assert canary.model_version(str(model)) == "3f1c0e9a2b7d"
+    (model / "model.json").write_text("{}")
+    assert canary.model_version(str(model)) is None
+    with pytest.raises(UserError, match="no model.json"):
+        canary.model_version(str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize(
+    ("summary", "code", "line"),
+    [
+        (
+            {"action": "rolled back", "decision": "rolled back model version 9f8e7d6c5b4a, serving 0a1b2c3d4e5f",
+             "reason": "error rate 10.0% > 0.0%"},
+            3,
+            "InferenceService fareflow/taxi-fare: rolled back model version 9f8e7d6c5b4a, serving 0a1b2c3d4e5f: "
+            "error rate 10.0% > 0.0%",
+        ),
+        (
+            {"action": "promoted", "decision": "promoted model version 9f8e7d6c5b4a over 0a1b2c3d4e5f",
+             "reason": "error rate 0.0%, reference fares within tolerance (worst diff $0.40)"},
+            0,
+            "InferenceService fareflow/taxi-fare: promoted model version 9f8e7d6c5b4a over 0a1b2c3d4e5f: "
+            "error rate 0.0%, reference fares within tolerance (worst diff $0.40)",
+        ),
+    ],
+)  # fmt: skip
+def test_deploy_cli_prints_the_decision_with_both_versions(monkeypatch, capsys, summary, code, line):
+    from components.cluster.__main__ import main
+
+    monkeypatch.setattr(core, "load_settings", lambda ns: core.ClusterSettings(namespace=ns))
+    monkeypatch.setattr(core, "deploy_canary", lambda *a, **kw: dict(summary))
+    assert main(["--model-uri", NEW, "--canary-percent", "20"]) == code
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line

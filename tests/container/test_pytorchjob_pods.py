@@ -4,19 +4,18 @@ Master and Worker pods played by two trainer-image containers.
 Each container runs exactly the container spec of ``components.cluster.core.train_job_object``
 (command, args, env) plus what the Training Operator injects into a PyTorchJob with a Master
 replica (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_NPROC_PER_NODE``, ``PET_MASTER_ADDR``,
-``PET_MASTER_PORT``, which torchrun reads), and the ``fareflow-s3`` Secret's keys. The splits
+``PET_MASTER_PORT``, which torchrun reads, and the rest), and the ``fareflow-s3`` Secret's keys:
+``tests.container.pytorchjob.PodmanPyTorchJob``, which also plays the operator's restart policy. The splits
 and the model live in an S3 server (moto) the way they live in KFP's object store; the task
 then copies the model back (``copy_model_dir``) and the model server's loader reads it.
 """
 
 from __future__ import annotations
 
-import subprocess
-import time
-
 import pytest
 
-from .conftest import podman
+from .conftest import wait_for_exit
+from .pytorchjob import SUCCEEDED, PodmanPyTorchJob
 
 pytestmark = pytest.mark.container
 
@@ -32,7 +31,6 @@ def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
     from components.cluster import core
     from components.serve.core import FarePredictor
     from tests.components.train.conftest import trips, write_splits
-    from tests.conftest import free_port
 
     bucket = s3.bucket("mlpipeline")
     splits_uri = "minio://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-1/sample/7/splits"
@@ -47,45 +45,19 @@ def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
     specs = job["spec"]["pytorchReplicaSpecs"]
     assert set(specs) == {"Master", "Worker"} and specs["Worker"]["replicas"] == 1
 
-    port = free_port()
-    containers = []
+    job_run = PodmanPyTorchJob(job, s3.endpoint)
+    for pod in job_run.pods.values():
+        assert pod.image == image_refs["trainer"]
     try:
-        for rank, role in enumerate(("Master", "Worker")):
-            (c,) = specs[role]["template"]["spec"]["containers"]
-            assert c["image"] == image_refs["trainer"]
-            env = {e["name"]: e["value"] for e in c["env"]}
-            env |= {  # the Training Operator's injections for a Master + 1 Worker job
-                "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": job["spec"]["nprocPerNode"],
-                "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
-            }  # fmt: skip
-            env |= {  # envFrom Secret fareflow-s3
-                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3.endpoint,
-            }  # fmt: skip
-            assert c["envFrom"] == [{"secretRef": {"name": "fareflow-s3", "optional": True}}]
-            cname = f"fareflow-ptj-{port}-{role.lower()}"
-            args = ["run", "-d", "--name", cname, "--network", "host", "--read-only", "--tmpfs", "/tmp"]
-            for key, value in env.items():
-                args += ["--env", f"{key}={value}"]
-            args += ["--entrypoint", c["command"][0], c["image"], *c["command"][1:], *c["args"]]
-            podman(*args)
-            containers.append(cname)
-        codes = {}
-        deadline = time.monotonic() + 300
-        while len(codes) < len(containers) and time.monotonic() < deadline:
-            for cname in containers:
-                state = podman(
-                    "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", cname
-                ).stdout.split()
-                if state[0] == "exited":
-                    codes[cname] = int(state[1])
-            time.sleep(1)
-        logs = {cname: podman("logs", cname, check=False) for cname in containers}
-        text = "\n".join(f"--- {n}\n{p.stdout}{p.stderr}" for n, p in logs.items())
-        assert codes == {cname: 0 for cname in containers}, text
+        job_run.start()
+        condition = job_run.wait(300)
+        codes = {name: wait_for_exit(pod.container, 60) for name, pod in job_run.pods.items()}
+        text = job_run.all_logs()
     finally:
-        for cname in containers:
-            subprocess.run(["podman", "rm", "-f", cname], capture_output=True, check=False)
+        job_run.delete_all()
+    assert condition == SUCCEEDED, text
+    assert codes == {name: 0 for name in job_run.pods}, text
+    assert all(pod.incarnations == 1 for pod in job_run.pods.values()), job_run.events
 
     # Rank 0 wrote the model directory; the task copies it into its Model artifact.
     model_dir = tmp_path / "model"

@@ -179,6 +179,8 @@ def _number_column(values: list) -> np.ndarray | None:
     if not all(type(v) is float or type(v) is int for v in values):
         return None
     try:
+        if len(values) < _VECTOR_MIN_ROWS:  # a few: math.isfinite costs less than numpy's calls
+            return np.array(values, dtype=np.float64) if all(map(math.isfinite, values)) else None
         column = np.array(values, dtype=np.float64)
     except OverflowError:  # an int beyond a double: the record-by-record path says so
         return None

@@ -43,6 +43,7 @@ V2_INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
 V2_OUTPUT_KEYS = ("name", "parameters")
 _KEY_END = re.compile(rb'"\s*:')  # where a key ends, outside strings (and rarely inside one)
 _SPACED_KEY_END = re.compile(rb'"\s+:')
+_FEW_VALUES = 16
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -287,8 +288,10 @@ def _finite_numbers(values: list) -> bool:
     if not all(type(v) is float or type(v) is int for v in values):
         return False
     try:
+        if len(values) <= _FEW_VALUES:  # math.isfinite costs less than numpy's calls for a few
+            return all(map(math.isfinite, values))
         return bool(np.isfinite(np.array(values, dtype=np.float64)).all())
-    except OverflowError:
+    except OverflowError:  # an int beyond a double
         return False
 
 

@@ -49,9 +49,9 @@ def ingested(workdir: Path, rows: int, months: str) -> Path:
     src = workdir / f"quality-src-{tag}"
     if not (src / "truth.json").exists():
         shutil.rmtree(src, ignore_errors=True)
-        generate(GenerateConfig(out=str(src), rows=rows, months=months, seed=0))
+        generate(GenerateConfig(output_uri=str(src), rows=rows, months=months, seed=0))
     shutil.rmtree(raw, ignore_errors=True)
-    ingest(IngestConfig(source=str(src), output=str(raw)))
+    ingest(IngestConfig(source_uri=str(src), output_uri=str(raw)))
     return raw
 
 

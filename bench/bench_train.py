@@ -113,11 +113,11 @@ def splits(workdir: Path, rows: int) -> Path:
     src, raw, clean, stats = base / "src", base / "raw", base / "clean", base / "stats"
     if not (src / "truth.json").exists():
         shutil.rmtree(src, ignore_errors=True)
-        generate(GenerateConfig(out=str(src), rows=rows, months=MONTHS, seed=0))
+        generate(GenerateConfig(output_uri=str(src), rows=rows, months=MONTHS, seed=0))
     for path in (raw, clean, base / "clean_rejected", stats, out):
         shutil.rmtree(path, ignore_errors=True)
-    ingest(IngestConfig(source=str(src), output=str(raw), progress=False))
-    run_quality(QualityConfig(input=str(raw), output=str(clean), stats=str(stats)))
+    ingest(IngestConfig(source_uri=str(src), output_uri=str(raw), progress=False))
+    run_quality(QualityConfig(input_uri=str(raw), output_uri=str(clean), stats_uri=str(stats)))
     result = sample(
         SampleConfig(
             input_uri=str(clean), population_stats_uri=str(stats), output_uri=str(out), shards=SHARDS

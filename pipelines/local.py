@@ -60,7 +60,7 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))  # private to this run
     try:
-        generate(GenerateConfig(out=str(tmp), rows=rows, months=months, seed=seed), progress=True)
+        generate(GenerateConfig(output_uri=str(tmp), rows=rows, months=months, seed=seed), progress=True)
         if out.exists():  # a concurrent run finished first; its output is identical
             shutil.rmtree(tmp)
         else:

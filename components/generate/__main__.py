@@ -31,12 +31,12 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 @cli_entry(prog="fareflow generate")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cli.output_dir("--out", args.out)
+    cli.output_dir("--out", args.output_uri)
     config = from_args(GenerateConfig, args)
     result = generate(config, progress=True)
     truth = result.truth
     print(
-        f"generate: {result.rows:,} rows in {len(result.files)} file(s) under {config.out} "
+        f"generate: {result.rows:,} rows in {len(result.files)} file(s) under {config.output_uri} "
         f"in {result.seconds:.1f}s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s); "
         f"clean rows {truth['clean']['rows']:,}, fare mean {_fmt(truth['clean']['fare_mean'])} "
         f"std {_fmt(truth['clean']['fare_std'])}, best RMSE {_fmt(truth['best_rmse'], 3)}"

@@ -34,7 +34,7 @@ STEP = "generate"  # the name its output's _SUCCESS marker carries
 class GenerateConfig:
     """The generate step's settings; its fields are the CLI's flags (``fareflow generate``)."""
 
-    out: str = option(flag="--out", help="output directory (created)")
+    output_uri: str = option(flag="--out", help="output directory (created)")
     rows: int = option(200_000, flag="--rows", help="total rows across all months (default %(default)s)")
     months: str = option(
         "2015-01:2015-06",
@@ -101,10 +101,10 @@ def _check(config: GenerateConfig) -> list[tuple[int, int]]:
         raise UserError(f"--rows {config.rows!r}: expected a positive integer")
     if not isinstance(config.seed, int) or config.seed < 0:
         raise UserError(f"--seed {config.seed!r}: expected a non-negative integer")
-    if not config.out:
+    if not config.output_uri:
         raise UserError("--out: an output directory is required")
-    if "://" in config.out:
-        raise UserError(f"--out {config.out}: expected a local directory")
+    if "://" in config.output_uri:
+        raise UserError(f"--out {config.output_uri}: expected a local directory")
     return parse_months(config.months)
 
 
@@ -151,16 +151,16 @@ def year_archive_name(year: int) -> str:
 
 
 def generate(config: GenerateConfig, progress: bool = False) -> GenerateResult:
-    """Write the trip files and truth.json into ``config.out``, staged (``components.common.staged``:
+    """Write the trip files and truth.json into ``config.output_uri``, staged (``components.common.staged``:
     a hidden sibling directory renamed into place, ``_SUCCESS`` last); return what was written."""
     started = time.perf_counter()
     months = _check(config)
     per_month = allocate_rows(config.rows, months)
-    out = Path(config.out)
+    out = Path(config.output_uri)
     _refuse_stale_outputs(out, config, months)
     counts: dict = {"_next_id": 1}
     plan = [(y, m, rows) for (y, m), rows in zip(months, per_month, strict=True)]
-    with StagedOutput(config.out, STEP) as staged:
+    with StagedOutput(config.output_uri, STEP) as staged:
         staging = Path(staged.root)
         with _Progress(progress, config.rows) as bar:
             write = _write_zips if config.zip else _write_txts
@@ -189,12 +189,12 @@ def _refuse_stale_outputs(out: Path, config: GenerateConfig, months) -> None:
     try:
         present = sorted(p.name for p in out.iterdir() if p.name.startswith("taxi_"))
     except OSError as err:
-        raise UserError(f"--out {config.out}: cannot list the directory: {err.strerror}") from err
+        raise UserError(f"--out {config.output_uri}: cannot list the directory: {err.strerror}") from err
     stale = [name for name in present if name not in expected]
     if stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise UserError(
-            f"--out {config.out} already holds {', '.join(stale[:3])}{more}, which this run would not "
+            f"--out {config.output_uri} already holds {', '.join(stale[:3])}{more}, which this run would not "
             "write (a run replaces an output of the same months and format only); use an empty directory "
             "or remove them"
         )

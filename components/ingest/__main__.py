@@ -32,9 +32,9 @@ def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = from_args(IngestConfig, args)
     # Before the run: a path that cannot be used must not fail after the work (or the commit).
-    cli.input_path("--source", args.source)
-    cli.output_dir("--output", args.output)
-    cli.output_dir("--quarantine", args.quarantine)
+    cli.input_path("--source", args.source_uri)
+    cli.output_dir("--output", args.output_uri)
+    cli.output_dir("--quarantine", args.quarantine_uri)
     cli.output_file("--summary-json", args.summary_json)
     summary = publish_cli(IngestResult(ingest(config)), summary_json=args.summary_json)
     reasons = ", ".join(f"{k} {v:,}" for k, v in summary["quarantine_reasons"].items())

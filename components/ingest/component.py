@@ -13,6 +13,8 @@ def ingest(source: str, raw: Output[Dataset], quarantine: Output[Dataset], metri
     from components.ingest import core
     from components.ingest.result import IngestResult
 
-    config = core.IngestConfig(source=source, output=raw.path, quarantine=quarantine.path, progress=False)
+    config = core.IngestConfig(
+        source_uri=source, output_uri=raw.path, quarantine_uri=quarantine.path, progress=False
+    )
     result = IngestResult(core.ingest(config))
     return publish_component(result, metrics=metrics, artifacts={"raw": raw, "quarantine": quarantine})

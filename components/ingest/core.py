@@ -46,12 +46,14 @@ def _block_mb(text: str) -> int:
 class IngestConfig:
     """The ingest step's settings; the fields with an ``option`` are the CLI's flags."""
 
-    source: str = option(
+    source_uri: str = option(
         flag="--source",
         help="local file, directory or glob; .zip archive; s3://bucket/prefix; http(s):// URL",
     )
-    output: str = option(flag="--output", help="local directory or s3://bucket/prefix (committed atomically)")
-    quarantine: str | None = option(
+    output_uri: str = option(
+        flag="--output", help="local directory or s3://bucket/prefix (committed atomically)"
+    )
+    quarantine_uri: str | None = option(
         None, flag="--quarantine", help=f"where unparsable rows go (default: OUTPUT/{QUARANTINE_DIR}/)"
     )
     block_size: int = option(  # bytes; the flag is in MiB
@@ -75,11 +77,11 @@ def ingest(config: IngestConfig) -> dict:
     start = time.perf_counter()
     if config.block_size < 1024:
         raise UserError(f"block size {config.block_size} is too small (at least 1024 bytes)")
-    with text_sources(config.source) as found, ExitStack() as stack:
-        sources, skipped = _select(config.source, found)
-        raw_out = stack.enter_context(StagedOutput(config.output, STEP))
-        if config.quarantine:
-            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine, STEP)), QUARANTINE_FILE
+    with text_sources(config.source_uri) as found, ExitStack() as stack:
+        sources, skipped = _select(config.source_uri, found)
+        raw_out = stack.enter_context(StagedOutput(config.output_uri, STEP))
+        if config.quarantine_uri:
+            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine_uri, STEP)), QUARANTINE_FILE
         else:
             q_out, q_rel = raw_out, f"{QUARANTINE_DIR}/{QUARANTINE_FILE}"
         parts = _PartitionWriter(raw_out, config.compression)
@@ -174,9 +176,9 @@ def _summary(
         if s.lines != 1 + s.rows_read + s.blank_lines:
             raise RuntimeError(f"{s.uri}: {s.lines} lines != 1 + {s.rows_read} rows + {s.blank_lines} blank")
     return {
-        "source": config.source,
-        "output": config.output,
-        "quarantine": config.quarantine or f"{config.output.rstrip('/')}/{QUARANTINE_DIR}",
+        "source": config.source_uri,
+        "output": config.output_uri,
+        "quarantine": config.quarantine_uri or f"{config.output_uri.rstrip('/')}/{QUARANTINE_DIR}",
         "files": len(stats),
         "bytes_read": sum(s.bytes for s in stats),
         "rows_read": rows_read,

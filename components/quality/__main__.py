@@ -70,13 +70,13 @@ def _main(argv: list[str] | None = None) -> int:
     from .report import render_html, render_markdown
     from .rules import load_rules
 
-    cli.input_path("--input", args.input, kind="dir")
+    cli.input_path("--input", args.input_uri, kind="dir")
     if args.rules:
         cli.input_path("--rules", args.rules, kind="file")
     for flag, value in (
-        ("--output", args.output),
-        ("--rejected", args.rejected),
-        ("--stats", args.stats),
+        ("--output", args.output_uri),
+        ("--rejected", args.rejected_uri),
+        ("--stats", args.stats_uri),
         ("--report-dir", args.report_dir),
     ):
         cli.output_dir(flag, value)

@@ -45,10 +45,10 @@ def quality(
 
     result = run_quality(
         QualityConfig(
-            input=raw.path,
-            output=clean.path,
-            rejected=rejected.path,
-            stats=population_stats.path,
+            input_uri=raw.path,
+            output_uri=clean.path,
+            rejected_uri=rejected.path,
+            stats_uri=population_stats.path,
             ruleset=load_rules(text=rules_yaml),
             workers=workers,
             seed=seed,

@@ -21,17 +21,19 @@ WORKER_MEMORY_MB = 600
 
 @dataclass
 class QualityConfig:
-    input: str = option(
+    input_uri: str = option(
         flag="--input", help="ingest output: directory or s3:// URI with year=/month= Parquet"
     )
-    output: str = option(flag="--output", help="clean data set (directory or s3:// URI)")
-    rejected: str | None = option(None, flag="--rejected", help="rejected rows (default: OUTPUT_rejected)")
-    stats: str | None = option(
+    output_uri: str = option(flag="--output", help="clean data set (directory or s3:// URI)")
+    rejected_uri: str | None = option(
+        None, flag="--rejected", help="rejected rows (default: OUTPUT_rejected)"
+    )
+    stats_uri: str | None = option(
         None,
         flag="--stats",
         help="population statistics directory: stats.json + reservoir.parquet (default: OUTPUT_stats)",
     )
-    partials: str | None = None  # per-partition statistics; default: <stats>/partitions
+    partials_uri: str | None = None  # per-partition statistics; default: <stats>/partitions
     ruleset: RuleSet | None = None  # default: the shipped rules (the CLI: --rules, --max-reject-pct)
     workers: int = option(
         0, flag="--workers", help="processes, one partition each at a time (default: CPU cores)"
@@ -56,15 +58,15 @@ class QualityConfig:
         from .layout import join_uri
         from .rules import load_rules
 
-        rejected = self.rejected or self.output.rstrip("/") + "_rejected"
-        stats = self.stats or self.output.rstrip("/") + "_stats"
+        rejected = self.rejected_uri or self.output_uri.rstrip("/") + "_rejected"
+        stats = self.stats_uri or self.output_uri.rstrip("/") + "_stats"
         return QualityConfig(
             **{
                 **asdict(self),
                 "ruleset": self.ruleset or load_rules(),
-                "rejected": rejected,
-                "stats": stats,
-                "partials": self.partials or join_uri(stats, "partitions"),
+                "rejected_uri": rejected,
+                "stats_uri": stats,
+                "partials_uri": self.partials_uri or join_uri(stats, "partitions"),
                 "workers": self.workers or os.cpu_count() or 1,
             }
         )

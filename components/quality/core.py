@@ -90,12 +90,12 @@ def check_locations(input_uri: str, outputs: dict[str, str]) -> None:
 def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int = 1) -> list[PartitionJob]:
     return [
         PartitionJob(
-            raw_uri=cfg.input,
+            raw_uri=cfg.input_uri,
             partition=p,
             ruleset=cfg.ruleset,
-            clean_uri=cfg.output,
-            rejected_uri=cfg.rejected,
-            partials_uri=cfg.partials,
+            clean_uri=cfg.output_uri,
+            rejected_uri=cfg.rejected_uri,
+            partials_uri=cfg.partials_uri,
             seed=cfg.seed,
             reservoir_rows=cfg.reservoir_rows,
             threads=threads,
@@ -147,29 +147,29 @@ def run_quality(config: QualityConfig) -> QualityResult:
     """Plan, process every partition (in parallel), merge. Does not raise on a failed gate:
     call ``result.check_gate()`` after writing reports."""
     cfg = config.resolved()
-    outputs = {"output": cfg.output, "rejected": cfg.rejected, "stats": cfg.stats}
-    if not _within(_location(cfg.partials), _location(cfg.stats)):
-        outputs["partials"] = cfg.partials
-    check_locations(cfg.input, outputs)
-    partitions = plan_partitions(cfg.input)
+    outputs = {"output": cfg.output_uri, "rejected": cfg.rejected_uri, "stats": cfg.stats_uri}
+    if not _within(_location(cfg.partials_uri), _location(cfg.stats_uri)):
+        outputs["partials"] = cfg.partials_uri
+    check_locations(cfg.input_uri, outputs)
+    partitions = plan_partitions(cfg.input_uri)
     with ExitStack() as stack:
         staged = _open_outputs(stack, {r: outputs[r] for r in ROLES}, cfg.overwrite)
-        partials = cfg.partials
-        if _within(_location(partials), _location(cfg.stats)):  # inside stats: staged with it
+        partials = cfg.partials_uri
+        if _within(_location(partials), _location(cfg.stats_uri)):  # inside stats: staged with it
             partials = join_uri(
-                staged["stats"].root_uri, _location(partials)[1][len(_location(cfg.stats)[1]) :]
+                staged["stats"].root_uri, _location(partials)[1][len(_location(cfg.stats_uri)[1]) :]
             )
         staging = replace(
             cfg,
-            output=staged["output"].root_uri,
-            rejected=staged["rejected"].root_uri,
-            stats=staged["stats"].root_uri,
-            partials=partials,
+            output_uri=staged["output"].root_uri,
+            rejected_uri=staged["rejected"].root_uri,
+            stats_uri=staged["stats"].root_uri,
+            partials_uri=partials,
         )
         workers = min(cfg.workers, len(partitions))
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         run_partitions(jobs_for(staging, partitions, threads), workers, cfg.progress)
-        result = merge([partials], cfg.ruleset, staging.stats)
+        result = merge([partials], cfg.ruleset, staging.stats_uri)
         _commit(staged)
     return result
 

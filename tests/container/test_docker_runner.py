@@ -140,7 +140,9 @@ def test_taxi_fare_pipeline_end_to_end(docker_runner, pipeline_root: Path) -> No
     from pipelines.taxi_fare import taxi_fare_pipeline
 
     source = pipeline_root / "source"
-    generated = generate(GenerateConfig(out=str(source), rows=20_000, months="2015-01:2015-02", seed=11))
+    generated = generate(
+        GenerateConfig(output_uri=str(source), rows=20_000, months="2015-01:2015-02", seed=11)
+    )
     task = taxi_fare_pipeline(source=str(source))
     outputs = dict(task.outputs)
 

@@ -192,7 +192,7 @@ def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
     from components.generate.core import GenerateConfig, generate
 
     data = tmp_path / "data"
-    generate(GenerateConfig(out=str(data), rows=5_000, months="2015-01", seed=3))
+    generate(GenerateConfig(output_uri=str(data), rows=5_000, months="2015-01", seed=3))
     path = data / "taxi_2015_01.txt"
     lines = path.read_text().splitlines()
     header, rows = lines[0], lines[1:]

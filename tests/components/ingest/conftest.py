@@ -61,7 +61,7 @@ def write_file(path: Path, lines: list[str | bytes], *, newline: bytes = b"\n", 
 
 
 def run(source, output, **kwargs) -> dict:
-    return ingest(IngestConfig(source=str(source), output=str(output), progress=False, **kwargs))
+    return ingest(IngestConfig(source_uri=str(source), output_uri=str(output), progress=False, **kwargs))
 
 
 def read_raw(output) -> pa.Table:
@@ -96,7 +96,7 @@ def generated(tmp_path_factory) -> Path:
     from components.generate.core import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("generated")
-    generate(GenerateConfig(out=str(out), rows=20_000, months="2015-01:2015-02", seed=3))
+    generate(GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3))
     return out
 
 
@@ -106,5 +106,5 @@ def generated_zip(tmp_path_factory) -> Path:
     from components.generate.core import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("generated_zip")
-    generate(GenerateConfig(out=str(out), rows=20_000, months="2015-01:2015-02", seed=3, zip=True))
+    generate(GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3, zip=True))
     return out

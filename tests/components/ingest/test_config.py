@@ -40,7 +40,7 @@ def test_each_flag_sets_its_field():
         "--progress",
     ]
     assert _parse(argv) == IngestConfig(
-        "s3://b/raw", "out", quarantine="q", block_size=1 << 19, progress=True
+        "s3://b/raw", "out", quarantine_uri="q", block_size=1 << 19, progress=True
     )
     assert _parse(["--source", "s", "--output", "o", "--no-progress"]).progress is False
 

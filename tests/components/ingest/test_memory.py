@@ -14,7 +14,7 @@ def _peak_rss_mb(tmp_path, rows: int, *args: str) -> float:
 
     data = tmp_path / f"data{rows}"
     if not data.exists():
-        generate(GenerateConfig(out=str(data), rows=rows, months="2015-01:2015-02", seed=1))
+        generate(GenerateConfig(output_uri=str(data), rows=rows, months="2015-01:2015-02", seed=1))
     out = tmp_path / f"raw{rows}{'-'.join(args)}"
     result = measure(
         python_cmd(

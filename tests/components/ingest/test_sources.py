@@ -254,7 +254,7 @@ def test_https_verified(https_serve, generated, reference, tmp_path, monkeypatch
 
 def test_quarantine_location_explicit(tmp_path) -> None:
     src = write_file(tmp_path / "in" / "taxi_2015_01.txt", [row(1), row(2, FAREAMOUNT="x")])
-    summary = run(src, tmp_path / "raw", quarantine=str(tmp_path / "bad"))
+    summary = run(src, tmp_path / "raw", quarantine_uri=str(tmp_path / "bad"))
     assert summary["quarantine"] == str(tmp_path / "bad")
     assert (tmp_path / "bad" / SUCCESS_MARKER).exists()
     assert not (tmp_path / "raw" / "_quarantine").exists()

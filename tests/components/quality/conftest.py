@@ -28,6 +28,6 @@ def quality_run(raw_dir, tmp_path_factory):
     from components.quality import core
 
     out = tmp_path_factory.mktemp("run")
-    cfg = core.QualityConfig(input=str(raw_dir), output=str(out / "clean"), workers=1)
+    cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(out / "clean"), workers=1)
     result = core.run_quality(cfg)
     return result, out

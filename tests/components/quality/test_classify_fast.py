@@ -121,7 +121,7 @@ def test_unsorted_input_gives_outputs_in_source_order(tmp_path, monkeypatch):
     for name, fn in (("hash", "hash"), ("collide", "0 * hash")):
         monkeypatch.setattr(sql, "HASH_FUNCTION", fn)
         res = core.run_quality(
-            core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / name), workers=1)
+            core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / name), workers=1)
         )
         rejected = datasets.read_rejected(str(tmp_path / f"{name}_rejected"))
         keys = list(

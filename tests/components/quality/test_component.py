@@ -77,7 +77,7 @@ def test_fan_out_components_match_the_in_process_component(raw_dir, kfp_local, t
 
     reference = core.run_quality(
         core.QualityConfig(
-            input=str(raw_dir), output=str(tmp_path / "ref"), workers=1,
+            input_uri=str(raw_dir), output_uri=str(tmp_path / "ref"), workers=1,
             ruleset=__import__("components.quality.rules", fromlist=["x"]).load_rules(text=rules_yaml),
         )
     )  # fmt: skip

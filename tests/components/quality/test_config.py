@@ -23,14 +23,14 @@ def _parse(argv: list[str]) -> QualityConfig:
 def test_every_config_flag_of_the_cli_is_a_config_field():
     dests = {a.dest for a in parser()._actions} - NOT_CONFIG
     assert dests == option_fields(QualityConfig)
-    assert set(QualityConfig.__dataclass_fields__) - dests == {"partials", "ruleset", "reservoir_rows"}
+    assert set(QualityConfig.__dataclass_fields__) - dests == {"partials_uri", "ruleset", "reservoir_rows"}
 
 
 def test_each_flag_sets_its_field():
     argv = ["--input", "raw", "--output", "s3://b/clean", "--rejected", "r", "--stats", "st", "--workers", "3",
             "--seed", "9", "--overwrite", "--no-progress", "--worker-memory-mb", "0"]  # fmt: skip
     expected = QualityConfig(
-        "raw", "s3://b/clean", rejected="r", stats="st", workers=3, seed=9, overwrite=True, progress=False,
+        "raw", "s3://b/clean", rejected_uri="r", stats_uri="st", workers=3, seed=9, overwrite=True, progress=False,
         worker_memory_mb=0,
     )  # fmt: skip
     assert _parse(argv) == expected and to_argv(expected) == argv

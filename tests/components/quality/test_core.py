@@ -73,7 +73,7 @@ def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_ru
     )
     write_raw(tmp_path / "raw", [both])
     res = core.run_quality(
-        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+        core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     assert res.counts["rejected_by_rule"]["missing_pickup_time"] == 1
     assert res.counts["rejected_by_rule"]["missing_fare"] == 0
@@ -83,7 +83,7 @@ def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
     t = raw_table(20, 2015, 6, defects={"duplicate_trip": 3})  # rows 0-2 copy row 19
     write_raw(tmp_path / "raw", [t])
     res = core.run_quality(
-        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+        core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     rejected = datasets.read_rejected(str(tmp_path / "c_rejected"))
     assert res.counts["rejected_by_rule"]["duplicate_trip"] == 3
@@ -111,7 +111,7 @@ def test_population_stats_match_numpy_over_clean_rows(quality_run):
 def _run_both_paths(raw_dir, tmp_path, **kw):
     rules = load_rules()
     cfg = core.QualityConfig(
-        input=str(raw_dir), output=str(tmp_path / "a" / "clean"), ruleset=rules, workers=2, **kw
+        input_uri=str(raw_dir), output_uri=str(tmp_path / "a" / "clean"), ruleset=rules, workers=2, **kw
     )
     inproc = core.run_quality(cfg)
     parts = []
@@ -147,7 +147,7 @@ def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
 
     def run(name, seed, rows):
         cfg = core.QualityConfig(
-            input=str(raw_dir), output=str(tmp_path / name), workers=1, reservoir_rows=rows, seed=seed
+            input_uri=str(raw_dir), output_uri=str(tmp_path / name), workers=1, reservoir_rows=rows, seed=seed
         )
         return core.run_quality(cfg)
 
@@ -167,7 +167,7 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     )
     write_raw(tmp_path / "raw", [bad])
     res = core.run_quality(
-        core.QualityConfig(input=str(tmp_path / "raw"), output=str(tmp_path / "c"), workers=1)
+        core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     assert not res.gate_passed
     assert {v["rule"] for v in res.violations} == {"missing_fare", "coordinates_outside_dc"}
@@ -183,7 +183,11 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     loose = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 25})
     res2 = core.run_quality(
         core.QualityConfig(
-            input=str(tmp_path / "raw"), output=str(tmp_path / "c"), ruleset=loose, workers=1, overwrite=True
+            input_uri=str(tmp_path / "raw"),
+            output_uri=str(tmp_path / "c"),
+            ruleset=loose,
+            workers=1,
+            overwrite=True,
         )
     )
     assert res2.gate_passed
@@ -222,7 +226,7 @@ def test_merge_moments_is_exact_and_order_stable():
 
 def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
-        core.run_quality(core.QualityConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "c")))
+        core.run_quality(core.QualityConfig(input_uri=str(tmp_path / "nope"), output_uri=str(tmp_path / "c")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "_SUCCESS").write_text(INGESTED)  # complete but empty
     with pytest.raises(UserError, match="no Parquet files"):
@@ -233,7 +237,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     (tmp_path / "wrong" / "_SUCCESS").write_text(INGESTED)
     with pytest.raises(UserError, match=r"missing raw column\(s\)"):
         core.run_quality(
-            core.QualityConfig(input=str(tmp_path / "wrong"), output=str(tmp_path / "c"), workers=1)
+            core.QualityConfig(input_uri=str(tmp_path / "wrong"), output_uri=str(tmp_path / "c"), workers=1)
         )
     stray = tmp_path / "stray"
     stray.mkdir()
@@ -247,7 +251,9 @@ def test_existing_output_is_not_overwritten_without_permission(raw_dir, tmp_path
     (tmp_path / "clean").mkdir()
     (tmp_path / "clean" / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="--overwrite"):
-        core.run_quality(core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1))
+        core.run_quality(
+            core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1)
+        )
     assert (tmp_path / "clean" / "keep.txt").exists()
 
 
@@ -272,16 +278,16 @@ def test_overwrite_never_deletes_the_input_or_unrelated_files(raw_dir, tmp_path)
     (t2 / "notes.txt").write_text("mine")
     before = _tree(t2)
     cases = [
-        {"output": str(t2)},  # input inside the output
-        {"output": str(t2 / "raw")},  # output is the input
-        {"output": str(t2 / "raw" / "clean")},  # output inside the input
-        {"output": str(tmp_path / "c"), "stats": str(t2)},  # input inside stats
-        {"output": str(tmp_path / "c"), "rejected": str(tmp_path / "c" / "rej")},  # outputs nest
-        {"output": str(tmp_path / "c"), "stats": str(tmp_path)},  # output inside stats
+        {"output_uri": str(t2)},  # input inside the output
+        {"output_uri": str(t2 / "raw")},  # output is the input
+        {"output_uri": str(t2 / "raw" / "clean")},  # output inside the input
+        {"output_uri": str(tmp_path / "c"), "stats_uri": str(t2)},  # input inside stats
+        {"output_uri": str(tmp_path / "c"), "rejected_uri": str(tmp_path / "c" / "rej")},  # outputs nest
+        {"output_uri": str(tmp_path / "c"), "stats_uri": str(tmp_path)},  # output inside stats
     ]
     for kw in cases:
         with pytest.raises(UserError, match="inside|overlap"):
-            core.run_quality(core.QualityConfig(input=str(t2 / "raw"), workers=1, overwrite=True, **kw))
+            core.run_quality(core.QualityConfig(input_uri=str(t2 / "raw"), workers=1, overwrite=True, **kw))
     assert _tree(t2) == before
     assert not (tmp_path / "c").exists()
 
@@ -291,11 +297,15 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     (tmp_path / "clean" / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="not an earlier output of the quality step"):
         core.run_quality(
-            core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
+            core.QualityConfig(
+                input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1, overwrite=True
+            )
         )
     assert (tmp_path / "clean" / "keep.txt").exists()
     (tmp_path / "clean" / "keep.txt").unlink()
-    cfg = core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "clean"), workers=1, overwrite=True)
+    cfg = core.QualityConfig(
+        input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1, overwrite=True
+    )
     first = core.run_quality(cfg)
     for d, role in (("clean", "output"), ("clean_rejected", "rejected"), ("clean_stats", "stats")):
         marker = json.loads((tmp_path / d / "_SUCCESS").read_text())

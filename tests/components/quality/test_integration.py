@@ -12,14 +12,18 @@ from components.quality import core
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("integration")
-    result = generate(GenerateConfig(out=str(root / "src"), rows=30_000, months="2015-01:2015-03", seed=5))
-    ingest(IngestConfig(source=str(root / "src"), output=str(root / "raw")))
+    result = generate(
+        GenerateConfig(output_uri=str(root / "src"), rows=30_000, months="2015-01:2015-03", seed=5)
+    )
+    ingest(IngestConfig(source_uri=str(root / "src"), output_uri=str(root / "raw")))
     return root, result.truth
 
 
 def test_clean_rows_and_fare_statistics_match_the_generator_truth(generated):
     root, truth = generated
-    res = core.run_quality(core.QualityConfig(input=str(root / "raw"), output=str(root / "clean"), workers=2))
+    res = core.run_quality(
+        core.QualityConfig(input_uri=str(root / "raw"), output_uri=str(root / "clean"), workers=2)
+    )
     s = res.counts
     assert s["rows_in"] == truth["rows"] == s["rows_clean"] + s["rows_rejected"]
     assert s["rows_clean"] == truth["clean"]["rows"]

@@ -33,7 +33,7 @@ def recorder(monkeypatch):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_progress_counts_each_partition_once(raw_dir, tmp_path, recorder, workers) -> None:
     cfg = core.QualityConfig(
-        input=str(raw_dir), output=str(tmp_path / "clean"), workers=workers, progress=True
+        input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=workers, progress=True
     )
     result = core.run_quality(cfg)
     raw_bytes = sum(f.stat().st_size for f in raw_dir.rglob("*.parquet") if "year=" in str(f))
@@ -45,9 +45,11 @@ def test_progress_counts_each_partition_once(raw_dir, tmp_path, recorder, worker
 
 def test_progress_does_not_change_the_output(raw_dir, tmp_path) -> None:
     a = core.run_quality(
-        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "a"), workers=2, progress=True)
+        core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "a"), workers=2, progress=True)
     )
-    b = core.run_quality(core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "b"), workers=2))
+    b = core.run_quality(
+        core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "b"), workers=2)
+    )
     assert a.counts == b.counts
     assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
 
@@ -58,7 +60,7 @@ def test_no_progress_reads_no_sizes(raw_dir, tmp_path, recorder, monkeypatch) ->
 
     monkeypatch.setattr(core, "_partition_bytes", fail)
     core.run_quality(
-        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "c"), workers=1, progress=False)
+        core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "c"), workers=1, progress=False)
     )
     assert recorder["enabled"] is False and recorder["total"] is None
 
@@ -78,7 +80,9 @@ def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_p
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     limited = core.run_quality(
-        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "a"), workers=1, worker_memory_mb=64)
+        core.QualityConfig(
+            input_uri=str(raw_dir), output_uri=str(tmp_path / "a"), workers=1, worker_memory_mb=64
+        )
     )
     spills = [c["temp_directory"] for c in seen if "memory_limit" in c]
     assert spills and all(c["memory_limit"] == "64MB" for c in seen if "memory_limit" in c)
@@ -86,7 +90,9 @@ def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_p
     assert list((tmp_path / "tmp").iterdir()) == []  # each spill directory removed
     seen.clear()
     default = core.run_quality(
-        core.QualityConfig(input=str(raw_dir), output=str(tmp_path / "b"), workers=1, worker_memory_mb=0)
+        core.QualityConfig(
+            input_uri=str(raw_dir), output_uri=str(tmp_path / "b"), workers=1, worker_memory_mb=0
+        )
     )
     assert not any("memory_limit" in c for c in seen)
     assert limited.counts == default.counts

@@ -22,14 +22,16 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
 
     remote = core.run_quality(
         core.QualityConfig(
-            input="s3://fareflow/raw",
-            output="s3://fareflow/clean",
-            rejected="s3://fareflow/rejected",
-            stats="s3://fareflow/stats",
+            input_uri="s3://fareflow/raw",
+            output_uri="s3://fareflow/clean",
+            rejected_uri="s3://fareflow/rejected",
+            stats_uri="s3://fareflow/stats",
             workers=1,
         )
     )
-    local = core.run_quality(core.QualityConfig(input=str(raw), output=str(tmp_path / "clean"), workers=1))
+    local = core.run_quality(
+        core.QualityConfig(input_uri=str(raw), output_uri=str(tmp_path / "clean"), workers=1)
+    )
 
     assert remote.counts["rows_in"] == 700
     assert remote.counts["rejected_by_rule"] == local.counts["rejected_by_rule"]

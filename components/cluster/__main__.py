@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                 return args.predictor_url.format(service=service, namespace=settings.namespace)
 
         summary = core.deploy_canary(settings, args.name, model, check, args.timeout, predictor_url=url)
-        line = f"InferenceService {settings.namespace}/{args.name}: {summary['decision']}: {summary['reason']}"
+        line = (
+            f"InferenceService {settings.namespace}/{args.name}: {summary['decision']}: {summary['reason']}"
+        )
     else:
         version = core.read_model_version(model)
         isvc = core.inference_service_object(settings, args.name, model, model_version=version)

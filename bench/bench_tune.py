@@ -11,7 +11,7 @@ included, as a user waits for them).
 Cases:
 
 - ``tune-pruning`` / median-pruning vs no-pruning: the same TPE study (seed, ``TRIALS``
-  trials, in memory, one process), with the tune step's ``MedianPruner`` as configured by
+  trials, in memory, one process with ``THREADS`` torch thread(s)), with the tune step's ``MedianPruner`` as configured by
   ``TuneConfig``'s defaults, and with pruning off (``prune_startup_trials = TRIALS``: the
   median pruner never prunes before that many trials, i.e. never in this study). Pruning must
   buy its speed at an equal best value: both best validation RMSEs are recorded
@@ -42,7 +42,9 @@ from pathlib import Path
 from bench.common import REPO_ROOT, measure, python_cmd
 
 ROWS_CAP = 300_000  # generated rows (about 140,000 train rows with the automatic sample size)
-MAX_ROWS = 40_000  # rows of each split per trial
+MAX_ROWS = 10_000  # rows of each split per trial
+THREADS = 1  # OMP_NUM_THREADS of the pruning case's studies (bench_train: a loaded machine's
+# spinning OpenMP threads made 2-thread trials several times slower than 1-thread ones)
 EPOCHS = 4
 TRIALS = 8
 SEED = 0
@@ -195,8 +197,8 @@ def run(workdir: Path, rows: int, repeat: int = 3, trials: int = TRIALS, epochs:
     base["device"] = "cpu"
 
     pruning = {
-        "median-pruning": ({"config": base}, 0),
-        "no-pruning": ({"config": {**base, "prune_startup_trials": trials}}, 0),
+        "median-pruning": ({"config": base}, THREADS),
+        "no-pruning": ({"config": {**base, "prune_startup_trials": trials}}, THREADS),
     }
     found = _alternate(workdir, pruning, repeat, lambda: None)
     rows_out = [record("tune-pruning", impl, r, trials=trials, epochs=epochs) for impl, r in found.items()]

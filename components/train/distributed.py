@@ -153,10 +153,13 @@ def start_process_group(requested_device: str, backend: str = "ddp") -> Dist:
         torch.cuda.set_device(torch.device(device))
     timeout = datetime.timedelta(minutes=minutes)
     restart = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
-    if restart > 0:
+    if restart > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         # A group torchrun restarted (--max-restarts) meets in the same store as the group before
-        # it: under a fresh prefix, or rank 0 may read the dead ranks' gloo addresses (seen: every
-        # restart failed in connectFullMesh with "Connection refused").
+        # it when the agent shares its rendezvous store: under a fresh prefix, or rank 0 may read
+        # the dead ranks' gloo addresses (seen: every restart failed in connectFullMesh with
+        # "Connection refused"). Without the shared store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1,
+        # the PyTorchJob's elastic pods) every round has a new store and a pod torchrun started
+        # afresh counts its restarts from 0, so a prefix would split the group.
         from torch.distributed.rendezvous import rendezvous
 
         store, _, _ = next(rendezvous("env://", rank=rank, world_size=world, timeout=timeout))

@@ -221,3 +221,49 @@ def check_every_rank_stops(cfg: TrainConfig, failing: int, phase: str, own: str)
         if rank != failing:
             expected = f"fareflow train: error: rank {failing} of 2 failed {phase}: {own}"
         assert errors[0].startswith(expected), (rank, errors[0], expected)
+
+
+_JOIN_AND_REDUCE = """
+import sys
+from components.train.distributed import _all_reduce, end_process_group, start_process_group
+d = start_process_group("cpu")
+total = _all_reduce(d, [d.rank + 1.0])
+print("sum", float(total[0]), flush=True)
+end_process_group(d)
+"""
+
+
+def test_a_recreated_elastic_pod_joins_a_restarted_peer_without_a_shared_store(tmp_path):
+    """A PyTorchJob's elastic pods run torchrun without the shared rendezvous store
+    (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1): the surviving pod's ranks are in restart 1, the
+    recreated pod's fresh torchrun in restart 0, and each round has a new store -- both must meet
+    in it unprefixed (a prefix for restart 1 alone left the two waiting for each other)."""
+    port = free_port()
+    procs = []
+    for rank, restart in ((0, 1), (1, 0)):
+        env = {
+            **os.environ,
+            "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "TORCHELASTIC_RESTART_COUNT": str(restart), "TORCHELASTIC_USE_AGENT_STORE": "False",
+            TIMEOUT_ENV: "1", "OMP_NUM_THREADS": "1",
+        }  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _JOIN_AND_REDUCE],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("the two ranks never formed one group")
+        assert p.returncode == 0, err.decode()[-2000:]
+        outs.append(out.decode())
+    assert all("sum 3.0" in out for out in outs), outs

@@ -240,6 +240,12 @@ def pytorch_job(
     gpus = gpu.gpus_per_pod if gpu else 0
     if gpu and nproc_per_node > gpus:
         raise UserError(f"nproc_per_node={nproc_per_node} exceeds the {gpus} GPU(s) per pod")
+    if max_restarts is not None:
+        # Elastic pods: torchrun's agents would share the rendezvous round's TCP store, hosted by
+        # one agent; a pod the operator recreates starts a fresh agent that never learns the new
+        # round's MASTER_ADDR from the survivor (container tier: the survivor timed out after 60 s
+        # and the job failed). With a store per round the recreated pod rejoins.
+        env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
     container = {
         "name": "pytorch",  # the operator finds the training container by this name
         "image": image,

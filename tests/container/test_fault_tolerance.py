@@ -49,7 +49,9 @@ def make_job(image_refs, splits_s3: str, tag: str, max_restarts: int | None) -> 
     params = core.TrainParams(**PARAMS)
     name = core.job_name("taxi-fare-train", splits_s3, repr(params), "2", tag)
     output_s3 = core.model_output_uri(splits_s3, name)
-    job = core.train_job_object(settings, name, splits_s3, output_s3, params, workers=2, max_restarts=max_restarts)
+    job = core.train_job_object(
+        settings, name, splits_s3, output_s3, params, workers=2, max_restarts=max_restarts
+    )
     return job, output_s3
 
 
@@ -96,13 +98,6 @@ def uninterrupted(image_refs, splits_s3, s3, tmp_path, max_restarts) -> dict:
     return model_metrics(output_s3, tmp_path, "uninterrupted")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recreated pod cannot rejoin the survivors' torchrun (docs/train.md, 'Fault tolerance in "
-    "containers'): its fresh agent waits for MASTER_ADDR in a round the survivor's agent, reusing its "
-    "shared TCPStore, never publishes (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 needed), and then its ranks "
-    "use no restart prefix while the survivor's use fareflow/restart-1 (components/train/distributed.py)",
-)
 def test_a_killed_elastic_worker_is_recreated_and_the_job_resumes_from_its_checkpoint(
     image_refs, splits_s3, s3, tmp_path
 ):
@@ -148,7 +143,9 @@ def test_a_killed_worker_of_the_static_job_fails_it_through_the_master(image_ref
     assert f"{job.name}-master-0 exited 1: not retryable, job Failed" in job.events, job.all_logs()
 
 
-def test_sigterm_on_the_master_writes_a_checkpoint_within_the_grace_period(image_refs, splits_s3, s3, tmp_path):
+def test_sigterm_on_the_master_writes_a_checkpoint_within_the_grace_period(
+    image_refs, splits_s3, s3, tmp_path
+):
     """A pod's deletion: SIGTERM to its PID 1 (torchrun), which passes it to the rank; the ranks
     agree to stop, rank 0 writes a mid-epoch checkpoint to S3, and the container exits before
     the 30 s grace period ends (so not killed: 137)."""

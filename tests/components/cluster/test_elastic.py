@@ -47,6 +47,11 @@ def test_elastic_job_has_only_workers_and_an_elastic_policy():
     )
     (dc,) = default["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     assert c["args"] == dc["args"]
+    # a store per rendezvous round, so a pod the operator recreates can rejoin its survivors
+    # (tests/container/test_fault_tolerance.py kills one); the default job keeps torch's default
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in {e["name"] for e in dc["env"]}
 
 
 def test_one_pod_elastic_job_is_one_worker_and_default_job_is_unchanged():

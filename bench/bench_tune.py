@@ -12,8 +12,7 @@ Cases:
 
 - ``tune-pruning`` / median-pruning vs no-pruning: the same TPE study (seed, ``TRIALS``
   trials, in memory, one process with ``THREADS`` torch thread(s)), with the tune step's ``MedianPruner`` as configured by
-  ``TuneConfig``'s defaults, and with pruning off (``prune_startup_trials = TRIALS``: the
-  median pruner never prunes before that many trials, i.e. never in this study). Pruning must
+  ``TuneConfig``'s defaults, and with pruning off (``pruning=False``, ``--no-pruning``). Pruning must
   buy its speed at an equal best value: both best validation RMSEs are recorded
   (``best_value``) and ``summarize`` prints them side by side with their relative difference.
   The two studies differ after the first pruned trial (TPE learns from pruned trials too).
@@ -198,7 +197,7 @@ def run(workdir: Path, rows: int, repeat: int = 3, trials: int = TRIALS, epochs:
 
     pruning = {
         "median-pruning": ({"config": base}, THREADS),
-        "no-pruning": ({"config": {**base, "prune_startup_trials": trials}}, THREADS),
+        "no-pruning": ({"config": {**base, "pruning": False}}, THREADS),
     }
     found = _alternate(workdir, pruning, repeat, lambda: None)
     rows_out = [record("tune-pruning", impl, r, trials=trials, epochs=epochs) for impl, r in found.items()]
@@ -213,7 +212,7 @@ def run(workdir: Path, rows: int, repeat: int = 3, trials: int = TRIALS, epochs:
         **base,
         "storage": f"sqlite:///{db}",
         "study_name": "bench-workers",
-        "prune_startup_trials": trials,  # the same work in both: no pruning
+        "pruning": False,  # the same work in both: no pruning
         "total_trials": trials,  # run until the study holds this many (``trials`` is then unused)
     }
     fixed = fixed_trials(trials)

@@ -420,15 +420,20 @@ def _counted(study) -> list:
     return [t for t in trials if t.state.is_finished() and t.number not in retried]
 
 
-def _objective(config: TuneConfig, tmp: str):
+def _objective(config: TuneConfig, tmp: str, log: Callable[[str], None] = lambda _m: None):
     def objective(trial) -> float:
         params = suggest(trial, config.base())
         output = str(Path(tmp) / f"trial-{trial.number}")
         # the starting point (trial 0, or its retry) is never pruned: it is the yardstick
         base = bool(trial.user_attrs.get(BASE_ATTR)) or _is_base(params, config.base())
+
+        def epoch_line(message: str) -> None:  # "trial N epoch e/E: ..." (fareflow run's progress)
+            if message.startswith("epoch "):
+                log(f"trial {trial.number} {message}")
+
         result = train_core.run(
             train_config(config, params, output),
-            log=lambda m: None,
+            log=epoch_line,
             progress=False,
             on_epoch=pruning_callback(trial, prune=not base),
         )
@@ -489,7 +494,7 @@ def optimize_until(
     lock = _AskLock(config.storage)
 
     with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
-        train_trial = _objective(config, tmp)
+        train_trial = _objective(config, tmp, log)
 
         def objective(trial) -> float:
             lock.release()  # the trial is claimed (RUNNING): let the next worker ask

@@ -241,3 +241,20 @@ def test_a_starting_point_outside_the_search_space_is_still_trial_0(make_splits)
     assert result.trials[0]["state"] == "COMPLETE"
     with pytest.raises(UserError, match="weight_decay=0.0: a tuned run starts from a positive value"):
         tune(splits, trials=2, epochs=1, base_params={"weight_decay": 0.0})
+
+
+def test_each_trial_logs_its_epochs_for_the_run_console(shared_splits):
+    """fareflow run's tune line shows the running trial's epoch from these lines
+    (pipelines/console.py parses ``trial N epoch e/E: ...``)."""
+    from pipelines.console import StepProgress
+
+    lines: list[str] = []
+    config = TuneConfig(str(shared_splits), trials=2, epochs=2, seed=3, max_rows=800, device="cpu")
+    core.run(config, log=lines.append)
+    epochs = [line for line in lines if " epoch " in line and line.startswith("trial ")]
+    assert [line.split(":")[0] for line in epochs] == [
+        "trial 0 epoch 1/2", "trial 0 epoch 2/2", "trial 1 epoch 1/2", "trial 1 epoch 2/2"
+    ]  # fmt: skip
+    progress = StepProgress("tune", total=2)
+    assert progress.feed(f"tune: {epochs[0]}") and (progress.epoch, progress.epochs) == (1, 2)
+    assert progress.text().startswith("trial 1/2, epoch 1/2")

@@ -32,7 +32,7 @@ help: ## show this help
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,train,serve]'
+	$(BIN)/pip install --quiet -e '.[dev,train,serve,track]'
 	touch $@
 
 install: $(BIN)/.installed ## create the venv (VENV, default .venv) and install fareflow with its dev extras

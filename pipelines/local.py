@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also show the kfp and task logs (always kept in RUN/logs/)",
     )
+    from pipelines import tracking
+
+    tracking.add_arguments(parser)
     return parser
 
 
@@ -387,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.input_path("--source", args.source)
 
     from components.common.code_version import code_version
-    from pipelines import runs
+    from pipelines import runs, tracking
 
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
@@ -443,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         record["seconds"] = round(time.perf_counter() - start, 3)
         if record["status"] != "running":
             runs.write_json(run_dir / runs.RUN_RECORD, record)
+            if record["status"] == "failed":  # interrupted: the user wants out, not an upload
+                tracking.track_finished_run(run_dir, args)
     add_truth(outputs, source)
     drop_untuned_report(outputs)
     runs.publish_reports(outputs, run_dir / "reports", record)
@@ -450,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.write_json(run_dir / runs.SUMMARY, outputs)
     runs.write_json(run_dir / runs.METRICS, record["metrics"])
     runs.write_json(run_dir / runs.RUN_RECORD, record)
+    tracking.track_finished_run(run_dir, args)  # never raises: a failure is one warning line
     runs.update_latest(workdir, run_dir)
     removed = runs.prune_runs(workdir, keep)
     print_summary(outputs, time.perf_counter() - start, record["steps"], run_dir)

@@ -28,6 +28,7 @@ from components.sample.config import SampleConfig
 from components.train.component import train
 from components.train.config import TrainConfig
 from components.tune.component import tune
+from pipelines.tracking_component import track
 
 PIPELINE_NAME = "fareflow-taxi-fare"
 # Kubernetes Secret whose keys become the ingest task's environment in the cluster, so an
@@ -222,9 +223,32 @@ def build_pipeline(
                 backend=train_backend,
             ).set_display_name("train (PyTorchJob or MPIJob)")
             _s3_env(train_task, s3_secret)
-            deploy(
+            deploy_task = deploy(
                 model=train_task.outputs["model"], name=model_name, namespace=namespace, timeout_s=timeout_s
             ).set_display_name("deploy (KServe)")
+            # the run's parameters, summaries and model to the project's MLflow server, when the
+            # platform ConfigMap names one (manifests/components/mlflow); else nothing is logged
+            track(
+                ingest=ingest_task.outputs["Output"],
+                quality=quality_task.outputs["Output"],
+                sample=sample_task.outputs["Output"],
+                tune=tune_task.outputs["summary"],
+                train=train_task.outputs["Output"],
+                model=train_task.outputs["model"],
+                source=source,
+                parameters={
+                    "seed": seed,
+                    "epochs": epochs,
+                    "tune_trials": tune_trials,
+                    "tune_workers": tune_workers,
+                    "train_workers": train_workers,
+                    "train_backend": train_backend,
+                    "model_name": model_name,
+                },
+                namespace=namespace,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("track (MLflow)").after(deploy_task)
         else:
             train_task = train(
                 splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best, backend=train_backend

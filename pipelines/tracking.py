@@ -230,6 +230,21 @@ def from_run_dir(run_dir: Path) -> TrackedRun:
     )
 
 
+def _log_run_record(client, run_id: str, path: Path, into: str | None) -> None:
+    """run.json as the run left it: without its ``tracking`` entry, which says how an earlier
+    attempt to log it went (stale the moment this one succeeds)."""
+    import tempfile
+
+    from pipelines import runs
+
+    record = json.loads(path.read_text())
+    record.pop("tracking", None)
+    with tempfile.TemporaryDirectory(prefix="fareflow-track-") as tmp:
+        copy = Path(tmp) / path.name
+        runs.write_json(copy, record)
+        client.log_artifact(run_id, str(copy), into)
+
+
 def _model_artifacts(model_dir: Path | None, tags: dict[str, str]) -> list[tuple[Path, str | None]]:
     """model.json (+ model.npz when small) under ``model/``; the model version as a tag."""
     if model_dir is None or not (model_dir / "model.json").is_file():
@@ -391,6 +406,8 @@ def _log(tracked: TrackedRun, uri: str, experiment: str) -> dict:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    from pipelines import runs
+
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -424,6 +441,8 @@ def _log(tracked: TrackedRun, uri: str, experiment: str) -> dict:
         for path, into in tracked.artifacts:
             if path.is_dir():
                 client.log_artifacts(run_id, str(path), into)
+            elif path.name == runs.RUN_RECORD:
+                _log_run_record(client, run_id, path, into)
             else:
                 client.log_artifact(run_id, str(path), into)
         client.set_terminated(run_id, STATUS.get(tracked.status, "FAILED"), end_time=tracked.end_ms)

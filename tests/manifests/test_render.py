@@ -19,13 +19,22 @@ COMPONENTS = [
     "components/knative-serving",
     "components/mpijob-baseline",
     "components/optuna-postgres",
+    "components/mlflow",
 ]
+# a component that needs another one beside it
+COMPONENT_DEPS = {
+    "components/gpu-serving": ["components/gpu"],
+    "components/mlflow": ["components/optuna-postgres"],
+}
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     out = {k: render(MANIFESTS / k) for k in KUSTOMIZATIONS}
     out["optuna"] = with_components(tmp_path_factory.mktemp("optuna"), ["components/optuna-postgres"])
+    out["mlflow"] = with_components(
+        tmp_path_factory.mktemp("mlflow"), ["components/optuna-postgres", "components/mlflow"]
+    )
     return out
 
 
@@ -73,12 +82,12 @@ def test_every_object_validates(rendered, name):
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_each_component_renders_on_base_and_validates(tmp_path, component):
-    deps = ["components/gpu"] if component == "components/gpu-serving" else []
+    deps = COMPONENT_DEPS.get(component, [])
     for obj in with_components(tmp_path, [*deps, component]):
         validate(obj)
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
 def test_everything_lives_in_the_project_namespace(rendered, name):
     project = PROJECT_NAMESPACE.get(name, "fareflow")
     (ns,) = by_kind(rendered[name], "Namespace")
@@ -89,7 +98,7 @@ def test_everything_lives_in_the_project_namespace(rendered, name):
     assert not by_kind(rendered[name], "ClusterRole") and not by_kind(rendered[name], "ClusterRoleBinding")
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
 def test_pods_are_hardened_and_bounded(rendered, name):
     checked = 0
     for obj in rendered[name]:
@@ -335,7 +344,7 @@ def _strings(obj, path=""):
         yield path, obj
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
 def test_no_minio_service_anywhere(rendered, name):
     """KFP 2.17 has no minio-service (kubeflow/pipelines#12613); its store is SeaweedFS."""
     for obj in rendered[name]:
@@ -444,7 +453,7 @@ def assert_pinned_settings(objs: list[dict]) -> None:
     ClusterSettings.from_config_map(data, "fareflow")  # raises UserError on latest/empty tags
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
 def test_config_map_image_tags_are_pinned(rendered, name):
     assert_pinned_settings(rendered[name])
 

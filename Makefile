@@ -23,8 +23,12 @@ SCALE_ARGS ?=
 # manifest policy scan (manifests/cluster.mk) and the Dockerfile scan (images/images.mk).
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
+# The MLflow UI's venv (make mlflow-ui); the version is the project's mlflow-skinny pin.
+MLFLOW_VENV ?= .venv-mlflow
+MLFLOW_VERSION ?= 3.17.2
+MLFLOW_UI_PORT ?= 5000
 
-.PHONY: help install horovod run test lint format bench bench-scale compile clean checkov-venv
+.PHONY: help install horovod run test lint format bench bench-scale compile clean checkov-venv mlflow-venv mlflow-ui
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +101,18 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	touch $@
 
 checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## install checkov (CHECKOV_VERSION) into its own venv
+
+# The MLflow UI: full mlflow needs pyarrow<26, so it lives in a venv of its own; it reads the
+# SQLite store fareflow run's client (mlflow-skinny, the same version) writes under runs/.
+$(MLFLOW_VENV)/.installed-$(MLFLOW_VERSION):
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==$(MLFLOW_VERSION)
+	touch $@
+
+mlflow-venv: $(MLFLOW_VENV)/.installed-$(MLFLOW_VERSION) ## install the full mlflow (MLFLOW_VERSION) for the UI into its own venv
+
+mlflow-ui: mlflow-venv ## the MLflow UI over the runs fareflow run logged (runs/mlflow.db) on MLFLOW_UI_PORT
+	$(MLFLOW_VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --port $(MLFLOW_UI_PORT)
 
 clean: ## remove local run outputs and caches (keeps the venvs)
 	rm -rf runs local_outputs build .pytest_cache .ruff_cache

@@ -31,6 +31,17 @@ def _env(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container["env"]}
 
 
+def _secret_mount(pod: dict, container: dict, secret_name: str) -> tuple[dict, dict]:
+    """The one volume holding Secret ``secret_name`` and the container's mount of it."""
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret_name]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    return volume, mount
+
+
+def _entrypoint() -> str:
+    return (REPO / "images" / "mlflow" / "mlflow_server.py").read_text()
+
+
 def test_every_object_validates_and_lives_in_the_project_namespace(objs):
     for obj in objs:
         validate(obj)
@@ -75,29 +86,33 @@ def test_the_backend_store_is_the_optuna_components_postgres(objs):
     postgres = one(objs, "Service", "fareflow-postgres")
     assert env["POSTGRES_HOST"]["value"] == postgres["metadata"]["name"]
     assert env["POSTGRES_PORT"]["value"] == str(postgres["spec"]["ports"][0]["port"])
-    (credentials,) = [v for v in pod["volumes"] if "secret" in v]
-    assert credentials["secret"]["secretName"] == secret["metadata"]["name"]
-    mount = next(m for m in c["volumeMounts"] if m["name"] == credentials["name"])
+    _, mount = _secret_mount(pod, c, secret["metadata"]["name"])
     assert mount["readOnly"] is True and mount["mountPath"] == env["POSTGRES_SECRET_DIR"]["value"]
-    entrypoint = (REPO / "images" / "mlflow" / "mlflow_server.py").read_text()
-    used = set(re.findall(r'secret\(secrets, "([A-Z_]+)"\)', entrypoint))
+    used = set(re.findall(r'secret\(secrets, "([A-Z_]+)"\)', _entrypoint()))
     assert used == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(secret["data"])
     # no password in the pod spec: only the mounted files
     assert not [e for e in c["env"] if "PASSWORD" in e["name"]]
 
 
 def test_artifacts_go_to_the_project_object_store(objs):
-    ((_, c),) = pod_containers(_deployment(objs))
+    """The endpoint from the ConfigMap; the keys as files from the fareflow-s3 Secret (never
+    secretKeyRef env, checkov CKV_K8S_35), at the directory the entrypoint reads, named as
+    the files it reads (it puts them in the server's environment itself)."""
+    ((pod, c),) = pod_containers(_deployment(objs))
     env = _env(c)
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
     ref = env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"]
     assert (ref["name"], ref["key"]) == ("fareflow-cluster", "AWS_ENDPOINT_URL")
     s3 = one(objs, "Secret", "fareflow-s3")
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        secret_ref = env[key]["valueFrom"]["secretKeyRef"]
-        assert secret_ref["name"] == "fareflow-s3" and secret_ref["key"] in s3.get(
-            "data", s3.get("stringData", {})
-        )
+    volume, mount = _secret_mount(pod, c, "fareflow-s3")
+    assert mount["readOnly"] is True and mount["mountPath"] == env["S3_SECRET_DIR"]["value"]
+    (keys,) = re.findall(r"^S3_KEYS = \(([^)]*)\)", _entrypoint(), re.MULTILINE)
+    keys = set(re.findall(r'"([A-Z_]+)"', keys))
+    assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(s3["data"])
+    assert {(i["key"], i["path"]) for i in volume["secret"]["items"]} == {(k, k) for k in keys}
+    # no Secret reaches the container through its environment
+    assert not [e for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    assert not [e for e in c.get("envFrom", []) if "secretRef" in e]
 
 
 def test_ports_agree_and_the_pipeline_can_reach_the_server(objs):

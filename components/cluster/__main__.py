@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         parent = Path(args.summary_json).resolve().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise UserError(f"--summary-json {args.summary_json}: {parent} is not a writable directory")
-    from components.cluster import canary, core
+    from components.cluster import canary, core, models, serving
     from components.common import k8s
 
     settings = core.load_settings(args.namespace)
@@ -100,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 service = k8s.predictor_service(args.name, pname)
                 return args.predictor_url.format(service=service, namespace=settings.namespace)
 
-        summary = core.deploy_canary(settings, args.name, model, check, args.timeout, predictor_url=url)
+        summary = serving.deploy_canary(settings, args.name, model, check, args.timeout, predictor_url=url)
         line = (
             f"InferenceService {settings.namespace}/{args.name}: {summary['decision']}: {summary['reason']}"
         )
     else:
-        version = core.read_model_version(model)
-        isvc = core.inference_service_object(settings, args.name, model, model_version=version)
-        summary = core.deploy(isvc, args.timeout)
+        version = models.read_model_version(model)
+        isvc = serving.inference_service_object(settings, args.name, model, model_version=version)
+        summary = serving.deploy(isvc, args.timeout)
         summary["action"] = "deployed"
         line = (
             f"InferenceService {settings.namespace}/{args.name}: deployed {summary['storage_uri']} "

@@ -1,4 +1,4 @@
-"""KFP components for cluster mode (logic in ``components.cluster.core``; tests there)."""
+"""KFP components for cluster mode (logic in ``components.cluster.training``, ``tuning``, ``serving``; tests there)."""
 
 # No "from __future__ import annotations": kfp reads the annotations as objects.
 
@@ -31,31 +31,33 @@ def train_job(
     ``model``: ``backend`` "ddp" as a PyTorchJob of ``workers`` pods (torchrun), "horovod" as an
     MPIJob of ``workers`` worker pods and a launcher (mpirun; the namespace must enforce Pod
     Security baseline, see manifests/components/mpijob-baseline)."""
-    from components.cluster import core
+    from components.cluster import core, models, training
     from components.common.publish import publish_component
 
     core.check_backend(backend)
     settings = core.load_settings(namespace)
     splits_s3 = core.s3_uri(splits.uri)
-    params = core.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
-    name = core.train_job_name(splits_s3, params, workers, backend)
-    output_s3 = core.model_output_uri(splits_s3, name)
+    params = training.TrainParams(epochs, batch_size, learning_rate, hidden, seed, weight_decay, dropout)
+    name = training.train_job_name(splits_s3, params, workers, backend)
+    output_s3 = models.model_output_uri(splits_s3, name)
     max_restarts = settings.train_max_restarts or None
     if backend != "ddp" and max_restarts:
         print(
             f"TRAIN_MAX_RESTARTS={max_restarts} applies to PyTorchJobs only; the {backend} job is not elastic"
         )
         max_restarts = None
-    obj = core.train_job_object(
+    obj = training.train_job_object(
         settings, name, splits_s3, output_s3, params, workers, max_restarts=max_restarts, backend=backend
     )
     print(
         f"{obj['kind']} {settings.namespace}/{name}: {workers} pod(s), {backend}, "
         f"image {settings.image('trainer', cuda=settings.train_gpus_per_pod > 0)}"
     )
-    core.run_train_job(obj, timeout=timeout_s)
-    files = core.copy_model_dir(output_s3, model.path)
-    result = core.TrainJobResult(f"{settings.namespace}/{name}", files, core.read_model_metrics(model.path))
+    training.run_train_job(obj, timeout=timeout_s)
+    files = models.copy_model_dir(output_s3, model.path)
+    result = training.TrainJobResult(
+        f"{settings.namespace}/{name}", files, models.read_model_metrics(model.path)
+    )
     summary = publish_component(result, metrics=metrics, artifacts={"model": model})
     model.metadata.update(
         {
@@ -75,19 +77,19 @@ def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canar
     """Serve ``model`` as the KServe InferenceService ``name`` (v1 and v2 protocols) and wait
     until it is Ready. ``canary_percent`` > 0: roll it out as a canary of the model serving now
     (that share of the traffic), check it against that model, then promote or roll back."""
-    from components.cluster import core
+    from components.cluster import core, models, serving
 
     settings = core.load_settings(namespace)
     if canary_percent:
         from components.cluster.canary import CanaryCheck
 
         check = CanaryCheck(traffic_percent=canary_percent)
-        summary = core.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
+        summary = serving.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
         print(f"InferenceService {settings.namespace}/{name}: {summary['decision']}: {summary['reason']}")
         return summary
-    version = core.read_model_version(model.path)  # the artifact, downloaded here
-    obj = core.inference_service_object(settings, name, core.s3_uri(model.uri), model_version=version)
-    summary = core.deploy(obj, timeout=timeout_s)
+    version = models.read_model_version(model.path)  # the artifact, downloaded here
+    obj = serving.inference_service_object(settings, name, core.s3_uri(model.uri), model_version=version)
+    summary = serving.deploy(obj, timeout=timeout_s)
     print(
         f"InferenceService {summary['namespace']}/{summary['name']} ready at {summary['url']}, "
         f"model version {version or 'unversioned'}"
@@ -132,7 +134,7 @@ def tune_job(
     from collections import namedtuple
     from dataclasses import replace
 
-    from components.cluster import core
+    from components.cluster import core, tuning
     from components.common.publish import publish_component
     from components.tune import core as tune_core
     from components.tune.report import render_html, render_markdown
@@ -152,10 +154,10 @@ def tune_job(
     else:
         settings = core.load_settings(namespace)
         splits_s3 = core.s3_uri(splits.uri)
-        config = core.tune_config(splits_s3, trials, epochs, seed, base, storage=core.TUNE_STORAGE)
-        config = replace(config, study_name=core.tune_job_name(splits_s3, config))
-        core.use_study_database(settings)
-        result = core.run_tune_job(settings, config, workers, timeout=timeout_s)
+        config = tuning.tune_config(splits_s3, trials, epochs, seed, base, storage=tuning.TUNE_STORAGE)
+        config = replace(config, study_name=tuning.tune_job_name(splits_s3, config))
+        tuning.use_study_database(settings)
+        result = tuning.run_tune_job(settings, config, workers, timeout=timeout_s)
     summary = publish_component(
         result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
     )

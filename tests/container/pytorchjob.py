@@ -1,6 +1,6 @@
 """A PyTorchJob's pods as podman containers, and the Training Operator's part in running them.
 
-:class:`PodmanPyTorchJob` takes the object ``components.cluster.core.train_job_object`` builds
+:class:`PodmanPyTorchJob` takes the object ``components.cluster.training.train_job_object`` builds
 and does for it what Training Operator v1.9.2 does (source read at the release-1.9 branch,
 078ec30ff; the paths below are in github.com/kubeflow/training-operator):
 

@@ -43,13 +43,13 @@ def splits_s3(image_refs, s3, tmp_path) -> str:
 def make_job(image_refs, splits_s3: str, tag: str, max_restarts: int | None) -> tuple[dict, str]:
     """The train step's PyTorchJob (2 pods) and its model URI; ``tag`` keeps two runs of the
     same parameters apart (the step's job name is a digest of its inputs)."""
-    from components.cluster import core
+    from components.cluster import core, models, training
 
     settings = core.ClusterSettings(image_tag=image_refs["trainer"].rsplit(":", 1)[1])
-    params = core.TrainParams(**PARAMS)
+    params = training.TrainParams(**PARAMS)
     name = core.job_name("taxi-fare-train", splits_s3, repr(params), "2", tag)
-    output_s3 = core.model_output_uri(splits_s3, name)
-    job = core.train_job_object(
+    output_s3 = models.model_output_uri(splits_s3, name)
+    job = training.train_job_object(
         settings, name, splits_s3, output_s3, params, workers=2, max_restarts=max_restarts
     )
     return job, output_s3
@@ -71,14 +71,14 @@ def wait_for_checkpoint(output_s3: str, job: PodmanPyTorchJob, timeout: float = 
 
 
 def model_metrics(output_s3: str, tmp_path, name: str) -> dict:
-    from components.cluster import core
+    from components.cluster import models
 
     model_dir = tmp_path / name
-    files = core.copy_model_dir(output_s3, str(model_dir))
+    files = models.copy_model_dir(output_s3, str(model_dir))
     assert {"model.json", "model.pt"} <= set(files)
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["training"]["world_size"] == 2
-    return core.read_model_metrics(str(model_dir))
+    return models.read_model_metrics(str(model_dir))
 
 
 def run_to_end(job: PodmanPyTorchJob, timeout: float = 400) -> str:

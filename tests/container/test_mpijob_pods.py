@@ -1,7 +1,7 @@
 """The cluster's Horovod path without a cluster: the MPIJob that ``train_job`` creates
 (``train_backend=horovod``), its launcher and two worker pods played by trainer-image containers.
 
-Each container runs exactly the container spec of ``components.cluster.core.train_job_object(...,
+Each container runs exactly the container spec of ``components.cluster.training.train_job_object(...,
 backend="horovod")`` (command, args, env, envFrom, security context, scratch volumes) plus what the
 Training Operator v1.9.2 adds (``pkg/controller.v1/mpi/mpijob_controller.go``):
 
@@ -258,12 +258,12 @@ def _upload(s3, bucket: str, root: Path, prefix: str) -> None:
 
 
 def _horovod_job(image_refs, splits_s3: str, params, workers: int = 2) -> tuple[dict, str]:
-    from components.cluster import core
+    from components.cluster import core, models, training
 
     settings = core.ClusterSettings(image_tag=image_refs["trainer"].rsplit(":", 1)[1])
-    name = core.train_job_name(splits_s3, params, workers, "horovod")
-    output_s3 = core.model_output_uri(splits_s3, name)
-    job = core.train_job_object(
+    name = training.train_job_name(splits_s3, params, workers, "horovod")
+    output_s3 = models.model_output_uri(splits_s3, name)
+    job = training.train_job_object(
         settings, name, splits_s3, output_s3, params, workers=workers, backend="horovod"
     )
     assert job["kind"] == "MPIJob" and job["apiVersion"] == "kubeflow.org/v1"
@@ -294,14 +294,14 @@ def _orted_execs(run: MPIJobRun) -> dict[str, list]:
 def test_mpijob_launcher_and_workers_train_from_s3_and_the_server_serves_the_model(
     image_refs, bridge_s3, run_mpijob, tmp_path
 ):
-    from components.cluster import core
+    from components.cluster import core, models, training
     from tests.components.train.conftest import trips, write_splits
 
     bucket = bridge_s3.bucket("mlpipeline")
     splits_uri = f"minio://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-{SESSION_ID}/sample/7/splits"
     splits = write_splits(trips(4000), tmp_path / "splits", shards=2)
     _upload(bridge_s3, bucket, splits, splits_uri.split("/", 3)[3])
-    params = core.TrainParams(epochs=3, batch_size=256)
+    params = training.TrainParams(epochs=3, batch_size=256)
     job, output_s3 = _horovod_job(image_refs, core.s3_uri(splits_uri), params)
 
     run = run_mpijob(job, _s3_secret(bridge_s3))
@@ -316,11 +316,11 @@ def test_mpijob_launcher_and_workers_train_from_s3_and_the_server_serves_the_mod
 
     # Rank 0 wrote the model directory; the task copies it into its Model artifact.
     model_dir = tmp_path / "model"
-    files = core.copy_model_dir(output_s3, str(model_dir))
+    files = models.copy_model_dir(output_s3, str(model_dir))
     assert {"model.json", "model.pt"} <= set(files)
-    training = json.loads((model_dir / "model.json").read_text())["training"]
-    assert training["world_size"] == 2, training
-    metrics = core.read_model_metrics(str(model_dir))
+    train_meta = json.loads((model_dir / "model.json").read_text())["training"]
+    assert train_meta["world_size"] == 2, train_meta
+    metrics = models.read_model_metrics(str(model_dir))
     assert metrics["test_rmse"] < 0.6 * metrics["baseline_rmse"], metrics
 
     with served_model(image_refs["server"], model_dir) as url:
@@ -328,11 +328,11 @@ def test_mpijob_launcher_and_workers_train_from_s3_and_the_server_serves_the_mod
 
 
 def test_mpijob_with_missing_splits_fails_with_one_line(image_refs, bridge_s3, run_mpijob):
-    from components.cluster import core
+    from components.cluster import training
 
     bridge_s3.bucket("mlpipeline")
     missing = f"s3://mlpipeline/v2/artifacts/fareflow-taxi-fare/run-{SESSION_ID}/sample/0/no-splits"
-    job, output_s3 = _horovod_job(image_refs, missing, core.TrainParams(epochs=1))
+    job, output_s3 = _horovod_job(image_refs, missing, training.TrainParams(epochs=1))
 
     run = run_mpijob(job, _s3_secret(bridge_s3))
     assert run.exit_code not in (0, None), f"launcher exit {run.exit_code}:\n{run.launcher_log}"

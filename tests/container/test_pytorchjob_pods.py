@@ -1,7 +1,7 @@
 """The cluster training path without a cluster: the PyTorchJob that ``train_job`` creates, its
 Master and Worker pods played by two trainer-image containers.
 
-Each container runs exactly the container spec of ``components.cluster.core.train_job_object``
+Each container runs exactly the container spec of ``components.cluster.training.train_job_object``
 (command, args, env) plus what the Training Operator injects into a PyTorchJob with a Master
 replica (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_NPROC_PER_NODE``, ``PET_MASTER_ADDR``,
 ``PET_MASTER_PORT``, which torchrun reads, and the rest), and the ``fareflow-s3`` Secret's keys:
@@ -28,7 +28,7 @@ def _upload(s3, bucket: str, root, prefix: str) -> None:
 def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
     if "trainer" not in image_refs:
         pytest.skip("trainer image not selected (FAREFLOW_IMAGE_NAMES)")
-    from components.cluster import core
+    from components.cluster import core, models, training
     from components.serve.core import FarePredictor
     from tests.components.train.conftest import trips, write_splits
 
@@ -38,10 +38,10 @@ def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
 
     settings = core.ClusterSettings(image_tag=image_refs["trainer"].rsplit(":", 1)[1])
     splits_s3 = core.s3_uri(splits_uri)
-    params = core.TrainParams(epochs=3, batch_size=256)
+    params = training.TrainParams(epochs=3, batch_size=256)
     name = core.job_name("taxi-fare-train", splits_s3, repr(params), "2")
-    output_s3 = core.model_output_uri(splits_s3, name)
-    job = core.train_job_object(settings, name, splits_s3, output_s3, params, workers=2)
+    output_s3 = models.model_output_uri(splits_s3, name)
+    job = training.train_job_object(settings, name, splits_s3, output_s3, params, workers=2)
     specs = job["spec"]["pytorchReplicaSpecs"]
     assert set(specs) == {"Master", "Worker"} and specs["Worker"]["replicas"] == 1
 
@@ -61,9 +61,9 @@ def test_pytorchjob_master_and_worker_train_from_s3(image_refs, s3, tmp_path):
 
     # Rank 0 wrote the model directory; the task copies it into its Model artifact.
     model_dir = tmp_path / "model"
-    files = core.copy_model_dir(output_s3, str(model_dir))
+    files = models.copy_model_dir(output_s3, str(model_dir))
     assert {"model.json", "model.pt"} <= set(files)
-    metrics = core.read_model_metrics(str(model_dir))
+    metrics = models.read_model_metrics(str(model_dir))
     assert metrics["test_rmse"] < 0.6 * metrics["baseline_rmse"], metrics
     import json
 

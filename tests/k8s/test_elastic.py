@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, training
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
 
@@ -30,16 +30,16 @@ def project(tier: Tier, namespace: str) -> str:
 def elastic_job(namespace: str, workers: int = 2, max_restarts: int = 3) -> dict:
     settings = core.ClusterSettings(namespace=namespace, image_tag="0.1.0")
     name = f"elastic-{uuid.uuid4().hex[:8]}"
-    return core.train_job_object(
+    return training.train_job_object(
         settings, name, "s3://mlpipeline/v2/artifacts/splits", f"s3://mlpipeline/fareflow/models/{name}",
-        core.TrainParams(epochs=2), workers, max_restarts=max_restarts,
+        training.TrainParams(epochs=2), workers, max_restarts=max_restarts,
     )  # fmt: skip
 
 
 def test_elastic_job_runs_worker_pods_with_torchruns_rendezvous_env(kube_env: Tier, project: str):
     obj = play(elastic_job(project, workers=2, max_restarts=3))
     name = obj["metadata"]["name"]
-    done = core.run_train_job(obj, timeout=120, poll=0.5)
+    done = training.run_train_job(obj, timeout=120, poll=0.5)
     assert k8s_api.condition(done, "Succeeded")
     stored = kube_env.get("pytorchjob", "-n", project, name)
     assert stored["spec"]["elasticPolicy"]["maxRestarts"] == 3
@@ -86,5 +86,5 @@ def test_a_killed_elastic_worker_is_recreated_and_the_job_still_succeeds(kube_en
 def test_a_non_retryable_exit_fails_the_elastic_job(kube_env: Tier, project: str):
     obj = play(elastic_job(project, workers=2), exit_code=1)
     with pytest.raises(UserError) as err:
-        core.run_train_job(obj, timeout=120, poll=0.5)
+        training.run_train_job(obj, timeout=120, poll=0.5)
     assert f"PyTorchJob {project}/{obj['metadata']['name']} Failed" in str(err.value)

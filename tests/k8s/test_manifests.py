@@ -150,7 +150,7 @@ def test_a_pod_that_breaks_restricted_is_refused(tier: Tier, projects, ns):
 
 def test_every_pod_template_fareflow_builds_is_admitted_under_restricted(tier: Tier, namespace: str):
     """Pod Security alone (a restricted namespace without the project's GPU quota of 0)."""
-    from components.cluster import core
+    from components.cluster import core, serving, training
 
     ns = namespace
     tier.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": n, "namespace": ns}} for n in (k8s.TRAINER_SERVICE_ACCOUNT, k8s.SERVING_SERVICE_ACCOUNT)])  # fmt: skip
@@ -160,21 +160,27 @@ def test_every_pod_template_fareflow_builds_is_admitted_under_restricted(tier: T
     )
     templates = {}
     for label, s in (("cpu", settings), ("gpu", gpu)):
-        job = core.train_job_object(
-            s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 2
+        job = training.train_job_object(
+            s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", training.TrainParams(), 2
         )
         for rtype, spec in job["spec"]["pytorchReplicaSpecs"].items():
             templates[f"pytorchjob-{label}-{rtype.lower()}"] = spec["template"]["spec"]
         # Horovod's MPIJob: both templates as fareflow builds them meet restricted; only the
         # operator's kubectl-delivery init container on the launcher does not (test_mpijob.py).
-        mpi = core.train_job_object(
-            s, f"probe-{label}", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 2, backend="horovod"
+        mpi = training.train_job_object(
+            s,
+            f"probe-{label}",
+            "s3://b/splits",
+            "s3://b/models/x",
+            training.TrainParams(),
+            2,
+            backend="horovod",
         )
         for rtype, spec in mpi["spec"]["mpiReplicaSpecs"].items():
             pod = dict(spec["template"]["spec"])
             pod.setdefault("serviceAccountName", "default")  # the operator's NAME-launcher
             templates[f"mpijob-{label}-{rtype.lower()}"] = pod
-    isvc = core.inference_service_object(settings, "probe", "s3://b/models/x/")
+    isvc = serving.inference_service_object(settings, "probe", "s3://b/models/x/")
     predictor = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ("model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "canaryTrafficPercent")}  # fmt: skip
     assert "securityContext" in predictor, "the predictor's pod-level settings are fareflow's"
     # The predictor pod as KServe makes it: fareflow's predictor spec, its model container, and
@@ -239,14 +245,14 @@ def test_workload_service_accounts_have_no_api_access(tier: Tier, projects, name
 
 
 def test_a_gpu_request_over_the_projects_quota_is_refused_with_the_quotas_message(tier: Tier, projects):
-    from components.cluster import core
+    from components.cluster import core, training
 
     ns = PROJECTS["overlays/kind"]
     quota = tier.get("resourcequota", "-n", ns, "fareflow-compute")["spec"]["hard"]
     limit = int(quota["requests.nvidia.com/gpu"])
     settings = core.ClusterSettings(namespace=ns, train_gpus_per_pod=limit + 1, gpu_node_selector={"fareflow.io/pool": "gpu"})  # fmt: skip
-    job = core.train_job_object(
-        settings, "over-quota", "s3://b/splits", "s3://b/models/x", core.TrainParams(), 1
+    job = training.train_job_object(
+        settings, "over-quota", "s3://b/splits", "s3://b/models/x", training.TrainParams(), 1
     )
     spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     with pytest.raises(KubectlError) as err:

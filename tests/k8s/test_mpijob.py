@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.cluster import core
+from components.cluster import core, models, training
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
 
@@ -51,9 +51,9 @@ def restricted_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
 
 def horovod_job(settings: core.ClusterSettings, workers: int = 2) -> dict:
     name = f"hvd-{uuid.uuid4().hex[:8]}"
-    params = core.TrainParams(epochs=1)
-    return core.train_job_object(
-        settings, name, SPLITS, core.model_output_uri(SPLITS, name), params, workers, backend="horovod"
+    params = training.TrainParams(epochs=1)
+    return training.train_job_object(
+        settings, name, SPLITS, models.model_output_uri(SPLITS, name), params, workers, backend="horovod"
     )
 
 
@@ -67,7 +67,7 @@ def play_launcher(obj: dict, exit_code: int, run_time: str = "2s") -> dict:
 
 
 def job_pods(tier: Tier, ns: str, name: str) -> dict[str, dict]:
-    items = tier.get("pods", "-n", ns, "-l", f"{core.JOB_NAME_LABEL}={name}")["items"]
+    items = tier.get("pods", "-n", ns, "-l", f"{training.JOB_NAME_LABEL}={name}")["items"]
     return {p["metadata"]["name"]: p for p in items}
 
 
@@ -98,7 +98,7 @@ def test_the_horovod_job_is_reconciled_into_a_launcher_and_workers_with_exec_rba
     )
 
     launcher = found[f"{name}-launcher"]
-    assert launcher["metadata"]["labels"][core.REPLICA_TYPE_LABEL] == "launcher"
+    assert launcher["metadata"]["labels"][training.REPLICA_TYPE_LABEL] == "launcher"
     assert launcher["spec"]["serviceAccountName"] == f"{name}-launcher"
     assert launcher["spec"]["automountServiceAccountToken"] is True
     assert launcher["spec"]["restartPolicy"] == "Never"
@@ -167,12 +167,12 @@ def test_run_train_job_waits_a_horovod_job_through_to_succeeded_as_the_pipeline_
     settings = core.load_settings(ns)  # the runner reads its ConfigMap
     obj = play_launcher(horovod_job(settings, workers=2), exit_code=0)
     name = obj["metadata"]["name"]
-    done = core.run_train_job(obj, timeout=120, poll=0.5)
+    done = training.run_train_job(obj, timeout=120, poll=0.5)
     assert done["kind"] == "MPIJob" and k8s_api.condition(done, "Succeeded")
     assert done["status"]["replicaStatuses"]["Launcher"]["succeeded"] == 1
     # cleanPodPolicy Running: the idle workers go once the launcher has finished.
     wait_for(lambda: set(job_pods(tier, ns, name)) == {f"{name}-launcher"}, 90, "workers cleaned up")
-    again = core.run_train_job(obj, timeout=5, poll=0.5)
+    again = training.run_train_job(obj, timeout=5, poll=0.5)
     assert again["metadata"]["uid"] == done["metadata"]["uid"], "a succeeded job is reused"
 
 
@@ -183,7 +183,7 @@ def test_a_failing_launcher_is_reported_then_the_job_is_replaced(tier: Tier, hor
     failing = play_launcher(horovod_job(settings, workers=2), exit_code=1)
     name = failing["metadata"]["name"]
     with pytest.raises(UserError) as err:
-        core.run_train_job(failing, timeout=120, poll=0.5)
+        training.run_train_job(failing, timeout=120, poll=0.5)
     first, *rest = str(err.value).splitlines()
     # The operator's condition (v1.9.2 UpdateJobStatus; its reason really is "MPIJobMPIJobFailed").
     assert (
@@ -196,7 +196,7 @@ def test_a_failing_launcher_is_reported_then_the_job_is_replaced(tier: Tier, hor
     fixed = play_launcher(horovod_job(settings, workers=2), exit_code=0)
     fixed["metadata"]["name"] = name
     fixed["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0] = failing["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]  # fmt: skip
-    done = core.run_train_job(fixed, timeout=180, poll=0.5)
+    done = training.run_train_job(fixed, timeout=180, poll=0.5)
     assert done["metadata"]["uid"] != failed_uid and k8s_api.condition(done, "Succeeded")
 
 
@@ -217,7 +217,7 @@ def test_under_restricted_the_launchers_refusal_is_one_line_naming_the_namespace
     name = obj["metadata"]["name"]
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        core.run_train_job(obj, timeout=600, poll=0.5)
+        training.run_train_job(obj, timeout=600, poll=0.5)
     elapsed = time.monotonic() - start
     message = str(err.value)
     assert elapsed < 60, f"took {elapsed:.0f}s"

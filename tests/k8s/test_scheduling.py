@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, training
 from components.common.errors import UserError
 
 from .conftest import Tier
@@ -34,14 +34,14 @@ def train_job(ns: str, gpus: int, workers: int) -> dict:
         namespace=ns, train_gpus_per_pod=gpus, gpu_node_selector=GPU_POOL if gpus else {}
     )
     name = f"sched-{uuid.uuid4().hex[:8]}"
-    return core.train_job_object(
-        settings, name, "s3://b/splits", f"s3://b/models/{name}", core.TrainParams(), workers
+    return training.train_job_object(
+        settings, name, "s3://b/splits", f"s3://b/models/{name}", training.TrainParams(), workers
     )
 
 
 def test_gpu_training_pods_land_on_the_gpu_pool(kube_env: Tier, project: str):
     obj = play(train_job(project, gpus=1, workers=2))
-    core.run_train_job(obj, timeout=120, poll=0.5)
+    training.run_train_job(obj, timeout=120, poll=0.5)
     found = pods(kube_env, project, obj["metadata"]["name"])
     assert len(found) == 2
     for pod in found.values():
@@ -54,7 +54,7 @@ def test_gpu_training_pods_land_on_the_gpu_pool(kube_env: Tier, project: str):
 
 def test_cpu_pods_never_land_on_the_gpu_pool(kube_env: Tier, project: str):
     obj = play(train_job(project, gpus=0, workers=4))
-    core.run_train_job(obj, timeout=120, poll=0.5)
+    training.run_train_job(obj, timeout=120, poll=0.5)
     found = pods(kube_env, project, obj["metadata"]["name"])
     assert len(found) == 4
     assert not {p["spec"]["nodeName"] for p in found.values()} & gpu_nodes(kube_env)
@@ -67,7 +67,7 @@ def test_a_gpu_request_no_node_can_meet_is_reported_with_the_schedulers_reason(k
     obj = play(train_job(project, gpus=capacity + 1, workers=1))
     name = obj["metadata"]["name"]
     with pytest.raises(UserError) as err:
-        core.run_train_job(obj, timeout=300, poll=0.5, unschedulable_grace=2)
+        training.run_train_job(obj, timeout=300, poll=0.5, unschedulable_grace=2)
     message = str(err.value)
     assert f"PyTorchJob {project}/{name}: pod {name}-master-0 unschedulable" in message
     assert "Insufficient nvidia.com/gpu" in message  # the scheduler's own words

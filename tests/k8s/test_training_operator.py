@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, training
 from components.common import k8s_api
 from components.common.errors import UserError
 
@@ -37,14 +37,14 @@ def project(tier: Tier, namespace: str) -> str:
 def job(namespace: str, workers: int = 2) -> dict:
     settings = core.ClusterSettings(namespace=namespace, image_tag="0.1.0")
     name = f"train-{uuid.uuid4().hex[:8]}"
-    return core.train_job_object(
+    return training.train_job_object(
         settings, name, "s3://mlpipeline/v2/artifacts/splits", f"s3://mlpipeline/fareflow/models/{name}",
-        core.TrainParams(epochs=2), workers,
+        training.TrainParams(epochs=2), workers,
     )  # fmt: skip
 
 
 def pods(tier: Tier, namespace: str, name: str) -> dict[str, dict]:
-    items = tier.get("pods", "-n", namespace, "-l", f"{core.JOB_NAME_LABEL}={name}")["items"]
+    items = tier.get("pods", "-n", namespace, "-l", f"{training.JOB_NAME_LABEL}={name}")["items"]
     return {p["metadata"]["name"]: p for p in items}
 
 
@@ -55,7 +55,7 @@ def env(container: dict) -> dict[str, str]:
 def test_train_job_runs_to_succeeded_through_master_and_worker_pods(kube_env: Tier, project: str):
     obj = play(job(project, workers=2))
     name = obj["metadata"]["name"]
-    done = core.run_train_job(obj, timeout=120, poll=0.5)
+    done = training.run_train_job(obj, timeout=120, poll=0.5)
     assert k8s_api.condition(done, "Succeeded")
 
     found = pods(kube_env, project, name)
@@ -80,8 +80,8 @@ def test_train_job_runs_to_succeeded_through_master_and_worker_pods(kube_env: Ti
 
 def test_train_job_reuses_a_job_that_already_succeeded(kube_env: Tier, project: str):
     obj = play(job(project, workers=1))
-    first = core.run_train_job(obj, timeout=120, poll=0.5)
-    again = core.run_train_job(obj, timeout=5, poll=0.5)
+    first = training.run_train_job(obj, timeout=120, poll=0.5)
+    again = training.run_train_job(obj, timeout=5, poll=0.5)
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
     assert again["metadata"]["generation"] == first["metadata"]["generation"]
 
@@ -91,7 +91,7 @@ def test_a_failing_job_is_reported_then_replaced_on_the_next_run(kube_env: Tier,
     play(failing, exit_code=1, replica="Master")
     name = failing["metadata"]["name"]
     with pytest.raises(UserError) as err:
-        core.run_train_job(failing, timeout=120, poll=0.5)
+        training.run_train_job(failing, timeout=120, poll=0.5)
     message = str(err.value)
     assert f"PyTorchJob {project}/{name} Failed" in message
     assert "Master" in message  # the operator's reason: which replica failed
@@ -102,7 +102,7 @@ def test_a_failing_job_is_reported_then_replaced_on_the_next_run(kube_env: Tier,
     fixed["metadata"]["name"] = name
     for spec in fixed["spec"]["pytorchReplicaSpecs"].values():
         spec["template"]["metadata"]["labels"] = dict(failing["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"])  # fmt: skip
-    done = core.run_train_job(fixed, timeout=180, poll=0.5)
+    done = training.run_train_job(fixed, timeout=180, poll=0.5)
     assert done["metadata"]["uid"] != failed_uid
     assert k8s_api.condition(done, "Succeeded")
 

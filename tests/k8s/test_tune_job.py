@@ -1,5 +1,5 @@
 """The cluster tune step's batch/v1 Job (``tune_workers`` > 1) against the real control plane:
-the Job ``core.tune_job_object`` builds, in a project rendered from ``overlays/kind`` with
+the Job ``tuning.tune_job_object`` builds, in a project rendered from ``overlays/kind`` with
 ``components/optuna-postgres`` (its Secret and ConfigMap keys as the manifests make them; Pod
 Security "restricted"), created by fareflow's own ``run_job`` **as the project's
 ``fareflow-pipeline-runner`` ServiceAccount** (a TokenRequest token, so its Role is what the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, tuning
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
 
@@ -41,9 +41,9 @@ def tune_project(tier: Tier, tmp_path: Path) -> Iterator[str]:
 
 
 def tune_job(settings: core.ClusterSettings, workers: int = WORKERS) -> dict:
-    config = core.tune_config(SPLITS, 12, 2, 0, BASE, storage=core.TUNE_STORAGE)
-    config = replace(config, study_name=core.tune_job_name(SPLITS, config))
-    return core.tune_job_object(settings, config, workers, timeout_s=600)
+    config = tuning.tune_config(SPLITS, 12, 2, 0, BASE, storage=tuning.TUNE_STORAGE)
+    config = replace(config, study_name=tuning.tune_job_name(SPLITS, config))
+    return tuning.tune_job_object(settings, config, workers, timeout_s=600)
 
 
 def play_workers(obj: dict, exit_code: int, run_time: str = "1s") -> dict:
@@ -57,11 +57,11 @@ def play_workers(obj: dict, exit_code: int, run_time: str = "1s") -> dict:
 
 
 def job_pods(tier: Tier, ns: str, name: str) -> list[dict]:
-    return tier.get("pods", "-n", ns, "-l", f"{core.JOB_POD_LABEL}={name}")["items"]
+    return tier.get("pods", "-n", ns, "-l", f"{tuning.JOB_POD_LABEL}={name}")["items"]
 
 
 def secret_values(tier: Tier, ns: str) -> dict[str, str]:
-    data = tier.get("secret", "-n", ns, core.POSTGRES_SECRET)["data"]
+    data = tier.get("secret", "-n", ns, tuning.POSTGRES_SECRET)["data"]
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
@@ -108,7 +108,7 @@ def test_the_tune_job_is_admitted_and_its_pods_placed_on_kwok_nodes_with_the_sec
         for var, key in (("PGUSER", "POSTGRES_USER"), ("PGPASSWORD", "POSTGRES_PASSWORD"), ("PGDATABASE", "POSTGRES_DB")):  # fmt: skip
             assert env[var] == {
                 "name": var,
-                "valueFrom": {"secretKeyRef": {"name": core.POSTGRES_SECRET, "key": key}},
+                "valueFrom": {"secretKeyRef": {"name": tuning.POSTGRES_SECRET, "key": key}},
             }
         assert c["args"][c["args"].index("--storage") + 1] == "postgresql://"
         assert password not in json.dumps(pod), "the password is in the pod's spec"
@@ -125,7 +125,7 @@ def test_run_job_waits_the_tune_job_through_to_complete_as_the_pipeline_runner(
     obj = play_workers(tune_job(core.load_settings(ns)), exit_code=0)
     name = obj["metadata"]["name"]
     start = time.monotonic()
-    done = core.run_job(obj, timeout=120, poll=0.5)
+    done = tuning.run_job(obj, timeout=120, poll=0.5)
     elapsed = time.monotonic() - start
     assert k8s_api.condition(done, "Complete") and done["status"]["succeeded"] == WORKERS
     # v1.32's controller: the interim SuccessCriteriaMet first, Complete once the pods are done
@@ -133,7 +133,7 @@ def test_run_job_waits_the_tune_job_through_to_complete_as_the_pipeline_runner(
     assert types == ["SuccessCriteriaMet", "Complete"], types
     assert elapsed < 60, f"took {elapsed:.0f}s"
     assert {p["status"]["phase"] for p in job_pods(tier, ns, name)} == {"Succeeded"}
-    again = core.run_job(obj, timeout=5, poll=0.5)
+    again = tuning.run_job(obj, timeout=5, poll=0.5)
     assert again["metadata"]["uid"] == done["metadata"]["uid"], "a completed Job is reused"
 
 
@@ -147,7 +147,7 @@ def test_a_worker_exiting_2_fails_the_job_at_once_then_the_next_run_replaces_it(
     name = failing["metadata"]["name"]
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        core.run_job(failing, timeout=300, poll=0.5)
+        tuning.run_job(failing, timeout=300, poll=0.5)
     elapsed = time.monotonic() - start
     first, *rest = str(err.value).splitlines()
     # The controller's podFailurePolicy message (FailJob rule 0), not a timeout or backoffLimit.
@@ -168,5 +168,5 @@ def test_a_worker_exiting_2_fails_the_job_at_once_then_the_next_run_replaces_it(
 
     fixed = play_workers(tune_job(settings), exit_code=0)
     assert fixed["metadata"]["name"] == name  # the same inputs: the same Job (a retried task)
-    done = core.run_job(fixed, timeout=180, poll=0.5)
+    done = tuning.run_job(fixed, timeout=180, poll=0.5)
     assert done["metadata"]["uid"] != failed_uid and k8s_api.condition(done, "Complete")

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from components.cluster import canary, core
+from components.cluster import canary, core, serving
 from components.common import k8s, k8s_api
 from components.common.errors import UserError
 from tests.k8s_fakes import FakeCustomObjects
@@ -28,7 +28,7 @@ def settings(**kw) -> core.ClusterSettings:
 
 def test_a_canary_is_a_second_predictor_that_differs_only_in_its_model():
     cand = k8s.Canary("m-1", NEW, 20)
-    isvc = core.inference_service_object(settings(), "taxi-fare", OLD, predictor_name="m-0", canary=cand)
+    isvc = serving.inference_service_object(settings(), "taxi-fare", OLD, predictor_name="m-0", canary=cand)
     k8s_schema.validate(isvc)
     stable = isvc["spec"]["predictor"]
     (entry,) = isvc["spec"]["canary"]
@@ -151,7 +151,7 @@ class Cluster:
         return self.versions.get(uri)
 
     def build(self, uri, predictor_name=None, canary=None, model_version=None):
-        return core.inference_service_object(
+        return serving.inference_service_object(
             settings(),
             "taxi-fare",
             uri,
@@ -306,7 +306,7 @@ def test_models_with_no_common_year_are_judged_on_the_error_rate_alone(cluster):
 
 
 def label(obj: dict) -> str | None:
-    return (obj["metadata"].get("labels") or {}).get(core.MODEL_VERSION_LABEL)
+    return (obj["metadata"].get("labels") or {}).get(serving.MODEL_VERSION_LABEL)
 
 
 def test_the_decision_names_the_candidates_and_the_serving_models_versions(cluster):
@@ -323,7 +323,7 @@ def test_the_decision_names_the_candidates_and_the_serving_models_versions(clust
         "0a1b2c3d4e5f", "9f8e7d6c5b4a", "0a1b2c3d4e5f",
     )  # fmt: skip
     # beside the candidate, the InferenceService's label still names the stable model it serves
-    assert cluster.api.seen_canary_labels[core.MODEL_VERSION_LABEL] == "0a1b2c3d4e5f"
+    assert cluster.api.seen_canary_labels[serving.MODEL_VERSION_LABEL] == "0a1b2c3d4e5f"
     assert label(cluster.stored()) == "0a1b2c3d4e5f"
 
     good = run(cluster, NEW, fares(10), fares(10.4))
@@ -367,7 +367,7 @@ def test_a_stable_model_without_the_label_is_named_by_its_model_json_or_as_unver
 
 def serving_old_without_label(cluster: Cluster) -> None:
     cluster.api.store.clear()
-    cluster.deploy(core.inference_service_object(settings(), "taxi-fare", OLD))
+    cluster.deploy(serving.inference_service_object(settings(), "taxi-fare", OLD))
     assert label(cluster.stored()) is None
 
 
@@ -405,6 +405,6 @@ def test_deploy_cli_prints_the_decision_with_both_versions(monkeypatch, capsys, 
     from components.cluster.__main__ import main
 
     monkeypatch.setattr(core, "load_settings", lambda ns: core.ClusterSettings(namespace=ns))
-    monkeypatch.setattr(core, "deploy_canary", lambda *a, **kw: dict(summary))
+    monkeypatch.setattr(serving, "deploy_canary", lambda *a, **kw: dict(summary))
     assert main(["--model-uri", NEW, "--canary-percent", "20"]) == code
     assert capsys.readouterr().out.strip().splitlines()[-1] == line

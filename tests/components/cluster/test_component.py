@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.cluster import component, core
+from components.cluster import component, core, models, training
 
 
 class Artifact:
@@ -29,8 +29,8 @@ def test_train_job_logs_model_json_numeric_metrics_and_returns_its_summary(tmp_p
         return ["model.json", "model.npz"]
 
     monkeypatch.setattr(core, "load_settings", lambda ns: core.ClusterSettings(namespace=ns))
-    monkeypatch.setattr(core, "run_train_job", lambda obj, timeout: ran.append(obj) or obj)
-    monkeypatch.setattr(core, "copy_model_dir", copy_model_dir)
+    monkeypatch.setattr(training, "run_train_job", lambda obj, timeout: ran.append(obj) or obj)
+    monkeypatch.setattr(models, "copy_model_dir", copy_model_dir)
     splits, model, metrics = (
         Artifact(tmp_path / "splits"),
         Artifact(tmp_path / "model"),

@@ -1,11 +1,11 @@
-"""Cluster-mode steps (components.cluster.core) against in-memory API fakes and a moto S3."""
+"""Cluster-mode steps (components.cluster: core, models, training, serving) against in-memory API fakes and a moto S3."""
 
 import json
 
 import pytest
 import yaml
 
-from components.cluster import core
+from components.cluster import core, models, serving, training
 from components.common import k8s_api
 from components.common.errors import UserError
 from tests.k8s_fakes import FakeAppsV1, FakeCoreV1, FakeCustomObjects, deployment
@@ -76,16 +76,16 @@ def test_serving_autoscaling_and_region_settings():
          "SERVING_SCALE_TARGET": "50", "AWS_DEFAULT_REGION": "eu-west-1"},
         "fareflow",
     )  # fmt: skip
-    pred = core.inference_service_object(s, "taxi-fare", "s3://b/m")["spec"]["predictor"]
+    pred = serving.inference_service_object(s, "taxi-fare", "s3://b/m")["spec"]["predictor"]
     assert (pred["minReplicas"], pred["scaleMetric"], pred["scaleTarget"]) == (0, "rps", 50)
-    job = core.train_job_object(s, "t", "s3://b/s", "s3://b/m", core.TrainParams(), workers=1)
+    job = training.train_job_object(s, "t", "s3://b/s", "s3://b/m", training.TrainParams(), workers=1)
     env = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "AWS_DEFAULT_REGION", "value": "eu-west-1"} in env
     knative = core.ClusterSettings(serving_deployment_mode="Knative", serving_min_replicas=0)
-    pred = core.inference_service_object(knative, "taxi-fare", "s3://b/m")["spec"]["predictor"]
+    pred = serving.inference_service_object(knative, "taxi-fare", "s3://b/m")["spec"]["predictor"]
     assert pred["scaleMetric"] == "concurrency"
     with pytest.raises(UserError, match="scale_metric 'cpu'"):
-        core.inference_service_object(
+        serving.inference_service_object(
             core.ClusterSettings(serving_deployment_mode="Knative", serving_scale_metric="cpu"),
             "n",
             "s3://b/m",
@@ -104,12 +104,12 @@ def test_train_job_args_parse_back_to_every_training_setting():
     from components.common.configspec import parse
     from components.train.config import TrainConfig
 
-    params = core.TrainParams(epochs=5, batch_size=333, learning_rate=0.0123, hidden="64,8", seed=9,
+    params = training.TrainParams(epochs=5, batch_size=333, learning_rate=0.0123, hidden="64,8", seed=9,
                               weight_decay=0.05, dropout=0.25)  # fmt: skip
-    assert all(getattr(params, f) != getattr(core.TrainParams(), f) for f in vars(params)), (
+    assert all(getattr(params, f) != getattr(training.TrainParams(), f) for f in vars(params)), (
         "every field off its default"
     )
-    job = core.train_job_object(core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", params, workers=2)
+    job = training.train_job_object(core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", params, workers=2)
     for spec in job["spec"]["pytorchReplicaSpecs"].values():
         (c,) = spec["template"]["spec"]["containers"]
         got = parse(TrainConfig, c["args"])
@@ -123,9 +123,9 @@ def test_train_job_object_runs_the_train_module_on_the_splits():
     settings = core.ClusterSettings(aws_endpoint_url="http://seaweedfs.kubeflow:9000")
     splits = core.s3_uri(SPLITS)
     name = core.job_name("taxi-fare-train", splits, "x")
-    out = core.model_output_uri(splits, name)
+    out = models.model_output_uri(splits, name)
     assert out == f"s3://mlpipeline/fareflow/models/{name}"
-    job = core.train_job_object(settings, name, splits, out, core.TrainParams(epochs=3), workers=3)
+    job = training.train_job_object(settings, name, splits, out, training.TrainParams(epochs=3), workers=3)
     k8s_schema.validate(job)
     specs = job["spec"]["pytorchReplicaSpecs"]
     assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
@@ -138,15 +138,15 @@ def test_train_job_object_runs_the_train_module_on_the_splits():
     assert {"name": "AWS_ENDPOINT_URL", "value": "http://seaweedfs.kubeflow:9000"} in c["env"]
     assert c["args"][c["args"].index("--device") + 1] == "cpu"
     assert "nodeSelector" not in specs["Master"]["template"]["spec"]
-    single = core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=1)
+    single = training.train_job_object(settings, name, splits, out, training.TrainParams(), workers=1)
     assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
     with pytest.raises(UserError, match="workers"):
-        core.train_job_object(settings, name, splits, out, core.TrainParams(), workers=0)
+        training.train_job_object(settings, name, splits, out, training.TrainParams(), workers=0)
 
 
 def test_train_job_on_a_gpu_pool_gets_one_process_per_gpu():
     settings = core.ClusterSettings(train_gpus_per_pod=2)
-    job = core.train_job_object(settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), workers=2)
+    job = training.train_job_object(settings, "t", "s3://b/s", "s3://b/m", training.TrainParams(), workers=2)
     pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     assert job["spec"]["nprocPerNode"] == "2"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -166,7 +166,7 @@ def test_job_names_are_stable_dns_labels():
 
 def test_inference_service_object_serves_the_model_artifact():
     settings = core.ClusterSettings(serving_min_replicas=2, serving_max_replicas=4)
-    isvc = core.inference_service_object(settings, "taxi-fare", "s3://mlpipeline/v2/artifacts/x/model")
+    isvc = serving.inference_service_object(settings, "taxi-fare", "s3://mlpipeline/v2/artifacts/x/model")
     k8s_schema.validate(isvc)
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == "s3://mlpipeline/v2/artifacts/x/model/"
@@ -178,7 +178,9 @@ def test_inference_service_object_serves_the_model_artifact():
 
 
 def _job(name="t"):
-    return core.train_job_object(core.ClusterSettings(), name, "s3://b/s", "s3://b/m", core.TrainParams(), 2)
+    return training.train_job_object(
+        core.ClusterSettings(), name, "s3://b/s", "s3://b/m", training.TrainParams(), 2
+    )
 
 
 # Creating, waiting through to Succeeded, reusing a succeeded job and replacing a failed one run
@@ -191,7 +193,7 @@ def test_a_failed_job_raises_with_its_reason_and_pod_logs():
     api.status_script = [cond("Created"), cond("Failed", reason="PyTorchJobFailed", message="Master failed")]
     logs = EventsCoreV1(pod_logs={"t-master-0": "epoch 1\nfareflow train: error: splits: no _SUCCESS"})
     with pytest.raises(UserError) as err:
-        core.run_train_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
+        training.run_train_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
     text = str(err.value)
     assert "PyTorchJob fareflow/t Failed: PyTorchJobFailed Master failed" in text
     assert "t-master-0" in text and "no _SUCCESS" in text
@@ -203,41 +205,41 @@ def test_deploy_waits_until_ready_and_reports_the_endpoints():
     apps = FakeAppsV1(
         {("fareflow", "taxi-fare-predictor"): deployment("taxi-fare-predictor", "s3://b/model/")}
     )
-    isvc = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
-    summary = core.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)
+    isvc = serving.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
+    summary = serving.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)
     assert summary["url"] == "http://taxi-fare.fareflow" and summary["storage_uri"] == "s3://b/model/"
     assert summary["v2_infer"] == "/v2/models/taxi-fare/infer"
 
 
 def test_deploy_names_the_model_version_it_serves(tmp_path):
     (tmp_path / "model.json").write_text('{"format": "fareflow", "model_version": "3f1c0e9a2b7d"}')
-    version = core.read_model_version(str(tmp_path))
+    version = models.read_model_version(str(tmp_path))
     assert version == "3f1c0e9a2b7d"
     api = FakeCustomObjects()
     api.status_script = [{**cond("Ready"), "url": "http://taxi-fare.fareflow"}]
     apps = FakeAppsV1(
         {("fareflow", "taxi-fare-predictor"): deployment("taxi-fare-predictor", "s3://b/model/")}
     )
-    isvc = core.inference_service_object(
+    isvc = serving.inference_service_object(
         core.ClusterSettings(), "taxi-fare", "s3://b/model", model_version=version
     )
-    assert isvc["metadata"]["labels"][core.MODEL_VERSION_LABEL] == "3f1c0e9a2b7d"
-    assert core.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)["model_version"] == "3f1c0e9a2b7d"
+    assert isvc["metadata"]["labels"][serving.MODEL_VERSION_LABEL] == "3f1c0e9a2b7d"
+    assert serving.deploy(isvc, timeout=60, api=api, apps_api=apps, poll=0)["model_version"] == "3f1c0e9a2b7d"
     # a model from before versions existed: no label, and the summary says None
     (tmp_path / "model.json").write_text('{"format": "fareflow"}')
-    assert core.read_model_version(str(tmp_path)) is None
-    plain = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
-    assert core.MODEL_VERSION_LABEL not in plain["metadata"]["labels"]
+    assert models.read_model_version(str(tmp_path)) is None
+    plain = serving.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model")
+    assert serving.MODEL_VERSION_LABEL not in plain["metadata"]["labels"]
     with pytest.raises(UserError, match=r"nope/model\.json: missing \(not a model directory\)"):
-        core.read_model_version(str(tmp_path / "nope"))
+        models.read_model_version(str(tmp_path / "nope"))
 
 
 def test_redeploy_returns_only_once_the_new_model_is_rolled_out():
     """A new model version patches the same object; the old one's Ready=True is not enough."""
     api = FakeCustomObjects()
-    old = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-1")
+    old = serving.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-1")
     k8s_api.apply(old, api=api)
-    new = core.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-2")
+    new = serving.inference_service_object(core.ClusterSettings(), "taxi-fare", "s3://b/model-2")
     api.status_script = [cond("Ready")] * 4
     apps = FakeAppsV1(
         script=[
@@ -248,7 +250,7 @@ def test_redeploy_returns_only_once_the_new_model_is_rolled_out():
             deployment("taxi-fare-predictor", "s3://b/model-2/", generation=2, observed=2),
         ]
     )
-    core.deploy(new, timeout=60, api=api, apps_api=apps, poll=0)
+    serving.deploy(new, timeout=60, api=api, apps_api=apps, poll=0)
     assert api.calls == ["create", "create", "patch"] and apps.reads == 3
     assert (
         api.store[("serving.kserve.io", "v1beta1", "fareflow", "inferenceservices", "taxi-fare")]["metadata"][
@@ -265,24 +267,30 @@ def test_copy_model_dir_from_s3(s3, tmp_path):
     s3.put(bucket, "fareflow/models/j/model.pt", b"weights")
     s3.put(bucket, "fareflow/models/j/report/index.html", b"<html/>")
     dest = tmp_path / "model"
-    files = core.copy_model_dir("s3://mlpipeline/fareflow/models/j", str(dest))
+    files = models.copy_model_dir("s3://mlpipeline/fareflow/models/j", str(dest))
     assert files == ["model.json", "model.pt", "report/index.html"]
     assert (dest / "model.pt").read_bytes() == b"weights"
-    assert core.read_model_metrics(str(dest)) == {"test_rmse": 2.5, "note": "x"}
+    assert models.read_model_metrics(str(dest)) == {"test_rmse": 2.5, "note": "x"}
     with pytest.raises(UserError, match="no model.json"):
-        core.copy_model_dir("s3://mlpipeline/fareflow/models/missing", str(tmp_path / "m2"))
+        models.copy_model_dir("s3://mlpipeline/fareflow/models/missing", str(tmp_path / "m2"))
 
 
 def test_rendered_objects_print_as_plain_yaml():
-    text = yaml.safe_dump([_job(), core.inference_service_object(core.ClusterSettings(), "n", "s3://b/m")])
+    text = yaml.safe_dump([_job(), serving.inference_service_object(core.ClusterSettings(), "n", "s3://b/m")])
     assert "&id" not in text
 
 
 def test_train_max_restarts_from_the_config_map_makes_the_job_elastic():
     settings = core.ClusterSettings.from_config_map({"TRAIN_MAX_RESTARTS": "3"}, "fareflow")
     assert settings.train_max_restarts == 3
-    job = core.train_job_object(
-        settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, max_restarts=settings.train_max_restarts
+    job = training.train_job_object(
+        settings,
+        "t",
+        "s3://b/s",
+        "s3://b/m",
+        training.TrainParams(),
+        2,
+        max_restarts=settings.train_max_restarts,
     )
     assert job["spec"]["elasticPolicy"]["maxRestarts"] == 3
     assert core.ClusterSettings.from_config_map({}, "fareflow").train_max_restarts == 0
@@ -299,13 +307,13 @@ def test_horovod_trains_as_an_mpijob_writing_the_same_model_directory():
 
     settings = core.ClusterSettings(aws_endpoint_url="http://seaweedfs.kubeflow:9000", aws_region="us-east-1")
     splits = core.s3_uri(SPLITS)
-    params = core.TrainParams(epochs=3)
-    ddp_name = core.train_job_name(splits, params, 2)
-    name = core.train_job_name(splits, params, 2, "horovod")
-    assert name != ddp_name and name == core.train_job_name(splits, params, 2, "horovod")
-    out = core.model_output_uri(splits, name)
+    params = training.TrainParams(epochs=3)
+    ddp_name = training.train_job_name(splits, params, 2)
+    name = training.train_job_name(splits, params, 2, "horovod")
+    assert name != ddp_name and name == training.train_job_name(splits, params, 2, "horovod")
+    out = models.model_output_uri(splits, name)
     assert out == f"s3://mlpipeline/fareflow/models/{name}"  # the PyTorchJob's scheme
-    job = core.train_job_object(settings, name, splits, out, params, workers=2, backend="horovod")
+    job = training.train_job_object(settings, name, splits, out, params, workers=2, backend="horovod")
     k8s_schema.validate(job)
     assert job["kind"] == "MPIJob" and job["metadata"]["namespace"] == "fareflow"
     specs = job["spec"]["mpiReplicaSpecs"]
@@ -334,7 +342,7 @@ def test_horovod_trains_as_an_mpijob_writing_the_same_model_directory():
     assert "envFrom" not in launcher
     assert specs["Worker"]["template"]["spec"]["serviceAccountName"] == "fareflow-trainer"
     # The DDP job of the same inputs is a PyTorchJob whose ranks get --backend ddp.
-    ddp = core.train_job_object(settings, ddp_name, splits, out, params, workers=2)
+    ddp = training.train_job_object(settings, ddp_name, splits, out, params, workers=2)
     assert ddp["kind"] == "PyTorchJob"
     master_args = ddp["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
     assert parse(TrainConfig, master_args).backend == "ddp"
@@ -342,8 +350,8 @@ def test_horovod_trains_as_an_mpijob_writing_the_same_model_directory():
 
 def test_horovod_on_the_gpu_pool_runs_one_rank_per_gpu_on_cuda_workers():
     settings = core.ClusterSettings(train_gpus_per_pod=2, gpu_node_selector={"fareflow.io/pool": "gpu"})
-    job = core.train_job_object(
-        settings, "h", "s3://b/s", "s3://b/m", core.TrainParams(), 3, backend="horovod"
+    job = training.train_job_object(
+        settings, "h", "s3://b/s", "s3://b/m", training.TrainParams(), 3, backend="horovod"
     )
     specs = job["spec"]["mpiReplicaSpecs"]
     assert job["spec"]["slotsPerWorker"] == 2
@@ -360,12 +368,14 @@ def test_horovod_on_the_gpu_pool_runs_one_rank_per_gpu_on_cuda_workers():
 def test_unknown_backends_and_elastic_horovod_are_user_errors():
     settings = core.ClusterSettings()
     with pytest.raises(UserError, match=r"train_backend 'mpi': expected one of ddp, horovod"):
-        core.train_job_object(settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, backend="mpi")
+        training.train_job_object(
+            settings, "t", "s3://b/s", "s3://b/m", training.TrainParams(), 2, backend="mpi"
+        )
     with pytest.raises(UserError, match="train_backend 'tf'"):
-        core.train_job_name("s3://b/s", core.TrainParams(), 2, "tf")
+        training.train_job_name("s3://b/s", training.TrainParams(), 2, "tf")
     with pytest.raises(UserError, match="TRAIN_MAX_RESTARTS=2: elastic training is a PyTorchJob feature"):
-        core.train_job_object(
-            settings, "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2, 2, backend="horovod"
+        training.train_job_object(
+            settings, "t", "s3://b/s", "s3://b/m", training.TrainParams(), 2, 2, backend="horovod"
         )
 
 
@@ -418,8 +428,8 @@ PSA_EVENT = (
 
 
 def _mpijob(name="h"):
-    return core.train_job_object(
-        core.ClusterSettings(), name, "s3://b/s", "s3://b/m", core.TrainParams(), 2, backend="horovod"
+    return training.train_job_object(
+        core.ClusterSettings(), name, "s3://b/s", "s3://b/m", training.TrainParams(), 2, backend="horovod"
     )
 
 
@@ -434,7 +444,7 @@ def test_a_pod_security_refusal_ends_the_wait_with_the_namespace_and_the_fix():
         pod_logs={},
     )
     with pytest.raises(UserError) as err:
-        core.run_train_job(_mpijob(), timeout=3600, api=api, core_api=events, poll=0)
+        training.run_train_job(_mpijob(), timeout=3600, api=api, core_api=events, poll=0)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(
@@ -467,7 +477,7 @@ def test_other_jobs_events_and_a_replaced_jobs_old_events_do_not_end_the_wait():
             },
         ]
     )
-    done = core.run_train_job(_mpijob(), timeout=60, api=api, core_api=events, poll=0)
+    done = training.run_train_job(_mpijob(), timeout=60, api=api, core_api=events, poll=0)
     assert k8s_api.condition(done, "Succeeded")
 
 
@@ -475,13 +485,13 @@ def test_a_failed_mpijob_reports_the_launchers_logs():
     """mpirun gathers every rank's output in the launcher; the workers' own logs are empty."""
     api = FakeCustomObjects()
     api.status_script = [cond("Failed", reason="MPIJobFailed", message="MPIJob fareflow/h has failed")]
-    launcher_selector = f"{core.JOB_NAME_LABEL}=h,{core.REPLICA_TYPE_LABEL}=launcher"
+    launcher_selector = f"{training.JOB_NAME_LABEL}=h,{training.REPLICA_TYPE_LABEL}=launcher"
     logs = EventsCoreV1(
         pod_logs={"h-launcher": "[1,1]<stderr>:fareflow train: error: splits: no _SUCCESS", "h-worker-0": ""},
         pods_by_selector={launcher_selector: ["h-launcher"]},
     )
     with pytest.raises(UserError) as err:
-        core.run_train_job(_mpijob(), timeout=60, api=api, core_api=logs, poll=0)
+        training.run_train_job(_mpijob(), timeout=60, api=api, core_api=logs, poll=0)
     first, *rest = str(err.value).splitlines()
     assert first == "MPIJob fareflow/h Failed: MPIJobFailed MPIJob fareflow/h has failed"
     assert "--- h-launcher (last 40 lines)" in rest and "h-worker-0" not in str(err.value)

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, training
 from components.common import k8s
 from components.common.errors import UserError
 from tests.manifests import k8s_schema
 
 
 def elastic(workers: int = 3, restarts: int = 4) -> dict:
-    return core.train_job_object(
+    return training.train_job_object(
         core.ClusterSettings(),
         "t",
         "s3://b/s",
         "s3://b/m",
-        core.TrainParams(),
+        training.TrainParams(),
         workers,
         max_restarts=restarts,
     )
@@ -42,8 +42,8 @@ def test_elastic_job_has_only_workers_and_an_elastic_policy():
     assert c["command"] == ["torchrun", "--module", "components.train"]
     assert spec["nprocPerNode"] == "1"
     # the same training flags as the default job: the checkpoints go beside the model on S3
-    default = core.train_job_object(
-        core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", core.TrainParams(), 3
+    default = training.train_job_object(
+        core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", training.TrainParams(), 3
     )
     (dc,) = default["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     assert c["args"] == dc["args"]
@@ -59,8 +59,8 @@ def test_one_pod_elastic_job_is_one_worker_and_default_job_is_unchanged():
     k8s_schema.validate(job)
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
     assert job["spec"]["elasticPolicy"]["maxRestarts"] == 0
-    default = core.train_job_object(
-        core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", core.TrainParams(), 2
+    default = training.train_job_object(
+        core.ClusterSettings(), "t", "s3://b/s", "s3://b/m", training.TrainParams(), 2
     )
     assert "elasticPolicy" not in default["spec"]
     assert sorted(default["spec"]["pytorchReplicaSpecs"]) == ["Master", "Worker"]

@@ -1,4 +1,4 @@
-"""The cluster's tune step with tune_workers > 1 (components.cluster.core): the Job object
+"""The cluster's tune step with tune_workers > 1 (components.cluster.tuning): the Job object
 (workers' argv from the tune config spec, the DSN only from the Secret), the Job's wait
 (Complete / Failed with pod logs / timeout) against in-memory API fakes, and the whole
 ``run_tune_job`` on a real PostgreSQL study the "Job" (played by two local worker processes)
@@ -6,7 +6,7 @@ fills."""
 
 import pytest
 
-from components.cluster import core
+from components.cluster import core, tuning
 from components.common.configspec import from_args
 from components.common.errors import UserError
 from components.tune.__main__ import build_parser
@@ -38,10 +38,10 @@ def cond(type_, **kw):
 
 
 def config(**kw) -> TuneConfig:
-    c = core.tune_config("s3://mlpipeline/splits", 12, 3, 7, BASE, storage=core.TUNE_STORAGE)
+    c = tuning.tune_config("s3://mlpipeline/splits", 12, 3, 7, BASE, storage=tuning.TUNE_STORAGE)
     from dataclasses import replace
 
-    return replace(c, study_name=core.tune_job_name("s3://mlpipeline/splits", c), **kw)
+    return replace(c, study_name=tuning.tune_job_name("s3://mlpipeline/splits", c), **kw)
 
 
 def test_settings_read_the_study_database_from_the_config_map():
@@ -56,7 +56,7 @@ def test_settings_read_the_study_database_from_the_config_map():
 
 def test_the_job_runs_one_worker_per_pod_on_the_shared_study():
     c = config()
-    obj = core.tune_job_object(SETTINGS, c, workers=3, timeout_s=900)
+    obj = tuning.tune_job_object(SETTINGS, c, workers=3, timeout_s=900)
     assert obj["kind"] == "Job" and obj["metadata"]["name"] == c.study_name
     assert obj["spec"]["parallelism"] == obj["spec"]["completions"] == 3
     assert obj["spec"]["activeDeadlineSeconds"] == 900
@@ -77,39 +77,39 @@ def test_the_job_runs_one_worker_per_pod_on_the_shared_study():
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://s3:9000"
     assert pod_container["envFrom"] == [{"secretRef": {"name": core.S3_SECRET, "optional": True}}]
     with pytest.raises(UserError, match="a tune Job is for 2 or more workers"):
-        core.tune_job_object(SETTINGS, c, workers=1)
+        tuning.tune_job_object(SETTINGS, c, workers=1)
 
 
 def test_job_and_study_names_are_stable_and_follow_the_inputs():
     a, b = config(), config()
     assert a.study_name == b.study_name and a.study_name.startswith("taxi-fare-tune-")
-    other = core.tune_config("s3://mlpipeline/splits", 13, 3, 7, BASE)
-    assert core.tune_job_name("s3://mlpipeline/splits", other) != a.study_name
+    other = tuning.tune_config("s3://mlpipeline/splits", 13, 3, 7, BASE)
+    assert tuning.tune_job_name("s3://mlpipeline/splits", other) != a.study_name
     # where the study lives and how many workers fill it do not change which study it is
-    assert core.tune_job_name("s3://mlpipeline/splits", config(workers=4)) == a.study_name
+    assert tuning.tune_job_name("s3://mlpipeline/splits", config(workers=4)) == a.study_name
 
 
 def test_use_study_database_needs_the_secrets_variables():
     env = {"PGUSER": "optuna", "PGPASSWORD": "x", "PGDATABASE": "optuna"}
-    core.use_study_database(SETTINGS, env)
+    tuning.use_study_database(SETTINGS, env)
     assert env["PGHOST"] == "fareflow-postgres.fareflow" and env["PGPORT"] == "5432"
     with pytest.raises(UserError, match="PGPASSWORD not set: .*Secret fareflow-postgres"):
-        core.use_study_database(SETTINGS, {"PGUSER": "optuna", "PGDATABASE": "optuna"})
+        tuning.use_study_database(SETTINGS, {"PGUSER": "optuna", "PGDATABASE": "optuna"})
 
 
 def _job() -> dict:
-    return core.tune_job_object(SETTINGS, config(), workers=2)
+    return tuning.tune_job_object(SETTINGS, config(), workers=2)
 
 
 def test_run_job_creates_the_job_and_returns_when_complete():
     api = FakeJobs()
     api.status_script = [{}, cond("Complete")]
-    done = core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+    done = tuning.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
     assert done["kind"] == "Job" and api.calls == ["create"]
     ((group, version, _ns, plural, _name),) = api.store  # created through the batch/v1 jobs path
     assert (group, version, plural) == ("batch", "v1", "jobs")
     # a second run finds the completed Job and creates nothing
-    again = core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+    again = tuning.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
     assert again["status"]["conditions"][0]["type"] == "Complete" and api.calls == ["create"]
 
 
@@ -118,7 +118,7 @@ def test_a_failed_job_raises_with_its_reason_and_the_pods_logs():
     api.status_script = [cond("Failed", reason="PodFailurePolicy", message="Container tune exited with 2")]
     logs = FakeCoreV1(pod_logs={"w-0": "fareflow tune: error: --splits s3://x: no _SUCCESS"})
     with pytest.raises(UserError) as err:
-        core.run_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
+        tuning.run_job(_job(), timeout=60, api=api, core_api=logs, poll=0)
     assert "Failed: PodFailurePolicy Container tune exited with 2" in str(err.value)
     assert "no _SUCCESS" in str(err.value)
 
@@ -128,7 +128,7 @@ def test_a_job_that_never_completes_times_out():
     api.status_script = [{}]
     ticks = iter(range(0, 10_000, 30))
     with pytest.raises(UserError, match=r"Job fareflow/taxi-fare-tune-\w+: no Complete condition after 60s"):
-        core.run_job(
+        tuning.run_job(
             _job(),
             timeout=60,
             api=api,
@@ -154,7 +154,7 @@ def test_pods_refused_by_pod_security_end_the_wait_at_once():
         ]
     )  # fmt: skip
     with pytest.raises(UserError, match=r'enforces Pod Security "restricted:latest", which refuses pod'):
-        core.run_job(obj, timeout=60, api=api, core_api=events, poll=0)
+        tuning.run_job(obj, timeout=60, api=api, core_api=events, poll=0)
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,8 @@ def test_run_tune_job_on_postgresql_with_the_jobs_pods_played_by_local_processes
     }  # fmt: skip
     for var, value in pg_env.items():
         monkeypatch.setenv(var, value)
-    c = core.tune_config(str(splits), 4, 2, 3, BASE, storage=core.TUNE_STORAGE)
-    c = replace(c, study_name=core.tune_job_name(str(splits), c), max_rows=500)
+    c = tuning.tune_config(str(splits), 4, 2, 3, BASE, storage=tuning.TUNE_STORAGE)
+    c = replace(c, study_name=tuning.tune_job_name(str(splits), c), max_rows=500)
     seen: list[dict] = []
 
     def play_job(obj, timeout, **_kw):
@@ -214,15 +214,15 @@ def test_run_tune_job_on_postgresql_with_the_jobs_pods_played_by_local_processes
         seen.append(obj)
         return {**obj, "status": cond("Complete")}
 
-    monkeypatch.setattr(core, "run_job", play_job)
-    result = core.run_tune_job(SETTINGS, c, workers=2, timeout=600, log=lambda _m: None)
+    monkeypatch.setattr(tuning, "run_job", play_job)
+    result = tuning.run_tune_job(SETTINGS, c, workers=2, timeout=600, log=lambda _m: None)
     assert len(seen) == 1 and seen[0]["spec"]["completions"] == 2
     numbers = [t["number"] for t in result.trials]
     assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5  # docs/tune.md
     assert result.trials[0]["params"] == BASE  # the task's starting point, not the train defaults
     assert result.default_value is not None and result.best_value <= result.default_value
     # run again (a retried task): the study is full, no Job is created, the same answer
-    again = core.run_tune_job(SETTINGS, c, workers=2, timeout=600, log=lambda _m: None)
+    again = tuning.run_tune_job(SETTINGS, c, workers=2, timeout=600, log=lambda _m: None)
     assert len(seen) == 1 and again.best_params == result.best_params
 
 
@@ -234,7 +234,7 @@ def test_the_wait_reads_kubernetes_1_32s_interim_job_conditions():
     met = {"conditions": [{"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"}]}
     done = {"conditions": [*met["conditions"], {"type": "Complete", "status": "True"}]}
     api.status_script = [met, met, done]
-    finished = core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+    finished = tuning.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
     assert [c["type"] for c in finished["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
     assert api.status_script == [], "polled until Complete, not returned at SuccessCriteriaMet"
 
@@ -244,7 +244,7 @@ def test_the_wait_reads_kubernetes_1_32s_interim_job_conditions():
     )
     api.status_script = [{}, target]
     with pytest.raises(UserError) as err:
-        core.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+        tuning.run_job(_job(), timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
     assert " Failed: PodFailurePolicy Container tune for pod x failed with exit code 2" in str(err.value)
 
 
@@ -255,6 +255,6 @@ def test_a_job_that_is_failing_or_failed_is_replaced_on_the_next_run():
         key = ("batch", "v1", "fareflow", "jobs", obj["metadata"]["name"])
         api.store[key] = {**obj, "metadata": {**obj["metadata"], "uid": "old"}}
         api.status_script = [cond(failed), cond("Complete")]  # the old Job's, then the new one's
-        done = core.run_job(obj, timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
+        done = tuning.run_job(obj, timeout=60, api=api, core_api=FakeCoreV1(), poll=0)
         assert api.calls == ["create"], failed  # deleted (gone from the store), then created again
         assert "uid" not in done["metadata"] and done["status"]["conditions"][0]["type"] == "Complete"

@@ -25,6 +25,7 @@ This is the only module that imports kserve.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import uuid
@@ -613,6 +614,12 @@ class FareModelServer(ModelServer):
                 request_logging=self.request_logging,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
+        # What is loaded by now (kserve, FastAPI, the model) lives as long as the server: frozen out
+        # of the collector's sight, a full collection scans only what requests made -- about 6 ms,
+        # not 170-290 ms with the event loop stalled (v1's p99 with 100 trips at 64 connections
+        # was 0.5-0.9 s in the rounds that had one).
+        gc.freeze()
+        logger.info("gc: %d objects loaded at start-up frozen", gc.get_freeze_count())
         # KServe's start() runs asyncio.run(), which takes the stdlib loop whatever --event-loop says
         # (uvicorn chooses the loop only in its own run()) and configures another loop than the one
         # it runs; here the loop --event-loop names (auto: uvloop where installed, as uvicorn does)

@@ -348,8 +348,12 @@ def test_the_server_runs_on_the_event_loop_its_flag_names(model_dir, tmp_path, f
     log = tmp_path / "log"
     with running_server(model_dir, log, "--enable_grpc=false", *flags) as server:
         assert post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": TRIPS})[0] == 200
-        [line] = [line for line in log.read_text().splitlines() if "Event loop: " in line]
+        text = log.read_text()
+    [line] = [line for line in text.splitlines() if "Event loop: " in line]
     assert line.split("Event loop: ")[1].startswith(loop), line
+    # start-up's objects are out of the collector's sight (a full collection stalled the loop)
+    [frozen] = [line for line in text.splitlines() if "objects loaded at start-up frozen" in line]
+    assert int(frozen.split("gc: ")[1].split()[0]) > 50_000, frozen
 
 
 def test_workers_above_one_are_refused_in_one_line(model_dir):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the project images: images/build.sh [component|trainer|server ...] (default: all).
+# Build the project images: images/build.sh [component|trainer|server|mlflow ...] (default: all).
 #
 # Tags are REGISTRY/NAME:TAG with TAG defaulting to the package version in
 # pyproject.toml (never "latest"; components/common/images.py computes the same names).
@@ -13,7 +13,8 @@
 #   IMAGE_TAG         default: version from pyproject.toml; "latest" is refused
 #   BASE_IMAGE        base for all images (default: the Dockerfiles' python:3.11-slim-bookworm;
 #                     CI passes the local stand-in from images/make-base.sh)
-#   TORCH_VARIANT     cpu (default) or cuda, for the trainer (the one image with torch)
+#   TORCH_VARIANT     cpu (default) or cuda, for the trainer (the one image with torch; torch
+#                     is looked up, and downloaded if need be, only when the trainer is built)
 #   TORCH_WHEEL_DIR   host directory holding torch wheels, mounted read-only into podman
 #                     builds (default: the first directory in PIP_FIND_LINKS or pip's
 #                     global.find-links that holds a torch wheel, else PyPI's torch and its
@@ -40,10 +41,15 @@ if [[ -z $TAG || $TAG == latest ]]; then
 fi
 case $TORCH_VARIANT in cpu | cuda) ;; *) echo "build: TORCH_VARIANT must be cpu or cuda" >&2; exit 2 ;; esac
 
+names=("$@")
+((${#names[@]})) || names=(component trainer server mlflow)
+
 # The torch pin comes from pyproject.toml so the image matches what the tests use.
 TORCH_VERSION="$(python3 "$here/requirements-from-pyproject.py" "$root/pyproject.toml" train | sed -n 's/^torch==//p')"
 [[ -n $TORCH_VERSION ]] || { echo "build: no torch== pin in pyproject.toml [train]" >&2; exit 1; }
 
+# Only the trainer needs torch wheels: building the others never looks for (or downloads) them.
+[[ " ${names[*]} " == *" trainer "* ]] || TORCH_WHEEL_DIR="${TORCH_WHEEL_DIR-}"
 if [[ -z ${TORCH_WHEEL_DIR+set} ]]; then
   TORCH_WHEEL_DIR=""
   for dir in ${PIP_FIND_LINKS:-} $(pip config get global.find-links 2>/dev/null || true); do
@@ -65,9 +71,6 @@ if [[ -z ${TORCH_WHEEL_DIR+set} ]]; then
     fi
   fi
 fi
-
-names=("$@")
-((${#names[@]})) || names=(component trainer server)
 
 common=(--build-arg "VERSION=$VERSION")
 [[ -n ${BASE_IMAGE:-} ]] && common+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
@@ -93,7 +96,9 @@ for name in "${names[@]}"; do
     fi
   fi
   [[ $ENGINE == podman ]] && args+=(--ignorefile "$here/$name/Dockerfile.dockerignore")
-  echo "build: $ref  (engine $ENGINE, base ${BASE_IMAGE:-Dockerfile default}, torch $TORCH_VERSION/$TORCH_VARIANT${TORCH_WHEEL_DIR:+ from $TORCH_WHEEL_DIR})"
+  torch=""
+  [[ $name == trainer ]] && torch=", torch $TORCH_VERSION/$TORCH_VARIANT${TORCH_WHEEL_DIR:+ from $TORCH_WHEEL_DIR}"
+  echo "build: $ref  (engine $ENGINE, base ${BASE_IMAGE:-Dockerfile default}$torch)"
   start=$SECONDS
   "$ENGINE" build "${args[@]}" "${extra_args[@]}" -f "$dockerfile" -t "$ref" "$root"
   echo "build: $ref built in $((SECONDS - start))s"

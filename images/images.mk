@@ -4,7 +4,7 @@
 IMAGE_REGISTRY ?= ghcr.io/fareflow
 # Tag: the package version from pyproject.toml (never latest; same as components/common/images.py).
 IMAGE_TAG ?= $(shell python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
-IMAGE_NAMES ?= component trainer server
+IMAGE_NAMES ?= component trainer server mlflow
 CONTAINER_ENGINE ?= podman
 # Base for podman builds: a locally made stand-in for python:3.11-slim-bookworm (no pulls on CI).
 LOCAL_BASE_IMAGE ?= localhost/fareflow-base/python:3.11-slim-bookworm
@@ -28,7 +28,7 @@ podman-setup: ## install/configure podman for this machine (runc, cgroupfs, host
 base-image: ## make the local python:3.11-slim-bookworm stand-in (debootstrap + podman import; kept if present)
 	BASE_IMAGE=$(LOCAL_BASE_IMAGE) images/make-base.sh
 
-images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## build the images (component, trainer, server) as REGISTRY/NAME:VERSION, never latest
+images: $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image) ## build the images (component, trainer, server, mlflow) as REGISTRY/NAME:VERSION, never latest
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) \
 	  BASE_IMAGE=$(BASE_IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) images/build.sh $(IMAGE_NAMES)
 

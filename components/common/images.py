@@ -21,7 +21,7 @@ TAG = os.environ.get("FAREFLOW_IMAGE_TAG", VERSION)
 if TAG == "latest":
     raise ValueError("FAREFLOW_IMAGE_TAG must not be 'latest' (kind/KServe would try to pull it)")
 
-IMAGE_NAMES = ("component", "trainer", "server")
+IMAGE_NAMES = ("component", "trainer", "server", "mlflow")
 
 
 def image(name: str) -> str:
@@ -34,3 +34,4 @@ def image(name: str) -> str:
 COMPONENT_IMAGE = image("component")
 TRAINER_IMAGE = image("trainer")
 SERVER_IMAGE = image("server")
+MLFLOW_IMAGE = image("mlflow")  # images/mlflow: the tracking server components/mlflow deploys

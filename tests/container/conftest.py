@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ENABLED = os.environ.get("FAREFLOW_CONTAINER_TESTS") == "1"
-IMAGE_NAMES = tuple(os.environ.get("FAREFLOW_IMAGE_NAMES", "component trainer server").split())
+IMAGE_NAMES = tuple(os.environ.get("FAREFLOW_IMAGE_NAMES", "component trainer server mlflow").split())
 # Label put on every container the harness starts, to check that none is left behind.
 RUN_LABEL = "fareflow.container-test"
 SESSION_ID = uuid.uuid4().hex[:12]

@@ -290,10 +290,11 @@ def summarize(rows: list[dict]) -> list[str]:
         if not (ours and base):
             continue
         rounds = [round(a / b, 2) for a, b in zip(ours["runs_rps"], base["runs_rps"], strict=True)]
+        p99s = [round(a / b, 2) for a, b in zip(ours["runs_p99_ms"], base["runs_p99_ms"], strict=True)]
         lines.append(
             f"{case}: {ours['rps']:,.0f} vs {base['rps']:,.0f} req/s ({ours['rps'] / base['rps']:.2f}x; "
-            f"by round {rounds}), p99 {ours['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms, server CPU "
-            f"{ours['cpu_ms_per_req']:.2f} vs {base['cpu_ms_per_req']:.2f} ms/request"
+            f"by round {rounds}), p99 {ours['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms (by round {p99s}), "
+            f"server CPU {ours['cpu_ms_per_req']:.2f} vs {base['cpu_ms_per_req']:.2f} ms/request"
         )
     ours = next((r for r in rows if r["impl"] == "fareflow"), None)
     base = next((r for r in rows if r["impl"] == "fastapi"), None)

@@ -69,19 +69,26 @@ class IngestConfig:
     )
 
 
-def ingest(config: IngestConfig) -> dict:
+def ingest(
+    config: IngestConfig, *, files: list[str] | None = None, step: str = STEP, marker: dict | None = None
+) -> dict:
     """Read every source file, write the partitioned raw dataset and quarantine, commit.
 
     Returns the summary (see module docstring). Raises ``UserError`` for unusable input.
+    ``files``, ``step`` and ``marker`` are the fan-out's (``components.ingest.fanout``): read
+    only the listed files (``TextSource.name``, in the listing's order) of the source, commit
+    ``_SUCCESS`` naming ``step``, and add ``marker``'s keys to the summary.
     """
     start = time.perf_counter()
     if config.block_size < 1024:
         raise UserError(f"block size {config.block_size} is too small (at least 1024 bytes)")
     with text_sources(config.source_uri) as found, ExitStack() as stack:
         sources, skipped = _select(config.source_uri, found)
-        raw_out = stack.enter_context(StagedOutput(config.output_uri, STEP))
+        if files is not None:
+            sources = _only(config.source_uri, sources, files)
+        raw_out = stack.enter_context(StagedOutput(config.output_uri, step))
         if config.quarantine_uri:
-            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine_uri, STEP)), QUARANTINE_FILE
+            q_out, q_rel = stack.enter_context(StagedOutput(config.quarantine_uri, step)), QUARANTINE_FILE
         else:
             q_out, q_rel = raw_out, f"{QUARANTINE_DIR}/{QUARANTINE_FILE}"
         parts = _PartitionWriter(raw_out, config.compression)
@@ -102,7 +109,7 @@ def ingest(config: IngestConfig) -> dict:
         writer.submit(parts.close)
         writer.submit(quarantine.close)
         writer.join()
-        summary = _summary(config, stats, reasons, parts, quarantine, skipped)
+        summary = {**_summary(config, stats, reasons, parts, quarantine, skipped), **(marker or {})}
         if q_out is not raw_out:
             q_out.commit(summary)
         raw_out.commit(summary)
@@ -150,6 +157,18 @@ def _select(source: str, found: list[TextSource]) -> tuple[list[TextSource], lis
             )
         seen[month] = src
     return selected, skipped
+
+
+def _only(source: str, sources: list[TextSource], files: list[str]) -> list[TextSource]:
+    """The sources named in ``files``; a name the source no longer holds is an error."""
+    wanted = set(files)
+    missing = wanted - {s.name for s in sources}
+    if missing:
+        raise UserError(
+            f"{source}: no longer holds {', '.join(sorted(missing))} (listed when the run was planned); "
+            "plan the run again"
+        )
+    return [s for s in sources if s.name in wanted]
 
 
 def _summary(

@@ -108,3 +108,25 @@ def generated_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("generated_zip")
     generate(GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3, zip=True))
     return out
+
+
+@pytest.fixture(scope="session")
+def months(tmp_path_factory) -> Path:
+    """Three generated months (defects included) and a hand-made April file holding a March
+    trip (its row lands in year=2015/month=3, which the March file's task writes too), an
+    unparsable row and a blank line."""
+    from components.generate.core import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("months")
+    generate(GenerateConfig(output_uri=str(out), rows=9_000, months="2015-01:2015-03", seed=11))
+    write_file(
+        out / "taxi_2015_04.txt",
+        [
+            row(900_001, ORIGINDATETIME_TR="04/02/2015 08:00", DESTINATIONDATETIME_TR="04/02/2015 08:00"),
+            row(900_002, ORIGINDATETIME_TR="03/31/2015 23:00", DESTINATIONDATETIME_TR="04/01/2015 00:00"),
+            row(900_003, FAREAMOUNT="twelve"),
+            "",
+            row(900_004, ORIGINDATETIME_TR="NULL"),
+        ],
+    )
+    return out

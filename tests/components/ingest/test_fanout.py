@@ -14,11 +14,10 @@ import pytest
 
 from components.common.errors import UserError
 from components.common.staged import require_complete
-from components.generate.core import GenerateConfig, generate
 from components.ingest import fanout
 from components.ingest.core import STEP
 
-from .conftest import quarantine_of, read_quarantine, read_raw, row, run, write_file
+from .conftest import quarantine_of, read_quarantine, read_raw, run
 
 # --- the plan: consecutive runs balanced by size -----------------------------------------------
 
@@ -77,26 +76,6 @@ def test_plan_lists_directory_zip_members_and_s3(generated, generated_zip, s3) -
 
 
 # --- a multi-month set where two tasks write the same partition --------------------------------
-
-
-@pytest.fixture(scope="module")
-def months(tmp_path_factory) -> Path:
-    """Three generated months (defects included) and a hand-made April file holding a March
-    trip (its row lands in year=2015/month=3, which the March file's task writes too), an
-    unparsable row and a blank line."""
-    out = tmp_path_factory.mktemp("months")
-    generate(GenerateConfig(output_uri=str(out), rows=9_000, months="2015-01:2015-03", seed=11))
-    write_file(
-        out / "taxi_2015_04.txt",
-        [
-            row(900_001, ORIGINDATETIME_TR="04/02/2015 08:00", DESTINATIONDATETIME_TR="04/02/2015 08:00"),
-            row(900_002, ORIGINDATETIME_TR="03/31/2015 23:00", DESTINATIONDATETIME_TR="04/01/2015 00:00"),
-            row(900_003, FAREAMOUNT="twelve"),
-            "",
-            row(900_004, ORIGINDATETIME_TR="NULL"),
-        ],
-    )
-    return out
 
 
 def _fan_out(source: str, tasks: int, where: Path, output: str | None = None) -> tuple[list[dict], dict]:

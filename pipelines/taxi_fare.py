@@ -12,7 +12,9 @@ default) or an MPIJob (horovod) and the model is then served as the KServe Infer
 The quality step runs one of two equivalent ways (identical clean rows and counts):
 in one task with a process pool over the month partitions (the local default), or
 fanned out one task per month partition with ``dsl.ParallelFor`` and merged with
-``dsl.Collected`` (the cluster default, for large data).
+``dsl.Collected`` (the cluster default, for large data). Ingest likewise: one task, or
+(the cluster default) ``ingest_tasks`` tasks over groups of the source's month files, merged
+into one data set (same rows per partition, quarantine and totals).
 """
 
 # No "from __future__ import annotations": kfp reads the annotations as objects.
@@ -21,7 +23,7 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 
 from components.cluster.component import deploy, train_job, tune_job
-from components.ingest.component import ingest
+from components.ingest.component import ingest, ingest_merge, ingest_part, ingest_plan
 from components.quality.component import quality, quality_merge, quality_partition, quality_plan
 from components.sample.component import sample
 from components.sample.config import SampleConfig
@@ -70,6 +72,23 @@ def _quality_step(raw, rules_yaml, seed, fan_out: bool):
     return merged.set_display_name("quality: merge")
 
 
+def _ingest_step(source, tasks, fan_out: bool, s3_secret: str, code_digest: str):
+    """The ingest task whose outputs (raw, quarantine, the summary) the rest of the pipeline reads:
+    one task, or a plan, one task per file group (``dsl.ParallelFor``) and a merge."""
+    if not fan_out:
+        task = ingest(source=source).set_display_name("ingest")
+        _s3_env(task, s3_secret)
+        return _stamp(task, code_digest)
+    plan = ingest_plan(source=source, tasks=tasks).set_display_name("ingest: plan file groups")
+    with dsl.ParallelFor(plan.output, name="file-groups") as group:
+        part = ingest_part(source=source, group=group).set_display_name("ingest: one file group")
+    merged = ingest_merge(parts=dsl.Collected(part.outputs["part"])).set_display_name("ingest: merge")
+    for task in (plan, part, merged):
+        _s3_env(task, s3_secret)
+        _stamp(task, code_digest)
+    return merged
+
+
 def _s3_env(task, s3_secret: str) -> None:
     if s3_secret:
         kubernetes.use_secret_as_env(
@@ -99,9 +118,15 @@ _TRAIN = {
 
 
 def build_pipeline(
-    quality_fan_out: bool = False, s3_secret: str = S3_SECRET, cluster: bool = False, code_digest: str = ""
+    quality_fan_out: bool = False,
+    s3_secret: str = S3_SECRET,
+    cluster: bool = False,
+    code_digest: str = "",
+    ingest_fan_out: bool | None = None,
 ):
-    """The pipeline, with the quality step in one task or fanned out per month partition.
+    """The pipeline, with the quality step in one task or fanned out per month partition, and
+    ingest in one task or fanned out over groups of files (``ingest_fan_out``; None: as
+    ``cluster``, so the cluster compile fans out and kfp.local runs one task).
 
     ``code_digest`` (``fareflow run``: the installed source's digest) is set as every task's
     ``FAREFLOW_CODE_DIGEST``, which keys the local cache on the code as well as the inputs.
@@ -146,6 +171,7 @@ def build_pipeline(
         namespace: str = "fareflow",
         model_name: str = DEFAULT_MODEL_NAME,
         timeout_s: int = 3600,
+        ingest_tasks: int = 4,
     ) -> PipelineOutputs:
         """Parameters:
 
@@ -170,9 +196,12 @@ def build_pipeline(
             settings (hidden: comma-separated layer sizes).
         namespace, model_name, timeout_s: cluster only — where the training job and the
             InferenceService run, the InferenceService name, and how long each may take.
+        ingest_tasks: with the ingest fan-out (the cluster form): at most this many ingest
+            tasks, each reading a run of the source's month files balanced by size (docs/scale.md);
+            unused by the one-task form (kfp.local).
         """
-        ingest_task = _stamp(ingest(source=source).set_display_name("ingest"), code_digest)
-        _s3_env(ingest_task, s3_secret)
+        fan_out = cluster if ingest_fan_out is None else ingest_fan_out
+        ingest_task = _ingest_step(source, ingest_tasks, fan_out, s3_secret, code_digest)
         quality_task = _stamp(
             _quality_step(ingest_task.outputs["raw"], rules_yaml, seed, quality_fan_out), code_digest
         )

@@ -47,29 +47,73 @@ def _task_names(spec: dict) -> set[str]:
     return names
 
 
+def _loops(spec: dict) -> dict[str, dict]:
+    """The ParallelFor tasks (``parameterIterator``) by name, wherever they are in the DAG."""
+    return {
+        name: t
+        for c in [spec["root"]] + list(spec["components"].values())
+        for name, t in c.get("dag", {}).get("tasks", {}).items()
+        if "parameterIterator" in t
+    }
+
+
 def test_cluster_compile_fans_quality_out_per_partition(tmp_path):
     spec = _pipeline_spec(
         Path(compile_pipeline(str(tmp_path / "fan.yaml"), quality_fan_out=True)).read_text()
     )
     names = _task_names(spec)
-    assert {"ingest", "quality-plan", "quality-partition", "quality-merge", "sample"} <= names
+    assert {"quality-plan", "quality-partition", "quality-merge", "sample"} <= names
     assert "quality" not in names
-    loops = [
+    (loop,) = [
         t
-        for c in [spec["root"]] + list(spec["components"].values())
-        for t in c.get("dag", {}).get("tasks", {}).values()
-        if "parameterIterator" in t
+        for t in _loops(spec).values()
+        if "quality-plan" in t["parameterIterator"]["items"]["inputParameter"]
     ]
-    assert loops, "no ParallelFor over the partition list"
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--quality-plan-Output"
 
 
-def test_local_form_runs_quality_in_one_task(tmp_path):
+def test_cluster_compile_fans_ingest_out_over_file_groups(tmp_path):
+    """plan -> ParallelFor(one task per file group) -> merge, whose raw artifact quality reads
+    and whose summary is the pipeline's ingest output; ingest_tasks (default 4) is the plan's."""
+    spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "fan.yaml"))).read_text())
+    names = _task_names(spec)
+    assert {"ingest-plan", "ingest-part", "ingest-merge"} <= names and "ingest" not in names
+    ((loop_name, loop),) = [
+        (n, t)
+        for n, t in _loops(spec).items()
+        if "ingest-plan" in t["parameterIterator"]["items"]["inputParameter"]
+    ]
+    assert loop["dependentTasks"] == ["ingest-plan"]
+    loop_dag = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    part_inputs = loop_dag["ingest-part"]["inputs"]["parameters"]
+    assert part_inputs["group"] == {"componentInputParameter": loop["parameterIterator"]["itemInput"]}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["ingest-plan"]["inputs"]["parameters"]["tasks"] == {
+        "componentInputParameter": "ingest_tasks"
+    }
+    assert spec["root"]["inputDefinitions"]["parameters"]["ingest_tasks"]["defaultValue"] == 4
+    merge_in = tasks["ingest-merge"]["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]
+    assert merge_in == {
+        "producerTask": loop_name,
+        "outputArtifactKey": "pipelinechannel--ingest-part-part",
+    }
+    quality_in = tasks["quality-plan"]["inputs"]["artifacts"]["raw"]["taskOutputArtifact"]
+    assert quality_in == {"producerTask": "ingest-merge", "outputArtifactKey": "raw"}
+    assert spec["root"]["outputDefinitions"]["parameters"]["ingest"]
+    assert "ingest-merge" in str(spec["root"]["dag"]["outputs"]["parameters"]["ingest"])
+
+
+def test_local_form_runs_quality_and_ingest_in_one_task(tmp_path):
     spec = _pipeline_spec(
-        Path(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False)).read_text()
+        Path(compile_pipeline(str(tmp_path / "one.yaml"), quality_fan_out=False, cluster=False)).read_text()
     )
     names = _task_names(spec)
     assert {"ingest", "quality", "sample"} <= names
-    assert "quality-partition" not in names
+    assert not names & {"quality-partition", "ingest-plan", "ingest-part", "ingest-merge"}
+    assert not _loops(spec)
+    assert (
+        "ingest_tasks" in spec["root"]["inputDefinitions"]["parameters"]
+    )  # one parameter list for both forms
 
 
 def test_ingest_takes_s3_settings_from_an_optional_secret(tmp_path):
@@ -77,10 +121,16 @@ def test_ingest_takes_s3_settings_from_an_optional_secret(tmp_path):
 
     docs = list(yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text()))
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    ingest = next(v for k, v in platform.items() if "ingest" in k)
-    envs = {kv["envVar"] for e in ingest["secretAsEnv"] for kv in e["keyToEnv"]}
-    assert envs == set(S3_ENV_KEYS)
-    assert all(e["secretName"] == S3_SECRET and e.get("optional") for e in ingest["secretAsEnv"])
+    ingest = {k: v for k, v in platform.items() if "ingest" in k}
+    assert set(ingest) == {
+        "exec-ingest-plan",
+        "exec-ingest-part",
+        "exec-ingest-merge",
+    }  # all read or write S3
+    for executor in ingest.values():
+        envs = {kv["envVar"] for e in executor["secretAsEnv"] for kv in e["keyToEnv"]}
+        assert envs == set(S3_ENV_KEYS)
+        assert all(e["secretName"] == S3_SECRET and e.get("optional") for e in executor["secretAsEnv"])
 
 
 def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):

@@ -9,20 +9,16 @@ folded into the last layer; one process on CPU is deterministic for a seed. The 
 from __future__ import annotations
 
 import gc
-import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from components.common import contract, model_dir, storage
+from components.common import model_dir
 from components.common.errors import UserError
-from components.common.features import CONTINUOUS, FeatureSpec, encode
+from components.common.features import encode
 
 from . import checkpoint
 from .config import TrainConfig
@@ -36,158 +32,16 @@ from .distributed import (
     end_process_group,
     start_process_group,
 )
+from .evaluate import SCATTER_POINTS, Errors, error_sums, predict, read_truth
 from .result import TrainResult
-from .splits import Arrays, _no_rows_message, check_shards, discover, load_split
-
-EVAL_BATCH = 1 << 16
-TRUTH_KEY = "best_rmse"  # components.generate writes the best achievable RMSE under this key
-SCATTER_POINTS = 5000  # test predictions kept for the report's plots
-STOP_CHECK_STEPS = 8  # under DDP the ranks agree on a SIGTERM every this many steps (a collective)
-SIGTERM_EXIT = 128 + signal.SIGTERM  # the exit status of a run stopped by SIGTERM (retryable)
-
-
-class Interrupted(UserError):
-    """SIGTERM (preemption, a pod's deletion): the run stopped at a step boundary after writing a
-    checkpoint; the same command resumes it. Exit status 143, which a PyTorchJob's ``ExitCode``
-    restart policy retries."""
-
-    exit_code = SIGTERM_EXIT
-
-
-class _StopFlag:
-    """Set by SIGTERM (handler installed while a checkpointing run is in the main thread)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._previous = None
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda _s, _f: self.event.set())
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def agreed(self, d: Dist) -> bool:
-        """Whether any rank was told to stop (a collective under DDP: call on every rank)."""
-        local = self.event.is_set()
-        if not d.distributed:
-            return local
-        return bool(_all_reduce(d, [1.0 if local else 0.0], op="max")[0])
-
-
-def fit_spec(train: Arrays, d: Dist) -> tuple[FeatureSpec, float, float]:
-    """The train split's ``FeatureSpec`` and the mean and std of its fares, over all ranks' shards."""
-    if not d.distributed:
-        spec = FeatureSpec.fit(train.columns)
-        return spec, float(train.label.mean()), _positive(float(train.label.std()))
-    names = [*CONTINUOUS, contract.LABEL]
-    data = [*(train.columns[c] for c in CONTINUOUS), train.label]
-    first = _all_reduce(d, [train.rows, *(float(v.sum()) for v in data)])
-    n = first[0]
-    if n == 0:
-        raise UserError("cannot fit feature statistics on an empty training split")
-    mean = first[1:] / n
-    squares = _all_reduce(d, [float(((v - m) ** 2).sum()) for v, m in zip(data, mean, strict=True)])
-    std = np.sqrt(squares / n)
-    spec_mean = {name: float(mean[i]) for i, name in enumerate(names[:-1])}
-    spec_std = {name: _positive(float(std[i])) for i, name in enumerate(names[:-1])}
-    return FeatureSpec(mean=spec_mean, std=spec_std), float(mean[-1]), _positive(float(std[-1]))
-
-
-def training_extent(train: Arrays, d: Dist) -> dict[str, list[float]]:
-    """The train split's extent over all ranks' shards, for ``model.json``: the latitudes and
-    longitudes of both trip ends and the pick-up years. The model server refuses trips outside
-    it (plus a margin) instead of extrapolating a fare. Called on every rank (collectives)."""
-    c = train.columns
-    low = [min(c["origin_lat"].min(), c["dest_lat"].min()), min(c["origin_lon"].min(), c["dest_lon"].min())]
-    high = [max(c["origin_lat"].max(), c["dest_lat"].max()), max(c["origin_lon"].max(), c["dest_lon"].max())]
-    low = _all_reduce(d, [*low, c["year"].min()], op="min")
-    high = _all_reduce(d, [*high, c["year"].max()], op="max")
-    return {
-        "lat": [float(low[0]), float(high[0])],
-        "lon": [float(low[1]), float(high[1])],
-        "year": [int(low[2]), int(high[2])],
-    }
-
-
-def _positive(std: float) -> float:
-    """A usable scale: ``std`` if positive and finite, else 1 (the rule of ``FeatureSpec.fit``)."""
-    return std if std > 0 and math.isfinite(std) else 1.0
-
-
-def fold_label_scale(module, mean: float, std: float) -> None:
-    """Make a module trained on ``(fare - mean) / std`` output fares: rescale its last layer."""
-    import torch
-
-    last = module[-1]
-    with torch.no_grad():
-        last.weight.mul_(std)
-        last.bias.mul_(std).add_(mean)
-
-
-# --- training ----------------------------------------------------------------------------
-
-
-@dataclass
-class Errors:
-    """Squared and absolute error sums over ``rows`` rows."""
-
-    sse: float
-    sae: float
-    rows: int
-
-    @property
-    def rmse(self) -> float:
-        return math.sqrt(self.sse / self.rows) if self.rows else float("nan")
-
-    @property
-    def mae(self) -> float:
-        return self.sae / self.rows if self.rows else float("nan")
-
-
-def predict(module, x, device: str) -> np.ndarray:
-    """Model output for the rows of ``x`` (a float32 array or tensor), in evaluation batches."""
-    import torch
-
-    was_training = module.training
-    module.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(x), EVAL_BATCH):
-            batch = torch.as_tensor(x[start : start + EVAL_BATCH], device=device)
-            out.append(module(batch).squeeze(-1).double().cpu().numpy())
-    module.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def _errors(pred: np.ndarray, label: np.ndarray) -> Errors:
-    r = pred - label
-    return Errors(float((r * r).sum()), float(np.abs(r).sum()), int(label.size))
+from .resume import checkpoint_uri_of, fingerprint, provenance, resume_state, rng_state
+from .splits import _no_rows_message, check_shards, discover, load_split
+from .stats import fit_spec, fold_label_scale, training_extent
+from .stop import STOP_CHECK_STEPS, Interrupted, NoStop, StopFlag
 
 
 def log_line(message: str) -> None:
     print(f"train: {message}", file=sys.stderr, flush=True)
-
-
-def read_truth(uri: str) -> float:
-    """``best_rmse`` from the generator's ``truth.json`` (a local path or ``s3://`` URI)."""
-    fs, path = storage.resolve_filesystem(uri)
-    try:
-        with fs.open_input_stream(path) as src:
-            doc = json.loads(src.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{uri}: no such file (expected the generator's truth.json)") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"{uri}: not a readable JSON file ({err})") from None
-    value = doc.get(TRUTH_KEY) if isinstance(doc, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise UserError(
-            f"{uri}: expected a number under {TRUTH_KEY!r} (the generator's truth.json), got {value!r}"
-        )
-    return float(value)
 
 
 def run(
@@ -207,7 +61,7 @@ def run(
     config.validate()
     d = start_process_group(config.device, config.backend)
     try:
-        with _StopFlag() if config.keep_checkpoints else _no_stop() as stop:
+        with StopFlag() if config.keep_checkpoints else NoStop() as stop:
             return _train(config, d, log if d.main else (lambda _m: None), progress, on_epoch, stop)
     except UserError as err:
         if d.distributed:
@@ -224,79 +78,13 @@ def run(
         end_process_group(d)
 
 
-class _no_stop(_StopFlag):
-    """No SIGTERM handler (no checkpoints to write: the default action, exit, stays)."""
-
-    def __enter__(self) -> _StopFlag:
-        return self
-
-
-def fingerprint(config: TrainConfig, splits, d: Dist) -> dict:
-    """What a checkpoint must agree with to be resumed: the model, the data (every split's part
-    files by name and rows) and the settings that shape the optimisation path. Epochs, patience
-    and min-delta may change between runs (e.g. more epochs)."""
-    data = {
-        split: [[f.uri.rstrip("/").rsplit("/", 1)[-1], f.rows] for f in files]
-        for split, files in sorted(splits.files.items())
-    }
-    return {
-        "architecture": config.architecture().to_dict(),
-        "data": data,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "weight_decay": config.weight_decay,
-        "seed": config.seed,
-        "max_rows": config.max_rows,
-        "world_size": d.world,
-    }
-
-
-def resume_state(config: TrainConfig, current: dict, log: Callable[[str], None]) -> dict | None:
-    """The newest checkpoint's state if it fits this run (``UserError`` naming it if not, unless
-    it is a finished run's: then it is deleted and training starts anew), None when there is
-    none; with ``--resume no`` the old checkpoints are deleted instead."""
-    directory = config.checkpoint_dir()
-    if not config.resume:
-        if checkpoint.clear(directory):
-            log(f"--no-resume: deleted the earlier checkpoints in {directory}")
-        return None
-    found = checkpoint.listing(directory)
-    if not found:
-        return None
-    newest = found[-1]
-    state = checkpoint.read(newest, directory)
-    why = checkpoint.mismatch(state.get("fingerprint") or {}, current)
-    if why is not None and state.get("finished"):
-        # a finished run's model is replaced by a new run with other settings, as it always was;
-        # only an unfinished run's work is worth refusing to throw away
-        checkpoint.clear(directory)
-        log(f"{newest.uri}: a finished run with other settings ({why}); training anew")
-        return None
-    if why is not None:
-        raise UserError(
-            f"{newest.uri}: incompatible checkpoint ({why}); pass --no-resume to start over "
-            "or give another --checkpoint-dir"
-        )
-    state["uri"] = newest.uri
-    return state
-
-
-def _rng_state(np_state: dict, device: str, sse: float = 0.0, seconds: float = 0.0) -> dict:
-    import torch
-
-    out = {"numpy": np_state, "torch": torch.get_rng_state(), "sse": sse, "seconds": seconds}
-    if device.startswith("cuda"):
-        out["cuda"] = torch.cuda.get_rng_state(torch.device(device))
-    return out
-
-
 def _train(
     config: TrainConfig,
     d: Dist,
     log: Callable[[str], None],
     progress: bool | None,
     on_epoch: Callable[[int, float], None] | None = None,
-    stop: _StopFlag | None = None,
+    stop: StopFlag | None = None,
 ) -> TrainResult | None:
     import torch
 
@@ -410,7 +198,7 @@ def _train(
 
     def save_checkpoint(epoch_done: int, step: int, np_state: dict, sse: float, seconds: float) -> str | None:
         """Every rank's RNG state to rank 0, which writes the checkpoint (collectives: call on all)."""
-        ranks = _gather_objects(d, _rng_state(np_state, d.device, sse, seconds))
+        ranks = _gather_objects(d, rng_state(np_state, d.device, sse, seconds))
         uri = None
         with all_ranks_or_none(d, "writing a checkpoint"):
             if d.main:
@@ -483,7 +271,7 @@ def _train(
         rows_per_s = float(totals[1] / seconds) if seconds > 0 else float("nan")
 
         if d.main:
-            val = _errors(predict(module, x_val, d.device) * train_std + train_mean, validation.label)
+            val = error_sums(predict(module, x_val, d.device) * train_std + train_mean, validation.label)
             val_rmse, val_mae = val.rmse, val.mae
         else:
             val_rmse = val_mae = 0.0
@@ -528,14 +316,14 @@ def _train(
 
     module.load_state_dict(best_state)
     fold_label_scale(module, train_mean, train_std)  # from here on the module outputs fares
-    train_err = _errors(predict(module, x_train, d.device), train.label)
+    train_err = error_sums(predict(module, x_train, d.device), train.label)
     totals = _all_reduce(d, [train_err.sse, train_err.sae, train_err.rows])
     train_err = Errors(float(totals[0]), float(totals[1]), int(totals[2]))
     result = None
     with all_ranks_or_none(d, "writing the model"):  # the other ranks wait here for rank 0
         if d.main:
             test_pred = predict(module, encode(test.columns, spec), d.device)
-            test_err = _errors(test_pred, test.label)
+            test_err = error_sums(test_pred, test.label)
             metrics = {
                 "train_rmse": train_err.rmse,
                 "train_mae": train_err.mae,
@@ -585,28 +373,3 @@ def _train(
                 f"best epoch {best_epoch}; model -> {config.output_uri}"
             )
     return result
-
-
-def provenance(config: TrainConfig, fingerprint_: dict) -> dict:
-    """Where a model came from, for ``model.json``: the splits (their URI and a digest of every
-    split's part files by name and rows, as a checkpoint's fingerprint lists them), the code
-    (package version, git commit where the source is a checkout, digest of the source) and when."""
-    import datetime
-    import hashlib
-
-    from components.common.code_version import code_version
-
-    data = json.dumps(fingerprint_["data"], sort_keys=True).encode()
-    return {
-        "splits_uri": config.splits_uri,
-        "data_digest": hashlib.sha256(data).hexdigest()[:16],
-        "code": code_version().as_dict(),
-        "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def checkpoint_uri_of(config: TrainConfig, epoch: int) -> str | None:
-    """The URI of the epoch-end checkpoint just written (None when none are kept)."""
-    if not config.keep_checkpoints:
-        return None
-    return f"{config.checkpoint_dir().rstrip('/')}/{checkpoint.file_name(epoch, 0)}"

@@ -118,11 +118,12 @@ def run_tune_job(
     the study's result (``components.tune.core.study_result``). ``config.storage`` must be the
     study database's URL as this process reaches it (``postgresql://`` with PG* variables)."""
     from components.tune import core as tune_core
+    from components.tune.study import counted_trials, enqueue_base, open_study
 
     config.validate()
-    study = tune_core.open_study(config)
-    tune_core.enqueue_base(study, config)
-    before = len(tune_core._counted(study))
+    study = open_study(config)
+    enqueue_base(study, config)
+    before = len(counted_trials(study))
     obj = tune_job_object(settings, config, workers, int(timeout))
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
     if before >= (config.total_trials or 0):
@@ -132,7 +133,7 @@ def run_tune_job(
             f"Job {ns}/{name}: {workers} tune workers, {config.total_trials} trials, image {settings.image('trainer')}"
         )
         run_job(obj, timeout, api=api, core_api=core_api, poll=poll, unschedulable_grace=unschedulable_grace)
-    return tune_core.study_result(tune_core.open_study(config), config, before=0)
+    return tune_core.study_result(open_study(config), config, before=0)
 
 
 def run_job(

@@ -32,7 +32,9 @@ from components.common.report import (
     paragraph,
 )
 
-from .core import PARAM_NAMES, SEARCH_SPACE, TuneResult, redact
+from .config import redact
+from .core import TuneResult
+from .space import PARAM_NAMES, SEARCH_SPACE
 
 TRIAL_HEADERS = ["trial", "state", "validation RMSE", "epochs", *PARAM_NAMES, "seconds"]
 TARGET_NAME = "validation RMSE ($)"
@@ -70,7 +72,7 @@ def trial_rows(result: TuneResult) -> list[list]:
 
 
 def best_rows(result: TuneResult) -> list[list]:
-    from .core import DEFAULTS
+    from .config import DEFAULTS
 
     return [[name, result.best_params[name], DEFAULTS[name]] for name in PARAM_NAMES]
 

@@ -7,7 +7,8 @@ import pytest
 
 from components.common.errors import UserError
 from components.train import core as train_core
-from components.tune import core
+from components.tune import core, space
+from components.tune.config import redact
 from components.tune.core import DEFAULTS, TuneConfig
 
 
@@ -28,15 +29,15 @@ def test_defaults_are_the_train_steps_and_inside_the_search_space():
     train_cli = from_args(
         train_core.TrainConfig, build_parser().parse_args(["--splits", "s", "--output", "o"])
     )
-    trial = core.train_config(TuneConfig("s"), DEFAULTS, "o")
-    assert set(DEFAULTS) == set(core.PARAM_NAMES)
+    trial = space.train_config(TuneConfig("s"), DEFAULTS, "o")
+    assert set(DEFAULTS) == set(space.PARAM_NAMES)
     for field in ("learning_rate", "batch_size", "hidden", "weight_decay", "dropout"):
         assert getattr(trial, field) == getattr(train_cli, field), field
     # the types Optuna's suggestions have (an enqueued trial must match its distributions)
     assert {k: type(v) for k, v in DEFAULTS.items()} == {
         "learning_rate": float, "batch_size": int, "hidden": str, "weight_decay": float, "dropout": float,
     }  # fmt: skip
-    for name, (kind, values) in core.SEARCH_SPACE.items():
+    for name, (kind, values) in space.SEARCH_SPACE.items():
         if kind == "categorical":
             assert DEFAULTS[name] in values
         else:
@@ -61,10 +62,10 @@ def test_trial_0_is_the_defaults_and_the_best_is_no_worse(shared_splits):
     assert result.best_value == min(complete) <= result.default_value
     best = result.trials[result.best_trial]
     assert best["value"] == result.best_value and best["params"] == result.best_params
-    assert set(result.best_params) == set(core.PARAM_NAMES)
+    assert set(result.best_params) == set(space.PARAM_NAMES)
     # the best parameters, retrained alone, give the same validation RMSE (one CPU process is deterministic)
     retrained = train_core.run(
-        core.train_config(result.config, result.best_params, str(shared_splits.parent / "check")),
+        space.train_config(result.config, result.best_params, str(shared_splits.parent / "check")),
         log=quiet,
         progress=False,
     )
@@ -73,8 +74,8 @@ def test_trial_0_is_the_defaults_and_the_best_is_no_worse(shared_splits):
         assert 1 <= t["epochs_run"] <= 3 and len(t["intermediate"]) == t["epochs_run"]
         kind_ok = [
             1e-4 <= t["params"]["learning_rate"] <= 1e-2,
-            t["params"]["batch_size"] in core.BATCH_CHOICES,
-            t["params"]["hidden"] in core.HIDDEN_CHOICES,
+            t["params"]["batch_size"] in space.BATCH_CHOICES,
+            t["params"]["hidden"] in space.HIDDEN_CHOICES,
             1e-6 <= t["params"]["weight_decay"] <= 1e-2,
             0 <= t["params"]["dropout"] <= 0.3,
         ]
@@ -131,24 +132,24 @@ class FakeTrial:
 
 def test_pruning_callback_stops_core_run_at_the_pruned_epoch(shared_splits, tmp_path):
     trial = FakeTrial(prune_at=2)
-    config = core.train_config(
+    config = space.train_config(
         TuneConfig(str(shared_splits), epochs=5, device="cpu"), DEFAULTS, str(tmp_path / "m")
     )
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
-        train_core.run(config, log=quiet, progress=False, on_epoch=core.pruning_callback(trial))
+        train_core.run(config, log=quiet, progress=False, on_epoch=space.pruning_callback(trial))
     assert [step for step, _ in trial.reported] == [1, 2] and trial.user_attrs["epochs_run"] == 2
     assert all(math.isfinite(v) and v > 0 for _, v in trial.reported)
     assert not (tmp_path / "m").exists()  # stopped before writing a model
     # without pruning the same callback lets every epoch through, with the RMSEs of the history
     trial = FakeTrial(prune_at=None)
-    result = train_core.run(config, log=quiet, progress=False, on_epoch=core.pruning_callback(trial))
+    result = train_core.run(config, log=quiet, progress=False, on_epoch=space.pruning_callback(trial))
     assert trial.reported == [(h["epoch"], h["validation_rmse"]) for h in result.history]
 
 
 def test_pruning_callback_marks_a_non_finite_rmse_as_diverged():
     trial = FakeTrial(prune_at=None)
-    with pytest.raises(core.Diverged):
-        core.pruning_callback(trial)(3, float("nan"))
+    with pytest.raises(space.Diverged):
+        space.pruning_callback(trial)(3, float("nan"))
     assert trial.reported == [] and trial.user_attrs["epochs_run"] == 3
 
 
@@ -169,8 +170,8 @@ def test_sqlite_study_is_stored_and_a_second_run_continues_it(shared_splits, tmp
 
 
 def test_storage_password_is_never_shown():
-    assert core.redact("postgresql://fare:s3cret@db:5432/optuna") == "postgresql://fare:***@db:5432/optuna"
-    assert core.redact("sqlite:///x.db") == "sqlite:///x.db" and core.redact("") == "in-memory"
+    assert redact("postgresql://fare:s3cret@db:5432/optuna") == "postgresql://fare:***@db:5432/optuna"
+    assert redact("sqlite:///x.db") == "sqlite:///x.db" and redact("") == "in-memory"
     config = TuneConfig("s", storage="postgresql://fare:s3cret@db/optuna")
     assert "s3cret" not in str(config.to_dict())
 
@@ -204,13 +205,13 @@ def test_bad_config_is_refused(kwargs, message):
 
 
 def test_a_diverging_trial_is_failed_and_the_study_goes_on(shared_splits, monkeypatch):
-    suggest = core.suggest
+    suggest = space.suggest
 
     def exploding(trial, base=None):
         params = suggest(trial, base)
         return {**params, "learning_rate": 1e9} if trial.number == 1 else params
 
-    monkeypatch.setattr(core, "suggest", exploding)
+    monkeypatch.setattr(space, "suggest", exploding)
     result = tune(shared_splits, trials=3, seed=0, epochs=2, max_rows=600)
     assert [t["state"] for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert result.trials[1]["value"] is None and result.best_trial != 1

@@ -166,7 +166,7 @@ def test_the_ask_lock_serializes_claims_on_one_sqlite_study_only(tmp_path):
     (row locks of their own) and in-memory studies take none."""
     import threading
 
-    from components.tune.core import _AskLock
+    from components.tune.workers import _AskLock
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first, second = _AskLock(url), _AskLock(url)

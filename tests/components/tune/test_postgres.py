@@ -18,6 +18,7 @@ from components.tune import core
 from components.tune.__main__ import main
 from components.tune.config import postgres_endpoint, redact, sqlalchemy_url
 from components.tune.core import DEFAULTS, TuneConfig
+from components.tune.study import open_study
 
 
 @pytest.mark.parametrize(
@@ -116,12 +117,12 @@ def test_dsn_from_libpq_environment(postgres_server, monkeypatch, tmp_path):
     monkeypatch.setenv("PGUSER", postgres_server.user)
     monkeypatch.setenv("PGPASSWORD", postgres_server.password)
     monkeypatch.setenv("PGDATABASE", "from_env")
-    study = core.open_study(TuneConfig("s", storage="postgresql://", study_name="env"))
+    study = open_study(TuneConfig("s", storage="postgresql://", study_name="env"))
     assert study.study_name == "env"
     assert [s.study_name for s in optuna.get_all_study_summaries(sqlalchemy_url(url))] == ["env"]
     monkeypatch.setenv("PGPASSWORD", "wrong-env-secret")
     with pytest.raises(UserError) as err:
-        core.open_study(TuneConfig("s", storage="postgresql://", study_name="env"))
+        open_study(TuneConfig("s", storage="postgresql://", study_name="env"))
     assert f"PostgreSQL at {postgres_server.host}:{postgres_server.port}" in str(err.value)
     assert "wrong-env-secret" not in str(err.value)
 
@@ -135,9 +136,9 @@ def test_one_waiting_trial_is_claimed_by_exactly_one_of_many_workers(postgres_se
     config = TuneConfig("s", storage=url, study_name="claims")
     rounds, workers = 5, 8
     for r in range(rounds):
-        study = core.open_study(config)
+        study = open_study(config)
         study.enqueue_trial({**DEFAULTS, "dropout": 0.01 * (r + 1)})
-        studies = [core.open_study(config, worker=w) for w in range(workers)]
+        studies = [open_study(config, worker=w) for w in range(workers)]
         barrier = threading.Barrier(workers)
         got: list = []
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
+import components.tune.study
 from components.common.errors import UserError
 from components.tune import core
 from components.tune.core import DEFAULTS, TuneConfig
+from components.tune.study import BASE_ATTR, enqueue_base, open_study
 
 GOOD = dict(DEFAULTS)
 # The smallest learning rate with the largest batch and smallest layers: after an epoch it is far above the
@@ -28,14 +30,14 @@ def config(splits, **kwargs) -> TuneConfig:
 def test_the_defaults_prune_from_the_first_epoch_after_two_finished_trials():
     defaults = TuneConfig("s")
     assert (defaults.pruning, defaults.prune_startup_trials, defaults.prune_warmup_epochs) == (True, 2, 0)
-    pruner = core.pruner(defaults)
+    pruner = components.tune.study.pruner(defaults)
     assert isinstance(pruner, optuna.pruners.MedianPruner)
     assert (pruner._n_startup_trials, pruner._n_warmup_steps, pruner._interval_steps) == (2, 1, 1)
-    custom = core.pruner(
+    custom = components.tune.study.pruner(
         TuneConfig("s", prune_startup_trials=3, prune_warmup_epochs=2, prune_interval_epochs=2)
     )
     assert (custom._n_startup_trials, custom._n_warmup_steps, custom._interval_steps) == (3, 3, 2)
-    assert isinstance(core.pruner(TuneConfig("s", pruning=False)), optuna.pruners.NopPruner)
+    assert isinstance(components.tune.study.pruner(TuneConfig("s", pruning=False)), optuna.pruners.NopPruner)
 
 
 @pytest.mark.parametrize(
@@ -56,8 +58,8 @@ def _study_with(splits, tmp_path, trials: list[tuple[dict, dict]], **kwargs):
     enqueued in that order, and the config that runs them."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = config(splits, storage=f"sqlite:///{tmp_path / 'study.db'}", trials=1 + len(trials), **kwargs)
-    study = core.open_study(cfg)
-    assert core.enqueue_base(study, cfg)
+    study = open_study(cfg)
+    assert enqueue_base(study, cfg)
     for params, attrs in trials:
         study.enqueue_trial(params, user_attrs=attrs)
     return cfg
@@ -87,14 +89,14 @@ def test_the_starting_point_is_never_pruned_however_bad(shared_splits, tmp_path)
     0 is), reports every epoch and completes; the same parameters as an ordinary trial are pruned."""
     good = [(GOOD, {}), ({**GOOD, "dropout": 0.05}, {})]
     # the study's own trial 0 is the (good) default; the bad point comes third, marked as the base
-    cfg = _study_with(shared_splits, tmp_path / "a", [*good[1:], (BAD, {core.BASE_ATTR: True})])
+    cfg = _study_with(shared_splits, tmp_path / "a", [*good[1:], (BAD, {BASE_ATTR: True})])
     marked = core.run(cfg, log=quiet)
     assert [(t["state"], t["epochs_run"]) for t in marked.trials][2] == ("COMPLETE", 4)
     plain = core.run(_study_with(shared_splits, tmp_path / "b", [*good[1:], (BAD, {})]), log=quiet)
     assert [(t["state"], t["epochs_run"]) for t in plain.trials][2] == ("PRUNED", 1)
     # and a bad starting point passed as base_params is recognised by its parameters too
     cfg = config(shared_splits, storage=f"sqlite:///{tmp_path / 'c.db'}", trials=3, base_params=BAD)
-    study = core.open_study(cfg)
+    study = open_study(cfg)
     for params in (GOOD, {**GOOD, "dropout": 0.05}):
         study.enqueue_trial(params)
     study.enqueue_trial(BAD)  # not marked: the trial's parameters are the config's base

@@ -1,0 +1,148 @@
+"""The trial loop and parallel workers: ``optimize_until`` runs trials until the study holds
+the target number of counted trials (or the deadline passes), ``run_workers`` starts N worker
+processes on one RDB study, each with its share of the CPUs' torch threads; ``_AskLock``
+serializes SQLite trial claims between local workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from components.common.errors import UserError
+
+from .config import (
+    TuneConfig,
+)
+from .space import Diverged, make_objective
+from .study import counted_trials, open_study
+
+
+class _AskLock:
+    """Serializes Optuna's claiming of a trial between the local workers of one SQLite study.
+
+    A trial waiting in the study (the enqueued defaults, a dead worker's retry) is claimed with
+    ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers could both claim it, run it, and
+    the second's result be refused (seen in CI: ``UpdateFinishedTrialError: Trial#0 has already
+    finished``). An ``flock`` on ``DB.ask.lock`` is held from before ``study.optimize`` asks
+    until the objective starts (the trial is then RUNNING and ours), so only the claim is
+    serialized, not the training. Other databases lock rows themselves: no lock."""
+
+    def __init__(self, storage: str) -> None:
+        prefix = "sqlite:///"
+        path = storage[len(prefix) :] if storage.startswith(prefix) else ""
+        self.path = f"{path}.ask.lock" if path and path != ":memory:" else None
+        self._file = None
+
+    def acquire(self) -> None:
+        if self.path is not None:
+            import fcntl
+
+            self._file = open(self.path, "a")  # noqa: SIM115 - held across calls, closed in release
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def optimize_until(
+    study, config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]
+) -> None:
+    """Run trials one at a time until the study holds ``target`` counted trials (or the deadline
+    passes). Trials another live worker is running count as on their way; a trial whose process
+    died turns FAIL when its heartbeat is stale and its retry is run here."""
+    import optuna
+
+    def report(study, t) -> None:
+        shown = f"{t.value:.4f}" if t.value is not None else "-"
+        log(
+            f"trial {t.number} {t.state.name}: validation RMSE {shown} after "
+            f"{t.user_attrs.get('epochs_run', 0)} epoch(s); {t.params}"
+        )
+
+    import warnings
+
+    lock = _AskLock(config.storage)
+
+    with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
+        train_trial = make_objective(config, tmp, log)
+
+        def objective(trial) -> float:
+            lock.release()  # the trial is claimed (RUNNING): let the next worker ask
+            return train_trial(trial)
+
+        while deadline is None or time.time() < deadline:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # nothing without a heartbeat (in memory)
+            done = len(counted_trials(study))
+            if done >= target:
+                return
+            running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+            if done + running >= target:
+                time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere (or died)
+                continue
+            lock.acquire()
+            try:
+                study.optimize(objective, n_trials=1, catch=(Diverged,), callbacks=[report])
+            finally:
+                lock.release()
+
+
+def _worker(config: TuneConfig, target: int, deadline: float | None, index: int, threads: int) -> None:
+    """One of ``config.workers`` processes (multiprocessing, spawned): its torch threads, the
+    shared study, the trial loop. A ``UserError`` is one line on stderr and exit status 2."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the train step then leaves torch's pool alone
+    import optuna
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def log(message: str) -> None:
+        print(f"tune: worker {index}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        optimize_until(open_study(config, worker=index), config, target, deadline, log)
+    except UserError as err:
+        print(f"fareflow tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_workers(config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]) -> None:
+    """``config.workers`` spawned processes on the study, each with its share of the CPUs."""
+    import multiprocessing
+
+    from components.common.cpu import cpu_threads
+
+    threads = cpu_threads(config.workers)
+    log(f"{config.workers} workers on study {config.study_name!r}, {threads} torch thread(s) each")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(config, target, deadline, i, threads), name=f"tune-worker-{i}")
+        for i in range(config.workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        i, code = failed[0]
+        raise UserError(
+            f"tune worker {i} of {config.workers} failed (exit status {code}); see its line above"
+        )

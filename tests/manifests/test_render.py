@@ -217,7 +217,8 @@ def test_gpu_serving_component_puts_the_runtime_on_the_gpu_pool(tmp_path):
 
 
 def test_knative_component_enables_scale_to_zero(tmp_path):
-    from components.cluster.core import ClusterSettings, inference_service_object
+    from components.cluster.core import ClusterSettings
+    from components.cluster.serving import inference_service_object
 
     objs = with_components(tmp_path, ["components/knative-serving"])
     cfg = one(objs, "ConfigMap", "fareflow-cluster")["data"]

@@ -177,7 +177,7 @@ def test_tune_workers_reach_the_tune_task_and_the_dsn_only_from_the_secret(tmp_p
 
 def test_train_backend_is_a_pipeline_parameter_the_cluster_train_task_takes(tmp_path):
     """train_backend (default ddp) reaches the train-job task's backend input: ddp -> PyTorchJob,
-    horovod -> MPIJob (components.cluster.core.train_job_object)."""
+    horovod -> MPIJob (components.cluster.training.train_job_object)."""
     spec = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["train_backend"] == {"defaultValue": "ddp", "isOptional": True, "parameterType": "STRING"}

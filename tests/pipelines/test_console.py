@@ -16,7 +16,7 @@ PARAMS = "{'learning_rate': 0.001, 'batch_size': 1024}"
 
 
 def done(n: int, state: str, value: str, epochs: int = 3, worker: str = "") -> str:
-    """A trial's closing line as components.tune.core.optimize_until logs it."""
+    """A trial's closing line as components.tune.workers.optimize_until logs it."""
     return f"tune: {worker}trial {n} {state}: validation RMSE {value} after {epochs} epoch(s); {PARAMS}"
 
 

@@ -77,7 +77,7 @@ def train_model_dir(directory: Path, rows: int = TRAIN_ROWS, steps: int = TRAIN_
     module.eval()
     lat = np.concatenate([cols["origin_lat"], cols["dest_lat"]])
     lon = np.concatenate([cols["origin_lon"], cols["dest_lon"]])
-    extent = {  # what components.train.core.training_extent records
+    extent = {  # what components.train.stats.training_extent records
         "lat": [float(lat.min()), float(lat.max())],
         "lon": [float(lon.min()), float(lon.max())],
         "year": [int(cols["year"].min()), int(cols["year"].max())],

@@ -285,3 +285,13 @@ def test_the_pipelines_defaults_are_the_steps_config_defaults(tmp_path):
     }
     assert {k: params[k]["defaultValue"] for k in expected} == expected
     assert [float(f) for f in params["fractions"]["defaultValue"].split(",")] == list(sample.fractions)
+
+
+def test_compile_cli_turns_the_ingest_fan_out_off(tmp_path):
+    from pipelines.compile import main
+
+    out = tmp_path / "one-ingest.yaml"
+    assert main(["--output", str(out), "--no-ingest-fan-out"]) == 0
+    names = _task_names(_pipeline_spec(out.read_text()))
+    assert "ingest" in names and not names & {"ingest-plan", "ingest-part", "ingest-merge"}
+    assert "quality-partition" in names  # the other fan-out stays as chosen

@@ -108,7 +108,7 @@ class PostgresServer:
                 server.port = _free_port()
                 options = (
                     f"-c listen_addresses={cls.host} -p {server.port} -k {root} -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
                 )
                 done = server._run(
                     find_binary("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"),

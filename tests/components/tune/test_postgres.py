@@ -153,6 +153,8 @@ def test_one_waiting_trial_is_claimed_by_exactly_one_of_many_workers(postgres_se
             t.start()
         for t in threads:
             t.join(60)
+        for s in (study, *studies):  # each storage's connection pool, closed with the round
+            getattr(s._storage, "_backend", s._storage).engine.dispose()
         claimed = [n for n, fixed in got if fixed]
         assert len(got) == workers and len(claimed) == 1, got
         assert len({n for n, _ in got}) == workers  # distinct trial numbers

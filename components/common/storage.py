@@ -353,24 +353,57 @@ class _S3RangeReader(io.RawIOBase):
         return len(data)
 
 
-# --- http(s) (urllib; TLS verified with the default trust store, SSL_CERT_FILE honoured) ---
+# --- http(s) (urllib3 with retries; TLS verified with the default trust store, SSL_CERT_FILE honoured) ---
 
 
 HTTP_TIMEOUT_S = 60.0
+# Connection errors and the answers a busy or restarting server gives (429, 5xx) are retried
+# with exponential backoff (0.5 s, 1 s, 2 s, ...; a Retry-After header is honoured); a 4xx is
+# the caller's mistake and fails at once. A stream cut off mid-body is not retried here.
+HTTP_RETRIES = 5
+HTTP_BACKOFF_S = 0.5
+HTTP_RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def _http_retry():
+    import urllib3
+
+    return urllib3.Retry(
+        total=HTTP_RETRIES,
+        other=0,  # a TLS or protocol failure is not a busy server: no retry
+        backoff_factor=HTTP_BACKOFF_S,
+        status_forcelist=HTTP_RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=True,
+        raise_on_status=True,
+    )
 
 
 def _http_open(uri: str):
-    import urllib.error
-    import urllib.request
+    """A streaming GET of ``uri`` (a file-like response the caller closes). A pool per call:
+    its TLS context reads the trust store (SSL_CERT_FILE) as it is now."""
+    import urllib3
 
-    request = urllib.request.Request(uri, headers={"User-Agent": "fareflow-ingest"})
+    pool = urllib3.PoolManager(headers={"User-Agent": "fareflow-ingest"})
     try:
-        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310 (http/https only, checked above)
-    except urllib.error.HTTPError as err:
-        raise UserError(f"{uri}: HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"{uri}: cannot download: {reason}") from None
+        response = pool.request(
+            "GET",
+            uri,
+            preload_content=False,
+            retries=_http_retry(),
+            timeout=urllib3.Timeout(connect=HTTP_TIMEOUT_S, read=HTTP_TIMEOUT_S),
+        )
+    except urllib3.exceptions.MaxRetryError as err:
+        reason = err.reason or err
+        if isinstance(reason, urllib3.exceptions.ResponseError):  # 429/5xx to the last try
+            raise UserError(f"{uri}: cannot download: {reason} ({HTTP_RETRIES} retries)") from None
+        raise UserError(f"{uri}: cannot download: {_why(reason)}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise UserError(f"{uri}: cannot download: {_why(err)}") from None
+    if response.status >= 400:
+        response.release_conn()
+        raise UserError(f"{uri}: HTTP {response.status} {response.reason}")
+    return response
 
 
 def _why(err: BaseException) -> str:
@@ -383,11 +416,17 @@ def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
     if name.lower().endswith(ARCHIVE_SUFFIX):
         spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fareflow-download-"))
         path = os.path.join(spool_dir, name)
+        import urllib3
+
         with _http_open(uri) as response, open(path, "wb") as out:
             while True:
                 try:
                     chunk = response.read(1 << 20)
-                except (OSError, http.client.HTTPException) as err:  # timeout, reset, IncompleteRead
+                except (
+                    OSError,
+                    http.client.HTTPException,
+                    urllib3.exceptions.HTTPError,
+                ) as err:  # timeout, reset, cut off
                     raise UserError(f"{uri}: download failed: {_why(err)}") from None
                 if not chunk:
                     break

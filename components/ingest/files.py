@@ -101,6 +101,9 @@ class _open:
             read_errors += (BotoCoreError,)
         except ImportError:  # pragma: no cover
             pass
+        import urllib3  # an https source's body cut off or timed out mid-read
+
+        read_errors += (urllib3.exceptions.HTTPError,)
         if isinstance(exc, read_errors):
             raise UserError(f"{self.src.uri}: read failed: {exc}") from None
         return False

@@ -227,9 +227,11 @@ def test_http_text_and_zip(http_serve, generated, generated_zip, reference, tmp_
     _same_rows(read_raw(tmp_path / "zip"), reference, archive="taxi_2015.zip")
 
 
-def test_http_errors(http_serve, generated, tmp_path) -> None:
+def test_http_errors(http_serve, generated, tmp_path, monkeypatch) -> None:
+    from components.common import storage
     from tests.conftest import free_port
 
+    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)  # a refused connection is retried
     base = http_serve(generated)
     with pytest.raises(UserError) as err:
         run(f"{base}/taxi_2015_09.txt", tmp_path / "raw")
@@ -319,3 +321,70 @@ def test_http_zip_download_failure_is_one_line(monkeypatch, tmp_path) -> None:
     message = str(err.value)
     assert message.startswith(f"{url}: download failed: ") and "\n" not in message
     assert "timed out" in message
+
+
+class _Flaky:
+    """A local HTTP server answering ``statuses`` in turn (then 200 with ``body``), counting GETs."""
+
+    def __init__(self, statuses: list[int], body: bytes) -> None:
+        import http.server
+        import threading
+
+        self.gets = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                outer.gets += 1
+                status = statuses[outer.gets - 1] if outer.gets <= len(statuses) else 200
+                payload = body if status == 200 else b"busy"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/taxi_2015_01.txt"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_source_retries_a_busy_server(generated, reference, tmp_path, monkeypatch) -> None:
+    """503/429 answers are retried with backoff (urllib3 Retry) and the download then succeeds;
+    a 404 is the caller's mistake and is not retried; a server busy to the last try is one line."""
+    from components.common import storage
+
+    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    body = (generated / "taxi_2015_01.txt").read_bytes()
+    # the listing's GET meets 503 then 429; the read's GET gets the file at once
+    flaky = _Flaky([503, 429], body)
+    try:
+        run(flaky.url, tmp_path / "raw")
+    finally:
+        flaky.close()
+    assert flaky.gets == 4  # 503, 429, 200 (size, fail early), 200 (the read)
+    _same_rows(read_raw(tmp_path / "raw"), _month(reference, 1))
+
+    missing = _Flaky([404] * 10, body)
+    try:
+        with pytest.raises(UserError, match=r": HTTP 404 "):
+            run(missing.url, tmp_path / "raw404")
+    finally:
+        missing.close()
+    assert missing.gets == 1
+
+    busy = _Flaky([503] * 100, body)
+    try:
+        with pytest.raises(UserError) as err:
+            run(busy.url, tmp_path / "raw503")
+    finally:
+        busy.close()
+    assert busy.gets == storage.HTTP_RETRIES + 1
+    message = str(err.value)
+    assert message.startswith(f"{busy.url}: cannot download: ") and "503" in message and "\n" not in message

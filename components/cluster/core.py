@@ -181,3 +181,58 @@ def wait_gone(kind: str, name: str, ns: str, *, api, poll: float, timeout: float
         if time.monotonic() >= deadline:
             raise UserError(f"{kind} {ns}/{name}: still there {timeout:g}s after delete")
         time.sleep(poll)
+
+
+def run_workload(
+    obj: dict,
+    timeout: float,
+    *,
+    pods: str,
+    logs_of: str | None = None,
+    pod_security_fix: str = "",
+    api=None,
+    core_api=None,
+    poll: float = 10.0,
+    unschedulable_grace: float = 300.0,
+    sleep=None,
+    clock=None,
+) -> dict:
+    """Create a job-like object -- a PyTorchJob, MPIJob or batch/v1 Job -- reusing one that
+    already succeeded and replacing one that failed, and wait for its success condition
+    (``k8s_api.WAIT_CONDITIONS``). It ends early, instead of waiting out ``timeout``: a pod
+    (``pods``: their label selector) the scheduler cannot place for ``unschedulable_grace``
+    seconds, with the scheduler's reason, and pods the namespace's Pod Security level refuses,
+    with ``pod_security_fix``. A failure raises ``UserError`` with the object's reason and the
+    last log lines of the pods ``logs_of`` selects (default: ``pods``)."""
+    import time
+
+    from components.common import k8s_api
+
+    kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+    done, _failed = k8s_api.WAIT_CONDITIONS[kind]
+    existing = k8s_api.get(kind, name, ns, api=api)
+    if existing is not None and k8s_api.condition(existing, done):
+        return existing
+    if existing is not None and k8s_api.failure_condition(existing):
+        k8s_api.delete(kind, name, ns, api=api)
+        wait_gone(kind, name, ns, api=api, poll=poll, timeout=300)
+        existing = None
+    if existing is None:
+        k8s_api.apply(obj, api=api)
+    checks = [
+        k8s_api.UnschedulableWatch(f"{kind} {ns}/{name}", ns, pods, unschedulable_grace, api=core_api),
+        k8s_api.PodSecurityWatch(kind, name, ns, fix=pod_security_fix, api=core_api),
+    ]
+
+    def check(current: dict | None) -> None:
+        for watch in checks:
+            watch(current)
+
+    try:
+        return k8s_api.wait(
+            kind, name, ns, timeout=timeout, poll=poll, api=api, check=check,
+            sleep=sleep or time.sleep, clock=clock or time.monotonic,
+        )  # fmt: skip
+    except UserError as err:
+        logs = k8s_api.pod_logs(ns, logs_of or pods, api=core_api)
+        raise UserError(f"{err}\n{logs}" if logs else str(err)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.cluster.core import S3_SECRET, ClusterSettings, check_backend, job_name, wait_gone
+from components.cluster.core import S3_SECRET, ClusterSettings, check_backend, job_name, run_workload
 from components.common import k8s
 from components.common.errors import UserError
 
@@ -147,35 +147,14 @@ def run_train_job(
     ``unschedulable_grace`` seconds (with the scheduler's reason, e.g. no node with a free GPU),
     and pods the namespace's Pod Security level refuses (the operator's event on the job; an
     MPIJob's launcher in a "restricted" namespace), with the namespace and the fix."""
-    from components.common import k8s_api
-
-    kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
-    existing = k8s_api.get(kind, name, ns, api=api)
-    if existing is not None and k8s_api.condition(existing, "Succeeded"):
-        return existing
-    if existing is not None and k8s_api.condition(existing, "Failed"):
-        k8s_api.delete(kind, name, ns, api=api)
-        wait_gone(kind, name, ns, api=api, poll=poll, timeout=300)
-        existing = None
-    if existing is None:
-        k8s_api.apply(obj, api=api)
+    kind, name = obj["kind"], obj["metadata"]["name"]
     selector = f"{JOB_NAME_LABEL}={name}"
-    what = f"{kind} {ns}/{name}"
-    checks = [
-        k8s_api.UnschedulableWatch(what, ns, selector, unschedulable_grace, api=core_api),
-        k8s_api.PodSecurityWatch(kind, name, ns, fix=POD_SECURITY_FIXES.get(kind, ""), api=core_api),
-    ]
-
-    def check(current: dict | None) -> None:
-        for watch in checks:
-            watch(current)
-
-    try:
-        return k8s_api.wait(kind, name, ns, timeout=timeout, poll=poll, api=api, check=check)
-    except UserError as err:
-        logs_of = f"{selector},{REPLICA_TYPE_LABEL}=launcher" if kind == "MPIJob" else selector
-        logs = k8s_api.pod_logs(ns, logs_of, api=core_api)
-        raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
+    return run_workload(
+        obj, timeout, pods=selector,
+        logs_of=f"{selector},{REPLICA_TYPE_LABEL}=launcher" if kind == "MPIJob" else selector,
+        pod_security_fix=POD_SECURITY_FIXES.get(kind, ""),
+        api=api, core_api=core_api, poll=poll, unschedulable_grace=unschedulable_grace,
+    )  # fmt: skip
 
 
 # What to do when Pod Security refuses a job's pods (the PodSecurityWatch's one-line fix).

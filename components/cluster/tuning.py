@@ -5,7 +5,7 @@ Job, waits and reads the study's result (``components.tune``). See docs/tune.md.
 
 from __future__ import annotations
 
-from components.cluster.core import S3_SECRET, ClusterSettings, job_name, wait_gone
+from components.cluster.core import S3_SECRET, ClusterSettings, job_name, run_workload
 from components.common import k8s
 from components.common.errors import UserError
 
@@ -152,37 +152,7 @@ def run_job(
     interim FailureTarget on, e.g. a worker's exit 2 under the podFailurePolicy), pods the
     scheduler cannot place for ``unschedulable_grace`` s, pods Pod Security refuses, or
     ``timeout``: ``UserError`` with the pods' last log lines."""
-    import time
-
-    from components.common import k8s_api
-
-    kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
-    done, _failed = k8s_api.WAIT_CONDITIONS[kind]
-    existing = k8s_api.get(kind, name, ns, api=api)
-    if existing is not None and k8s_api.condition(existing, done):
-        return existing
-    if existing is not None and k8s_api.failure_condition(existing):
-        k8s_api.delete(kind, name, ns, api=api)
-        wait_gone(kind, name, ns, api=api, poll=poll, timeout=300)
-        existing = None
-    if existing is None:
-        k8s_api.apply(obj, api=api)
-    selector = f"{JOB_POD_LABEL}={name}"
-    what = f"{kind} {ns}/{name}"
-    checks = [
-        k8s_api.UnschedulableWatch(what, ns, selector, unschedulable_grace, api=core_api),
-        k8s_api.PodSecurityWatch(kind, name, ns, api=core_api),
-    ]
-
-    def check(current: dict | None) -> None:
-        for watch in checks:
-            watch(current)
-
-    try:
-        return k8s_api.wait(
-            kind, name, ns, timeout=timeout, poll=poll, api=api, check=check,
-            sleep=sleep or time.sleep, clock=clock or time.monotonic,
-        )  # fmt: skip
-    except UserError as err:
-        logs = k8s_api.pod_logs(ns, selector, api=core_api)
-        raise UserError(f"{err}\n{logs}" if logs else str(err)) from None
+    return run_workload(
+        obj, timeout, pods=f"{JOB_POD_LABEL}={obj['metadata']['name']}", api=api, core_api=core_api,
+        poll=poll, unschedulable_grace=unschedulable_grace, sleep=sleep, clock=clock,
+    )  # fmt: skip

@@ -131,21 +131,13 @@ def tune_job(
     manifests/components/optuna-postgres until it holds ``trials`` trials; this task creates the
     study, waits for the Job and reads the best trial. The database user, password and name
     reach this task and the pods from the ``fareflow-postgres`` Secret (environment only)."""
-    from collections import namedtuple
     from dataclasses import replace
 
     from components.cluster import core, tuning
-    from components.common.publish import publish_component
     from components.tune import core as tune_core
-    from components.tune.report import render_html, render_markdown
+    from components.tune.publish import base_params, publish_tune
 
-    base = {
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
-        "hidden": hidden,
-        "weight_decay": weight_decay,
-        "dropout": dropout,
-    }
+    base = base_params(learning_rate, batch_size, hidden, weight_decay, dropout)
     if workers <= 1 or trials == 0:
         config = tune_core.TuneConfig(
             splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
@@ -158,17 +150,4 @@ def tune_job(
         config = replace(config, study_name=tuning.tune_job_name(splits_s3, config))
         tuning.use_study_database(settings)
         result = tuning.run_tune_job(settings, config, workers, timeout=timeout_s)
-    summary = publish_component(
-        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
-    )
-    best = result.best_params
-    names = ["learning_rate", "batch_size", "hidden", "weight_decay", "dropout", "summary"]
-    outputs = namedtuple("TuneOutputs", names)
-    return outputs(
-        float(best["learning_rate"]),
-        int(best["batch_size"]),
-        str(best["hidden"]),
-        float(best["weight_decay"]),
-        float(best["dropout"]),
-        summary,
-    )
+    return publish_tune(result, report=report, summary_md=summary_md, metrics=metrics)

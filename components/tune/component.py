@@ -43,19 +43,10 @@ def tune(
     the same names; ``summary`` holds every trial. ``workers`` > 1: that many processes on one
     study in a SQLite file of the task's (``fareflow tune --workers``), the CPUs split between
     them (the cluster runs N > 1 as a Kubernetes Job instead: components.cluster.component)."""
-    from collections import namedtuple
-
-    from components.common.publish import publish_component
     from components.tune import core
-    from components.tune.report import render_html, render_markdown
+    from components.tune.publish import base_params, publish_tune
 
-    base = {
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
-        "hidden": hidden,
-        "weight_decay": weight_decay,
-        "dropout": dropout,
-    }
+    base = base_params(learning_rate, batch_size, hidden, weight_decay, dropout)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="fareflow-tune-study-") as tmp:
@@ -69,17 +60,4 @@ def tune(
                 splits_uri=splits.path, trials=trials, epochs=epochs, seed=seed, base_params=base
             )
         result = core.run(config)
-    summary = publish_component(
-        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics
-    )
-    best = result.best_params
-    names = ["learning_rate", "batch_size", "hidden", "weight_decay", "dropout", "summary"]
-    outputs = namedtuple("TuneOutputs", names)
-    return outputs(
-        float(best["learning_rate"]),
-        int(best["batch_size"]),
-        str(best["hidden"]),
-        float(best["weight_decay"]),
-        float(best["dropout"]),
-        summary,
-    )
+    return publish_tune(result, report=report, summary_md=summary_md, metrics=metrics)

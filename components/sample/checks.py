@@ -10,8 +10,10 @@ Tests (for every split x every column in LABEL + FEATURES):
 - two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``) of the split's values
   against the population reservoir.
 
-Multiple testing: Bonferroni. The family is every test run (splits x columns x 2), and
-the check passes when every p-value is at least ``alpha / family size``; the chance of
+Multiple testing: Bonferroni. The family is every test run (splits x columns x 2; a column
+constant in the population, such as ``year`` in a one-year set, is left out: every split
+matches it exactly), and the check passes when every p-value is at least
+``alpha / family size``; the chance of
 rejecting a truly uniform sample is then at most ``alpha`` per attempt, whatever the
 dependence between the tests (the z- and KS tests of one column are strongly dependent,
 which only makes Bonferroni more conservative).
@@ -219,6 +221,9 @@ class CheckResult:
     alpha: float
     family_size: int
     threshold: float = field(init=False)
+    # columns constant in the population (e.g. year in a one-year set): any split matches them
+    # exactly, so they are left out of the family instead of diluting its threshold
+    constant_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", self.alpha / max(self.family_size, 1))
@@ -272,11 +277,13 @@ def check_splits(splits: dict[str, pa.Table], population: Population, alpha: flo
         c: population.reservoir.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
         for c in TESTED_COLUMNS
     }
+    constant = tuple(c for c in TESTED_COLUMNS if population.columns[c].std == 0.0)
+    tested = [c for c in TESTED_COLUMNS if c not in constant]
     tests: list[ColumnTest] = []
     for split, table in splits.items():
         if table.num_rows == 0:
             continue
-        for column in TESTED_COLUMNS:
+        for column in tested:
             values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
             stats = population.columns[column]
             z, z_p = z_test(values, stats, population.rows)
@@ -294,4 +301,4 @@ def check_splits(splits: dict[str, pa.Table], population: Population, alpha: flo
                     ks_p=float(ks.pvalue),
                 )
             )
-    return CheckResult(tuple(tests), alpha, family_size=2 * len(tests))
+    return CheckResult(tuple(tests), alpha, family_size=2 * len(tests), constant_columns=constant)

@@ -248,6 +248,7 @@ class SampleResult:
             "alpha": a.check.alpha,
             "p_threshold": a.check.threshold,
             "tests": a.check.family_size,
+            "untested_constant_columns": list(a.check.constant_columns),
             "worst": worst_info,
             "fractions": list(self.config.fractions),
             "shards": self.config.shards,

@@ -127,6 +127,14 @@ def _histogram(result: SampleResult, column: str) -> str:
     return img_tag(figure_to_data_uri(fig), f"{column}: population vs splits")
 
 
+def _constant_note(check) -> str:
+    names = ", ".join(check.constant_columns)
+    return (
+        f"Not tested: {names} (constant in the population, so every split matches it exactly; "
+        "left out of the Bonferroni family)."
+    )
+
+
 def _method_notes(result: SampleResult) -> str:
     check = result.last.check
     key = ", ".join(hashing.KEY_COLUMNS)
@@ -182,14 +190,18 @@ def render_html(result: SampleResult) -> str:
         )
         size_rows, size_headers = _size_rows(result)
         size_body += html_table(size_rows, size_headers) + _size_figure(result)
+    # the summary and the distributions first; the long table of every split x column test after
+    sections.append(Section("Distributions", "".join(_histogram(result, c) for c in HISTOGRAM_COLUMNS)))
     sections.append(Section("Sample size", size_body))
-    sections.append(Section("Statistical check (last attempt)", html_table(_test_rows(result), TEST_HEADERS)))
+    check_body = html_table(_test_rows(result), TEST_HEADERS)
+    if a.check.constant_columns:
+        check_body = paragraph(_constant_note(a.check)) + check_body
+    sections.append(Section("Statistical check (last attempt)", check_body))
     attempt_rows = [
         [x.seed, x.check.min_p, x.check.describe_worst(), "yes" if x.passed else "no"]
         for x in result.attempts
     ]
     sections.append(Section("Attempts", html_table(attempt_rows, ["seed", "min p", "worst test", "passed"])))
-    sections.append(Section("Distributions", "".join(_histogram(result, c) for c in HISTOGRAM_COLUMNS)))
     notes = _method_notes(result)
     if result.warnings:
         notes += (
@@ -217,6 +229,7 @@ def render_markdown(result: SampleResult, lowest: int = 5) -> str:
         f"- min p-value: {a.check.min_p:.4g} (threshold {a.check.threshold:.3g} = alpha {a.check.alpha:g} / "
         f"{a.check.family_size} tests, Bonferroni)",
         f"- sample size: {result.size.explanation()}",
+        *([f"- {_constant_note(a.check)}"] if a.check.constant_columns else []),
         "",
         f"Lowest p-values ({len(worst)} of {len(a.check.tests)} split x column rows):",
         "",

@@ -55,8 +55,10 @@ def test_z_test_matches_a_hand_computation():
 
 def test_uniform_random_sample_passes_with_bonferroni(population, population_table):
     result = checks.check_splits(uniform_splits(population_table, 8000, seed=1), population)
-    assert result.family_size == 3 * len(checks.TESTED_COLUMNS) * 2 == 60
-    assert result.threshold == pytest.approx(0.05 / 60)
+    # the fixture's population is one year: year is constant, so not tested
+    assert result.constant_columns == ("year",)
+    assert result.family_size == 3 * (len(checks.TESTED_COLUMNS) - 1) * 2 == 54
+    assert result.threshold == pytest.approx(0.05 / 54)
     assert result.passed, result.describe_worst()
     assert {t.split for t in result.tests} == set(core.SPLITS)
 
@@ -117,3 +119,23 @@ def test_columns_without_spread_do_not_block_the_rule(population):
     stats["year"] = checks.ColumnStats(1, 2015.0, 0.0, 2015, 2015)  # one year only
     choice = checks.choose_rows(50_000_000, stats, tolerance=3e-4)
     assert choice.rows == 2**20 and "year" not in choice.columns
+
+
+def test_a_column_constant_in_the_population_is_left_out_of_the_family(population, population_table):
+    """A one-year data set (the fixture's): ``year`` is the same in every row, so every split
+    matches it exactly; testing it would only make Bonferroni's threshold stricter for the
+    others. A population whose year varies has it tested."""
+    import dataclasses
+
+    splits = uniform_splits(population_table, 8000, seed=1)
+    assert population.columns["year"].std == 0.0
+    result = checks.check_splits(splits, population)
+    assert result.constant_columns == ("year",)
+    assert "year" not in {t.column for t in result.tests}
+    assert result.family_size == 2 * len(result.tests) == 3 * (len(checks.TESTED_COLUMNS) - 1) * 2
+    stats = dict(population.columns)
+    stats["year"] = dataclasses.replace(stats["year"], std=0.5, max=stats["year"].min + 1)
+    varying = checks.check_splits(splits, dataclasses.replace(population, columns=stats))
+    assert varying.constant_columns == ()
+    assert {t.split for t in varying.tests if t.column == "year"} == set(core.SPLITS)
+    assert varying.family_size == 3 * len(checks.TESTED_COLUMNS) * 2

@@ -24,7 +24,7 @@ def test_cli_writes_splits_report_and_summary(inputs, tmp_path, capsys):
     data = json.loads(summary.read_text())
     assert data["passed"] is True and data["seed"] == 3 and data["attempts"] == 1
     assert sum(data["rows"].values()) == 4096 and set(data["rows"]) == {"train", "validation", "test"}
-    assert 0.000833 <= data["min_p_value"] <= 1
+    assert 0.05 / 54 <= data["min_p_value"] <= 1  # passed: every p at least alpha / family
     for split in ("train", "validation", "test"):
         assert sorted(p.name for p in (out / split).iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     page = (reports / "report.html").read_text()
@@ -58,10 +58,16 @@ def test_biased_input_fails_with_one_line_naming_the_worst_column(inputs, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("fareflow sample: error: sample failed the statistical check in 2 attempt(s)")
     assert re.search(
-        r"worst: (distance_km|fare) in (train|validation|test): (z|KS D)=\S+, p=\S+ < 0.000833", err
+        r"worst: (distance_km|fare) in (train|validation|test): (z|KS D)=\S+, p=\S+ < 0.000926 \(alpha 0.05 Bonferroni over 54 tests\)",
+        err,
     ), err
     data = json.loads(summary.read_text())
-    assert data["passed"] is False and data["attempts"] == 2 and data["min_p_value"] < 0.000833
+    assert (
+        data["passed"] is False
+        and data["attempts"] == 2
+        and data["min_p_value"] < 0.05 / 54
+        and data["untested_constant_columns"] == ["year"]
+    )
     assert "FAILED" in (tmp_path / "r" / "report.html").read_text()
     assert not (tmp_path / "o").exists()
 

@@ -71,11 +71,21 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def html_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
+def html_table(
+    rows: Iterable[Sequence[Any]], headers: Sequence[str], text_columns: Sequence[int] = ()
+) -> str:
+    """A table; numbers right-aligned, the first column and ``text_columns`` (prose, SQL) left."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fmt(cell))}</td>" for cell in row) + "</tr>" for row in rows
-    )
+    text = set(text_columns)
+
+    def td(i: int, cell: Any) -> str:
+        return (
+            f'<td class="text">{html.escape(fmt(cell))}</td>'
+            if i in text
+            else f"<td>{html.escape(fmt(cell))}</td>"
+        )
+
+    body = "".join("<tr>" + "".join(td(i, cell) for i, cell in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -97,7 +107,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; max-widt
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f3f3; } td:first-child, th:first-child, td.text { text-align: left; }
 img { max-width: 100%; } .fail { color: #b00020; font-weight: bold; } .pass { color: #1b5e20; font-weight: bold; }
 """
 

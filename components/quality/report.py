@@ -148,10 +148,11 @@ def render_html(result: QualityResult) -> str:
     descriptions = html_table(
         [[r.name, r.scope, r.description, r.reject_if] for r in result.ruleset.rules],
         ["rule", "scope", "why", "rejects rows where (DuckDB SQL)"],
+        text_columns=(1, 2, 3),
     )
     stats = result.stats["columns"]
     population = html_table(
-        [[c, s["count"], s["mean"], s["std"], s["min"], s["max"]] for c, s in stats.items()],
+        [[c, int(s["count"]), s["mean"], s["std"], s["min"], s["max"]] for c, s in stats.items()],
         ["column", "count", "mean", "std (ddof 0)", "min", "max"],
     )
     sections = [

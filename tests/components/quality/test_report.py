@@ -94,3 +94,17 @@ def test_summary_is_the_counts_with_percentages_rounded_and_publish_cli_writes_i
     assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(summary))
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "summary.md"]
     assert (tmp_path / "r" / "summary.md").read_text() == report.render_markdown(result)
+
+
+def test_rules_prose_is_left_aligned_and_counts_are_integers(quality_run):
+    """The rules table's scope, reason and SQL are text (left-aligned, class "text"); numbers
+    stay right-aligned; the population table's row counts print as integers."""
+    result, _ = quality_run
+    page = report.render_html(result)
+    rule = result.ruleset.rules[0]
+    assert f'<td class="text">{common.html.escape(rule.description)}</td>' in page
+    assert f'<td class="text">{common.html.escape(rule.reject_if)}</td>' in page
+    assert "td.text { text-align: left; }" in page.replace("td:first-child, th:first-child, ", "")
+    count = int(next(iter(result.stats["columns"].values()))["count"])
+    assert f"<td>{count:,}</td>" in page
+    assert '<td class="text">' not in common.html_table([[1, 2.5]], ["a", "b"])

@@ -145,7 +145,7 @@ def build_pipeline(
         name=PIPELINE_NAME,
         description="DC taxi fare (fareflow): raw trip files -> ingest -> quality -> sample -> tune -> "
         + (
-            "train (PyTorchJob or MPIJob) -> deploy (KServe InferenceService)."
+            "train (PyTorchJob or MPIJob) -> deploy (KServe InferenceService) -> track (MLflow)."
             if cluster
             else "train (in the task)."
         ),

@@ -295,3 +295,16 @@ def test_compile_cli_turns_the_ingest_fan_out_off(tmp_path):
     names = _task_names(_pipeline_spec(out.read_text()))
     assert "ingest" in names and not names & {"ingest-plan", "ingest-part", "ingest-merge"}
     assert "quality-partition" in names  # the other fan-out stays as chosen
+
+
+def test_the_compiled_description_names_the_steps_it_runs(tmp_path):
+    cluster = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "c.yaml"))).read_text())
+    local = _pipeline_spec(Path(compile_pipeline(str(tmp_path / "l.yaml"), cluster=False)).read_text())
+    steps = "ingest -> quality -> sample -> tune -> train"
+    assert steps in cluster["pipelineInfo"]["description"] and steps in local["pipelineInfo"]["description"]
+    assert cluster["pipelineInfo"]["description"].endswith(
+        "deploy (KServe InferenceService) -> track (MLflow)."
+    )
+    assert {"deploy", "track"} <= _task_names(cluster)
+    assert local["pipelineInfo"]["description"].endswith("train (in the task).")
+    assert not {"deploy", "track"} & _task_names(local)

@@ -18,6 +18,22 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _builtins_print_restored(request):
+    """kfp.local indents a task's output by replacing ``builtins.print`` while the task runs
+    (kfp/local/logging_utils.py ``indented_print``); seen in CI: after the whole unit tier, a
+    later test's prints carried 12 spaces (three levels left installed). Put it back after each
+    test and name the test that left it, instead of letting it leak into the next one."""
+    import builtins
+    import warnings
+
+    original = builtins.print
+    yield
+    if builtins.print is not original:
+        builtins.print = original
+        warnings.warn(f"{request.node.nodeid} left builtins.print replaced; restored", stacklevel=1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

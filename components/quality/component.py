@@ -38,9 +38,8 @@ def quality(
     workers: int = 0,
 ) -> dict:
     """Apply the data-quality rules to the ingest output (all partitions, in-process pool)."""
-    from components.common.publish import publish_component
     from components.quality.core import QualityConfig, run_quality
-    from components.quality.report import render_html, render_markdown
+    from components.quality.publish import publish_quality
     from components.quality.rules import load_rules
 
     result = run_quality(
@@ -55,14 +54,10 @@ def quality(
             progress=False,  # a task's log is no terminal
         )
     )
-    summary = publish_component(
-        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics,
-        artifacts={"clean": clean, "rejected": rejected, "population_stats": population_stats},
+    return publish_quality(
+        result, report=report, summary_md=summary_md, metrics=metrics,
+        clean=clean, rejected=rejected, population_stats=population_stats,
     )  # fmt: skip
-    clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
-    rejected.metadata.update({"rows": summary["rows_rejected"]})
-    result.check_gate()  # after every output is written, so the report shows why
-    return summary
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -100,19 +95,14 @@ def quality_merge(
     metrics: Output[Metrics],
 ) -> dict:
     """Gather the fan-out results: clean/rejected data sets, population statistics, report, gate."""
-    from components.common.publish import publish_component
     from components.quality.core import merge_partition_outputs
-    from components.quality.report import render_html, render_markdown
+    from components.quality.publish import publish_quality
     from components.quality.rules import load_rules
 
     result = merge_partition_outputs(
         [p.path for p in parts], load_rules(text=rules_yaml), clean.path, rejected.path, population_stats.path
     )
-    summary = publish_component(
-        result, render_html, render_markdown, report=report, summary_md=summary_md, metrics=metrics,
-        artifacts={"clean": clean, "rejected": rejected, "population_stats": population_stats},
+    return publish_quality(
+        result, report=report, summary_md=summary_md, metrics=metrics,
+        clean=clean, rejected=rejected, population_stats=population_stats,
     )  # fmt: skip
-    clean.metadata.update({"rows": summary["rows_clean"], "partitions": summary["partitions"]})
-    rejected.metadata.update({"rows": summary["rows_rejected"]})
-    result.check_gate()  # after every output is written, so the report shows why
-    return summary

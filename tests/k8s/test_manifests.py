@@ -261,23 +261,61 @@ def test_a_gpu_request_over_the_projects_quota_is_refused_with_the_quotas_messag
     assert "requests.nvidia.com/gpu" in err.value.stderr
 
 
-def test_optional_postgres_component_applies_and_its_pod_is_admitted(tier: Tier, projects, tmp_path):
-    """overlays/kind + components/optuna-postgres: applied server-side beside the project, and
-    the StatefulSet's pod (made by the real StatefulSet controller) passes Pod Security
-    "restricted" and the quota (it then waits for a volume: the tier has no provisioner)."""
-    overlay = tmp_path / "with-postgres"
+def kind_with_components(tmp_path, components: list[str]) -> list[dict]:
+    """overlays/kind plus optional ``components``, rendered as the tier applies them."""
+    overlay = tmp_path / "with-components"
     overlay.mkdir()
     rel = lambda p: os.path.relpath(REPO / "manifests" / p, overlay)  # noqa: E731
     (overlay / "kustomization.yaml").write_text(
         yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": [rel("overlays/kind")], "components": [rel("components/optuna-postgres")],
+            "resources": [rel("overlays/kind")], "components": [rel(c) for c in components],
         })
     )  # fmt: skip
     out = subprocess.run(
         ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
     ).stdout
-    docs = in_tier([d for d in yaml.safe_load_all(out) if d])
+    return in_tier([d for d in yaml.safe_load_all(out) if d])
+
+
+def test_optional_mlflow_component_applies_and_its_pod_is_admitted(tier: Tier, projects, tmp_path):
+    """overlays/kind + optuna-postgres + components/mlflow: applied server-side, the Deployment's
+    pod (made by the real ReplicaSet controller) passes Pod Security "restricted" and the quota,
+    and it takes both Secrets as files only (no secret in its environment)."""
+    docs = kind_with_components(tmp_path, ["components/optuna-postgres", "components/mlflow"])
+    assert {("Deployment", "fareflow-mlflow"), ("Service", "fareflow-mlflow")} <= {
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    }
+    ns = PROJECTS["overlays/kind"]
+    selector = "app.kubernetes.io/name=fareflow-mlflow"
+
+    def pod() -> str:
+        found = tier.get("pods", "-n", ns, "-l", selector)["items"]
+        return json.dumps(found[0]) if found else ""
+
+    try:
+        tier.apply(docs)
+        created = json.loads(wait_for(pod, 60, "mlflow pod created"))
+        assert created["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+        (c,) = created["spec"]["containers"]
+        assert not [e for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})]
+        secrets = {v["secret"]["secretName"] for v in created["spec"]["volumes"] if "secret" in v}
+        assert secrets == {"fareflow-postgres", "fareflow-s3"}
+        events = tier.get("events", "-n", ns)["items"]
+        assert not [e for e in events if "violates PodSecurity" in e.get("message", "")]
+    finally:
+        tier.kubectl("delete", "-n", ns, "deployment", "fareflow-mlflow", "--ignore-not-found", check=False)
+        tier.kubectl(
+            "delete", "-n", ns, "statefulset", "fareflow-postgres", "--ignore-not-found", check=False
+        )
+        tier.kubectl("delete", "-n", ns, "pvc", "--all", "--wait=false", check=False)
+
+
+def test_optional_postgres_component_applies_and_its_pod_is_admitted(tier: Tier, projects, tmp_path):
+    """overlays/kind + components/optuna-postgres: applied server-side beside the project, and
+    the StatefulSet's pod (made by the real StatefulSet controller) passes Pod Security
+    "restricted" and the quota (it then waits for a volume: the tier has no provisioner)."""
+    docs = kind_with_components(tmp_path, ["components/optuna-postgres"])
     added = [
         d
         for d in docs

@@ -19,26 +19,19 @@ runs' to list and compare them); --keep-runs bounds how many are kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from components.common import cli
 from components.common.errors import UserError, cli_entry
+from pipelines.driver import run_pipeline
+from pipelines.summary import add_truth, drop_untuned_report, print_summary
 
 DEFAULT_ROWS = 200_000
 DEFAULT_MONTHS = "2015-01:2015-06"
-STEPS = ("ingest", "quality", "sample", "tune", "train")
 KEEP_RUNS_ENV = "FAREFLOW_KEEP_RUNS"
-
-
-class TaskFailed(UserError):
-    """A task failed on something other than bad input (a bug, a crash): exit status 1."""
-
-    exit_code = 1
 
 
 def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
@@ -69,223 +62,6 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _task_summary(outputs: dict) -> dict | None:
-    """A task's summary output (``Output``, or tune's ``summary``)."""
-    for key in ("Output", "summary"):
-        if isinstance(outputs.get(key), dict):
-            return outputs[key]
-    return None
-
-
-def _failure_error(step: str, log: Path, verbose: bool) -> UserError:
-    """The one line a failed task becomes; the traceback of an unexpected failure is shown."""
-    from pipelines.console import task_failure
-
-    try:
-        text = log.read_text(encoding="utf-8")
-    except OSError:
-        text = ""
-    failure = task_failure(text)
-    if failure.user_error:
-        return UserError(f"{step}: {failure.message} (log: {log})")
-    if not verbose:  # a bug or a crash: the traceback is what the user needs to report it
-        print(failure.traceback or text[-4000:], file=sys.stderr)
-    what = f"{failure.exception.rsplit('.', 1)[-1]}: " if failure.exception else ""
-    return TaskFailed(f"{step} failed: {what}{failure.message} (log: {log})")
-
-
-def run_pipeline(
-    source: str,
-    workdir: Path,
-    *,
-    caching: bool = True,
-    arguments: dict | None = None,
-    logs_dir: Path | None = None,
-    verbose: bool = False,
-    code_digest: str | None = None,
-    steps: dict | None = None,
-) -> dict:
-    """Run the pipeline locally; return step name -> that step's summary dict.
-
-    The kfp/task logs go to ``logs_dir`` (default ``workdir/logs``), echoed with ``verbose``.
-    ``code_digest`` (default: the installed source's) keys the cache on the code. ``steps``,
-    if given, is filled with each task's state (done/cached/failed), seconds and log path.
-    A failed task raises UserError: its own one-line message when it failed on bad input."""
-    import warnings
-
-    from kfp import local
-
-    from components.common.code_version import code_version
-    from pipelines.console import StepBoard, capture_logs, watch_tasks
-    from pipelines.taxi_fare import build_pipeline
-
-    digest = code_version().digest if code_digest is None else code_digest
-    pipeline = build_pipeline(quality_fan_out=False, code_digest=digest)
-    root = workdir / "pipeline_root"
-    root.mkdir(parents=True, exist_ok=True)
-    logs_dir = logs_dir or workdir / "logs"
-    steps = {} if steps is None else steps
-    trials = (arguments or {}).get("tune_trials")
-    board = StepBoard(
-        list(STEPS),
-        live=False if verbose else None,
-        trials=int(trials) if isinstance(trials, int) else None,
-        progress_lines=not verbose,  # -v shows the task's own lines
-    )
-
-    with (
-        capture_logs(logs_dir, verbose=verbose, on_line=board.progress) as sink,
-        warnings.catch_warnings(),
-        board,
-    ):
-        # SubprocessRunner warns that the project image is not a plain Python image; locally the
-        # tasks run in this environment, which has the same packages the image has.
-        warnings.filterwarnings(
-            "ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning
-        )
-        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sink.write(
-            warnings.formatwarning(message, category, filename, lineno, line)
-        )
-        started: dict[str, float] = {}
-
-        def on_start(name: str) -> None:
-            sink.begin_task(name)
-            started[name] = time.monotonic()
-            board.start(name)
-
-        def on_end(name: str, state: str, outputs: dict) -> None:
-            sink.end_task()
-            board.finish(name, state, _task_summary(outputs))
-            steps[name] = {
-                "state": state,
-                "seconds": round(time.monotonic() - started.get(name, time.monotonic()), 3),
-                "log": str(sink.task_log(name)),
-            }
-
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(root),
-            enable_caching=caching,
-            cache_root=str(workdir / "cache"),
-            raise_on_error=True,
-        )
-        try:
-            with watch_tasks(on_start, on_end):
-                task = pipeline(source=source, **(arguments or {}))
-        except RuntimeError as err:  # kfp.local: "Pipeline ... finished with status FAILURE. ..."
-            failed = [name for name, s in steps.items() if s["state"] == "failed"]
-            if not failed:
-                raise
-            error = err
-        else:
-            return dict(task.outputs)
-    step = failed[-1]
-    raise _failure_error(step, Path(steps[step]["log"]), verbose) from error
-
-
-def _fmt(value) -> str | None:
-    """A summary value as one short table cell; None for bulky values (lists, big dicts)."""
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.4g}"
-    if isinstance(value, dict):
-        if len(value) > 12 or any(isinstance(v, dict | list) for v in value.values()):
-            return None
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
-    if isinstance(value, list):
-        return None
-    return str(value)
-
-
-# The figures worth a glance per step (the whole summary goes to --summary-json).
-HEADLINES = {
-    "ingest": (
-        "rows_read",
-        "rows_written",
-        "rows_quarantined",
-        "quarantine_reasons",
-        "files",
-        "bytes_read",
-        "seconds",
-    ),
-    "quality": ("rows_in", "rows_clean", "rows_rejected", "rejected_pct", "rejected_by_rule", "gate_passed"),
-    "sample": ("rows", "sample_rows", "size_mode", "seed", "attempts", "min_p_value", "passed"),
-    "tune": ("best_params", "best_validation_rmse", "default_validation_rmse", "states", "note"),
-    "train": ("metrics", "best_epoch", "epochs_run", "world_size", "device", "seconds"),
-}
-
-
-def add_truth(outputs: dict, source: str) -> None:
-    """Generated data comes with ``truth.json``: put the best RMSE any model can reach next to
-    the trained model's test RMSE, so the summary says how close training got."""
-    truth = Path(source) / "truth.json"
-    metrics = (outputs.get("train") or {}).get("metrics")
-    if not truth.is_file() or not isinstance(metrics, dict):
-        return
-    try:
-        best = json.loads(truth.read_text()).get("best_rmse")
-    except (json.JSONDecodeError, AttributeError):
-        print(f"warning: {truth}: not a generator truth.json; best RMSE not shown", file=sys.stderr)
-        return
-    if isinstance(best, int | float):
-        metrics["best_possible_rmse"] = best
-
-
-def drop_untuned_report(outputs: dict) -> bool:
-    """Tuning off (``--tune-trials 0``: a tune summary without trials) has nothing to report:
-    the tune step's report artifacts are left out of the run's reports and summary. True when
-    they were dropped."""
-    tune = outputs.get("tune")
-    if not isinstance(tune, dict) or tune.get("trials"):
-        return False
-    artifacts = tune.get("artifacts") or {}
-    dropped = [artifacts.pop(name) for name in ("report", "summary_md") if name in artifacts]
-    return bool(dropped)
-
-
-def print_summary(
-    outputs: dict, seconds: float, states: dict | None = None, run_dir: Path | None = None
-) -> None:
-    """Each step's headline figures, then where its artifacts are; cached steps are marked."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from pipelines.taxi_fare import PipelineOutputs
-
-    console = Console()
-    states = states or {}
-    for step in sorted(
-        outputs, key=lambda s: PipelineOutputs._fields.index(s) if s in PipelineOutputs._fields else 99
-    ):
-        summary = dict(outputs[step] or {})
-        artifacts = summary.pop("artifacts", {}) or {}
-        cached = (states.get(step) or {}).get("state") == "cached"
-        title = f"step: {step}" + (" (cached: reused from an earlier run)" if cached else "")
-        table = Table(title=title, show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
-        for key in HEADLINES.get(step, tuple(summary)):
-            cell = _fmt(summary.get(key))
-            if key in summary and cell is not None:
-                table.add_row(key, cell)
-        for name, uri in artifacts.items():
-            table.add_row(f"[cyan]{name}[/cyan]", str(uri))
-        console.print(table)
-        if step == "train" and artifacts.get("model"):
-            # One copyable line: never wrapped, the path shell-quoted, no markup read into it.
-            command = (
-                f"fareflow serve --model-name taxi-fare --model-dir {shlex.quote(str(artifacts['model']))}"
-            )
-            console.print(f"serve it: {command}", soft_wrap=True, markup=False, highlight=False)
-    if run_dir is not None:
-        console.print(
-            f"run {run_dir.name}: {run_dir} (record, reports, metrics, logs)",
-            soft_wrap=True,
-            markup=False,
-            highlight=False,
-        )
-    console.print(f"[green]pipeline finished[/green] in {seconds:.1f}s")
 
 
 def _keep_runs_default() -> int:

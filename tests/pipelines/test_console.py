@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pipelines.console import LogSink, StepBoard, StepProgress, duration
+from pipelines.console import StepBoard
+from pipelines.progress import StepProgress, duration
+from pipelines.task_logs import LogSink
 from tests.components.train.conftest import trips, write_splits
 
 PARAMS = "{'learning_rate': 0.001, 'batch_size': 1024}"
@@ -164,7 +166,7 @@ def test_the_train_steps_own_epoch_lines_drive_its_progress(splits: Path, tmp_pa
 
 
 def test_tuning_off_leaves_no_tune_report_in_the_run():
-    from pipelines.local import drop_untuned_report
+    from pipelines.summary import drop_untuned_report
 
     artifacts = {"report": "/r/tune/report", "summary_md": "/r/tune/summary_md"}
     off = {"tune": {"trials": [], "note": "tuning off", "artifacts": dict(artifacts)}}

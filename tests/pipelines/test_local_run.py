@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import UserError
-from pipelines import local
+from pipelines import driver, local
 
 ROWS = 20_000
 
@@ -86,7 +86,7 @@ def test_run_keeps_its_record_metrics_and_logs(run_dir, summary):
     (run,) = [p for p in run_dir.iterdir() if (p / "run.json").is_file() and not p.is_symlink()]
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "succeeded" and record["run_id"] == run.name
-    assert {s: v["state"] for s, v in record["steps"].items()} == dict.fromkeys(local.STEPS, "done")
+    assert {s: v["state"] for s, v in record["steps"].items()} == dict.fromkeys(driver.STEPS, "done")
     assert record["metrics"]["train.test_rmse"] == summary["train"]["metrics"]["test_rmse"]
     assert json.loads((run / "metrics.json").read_text()) == record["metrics"]
     assert json.loads((run / "summary.json").read_text())["train"]["metrics"] == summary["train"]["metrics"]
@@ -103,8 +103,8 @@ def test_second_run_reuses_cached_steps_and_says_so(run_dir, capsys):
     out, err = capsys.readouterr()
     # quiet: one line per step, no kfp executor logs; cached steps are marked
     assert "KFP Executor" not in out + err and "Executing task" not in out + err
-    step_lines = [line for line in err.splitlines() if line.split()[:1] in ([s] for s in local.STEPS)]
-    assert [line.split()[:2] for line in step_lines] == [[s, "cached"] for s in local.STEPS]
+    step_lines = [line for line in err.splitlines() if line.split()[:1] in ([s] for s in driver.STEPS)]
+    assert [line.split()[:2] for line in step_lines] == [[s, "cached"] for s in driver.STEPS]
     assert "step: train (cached" in out
     record = json.loads((run_dir / "latest" / "run.json").read_text())
     assert {v["state"] for v in record["steps"].values()} == {"cached"}
@@ -115,7 +115,7 @@ def test_a_code_edit_invalidates_the_cache(run_dir):
     served from the cache. Tuning and training are cut short; the data steps are the check."""
     source = json.loads((run_dir / "latest" / "run.json").read_text())["source"]
     steps: dict = {}
-    local.run_pipeline(
+    driver.run_pipeline(
         source,
         run_dir,
         arguments={"tune_trials": 0, "epochs": 1},
@@ -133,7 +133,7 @@ def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
     """train_backend reaches the local train task: two Horovod ranks (horovodrun, gloo)."""
     source = json.loads((run_dir / "latest" / "run.json").read_text())["source"]
     steps: dict = {}
-    out = local.run_pipeline(
+    out = driver.run_pipeline(
         source,
         run_dir,
         arguments={"tune_trials": 0, "epochs": 1, "train_workers": 2, "train_backend": "horovod"},
@@ -206,7 +206,7 @@ def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
     path.write_text("\n".join([header, *corrupted]) + "\n")
 
     with pytest.raises(UserError, match="quality"):
-        local.run_pipeline(str(data), tmp_path / "work", caching=False)
+        driver.run_pipeline(str(data), tmp_path / "work", caching=False)
     assert list((tmp_path / "work" / "pipeline_root").glob("*/quality"))
     assert not list((tmp_path / "work" / "pipeline_root").glob("*/sample"))
 

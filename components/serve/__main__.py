@@ -16,10 +16,8 @@ import sys
 
 from components.common.errors import UserError, cli_entry
 
-from .core import DEFAULT_AREA_MARGIN_DEG, DEFAULT_YEAR_MARGIN
-
-MAX_REQUEST_BYTES = 32 << 20  # components.serve.server.MAX_REQUEST_BYTES (not imported: kserve is slow)
-BODY_TIMEOUT_S = 10.0
+from .domain import DEFAULT_AREA_MARGIN_DEG, DEFAULT_YEAR_MARGIN
+from .limits import BODY_TIMEOUT_S, MAX_REQUEST_BYTES
 
 
 def _bool(text: str) -> bool:

@@ -30,7 +30,7 @@ import orjson
 from components.common import features
 from components.common.errors import UserError
 
-from .core import FIELD_NAMES
+from .fields import FIELD_NAMES
 
 OUTPUT_NAME = "fare"
 OUTPUT_DATATYPE = "FP64"

@@ -316,9 +316,9 @@ def test_load_from_s3_copies_the_model_and_answers_the_same(s3, model_dir, predi
 
 
 def test_requests_over_the_row_cap_are_user_errors(predictor, monkeypatch):
-    from components.serve import core
+    from components.serve import fields
 
-    monkeypatch.setattr(core, "MAX_ROWS", 2)
+    monkeypatch.setattr(fields, "MAX_ROWS", 2)
     trip = {
         "ORIGIN_BLOCK_LATITUDE": 38.9,
         "ORIGIN_BLOCK_LONGITUDE": -77.03,

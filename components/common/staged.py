@@ -20,16 +20,9 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from .errors import UserError
-from .storage import (
-    INCOMPLETE_MARKER,
-    SUCCESS_MARKER,
-    not_complete,
-    resolve_filesystem,
-    s3_client,
-    s3_error,
-    s3_list,
-    split_s3,
-)
+from .filesystem import resolve_filesystem, split_s3
+from .markers import INCOMPLETE_MARKER, SUCCESS_MARKER, not_complete
+from .s3 import s3_client, s3_error, s3_list
 
 __all__ = [
     "INCOMPLETE_MARKER",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from components.common import storage
+from components.common import sources, storage
 from components.common.errors import UserError
 from components.common.storage import SUCCESS_MARKER, text_sources
 
@@ -198,7 +198,7 @@ def test_s3_range_reader_seeks_like_a_file(s3):
     b = s3.bucket("raw")
     data = bytes(range(256)) * 4
     s3.put(b, "blob.zip", data)
-    reader = storage._S3RangeReader(storage.s3_client(), b, "blob.zip", len(data), "s3://raw/blob.zip")
+    reader = storage.S3RangeReader(storage.s3_client(), b, "blob.zip", len(data), "s3://raw/blob.zip")
     assert reader.seekable() and reader.seek(-10, io.SEEK_END) == len(data) - 10
     assert reader.read(100) == data[-10:]  # a read past the end returns what is there
     assert reader.read(5) == b""
@@ -220,7 +220,7 @@ def test_s3_unreachable_endpoint_is_one_line(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setattr(
-        storage, "s3_client", lambda: _client_without_retries(storage.s3_endpoint()), raising=True
+        sources, "s3_client", lambda: _client_without_retries(storage.s3_endpoint()), raising=True
     )
     with pytest.raises(UserError) as err:
         _names("s3://b/k")
@@ -303,3 +303,16 @@ def test_complete_means_a_success_marker(tmp_path, s3):
     assert not storage.output_is_complete("s3://out/raw")
     s3.put(b, f"raw/{SUCCESS_MARKER}", b"{}")
     assert storage.output_is_complete("s3://out/raw") and storage.output_is_complete("s3://out/raw/")
+
+
+def test_the_facade_reexports_the_split_modules_and_forwards_http_settings(monkeypatch):
+    from components.common import filesystem, http_source, markers, s3
+
+    assert storage.resolve_filesystem is filesystem.resolve_filesystem
+    assert storage.s3_client is s3.s3_client and storage.text_sources is sources.text_sources
+    assert storage.require_complete is markers.require_complete
+    before = http_source.HTTP_TIMEOUT_S
+    with monkeypatch.context() as m:
+        m.setattr(storage, "HTTP_TIMEOUT_S", 0.25)
+        assert http_source.HTTP_TIMEOUT_S == 0.25 == storage.HTTP_TIMEOUT_S
+    assert http_source.HTTP_TIMEOUT_S == before == storage.HTTP_TIMEOUT_S

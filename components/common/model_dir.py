@@ -1,17 +1,18 @@
 """The model directory: the fare MLP (``build``) and its on-disk form, written by the train
 step and loaded by the model server (format: docs/train.md, "Model directory").
 
-``save``/``load`` work on a local directory (staging directory + rename, so a directory with
-``model.json`` is complete; ``model_version`` in it is a digest of the weights; ``model.npz``
-holds the same weights for ``ArrayMLP``, the torch-free forward pass the server runs); ``write_model`` also uploads to ``s3://`` (``model.json`` last) and
-``check_output`` refuses to replace anything but an earlier model directory. torch is imported
-only inside the functions that need it.
+The directory (local or ``s3://``) holds ``model.pt``, ``model.npz`` (the same weights for
+``ArrayMLP``, the torch-free forward pass the server runs) and ``model.json`` (``model_version``
+in it is a digest of the weights); it is the train step's staged output
+(components.common.staged): ``save``/``write_model`` commit it with a ``_SUCCESS`` marker naming
+the step, last, and ``check_output`` refuses anything but new, empty or an earlier model directory
+(one with train's marker, or, written before markers, ``model.json``). torch is imported only
+inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -19,17 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.fs as pafs
 
-from . import contract, storage
+from . import contract
 from .errors import UserError
 from .features import FEATURE_NAMES, FeatureSpec
+from .filesystem import is_s3
+from .staged import StagedOutput, check_destination
 
 MODEL_FORMAT = "fareflow"  # the ServingRuntime's supportedModelFormats name
 MODEL_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 ARRAYS_FILE = "model.npz"  # the same weights as float32 arrays: the model server needs no torch
 META_FILE = "model.json"
+STEP = "train"  # the step whose staged output a model directory is (its _SUCCESS names it)
+# A model directory from before the markers: model.json (written last) and no marker.
+_OUTPUT = {"legacy": (META_FILE,), "what": f"a model directory of the {STEP} step"}
 
 
 @dataclass(frozen=True)
@@ -148,35 +153,44 @@ class LoadedModel:
     meta: dict
 
 
-def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, **extra) -> Path:
-    """Write a model directory atomically (staging dir + rename); ``extra`` goes into model.json."""
+def _write_files(directory: Path, module, spec: FeatureSpec, arch: Architecture, **extra) -> dict:
+    """Write ``model.pt``, ``model.npz`` and then ``model.json`` into the existing local
+    ``directory``; returns model.json's document."""
     import torch
 
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    torch.save(state, directory / WEIGHTS_FILE)
+    arrays = {k: v.float().numpy() for k, v in state.items()}
+    np.savez(directory / ARRAYS_FILE, **arrays)
+    meta = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,  # of this format; the model's own version is model_version
+        "model_version": weights_digest(arrays),
+        "label": contract.LABEL,
+        "architecture": arch.to_dict(),
+        "feature_spec": json.loads(spec.to_json()),
+        "fare_range": list(contract.FARE_RANGE),
+        **extra,
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def _marker(meta: dict) -> dict:
+    """The ``_SUCCESS`` document beside the model (``step`` is added by the commit)."""
+    return {"format": MODEL_FORMAT, "model_version": meta["model_version"]}
+
+
+def save(directory: str | Path, module, spec: FeatureSpec, arch: Architecture, **extra) -> Path:
+    """Write a local model directory as the train step's staged output (a hidden staging
+    directory renamed into place, ``_SUCCESS`` last); ``extra`` goes into model.json. Refuses
+    (``UserError``) a directory that is not new, empty or an earlier model directory; an
+    ``OSError`` while writing leaves what was there before."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
-        arrays = {k: v.float().numpy() for k, v in state.items()}
-        np.savez(tmp / ARRAYS_FILE, **arrays)
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,  # of this format; the model's own version is model_version
-            "model_version": weights_digest(arrays),
-            "label": contract.LABEL,
-            "architecture": arch.to_dict(),
-            "feature_spec": json.loads(spec.to_json()),
-            "fare_range": list(contract.FARE_RANGE),
-            **extra,
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with StagedOutput(str(directory), STEP, **_OUTPUT) as out:
+        meta = _write_files(Path(out.root), module, spec, arch, **extra)
+        out.commit(_marker(meta))
     return directory
 
 
@@ -230,42 +244,33 @@ def load(directory: str | Path) -> LoadedModel:
 
 
 def check_output(uri: str) -> None:
-    """The model location must be new, empty or an earlier model directory (has model.json):
-    writing a model replaces it, which must never hit unrelated data."""
-    fs, path = storage.resolve_filesystem(uri)
-    try:
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            return
-        if info.type == pafs.FileType.File:
-            raise UserError(f"{uri}: exists and is a file; give a directory for the model")
-        entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except OSError as err:
-        raise UserError(f"{uri}: cannot use as the model directory ({err})") from None
-    names = {e.base_name for e in entries}
-    if names and META_FILE not in names:
-        raise UserError(
-            f"{uri}: not empty and not a model directory (no {META_FILE}); refusing to replace it -- "
-            "give a new or empty location"
-        )
+    """The model location must be new, empty or an earlier model directory (``UserError`` if
+    not): writing a model replaces it, which must never hit unrelated data. What
+    :func:`write_model` checks again when it writes; call it to fail before the training."""
+    check_destination(uri, STEP, **_OUTPUT)
 
 
 def write_model(uri: str, module, spec: FeatureSpec, arch, **extra) -> None:
-    """``model.save`` locally; for ``s3://`` save to a temporary directory and upload
-    ``model.pt``, ``model.npz``, then ``model.json`` (last, so a prefix with model.json is complete)."""
-    if not storage.is_s3(uri):
+    """``save`` locally; for ``s3://`` write the files to a temporary directory, then stage them
+    under the prefix (``_INCOMPLETE`` first, the earlier model deleted, ``model.pt``,
+    ``model.npz``, ``model.json``, then ``_SUCCESS`` and ``_INCOMPLETE`` removed), so a failure
+    part way leaves no complete-looking model."""
+    if not is_s3(uri):
         try:
             save(uri, module, spec, arch, **extra)
         except OSError as err:
             raise UserError(f"{uri}: cannot write the model there ({err})") from None
         return
-    fs, prefix = storage.resolve_filesystem(uri)
     with tempfile.TemporaryDirectory(prefix="fareflow-model-") as tmp:
-        local = save(os.path.join(tmp, "model"), module, spec, arch, **extra)
+        meta = _write_files(Path(tmp), module, spec, arch, **extra)
         try:
-            fs.delete_dir_contents(prefix, missing_dir_ok=True)  # the earlier model (check_output said so)
-            for name in (WEIGHTS_FILE, ARRAYS_FILE, META_FILE):
-                with open(local / name, "rb") as src, fs.open_output_stream(f"{prefix}/{name}") as out:
-                    shutil.copyfileobj(src, out)
+            with StagedOutput(uri, STEP, **_OUTPUT) as out:
+                for name in (WEIGHTS_FILE, ARRAYS_FILE, META_FILE):  # model.json last, as before markers
+                    with (
+                        open(Path(tmp) / name, "rb") as src,
+                        out.fs.open_output_stream(out.path(name)) as dst,
+                    ):
+                        shutil.copyfileobj(src, dst)
+                out.commit(_marker(meta))
         except OSError as err:
             raise UserError(f"{uri}: cannot upload the model ({err})") from None

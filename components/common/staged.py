@@ -6,7 +6,9 @@ naming what is there. It marks the output complete last: ``_SUCCESS``, a JSON ob
 step (``{"step": "ingest", ...}``). Local: files go to a hidden sibling directory renamed into
 place on commit. S3 (no rename): ``_INCOMPLETE`` (``{"step": ...}``) first, then the earlier
 contents are deleted, files written in place, ``_SUCCESS`` last and ``_INCOMPLETE`` removed.
-Readers call :func:`require_complete` with the step they expect. docs/ingest.md, "Staged outputs".
+Readers call :func:`require_complete` with the step they expect. A step whose outputs predate
+the markers names the files that mark its older outputs (``legacy``). docs/ingest.md, "Staged
+outputs".
 """
 
 from __future__ import annotations
@@ -112,7 +114,15 @@ def _some(names: list[str]) -> str:
     return f"{sorted(names)[0]}{more}"
 
 
-def _check(fs: pafs.FileSystem, uri: str, root: str, step: str, s3) -> list[str]:
+def _check(
+    fs: pafs.FileSystem,
+    uri: str,
+    root: str,
+    step: str,
+    s3,
+    legacy: tuple[str, ...] = (),
+    what: str | None = None,
+) -> list[str]:
     names = _listing(fs, uri, root, s3)
     objects = [n for n in names if n and not n.endswith("/")]  # not S3 "directory" markers
     if not objects:
@@ -121,22 +131,29 @@ def _check(fs: pafs.FileSystem, uri: str, root: str, step: str, s3) -> list[str]
     markers = [m for m in markers if m is not None]
     if any(m.step == step for m in markers):
         return names
+    if not markers and any(name in objects for name in legacy):
+        return names  # written by this step before it had markers
     found = " and ".join(m.describe() for m in markers) or (
         f"{_some(objects)}, no {SUCCESS_MARKER} or {INCOMPLETE_MARKER} marker"
     )
     raise UserError(
-        f"{uri}: not empty and not an earlier output of the {step} step (it holds {found}); "
+        f"{uri}: not empty and not {what or f'an earlier output of the {step} step'} (it holds {found}); "
         "refusing to replace it: give a new or empty location"
     )
 
 
-def check_destination(uri: str, step: str) -> None:
+def check_destination(uri: str, step: str, *, legacy: tuple[str, ...] = (), what: str | None = None) -> None:
     """Raise ``UserError`` unless ``uri`` is new, empty or an earlier output of ``step`` (what
-    :class:`StagedOutput` checks on entry; call it to fail before the work, not after it)."""
+    :class:`StagedOutput` checks on entry; call it to fail before the work, not after it).
+
+    ``legacy``: file names (at the top of the location) that mark an earlier output the step
+    wrote before it had markers, accepted when no marker is there (train's ``model.json``).
+    ``what``: how the refusal names the step's output (default "an earlier output of the STEP
+    step")."""
     fs, root = resolve_filesystem(uri)
     s3 = None if isinstance(fs, pafs.LocalFileSystem) else s3_client()
     try:
-        _check(fs, uri, root, step, s3)
+        _check(fs, uri, root, step, s3, legacy, what)
     except OSError as err:
         raise UserError(f"{uri}: cannot use as an output location ({err})") from None
     except Exception as err:
@@ -160,9 +177,10 @@ class StagedOutput:
     (S3 keeps its ``_INCOMPLETE`` marker, so the location never looks complete).
     """
 
-    def __init__(self, uri: str, step: str) -> None:
+    def __init__(self, uri: str, step: str, *, legacy: tuple[str, ...] = (), what: str | None = None) -> None:
         self.uri = uri
         self.step = step
+        self.legacy, self.what = legacy, what  # as for check_destination
         self.fs, self.target = resolve_filesystem(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.root = ""  # where files are written until commit (a path inside self.fs)
@@ -201,7 +219,7 @@ class StagedOutput:
         self._s3.delete_object(Bucket=bucket, Key=f"{key.rstrip('/')}/{relative}" if key else relative)
 
     def _begin(self) -> None:
-        existing = _check(self.fs, self.uri, self.target, self.step, self._s3)
+        existing = _check(self.fs, self.uri, self.target, self.step, self._s3, self.legacy, self.what)
         if self.local:
             parent, name = os.path.split(self.target)
             os.makedirs(parent, exist_ok=True)

@@ -238,3 +238,26 @@ def test_s3_output_refuses_foreign_objects_and_missing_buckets(s3):
     assert s3.keys(b) == [f"photo/{SUCCESS_MARKER}", "photos/holiday.jpg"]
     with pytest.raises(UserError, match="^s3://nobucket/raw: S3 error NoSuchBucket"):
         StagedOutput("s3://nobucket/raw", "ingest").__enter__()
+
+
+def test_legacy_files_mark_an_earlier_output_only_where_there_is_no_marker(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.json").write_text("{}")
+    (old / "model.pt").write_bytes(b"w")
+    with pytest.raises(UserError, match="not an earlier output of the train step"):
+        check_destination(str(old), "train")  # without legacy names: refused
+    check_destination(str(old), "train", legacy=("model.json",))
+    with StagedOutput(str(old), "train", legacy=("model.json",)) as out:
+        _write(out, "model.json", b"{}")
+        out.commit()
+    assert _files(old) == {"_SUCCESS": _marker("train"), "model.json": b"{}"}  # the old files replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.json").write_text("{}")
+    (other / SUCCESS_MARKER).write_bytes(_marker("quality"))
+    with pytest.raises(
+        UserError,
+        match=f"^{other}: not empty and not a model directory \\(it holds a _SUCCESS of the quality step\\)",
+    ):
+        check_destination(str(other), "train", legacy=("model.json",), what="a model directory")

@@ -1,4 +1,4 @@
-"""The tune report: Optuna's own plots over every trial (pruned and failed ones drawn or
+"""The tune report and its figures (components.tune.plots): Optuna's own plots over every trial (pruned and failed ones drawn or
 counted, whole-number trial and epoch axes), importances only where they mean something."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from components.tune import report
+from components.tune import plots, report
 from components.tune.config import TuneConfig
 from components.tune.core import DEFAULTS, PARAM_NAMES, TuneResult
 
@@ -92,8 +92,8 @@ def test_a_study_with_completed_pruned_and_failed_trials_has_all_four_plots(mixe
 
 
 def test_the_history_draws_pruned_and_failed_trials_on_a_whole_number_trial_axis(mixed):
-    with report._optuna_plotting():
-        ax = report.history_axes(report.study_of(mixed), mixed)
+    with plots._optuna_plotting():
+        ax = plots.history_axes(plots.study_of(mixed), mixed)
     labels = ax.get_legend_handles_labels()[1]
     assert "pruned (RMSE at the epoch it stopped)" in labels and "failed (no RMSE)" in labels
     offsets = {
@@ -112,8 +112,8 @@ def test_the_history_draws_pruned_and_failed_trials_on_a_whole_number_trial_axis
 
 
 def test_the_slice_plot_covers_every_parameter_and_shows_pruned_trials(mixed):
-    with report._optuna_plotting():
-        axes = report.slice_axes(report.study_of(mixed), mixed)
+    with plots._optuna_plotting():
+        axes = plots.slice_axes(plots.study_of(mixed), mixed)
     flat = list(np.ravel(axes))
     assert sorted(ax.get_xlabel() for ax in flat) == sorted(PARAM_NAMES)
     for ax in flat:
@@ -131,8 +131,8 @@ def test_the_slice_plot_covers_every_parameter_and_shows_pruned_trials(mixed):
 
 
 def test_intermediate_values_draw_completed_and_pruned_trials_per_whole_epoch(mixed):
-    with report._optuna_plotting():
-        ax = report.intermediate_axes(report.study_of(mixed))
+    with plots._optuna_plotting():
+        ax = plots.intermediate_axes(plots.study_of(mixed))
     lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
     assert lines == {"Trial0": [1, 2, 3], "Trial1": [1, 2, 3], "Trial2": [1, 2]}
     assert ax.get_xlabel() == "epoch"
@@ -156,7 +156,7 @@ def test_completed_trials_with_the_same_parameters_have_no_importances():
             trial(2, "PRUNED", 5.0, P1, {1: 5.0}),
         ]
     )
-    assert report.importance_absent_reason(result) == (
+    assert plots.importance_absent_reason(result) == (
         "No parameter importances: every completed trial has the same parameters."
     )
     assert report.FIGURES["importances"] not in images(report.render_html(result))
@@ -164,7 +164,7 @@ def test_completed_trials_with_the_same_parameters_have_no_importances():
 
 def test_pruned_trials_do_not_count_towards_the_importances():
     result = result_of([trial(0, "COMPLETE", 4.1, {}, {1: 4.1}), trial(1, "PRUNED", 5.0, P1, {1: 5.0})])
-    assert "the study has 1" in report.importance_absent_reason(result)
+    assert "the study has 1" in plots.importance_absent_reason(result)
 
 
 def test_tuning_off_has_no_plots():
@@ -175,7 +175,7 @@ def test_tuning_off_has_no_plots():
 
 
 def test_the_rebuilt_study_holds_every_trial_as_it_was(mixed):
-    study = report.study_of(mixed)
+    study = plots.study_of(mixed)
     got = [(t.number, t.state.name, t.value, dict(t.intermediate_values)) for t in study.trials]
     want = [(t["number"], t["state"], t["value"], t["intermediate"]) for t in mixed.trials]
     assert got == want
@@ -184,7 +184,7 @@ def test_the_rebuilt_study_holds_every_trial_as_it_was(mixed):
 
 def test_defaults_outside_the_search_space_widen_its_distributions():
     outside = {"learning_rate": 0.05, "batch_size": 4096, "hidden": "32"}
-    dists = report.distributions([trial(0, "COMPLETE", 4.0, outside, {})])
+    dists = plots.distributions([trial(0, "COMPLETE", 4.0, outside, {})])
     assert dists["learning_rate"].high == 0.05 and dists["learning_rate"].log
     assert 4096 in dists["batch_size"].choices and "32" in dists["hidden"].choices
     result = result_of(

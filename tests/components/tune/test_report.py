@@ -1,5 +1,6 @@
-"""The tune report and its figures (components.tune.plots): Optuna's own plots over every trial (pruned and failed ones drawn or
-counted, whole-number trial and epoch axes), importances only where they mean something."""
+"""The tune report and its figures (components.tune.plots): Optuna's own plots over every trial
+(pruned and failed ones drawn or counted, whole-number trial and epoch axes), importances only
+where they mean something."""
 
 from __future__ import annotations
 

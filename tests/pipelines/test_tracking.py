@@ -1,6 +1,7 @@
-"""Experiment tracking (pipelines.tracking): real pipeline runs logged to a real local MLflow
-store (SQLite + file artifacts, what `fareflow run` uses by default) and read back through
-MLflow's own client; and the same store served by a full `mlflow server` (the UI's)."""
+"""Experiment tracking (pipelines.tracking, .tracked, .mlflow_store): real pipeline runs
+logged to a real local MLflow store (SQLite + file artifacts, what `fareflow run` uses by
+default) and read back through MLflow's own client; and the same store served by a full
+`mlflow server` (the UI's)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import local, runs, tracking
+from pipelines import local, mlflow_store, runs, tracked, tracking
 from tests.conftest import free_port
 
 pytest.importorskip("mlflow", reason="mlflow-skinny is not installed (pip install mlflow-skinny==3.17.2)")
@@ -133,7 +134,7 @@ def test_artifacts_are_the_runs_files_and_its_model(logged, pipeline_run):
     assert sorted(p.name for p in (local_copy / "reports").iterdir()) == reports
     assert "train.html" in reports
     model_dir = Path(json.loads((pipeline_run / runs.SUMMARY).read_text())["train"]["artifacts"]["model"])
-    for name in tracking.MODEL_FILES:
+    for name in tracked.MODEL_FILES:
         assert (local_copy / "model" / name).read_bytes() == (model_dir / name).read_bytes()
     model = json.loads((model_dir / "model.json").read_text())
     assert run.data.tags["fareflow.model_version"] == model["model_version"]
@@ -147,7 +148,7 @@ def test_logging_again_finds_the_run_instead_of_a_duplicate(logged, pipeline_run
     again = tracking.log_run(pipeline_run, uri)
     assert again["existing"] is True and again["mlflow_run_id"] == run.info.run_id
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(mlflow_store.DEFAULT_EXPERIMENT)
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
@@ -175,7 +176,7 @@ def test_the_default_store_is_sqlite_beside_the_runs_with_artifacts_there(
     module's run stays unlogged in its own workdir)."""
     import shutil
 
-    monkeypatch.delenv(tracking.TRACKING_URI_ENV, raising=False)
+    monkeypatch.delenv(mlflow_store.TRACKING_URI_ENV, raising=False)
     workdir = tmp_path / "w"
     copy = workdir / pipeline_run.name
     shutil.copytree(pipeline_run, copy)
@@ -184,9 +185,9 @@ def test_the_default_store_is_sqlite_beside_the_runs_with_artifacts_there(
     assert (workdir / "mlflow.db").is_file()
     artifacts = Path(entry["artifact_uri"].removeprefix("file://"))
     assert artifacts.is_relative_to(workdir.resolve() / "mlartifacts") and (artifacts / "run.json").is_file()
-    monkeypatch.setenv(tracking.TRACKING_URI_ENV, "sqlite:////elsewhere/x.db")
-    assert tracking.resolve_uri(workdir) == "sqlite:////elsewhere/x.db"
-    assert tracking.resolve_uri(workdir, "http://h:5000") == "http://h:5000"
+    monkeypatch.setenv(mlflow_store.TRACKING_URI_ENV, "sqlite:////elsewhere/x.db")
+    assert mlflow_store.resolve_uri(workdir) == "sqlite:////elsewhere/x.db"
+    assert mlflow_store.resolve_uri(workdir, "http://h:5000") == "http://h:5000"
 
 
 @pytest.mark.parametrize(
@@ -224,7 +225,7 @@ def test_no_tracking_logs_nothing(failed_run, tmp_path, monkeypatch):
     workdir = tmp_path / "w"
     copy = workdir / failed_run.name
     shutil.copytree(failed_run, copy)
-    monkeypatch.delenv(tracking.TRACKING_URI_ENV, raising=False)
+    monkeypatch.delenv(mlflow_store.TRACKING_URI_ENV, raising=False)
     args = argparse.Namespace(tracking_uri=None, experiment="fareflow", no_tracking=True)
     assert tracking.track_finished_run(copy, args) is None
     assert not (workdir / "mlflow.db").exists() and not (workdir / "mlartifacts").exists()
@@ -238,7 +239,7 @@ def test_runs_log_and_list_show_the_mlflow_run(failed_run, tmp_path, capsys, mon
 
     workdir = tmp_path / "w"
     shutil.copytree(failed_run, workdir / failed_run.name)
-    monkeypatch.delenv(tracking.TRACKING_URI_ENV, raising=False)
+    monkeypatch.delenv(mlflow_store.TRACKING_URI_ENV, raising=False)
     monkeypatch.setenv("COLUMNS", "200")  # the table's columns unwrapped
     capsys.readouterr()
     assert runs.main(["--workdir", str(workdir), "log"]) == 0
@@ -260,7 +261,7 @@ def test_fareflow_run_logs_itself_when_it_has_the_hook(tmp_path, monkeypatch):
     """With the hook in pipelines.local: every finished `fareflow run` is logged."""
     if "--no-tracking" not in local.build_parser().format_help():
         pytest.skip("pipelines/local.py does not call tracking.track_finished_run yet")
-    monkeypatch.delenv(tracking.TRACKING_URI_ENV, raising=False)
+    monkeypatch.delenv(mlflow_store.TRACKING_URI_ENV, raising=False)
     (tmp_path / "empty").mkdir()
     assert local.main(["--source", str(tmp_path / "empty"), "--workdir", str(tmp_path / "w")]) == 2
     record = json.loads((_run_dir(tmp_path / "w") / runs.RUN_RECORD).read_text())
@@ -354,7 +355,7 @@ def test_the_cluster_step_logs_through_the_server_with_proxied_artifacts(ui_serv
     from mlflow.tracking import MlflowClient
 
     outputs = json.loads((pipeline_run / runs.SUMMARY).read_text())
-    model_dir = tracking.model_dir_of(outputs)
+    model_dir = tracked.model_dir_of(outputs)
     parameters = {"seed": 0, "epochs": 2.0, "tune_trials": 2}  # kfp hands whole numbers as floats
     run_id = tracking.log_pipeline_run(
         outputs,
@@ -383,7 +384,7 @@ def test_the_cluster_step_logs_through_the_server_with_proxied_artifacts(ui_serv
 
 
 def _last_series(outputs: dict) -> dict[str, float]:
-    return {name: max(points)[1] for name, points in tracking.series_of(outputs).items()}
+    return {name: max(points)[1] for name, points in tracked.series_of(outputs).items()}
 
 
 def test_the_cluster_step_logs_nothing_without_a_server_and_never_fails(capsys):

@@ -146,7 +146,7 @@ def run(config: TuneConfig, *, log: Callable[[str], None] = _log) -> TuneResult:
     if config.workers == 1:
         optimize_until(study, config, target, deadline, log)
     else:
-        run_workers(config, target, deadline, log)
+        run_workers(config, target, deadline, log, study=study)
         study = open_study(config)
     result = study_result(study, config, before=before, started=started)
     if config.timeout_s is not None and result.new_trials < target - before:

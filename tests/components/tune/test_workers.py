@@ -1,0 +1,71 @@
+"""How ``--workers N`` starts its processes: forked from a process that has not loaded torch
+(the CLI), spawned otherwise; a forked worker opens its own database connections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+
+from components.tune import workers
+from components.tune.config import TuneConfig, sqlalchemy_url
+from components.tune.study import open_study
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_start_method_forks_only_without_torch_and_other_threads(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert workers.start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "torch", sys)  # torch loaded (its OpenMP pool may be running)
+    assert workers.start_method() == "spawn"
+    monkeypatch.delitem(sys.modules, "torch")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:  # a second thread could hold a lock at the fork
+        assert workers.start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
+    assert workers.start_method() == "fork"
+
+
+def test_release_connections_closes_the_pool_and_the_study_still_works(tmp_path):
+    config = TuneConfig("unused", storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="pool")
+    study = open_study(config)
+    study.enqueue_trial({"learning_rate": 0.001})
+    engine = study._storage._backend.engine
+    assert engine.pool.checkedin() >= 1
+    workers.release_connections(study)
+    assert engine.pool.checkedin() == 0
+    assert len(study.get_trials(deepcopy=False)) == 1  # opens a new connection when used again
+    workers.release_connections(optuna.create_study())  # in memory: nothing to close
+
+
+@pytest.mark.slow
+def test_the_cli_forks_its_workers_and_both_fill_the_study(shared_splits, storage_url):
+    """``fareflow tune --workers 2`` (a fresh process, torch not loaded) forks its workers; each
+    opens its own connections (the parent's are closed first), both run trials, the study holds
+    the total with unique trial numbers."""
+    cmd = [
+        sys.executable, "-m", "components.tune", "--splits", str(shared_splits), "--total-trials", "4",
+        "--epochs", "2", "--max-rows", "600", "--device", "cpu", "--seed", "3", "--storage", storage_url,
+        "--study-name", "forked", "--workers", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    started = [line for line in done.stderr.splitlines() if "2 workers on study 'forked'" in line]
+    assert len(started) == 1 and started[0].endswith("torch thread(s) each (forked)"), done.stderr
+    assert "tune: worker 0: trial" in done.stderr and "tune: worker 1: trial" in done.stderr
+    study = optuna.load_study(study_name="forked", storage=sqlalchemy_url(storage_url))
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5
+    assert all(t.state.is_finished() for t in study.trials)

@@ -28,6 +28,9 @@ machine's load hits both alike); medians are reported with every run's figure an
 average before each run (``load_avg``, os.getloadavg's 1-minute figure).
 
     python -m bench.run --suite bench.bench_tune [--repeat 3] [--workdir DIR]
+
+``FAREFLOW_BENCH_TUNE_CASES=workers`` (or ``pruning``; comma-separated, default both) runs only
+those cases, e.g. to re-measure the workers' scaling within a short exclusive slot.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ EPOCHS = 4
 TRIALS = 8
 SEED = 0
 WORKERS = 2
+CASES = ("pruning", "workers")
+CASES_ENV = "FAREFLOW_BENCH_TUNE_CASES"
 
 # One study in a child process: core.run as fareflow tune runs it, the settings as JSON in
 # argv[1]; prints the study's figures as one JSON line. "fixed": parameter sets enqueued
@@ -163,6 +168,17 @@ def summarize(rows: list[dict]) -> list[str]:
     return lines
 
 
+def selected_cases(value: str | None = None) -> tuple[str, ...]:
+    """The cases ``run`` measures: ``value`` (default ``$FAREFLOW_BENCH_TUNE_CASES``), a
+    comma-separated subset of :data:`CASES`; empty or unset: all of them."""
+    value = os.environ.get(CASES_ENV, "") if value is None else value
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"{CASES_ENV}: unknown case(s) {unknown}; expected some of {list(CASES)}")
+    return tuple(c for c in CASES if c in names) if names else CASES
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -186,9 +202,19 @@ def _alternate(workdir: Path, specs: dict[str, tuple[dict, int]], repeat: int, f
     return runs
 
 
-def run(workdir: Path, rows: int, repeat: int = 3, trials: int = TRIALS, epochs: int = EPOCHS) -> list[dict]:
-    """Both cases, ``repeat`` runs per implementation, alternating; rows as ``bench.run`` reads them."""
+def run(
+    workdir: Path,
+    rows: int,
+    repeat: int = 3,
+    trials: int = TRIALS,
+    epochs: int = EPOCHS,
+    cases: tuple[str, ...] | None = None,
+) -> list[dict]:
+    """The cases (default :func:`selected_cases`: both), ``repeat`` runs per implementation,
+    alternating; rows as ``bench.run`` reads them."""
     from bench.bench_train import splits
+
+    cases = selected_cases() if cases is None else cases
 
     workdir.mkdir(parents=True, exist_ok=True)
     split_dir = str(splits(workdir, min(rows, ROWS_CAP)))
@@ -199,8 +225,14 @@ def run(workdir: Path, rows: int, repeat: int = 3, trials: int = TRIALS, epochs:
         "median-pruning": ({"config": base}, THREADS),
         "no-pruning": ({"config": {**base, "pruning": False}}, THREADS),
     }
-    found = _alternate(workdir, pruning, repeat, lambda: None)
-    rows_out = [record("tune-pruning", impl, r, trials=trials, epochs=epochs) for impl, r in found.items()]
+    rows_out = []
+    if "pruning" in cases:
+        found = _alternate(workdir, pruning, repeat, lambda: None)
+        rows_out += [
+            record("tune-pruning", impl, r, trials=trials, epochs=epochs) for impl, r in found.items()
+        ]
+    if "workers" not in cases:
+        return rows_out
 
     db = workdir / "tune-bench.db"
 

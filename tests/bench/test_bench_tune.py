@@ -88,3 +88,21 @@ def test_run_measures_both_cases(tmp_path: Path, monkeypatch) -> None:
     assert one["runs_epochs"] == two["runs_epochs"] == [3 * 2]
     assert len(bench_tune.summarize(rows)) == 2
     assert not (tmp_path / "tune-bench.db").exists()
+
+
+def test_the_cases_to_run_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv(bench_tune.CASES_ENV, raising=False)
+    assert bench_tune.selected_cases() == ("pruning", "workers")
+    monkeypatch.setenv(bench_tune.CASES_ENV, " workers ")
+    assert bench_tune.selected_cases() == ("workers",)
+    assert bench_tune.selected_cases("workers,pruning,workers") == ("pruning", "workers")
+    assert bench_tune.selected_cases("") == ("pruning", "workers")
+    with pytest.raises(ValueError, match="unknown case"):
+        bench_tune.selected_cases("pruning,speed")
+
+
+def test_run_measures_only_the_selected_cases(tmp_path: Path, monkeypatch) -> None:
+    """No study runs for a case left out (the splits are still made)."""
+    monkeypatch.setattr(bench_tune, "_alternate", lambda *_a, **_k: pytest.fail("a study ran"))
+    monkeypatch.setattr("bench.bench_train.splits", lambda workdir, rows: workdir / "splits")
+    assert bench_tune.run(tmp_path, 1000, cases=()) == []

@@ -30,6 +30,7 @@ from .distributed import (
     _gather_objects,
     all_ranks_or_none,
     end_process_group,
+    horovod_optimizer,
     start_process_group,
 )
 from .evaluate import SCATTER_POINTS, Errors, error_sums, predict, read_truth
@@ -154,7 +155,7 @@ def _train(
         # loaded into it, not into the AdamW it was made from.
         import horovod.torch as hvd
 
-        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=module.named_parameters())
+        optimizer = horovod_optimizer(optimizer, module)
         hvd.broadcast_parameters(module.state_dict(), root_rank=0)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

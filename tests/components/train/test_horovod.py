@@ -133,3 +133,49 @@ def test_worker_error_prefers_the_ranks_own_line_then_a_crash():
     ]
     assert worker_error(crash, 1) == "TypeError: zero_grad() got an unexpected keyword argument 'set_to_none'"
     assert worker_error(["no error here"], 137) == "exit status 137"
+
+
+# Run on each of two horovodrun ranks: after backward, before step(), the optimizer that the
+# trainer builds holds one pending all-reduce for the whole model (Horovod 0.28's _handles: a
+# tuple of parameters for a grouped submission, a parameter for an ungrouped one), and step()
+# averages the ranks' gradients (rank r's loss is (r + 1) x the sum of the outputs).
+_GROUPED_SCRIPT = """
+import torch, horovod.torch as hvd
+from components.common import model_dir
+from components.train.distributed import horovod_optimizer
+hvd.init()
+torch.manual_seed(0)
+module = model_dir.build(model_dir.Architecture(hidden=(8, 4), dropout=0.0))
+opt = horovod_optimizer(torch.optim.SGD(module.parameters(), lr=1.0), module)
+((hvd.rank() + 1) * module(torch.ones(3, len(module[0].weight[0]))).sum()).backward()
+keys = list(opt._handles)
+params = list(module.parameters())
+assert len(keys) == 1 and isinstance(keys[0], tuple) and set(keys[0]) == set(params), keys
+local = module[-1].bias.grad.clone()
+opt.synchronize()
+with opt.skip_synchronize():
+    opt.step()
+assert torch.allclose(module[-1].bias.grad, local / (hvd.rank() + 1) * 1.5), (local, module[-1].bias.grad)
+print(f"rank {hvd.rank()}: one grouped all-reduce of {len(keys[0])} tensors")
+hvd.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_the_horovod_optimizer_reduces_all_gradients_in_one_group(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from components.train.launch import _launcher
+
+    script = tmp_path / "grouped.py"
+    script.write_text(_GROUPED_SCRIPT)
+    launcher = _launcher("horovod", 2, 0)[:-1]  # horovodrun ... python (no -m)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in (0, 1):
+        assert f"rank {rank}: one grouped all-reduce of 6 tensors" in done.stdout
+    assert sys.executable in launcher

@@ -58,11 +58,20 @@ class _AskLock:
 
 
 def optimize_until(
-    study, config: TuneConfig, target: int, deadline: float | None, log: Callable[[str], None]
+    study,
+    config: TuneConfig,
+    target: int,
+    deadline: float | None,
+    log: Callable[[str], None],
+    finished=None,
 ) -> None:
     """Run trials one at a time until the study holds ``target`` counted trials (or the deadline
     passes). Trials another live worker is running count as on their way; a trial whose process
-    died turns FAIL when its heartbeat is stale and its retry is run here."""
+    died turns FAIL when its heartbeat is stale and its retry is run here.
+
+    ``finished`` (an ``Event`` the workers share): set by the worker that sees the target
+    reached; one waiting for the others' last trials wakes on it at once, not at its next
+    look (every second, or ``heartbeat_s``), so the study ends when its last trial does."""
     import optuna
 
     def report(study, t) -> None:
@@ -89,10 +98,16 @@ def optimize_until(
                 optuna.storages.fail_stale_trials(study)  # nothing without a heartbeat (in memory)
             done = len(counted_trials(study))
             if done >= target:
+                if finished is not None:
+                    finished.set()
                 return
             running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-            if done + running >= target:
-                time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere (or died)
+            if done + running >= target:  # the last trials run elsewhere (or died): look again
+                interval = min(1.0, config.heartbeat_s)
+                if finished is not None and not finished.is_set():
+                    finished.wait(interval)
+                else:
+                    time.sleep(interval)
                 continue
             lock.acquire()
             try:
@@ -118,7 +133,9 @@ def start_method() -> str:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _worker(config: TuneConfig, target: int, deadline: float | None, index: int, threads: int) -> None:
+def _worker(
+    config: TuneConfig, target: int, deadline: float | None, index: int, threads: int, finished=None
+) -> None:
     """One of ``config.workers`` processes (multiprocessing, forked or spawned): its torch
     threads, the shared study, the trial loop. A ``UserError`` is one line on stderr and exit
     status 2."""
@@ -133,7 +150,7 @@ def _worker(config: TuneConfig, target: int, deadline: float | None, index: int,
         print(f"tune: worker {index}: {message}", file=sys.stderr, flush=True)
 
     try:
-        optimize_until(open_study(config, worker=index), config, target, deadline, log)
+        optimize_until(open_study(config, worker=index), config, target, deadline, log, finished)
     except UserError as err:
         print(f"fareflow tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -159,8 +176,11 @@ def run_workers(
     if study is not None:
         release_connections(study)
     ctx = multiprocessing.get_context(method)
+    finished = ctx.Event()
     procs = [
-        ctx.Process(target=_worker, args=(config, target, deadline, i, threads), name=f"tune-worker-{i}")
+        ctx.Process(
+            target=_worker, args=(config, target, deadline, i, threads, finished), name=f"tune-worker-{i}"
+        )
         for i in range(config.workers)
     ]
     with warnings.catch_warnings():  # Python >= 3.12 warns of any fork of a process with threads

@@ -69,3 +69,32 @@ def test_the_cli_forks_its_workers_and_both_fill_the_study(shared_splits, storag
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5
     assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_a_waiting_worker_wakes_when_another_sees_the_target_reached():
+    """One trial left, RUNNING in another worker: this one waits (a look every second with a
+    10 s heartbeat), and returns as soon as the event is set, not at its next look; the worker
+    that sees the target reached sets the event."""
+    import time
+
+    config = TuneConfig("unused", heartbeat_s=10.0)
+    study = optuna.create_study()
+    elsewhere = study.ask()  # another worker's trial
+    finished = threading.Event()
+
+    def other_worker_ends() -> None:
+        time.sleep(0.2)
+        study.tell(elsewhere, 1.0)
+        finished.set()
+
+    ender = threading.Thread(target=other_worker_ends)
+    started = time.monotonic()
+    ender.start()
+    workers.optimize_until(study, config, 1, None, lambda _m: None, finished)
+    waited = time.monotonic() - started
+    ender.join()
+    assert 0.2 <= waited < 0.9 and len(study.trials) == 1  # woken, no trial run here
+
+    finished.clear()
+    workers.optimize_until(study, config, 1, None, lambda _m: None, finished)
+    assert finished.is_set()  # it saw the target reached: the others may stop waiting

@@ -106,7 +106,7 @@ def test_model_dir_round_trips_through_model_load(splits, tmp_path):
     assert rmse == pytest.approx(result.metrics["test_rmse"], rel=1e-6)
     assert rmse < 0.5 * result.metrics["baseline_rmse"]  # it outputs fares, not standardised ones
     assert sorted(p.name for p in out.iterdir()) == [
-        model_dir.META_FILE, model_dir.ARRAYS_FILE, model_dir.WEIGHTS_FILE,
+        "_SUCCESS", model_dir.META_FILE, model_dir.ARRAYS_FILE, model_dir.WEIGHTS_FILE,
     ]  # fmt: skip
 
 

@@ -22,7 +22,9 @@ def test_reads_splits_from_s3_and_writes_the_model_there(splits, s3, tmp_path):
     assert result.rows == {"train": 2400, "validation": 300, "test": 300}
     assert result.metrics["best_possible_rmse"] == 0.5
     keys = [k for k in s3.keys(bucket, "models/fare/") if not k.endswith("/")]
-    assert keys == ["models/fare/model.json", "models/fare/model.npz", "models/fare/model.pt"]
+    assert keys == [
+        "models/fare/_SUCCESS", "models/fare/model.json", "models/fare/model.npz", "models/fare/model.pt",
+    ]  # fmt: skip
     # the checkpoints beside it, on S3 too (the newest 2 of 2 epochs)
     assert [k for k in s3.keys(bucket, "models/fare.checkpoints/") if not k.endswith("/")] == [
         "models/fare.checkpoints/ckpt-0001-00000000.pt",

@@ -51,17 +51,22 @@ def read_model_metrics(model_dir: str) -> dict:
 
 
 def copy_model_dir(src_s3: str, dest_dir: str) -> list[str]:
-    """Copy the model directory the job wrote (``model.json`` required) into ``dest_dir``."""
+    """Copy the model directory the job wrote (``model.json`` required; when it carries train's
+    staged-output markers, a finished one: ``_SUCCESS`` of the train step) into ``dest_dir``."""
     import os
 
     import pyarrow.fs as pafs
 
+    from components.common.staged import INCOMPLETE_MARKER, SUCCESS_MARKER, require_complete
     from components.common.storage import resolve_filesystem
 
     fs, path = resolve_filesystem(src_s3)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     files = [i for i in infos if i.type == pafs.FileType.File]
-    if not any(os.path.basename(i.path) == "model.json" for i in files):
+    names = {os.path.basename(i.path) for i in files if os.path.dirname(i.path) == path.rstrip("/")}
+    if names & {SUCCESS_MARKER, INCOMPLETE_MARKER}:  # train's staged output: only a finished one
+        require_complete(src_s3, "train")
+    if "model.json" not in names:
         raise UserError(f"{src_s3}: no model.json (the training job wrote no complete model directory)")
     os.makedirs(dest_dir, exist_ok=True)
     copied = []

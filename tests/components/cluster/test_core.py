@@ -275,6 +275,25 @@ def test_copy_model_dir_from_s3(s3, tmp_path):
         models.copy_model_dir("s3://mlpipeline/fareflow/models/missing", str(tmp_path / "m2"))
 
 
+def test_copy_model_dir_refuses_a_model_train_has_not_finished_writing(s3, tmp_path):
+    bucket = s3.bucket("mlpipeline")
+    # cut off after model.json, before _SUCCESS: the S3 write leaves _INCOMPLETE naming train
+    s3.put(bucket, "fareflow/models/k/_INCOMPLETE", json.dumps({"step": "train"}).encode())
+    s3.put(bucket, "fareflow/models/k/model.json", json.dumps({"format": "fareflow"}).encode())
+    with pytest.raises(UserError, match="the train step has not finished writing it"):
+        models.copy_model_dir("s3://mlpipeline/fareflow/models/k", str(tmp_path / "k"))
+    assert not (tmp_path / "k").exists()
+    # another step's output is refused too; a finished train output is copied with its marker
+    s3.put(bucket, "fareflow/models/q/_SUCCESS", json.dumps({"step": "quality"}).encode())
+    s3.put(bucket, "fareflow/models/q/model.json", b"{}")
+    with pytest.raises(UserError, match="expected the output of the train step"):
+        models.copy_model_dir("s3://mlpipeline/fareflow/models/q", str(tmp_path / "q"))
+    s3.put(bucket, "fareflow/models/k/_SUCCESS", json.dumps({"step": "train", "format": "fareflow"}).encode())
+    s3.client.delete_object(Bucket="mlpipeline", Key="fareflow/models/k/_INCOMPLETE")
+    files = models.copy_model_dir("s3://mlpipeline/fareflow/models/k", str(tmp_path / "k"))
+    assert files == ["_SUCCESS", "model.json"]
+
+
 def test_rendered_objects_print_as_plain_yaml():
     text = yaml.safe_dump([_job(), serving.inference_service_object(core.ClusterSettings(), "n", "s3://b/m")])
     assert "&id" not in text

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from components.common import contract
@@ -58,20 +57,27 @@ class PartitionJob:
     memory_mb: int = 0  # DuckDB's memory limit (it spills to a temporary directory past it); 0: its default
 
 
-def _open_raw(job: PartitionJob) -> ds.Dataset:
+def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
+    """The partition's Parquet files (as a dataset discovers them: recursively, skipping names
+    starting with ``.`` or ``_``), each checked against ``contract.RAW_SCHEMA``."""
+    import pyarrow.parquet as pq
+
     fs, root = resolve_filesystem(job.raw_uri)
     where = join_uri(root, job.partition.path or job.partition.key)
-    dataset = ds.dataset(where, filesystem=fs, format="parquet", schema=contract.RAW_SCHEMA)
-    for fragment in dataset.get_fragments():
+    files = sorted(
+        entry.path
+        for entry in fs.get_file_info(pafs.FileSelector(where, recursive=True))
+        if entry.type == pafs.FileType.File
+        and not any(part.startswith((".", "_")) for part in entry.path[len(where) :].strip("/").split("/"))
+    )
+    for path in files:
         try:
-            physical = fragment.physical_schema
+            physical = pq.read_schema(fs.open_input_file(path))
         except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{fragment.path}: not a readable Parquet file: {err}") from None
+            raise UserError(f"{path}: not a readable Parquet file: {err}") from None
         missing = [c for c in contract.RAW_SCHEMA.names if c not in physical.names]
         if missing:
-            raise UserError(
-                f"{fragment.path}: missing raw column(s) {missing} (expected contract.RAW_SCHEMA)"
-            )
+            raise UserError(f"{path}: missing raw column(s) {missing} (expected contract.RAW_SCHEMA)")
         for name in contract.RAW_SCHEMA.names:
             want, got = contract.RAW_SCHEMA.field(name).type, physical.field(name).type
             if (
@@ -79,8 +85,8 @@ def _open_raw(job: PartitionJob) -> ds.Dataset:
                 and not (pa.types.is_timestamp(got) and pa.types.is_timestamp(want))
                 and not pa.types.is_null(got)
             ):
-                raise UserError(f"{fragment.path}: column {name} is {got}, expected {want}")
-    return dataset
+                raise UserError(f"{path}: column {name} is {got}, expected {want}")
+    return fs, files
 
 
 def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | None = None) -> int:
@@ -92,7 +98,7 @@ def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | N
     """
     fs, path = resolve_filesystem(uri)
     cols = ", ".join(
-        f"CAST({sql.quote(f.name)} AS {_DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
+        f"CAST({sql.quote(f.name)} AS {sql.DUCK_TYPES[f.type]}) AS {sql.quote(f.name)}" for f in schema
     )
     groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
 
@@ -111,18 +117,6 @@ def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | N
         rows = copy_to(local)
         pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     return rows
-
-
-_DUCK_TYPES = {
-    pa.int8(): "TINYINT",
-    pa.int16(): "SMALLINT",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.uint64(): "UBIGINT",
-    pa.float64(): "DOUBLE",
-    pa.string(): "VARCHAR",
-    pa.timestamp("s"): "TIMESTAMP",
-}
 
 
 def _sample_key(seed: int) -> str:
@@ -219,7 +213,7 @@ def process_partition(job: PartitionJob) -> dict:
     import duckdb
 
     part = job.partition
-    dataset = _open_raw(job)
+    fs, raw_files = _raw_files(job)
     config: dict = {"threads": max(1, job.threads)}
     spill = None
     if job.memory_mb:
@@ -229,12 +223,18 @@ def process_partition(job: PartitionJob) -> dict:
         config |= {"memory_limit": f"{int(job.memory_mb)}MB", "temp_directory": spill}
     con = duckdb.connect(config=config)
     try:
-        fs, _ = resolve_filesystem(job.raw_uri)
         if isinstance(fs, pafs.LocalFileSystem):  # DuckDB's Parquet reader: faster than an Arrow scan
-            files = ", ".join("'" + f.replace("'", "''") + "'" for f in sorted(dataset.files))
-            con.execute(f"CREATE TEMP VIEW raw_input AS SELECT * FROM read_parquet([{files}])")
-        else:
-            con.register("raw_input", dataset)
+            files = ", ".join("'" + f.replace("'", "''") + "'" for f in raw_files)
+            con.execute(
+                f"CREATE TEMP VIEW raw_input AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
+            )
+        else:  # pyarrow.dataset (imported only here: it imports pandas) reads other stores
+            import pyarrow.dataset as ds
+
+            con.register(
+                "raw_input",
+                ds.dataset(raw_files, filesystem=fs, format="parquet", schema=contract.RAW_SCHEMA),
+            )
         try:
             ordered = _input_sorted(con)
             for statement in sql.classify_statements(

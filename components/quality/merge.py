@@ -29,6 +29,7 @@ from .layout import (
     STAT_COLUMNS,
     join_uri,
     read_text,
+    to_numpy,
     write_text,
 )
 from .result import QualityResult, evaluate_gate
@@ -111,11 +112,15 @@ def bottom_k_files(uris: Sequence[str], k: int, schema: pa.Schema) -> pa.Table |
     smallest = np.empty(0, dtype=np.uint64)
     for uri in uris:
         fs, path = resolve_filesystem(uri)
-        keys = pq.read_table(path, filesystem=fs, columns=[SAMPLE_KEY]).column(0)
-        smallest = np.concatenate([smallest, keys.to_numpy().astype(np.uint64, copy=False)])
+        # ParquetFile, not pq.read_table: that goes through pyarrow.dataset, which imports pandas
+        with fs.open_input_file(path) as f:
+            keys = pq.ParquetFile(f).read(columns=[SAMPLE_KEY]).column(0)
+        smallest = np.concatenate([smallest, to_numpy(keys).astype(np.uint64, copy=False)])
         if smallest.size > k:
             smallest = np.partition(smallest, k - 1)[:k]
     threshold = int(smallest.max()) if smallest.size else 0
+    # built from a buffer: pa.scalar(int) converts through pyarrow's pandas shim (imports pandas)
+    limit = pa.Array.from_buffers(pa.uint64(), 1, [None, pa.py_buffer(np.array([threshold], np.uint64))])[0]
     parts = []
     for uri in uris:
         fs, path = resolve_filesystem(uri)
@@ -129,7 +134,7 @@ def bottom_k_files(uris: Sequence[str], k: int, schema: pa.Schema) -> pa.Table |
         if not groups:
             continue
         table = pf.read_row_groups(groups)
-        table = table.filter(pc.less_equal(table.column(SAMPLE_KEY), pa.scalar(threshold, pa.uint64())))
+        table = table.filter(pc.less_equal(table.column(SAMPLE_KEY), limit))
         parts.append(table.select(schema.names).cast(schema))
     order = [
         (SAMPLE_KEY, "ascending"),
@@ -143,7 +148,8 @@ def bottom_k_files(uris: Sequence[str], k: int, schema: pa.Schema) -> pa.Table |
 def _read_parquet(uri: str, schema: pa.Schema | None = None) -> pa.Table:
     """One Parquet file, cast to ``schema`` when given (nullability and units as in the contract)."""
     fs, path = resolve_filesystem(uri)
-    table = pq.read_table(path, filesystem=fs)
+    with fs.open_input_file(path) as f:
+        table = pq.ParquetFile(f).read()
     return table.select(schema.names).cast(schema) if schema is not None else table
 
 
@@ -155,7 +161,7 @@ def quantiles(table: pa.Table | None, columns: Sequence[str]) -> dict[str, dict[
         if table is None or col not in table.column_names:
             out[col] = dict.fromkeys(f"p{round(q * 100)}" for q in QUANTILES)
             continue
-        values = table.column(col).drop_null().to_numpy(zero_copy_only=False).astype("float64")
+        values = to_numpy(table.column(col).drop_null()).astype("float64")
         values = values[np.isfinite(values)]
         found = np.quantile(values, QUANTILES) if values.size else [None] * len(QUANTILES)
         out[col] = {

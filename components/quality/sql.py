@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from components.common import contract
 from components.common.features import EARTH_RADIUS_KM
 
@@ -196,6 +198,25 @@ def clean_projection(overrides: dict[str, str] | None = None) -> str:
     """The clean columns as SQL; ``overrides`` replaces expressions (e.g. by a precomputed column)."""
     exprs = CLEAN_EXPRESSIONS | (overrides or {})
     return ", ".join(f"{exprs[name]} AS {name}" for name in CLEAN_EXPRESSIONS)
+
+
+# Arrow type -> DuckDB type, for the schemas the step reads and writes.
+DUCK_TYPES = {
+    pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.uint64(): "UBIGINT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.timestamp("s"): "TIMESTAMP",
+}
+
+
+def create_table(name: str, schema: pa.Schema) -> str:
+    """``CREATE TEMP TABLE`` of ``schema``'s columns (no rows)."""
+    cols = ", ".join(f"{quote(f.name)} {DUCK_TYPES[f.type]}" for f in schema)
+    return f"CREATE TEMP TABLE {name} ({cols})"
 
 
 def quote(name: str) -> str:

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from components.common.errors import UserError
 
-from . import protocol
+from . import fast_lane, protocol
 from .limits import limit_message
 from .model import FareModel
 
@@ -35,6 +35,8 @@ JSON = "application/json"
 # Every method reaches the fareflow routes, so a GET on :predict is a 405 from them, not a 404 from
 # KServe's GET /v1/models/{name} route reading "taxi-fare:predict" as a model name.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+V1_PREDICT = "/v1/models/{model_name}:predict"
+V2_INFER = "/v2/models/{model_name}/infer"
 
 
 class RequestRefused(Exception):
@@ -79,14 +81,15 @@ class FareRESTServer(RESTServer):
 
     def _register_endpoints(self, app) -> None:
         # Ahead of KServe's routes: Starlette answers with the first route that matches.
-        app.add_route("/v1/models/{model_name}:predict", self.v1_predict, methods=ALL_METHODS)
+        app.add_route(V1_PREDICT, self.v1_predict, methods=ALL_METHODS)
         app.add_route("/v1/models/{model_name}:explain", self.v1_explain, methods=ALL_METHODS)
-        app.add_route("/v2/models/{model_name}/infer", self.v2_infer, methods=ALL_METHODS)
+        app.add_route(V2_INFER, self.v2_infer, methods=ALL_METHODS)
         app.add_route("/v2/models/{model_name}", self.v2_metadata, methods=["GET"])
         app.add_route("/v2/models/{model_name}/versions/{rest:path}", self.v2_versions, methods=ALL_METHODS)
         super()._register_endpoints(app)
 
     def _add_exception_handlers(self, app) -> None:
+        self.app = app  # KServe's create_application keeps no reference to it
         super()._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, self._on_error)
         app.add_exception_handler(ModelNotFound, self._on_error)
@@ -96,6 +99,11 @@ class FareRESTServer(RESTServer):
 
     def start(self):  # KServe's start() without a socket of its own: ours are bound already
         self.create_application()
+        if fast_lane.usable(self.app):  # the prediction routes straight to their handlers
+            self.config.app = fast_lane.FastLane(
+                self.app, {V1_PREDICT: self.v1_predict, V2_INFER: self.v2_infer}
+            )
+            logger.info("REST: %s and %s take the fast lane", V1_PREDICT, V2_INFER)
         logger.info("Starting uvicorn on %s", ", ".join(_address(s) for s in self.sockets))
         return self._server.serve(sockets=self.sockets)
 

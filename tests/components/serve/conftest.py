@@ -106,3 +106,15 @@ def server(model_dir: Path, tmp_path_factory):
     flags = (f"--max-request-bytes={MAX_REQUEST_BYTES}", f"--body-timeout-s={BODY_TIMEOUT_S}")
     with running_server(model_dir, log, *flags) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def quiet_server(model_dir: Path, tmp_path_factory):
+    """The same server without request logging: the prediction routes take the fast lane
+    (components.serve.fast_lane), so the corpus runs against both ways in."""
+    from .harness import running_server
+
+    log = tmp_path_factory.mktemp("quiet-server") / "server.log"
+    flags = (f"--max-request-bytes={MAX_REQUEST_BYTES}", f"--body-timeout-s={BODY_TIMEOUT_S}")
+    with running_server(model_dir, log, *flags, "--request-logging=false") as server:
+        yield server

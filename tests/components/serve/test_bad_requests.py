@@ -579,11 +579,19 @@ def test_the_corpus_is_large_and_distinct():
     assert len(ids) >= 40 and len(set(ids)) == len(ids)
 
 
+@pytest.fixture(params=["server", "quiet_server"])
+def any_server(request):
+    """Each REST case against the server with request logging (FastAPI's routing all the way) and
+    without (the prediction routes through the fast lane)."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "error"), [c[1:] for c in CORPUS],
                          ids=[c[0] for c in CORPUS])  # fmt: skip
 def test_a_bad_request_gets_one_clear_error_and_the_server_goes_on(
-    server, method, path, body, headers, status, error
+    any_server, method, path, body, headers, status, error
 ):
+    server = any_server
     code, answer, raw = post_raw(f"{server.url}{path}", body, headers=headers, method=method)
     assert code == status, answer
     assert list(answer) == ["error"] and isinstance(answer["error"], str), answer
@@ -624,7 +632,8 @@ def _head(content_length: int) -> bytes:
     ).encode()
 
 
-def test_a_body_shorter_than_its_content_length_is_a_400_not_a_hang(server):
+def test_a_body_shorter_than_its_content_length_is_a_400_not_a_hang(any_server):
+    server = any_server
     headers, answer = raw_exchange(server, _head(500), b'{"instances": [')
     assert headers.startswith(b"HTTP/1.1 400"), headers
     assert answer == {
@@ -633,7 +642,8 @@ def test_a_body_shorter_than_its_content_length_is_a_400_not_a_hang(server):
     _still_answers(server)
 
 
-def test_a_body_over_the_limit_is_a_413_before_it_is_read(server):
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(any_server):
+    server = any_server
     headers, answer = raw_exchange(server, _head(MAX_REQUEST_BYTES + 1))
     assert headers.startswith(b"HTTP/1.1 413") and b"connection: close" in headers.lower(), headers
     assert answer == {
@@ -643,7 +653,8 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_read(server):
     _still_answers(server)
 
 
-def test_a_trip_outside_the_domain_is_never_clipped_to_a_fare(server):
+def test_a_trip_outside_the_domain_is_never_clipped_to_a_fare(any_server):
+    server = any_server
     """What the server refuses, the model would have answered: a number, clipped to the fare range."""
     far = trip() | OUT
     status, body = post(f"{server.url}{V1}", {"instances": [far]})

@@ -337,6 +337,7 @@ def test_request_logging_can_be_turned_off(model_dir, tmp_path):
         assert post(f"{server.url}/v1/models/{MODEL}:predict", {"instances": [{}]})[0] == 400
         text = log.read_text()
     assert "Application startup complete" in text  # the server does log, just not per request
+    assert "take the fast lane" in text  # nothing in front of the prediction routes but FastAPI's layers
     for per_request in ("POST /v1/models", "predict_ms", "kserve.io.v1", "400 POST"):
         assert per_request not in text, text[-2000:]
 
@@ -351,6 +352,7 @@ def test_the_server_runs_on_the_event_loop_its_flag_names(model_dir, tmp_path, f
         text = log.read_text()
     [line] = [line for line in text.splitlines() if "Event loop: " in line]
     assert line.split("Event loop: ")[1].startswith(loop), line
+    assert "take the fast lane" not in text  # request logging on: KServe's timing middleware in front
     # start-up's objects are out of the collector's sight (a full collection stalled the loop)
     [frozen] = [line for line in text.splitlines() if "objects loaded at start-up frozen" in line]
     assert int(frozen.split("gc: ")[1].split()[0]) > 50_000, frozen

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.failures import task_failure  # noqa: F401  (re-export: tests/pipelines/test_runs.py)
 from pipelines.progress import StepProgress
 
 STATE_STYLE = {

@@ -100,7 +100,7 @@ def _log(tracked: TrackedRun, uri: str, experiment: str) -> dict:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from pipelines import runs
+    from pipelines import records
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
@@ -135,7 +135,7 @@ def _log(tracked: TrackedRun, uri: str, experiment: str) -> dict:
         for path, into in tracked.artifacts:
             if path.is_dir():
                 client.log_artifacts(run_id, str(path), into)
-            elif path.name == runs.RUN_RECORD:
+            elif path.name == records.RUN_RECORD:
                 _log_run_record(client, run_id, path, into)
             else:
                 client.log_artifact(run_id, str(path), into)
@@ -153,13 +153,13 @@ def _log_run_record(client, run_id: str, path: Path, into: str | None) -> None:
     attempt to log it went (stale the moment this one succeeds)."""
     import tempfile
 
-    from pipelines import runs
+    from pipelines import records
 
     record = json.loads(path.read_text())
     record.pop("tracking", None)
     with tempfile.TemporaryDirectory(prefix="fareflow-track-") as tmp:
         copy = Path(tmp) / path.name
-        runs.write_json(copy, record)
+        records.write_json(copy, record)
         client.log_artifact(run_id, str(copy), into)
 
 

@@ -33,22 +33,13 @@ import time
 from pathlib import Path
 
 from components.common.errors import UserError, cli_entry
+from pipelines.records import METRICS, RUN_RECORD, SUMMARY, load_record, step_metrics, write_json
 
-RUN_RECORD = "run.json"
-SUMMARY = "summary.json"
-METRICS = "metrics.json"
+__all__ = ["METRICS", "RUN_RECORD", "SUMMARY", "load_record", "step_metrics", "write_json"]  # re-exported
+
 LATEST = "latest"
 DEFAULT_KEEP = 20
 REPORT_SUFFIXES = {"report": ".html", "summary_md": ".md"}
-
-# The figures metrics.json keeps per step (numbers only; nested dicts flattened one level).
-METRIC_KEYS = {
-    "ingest": ("rows_read", "rows_written", "rows_quarantined", "seconds"),
-    "quality": ("rows_in", "rows_clean", "rows_rejected", "rejected_pct"),
-    "sample": ("sample_rows", "attempts", "min_p_value"),
-    "tune": ("best_validation_rmse", "default_validation_rmse"),
-    "train": ("metrics", "best_epoch", "epochs_run", "seconds"),
-}
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -68,26 +59,6 @@ def create_run_dir(workdir: Path) -> tuple[str, Path]:
             continue
         return run_id, path
     raise UserError(f"{workdir}: could not create a new run directory")
-
-
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def step_metrics(outputs: dict) -> dict[str, float]:
-    """Flat ``step.name -> number`` of the headline figures (what ``runs compare`` compares)."""
-    flat: dict[str, float] = {}
-    for step, keys in METRIC_KEYS.items():
-        summary = outputs.get(step) or {}
-        for key in keys:
-            value = summary.get(key)
-            items = value.items() if isinstance(value, dict) else [(key, value)]
-            for name, v in items:
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    flat[f"{step}.{name}"] = v
-    return flat
 
 
 # ---------------------------------------------------------------- reports
@@ -144,14 +115,6 @@ def publish_reports(outputs: dict, reports_dir: Path, record: dict) -> None:
 
 
 # ---------------------------------------------------------------- listing and retention
-
-
-def load_record(run_dir: Path) -> dict | None:
-    try:
-        record = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def list_runs(workdir: Path) -> list[tuple[Path, dict]]:

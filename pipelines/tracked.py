@@ -113,13 +113,13 @@ def model_dir_of(outputs: dict) -> Path | None:
 def from_run_dir(run_dir: Path) -> TrackedRun:
     """What to log for the run kept in ``run_dir`` (run.json, metrics.json, summary.json,
     reports/, the model directory, logs/)."""
-    from pipelines import runs
+    from pipelines import records
 
-    record = runs.load_record(run_dir)
+    record = records.load_record(run_dir)
     if record is None:
-        raise TrackingError(f"{run_dir / runs.RUN_RECORD}: missing or not a run record")
-    outputs = _read_json(run_dir / runs.SUMMARY) or {}
-    metrics_file = _read_json(run_dir / runs.METRICS)
+        raise TrackingError(f"{run_dir / records.RUN_RECORD}: missing or not a run record")
+    outputs = _read_json(run_dir / records.SUMMARY) or {}
+    metrics_file = _read_json(run_dir / records.METRICS)
     flat = metrics_file if isinstance(metrics_file, dict) else (record.get("metrics") or {})
     code = record.get("code") or {}
     params = record.get("parameters") or {}
@@ -140,7 +140,7 @@ def from_run_dir(run_dir: Path) -> TrackedRun:
     if record.get("error"):
         tags["fareflow.error"] = str(record["error"]).splitlines()[0][:4000]
     artifacts: list[tuple[Path, str | None]] = [
-        (run_dir / name, None) for name in (runs.RUN_RECORD, runs.METRICS, runs.SUMMARY)
+        (run_dir / name, None) for name in (records.RUN_RECORD, records.METRICS, records.SUMMARY)
     ]
     artifacts.append((run_dir / "reports", "reports"))
     if status != "succeeded":
@@ -190,8 +190,8 @@ def from_outputs(
     tags: dict[str, str] | None = None,
 ) -> TrackedRun:
     """A run known by its step summaries alone (the cluster pipeline's tracking step): the same
-    params, metrics (``runs.step_metrics``), series and model as ``from_run_dir``."""
-    from pipelines import runs
+    params, metrics (``records.step_metrics``), series and model as ``from_run_dir``."""
+    from pipelines import records
 
     all_tags = {
         RUN_ID_TAG: name,
@@ -207,7 +207,7 @@ def from_outputs(
         status=status,
         tags=all_tags,
         params=params_of(record, outputs),
-        metrics={k: float(v) for k, v in runs.step_metrics(outputs).items()},
+        metrics={k: float(v) for k, v in records.step_metrics(outputs).items()},
         series=series_of(outputs),
     )
     tracked.artifacts = _model_artifacts(model_dir, tracked.tags)

@@ -49,12 +49,12 @@ def log_run(run_dir: Path, uri: str | None = None, experiment: str = DEFAULT_EXP
 
 
 def _record(run_dir: Path, entry: dict) -> None:
-    from pipelines import runs
+    from pipelines import records
 
-    record = runs.load_record(run_dir)
+    record = records.load_record(run_dir)
     if record is not None:
         record["tracking"] = entry
-        runs.write_json(run_dir / runs.RUN_RECORD, record)
+        records.write_json(run_dir / records.RUN_RECORD, record)
 
 
 def add_arguments(parser) -> None:

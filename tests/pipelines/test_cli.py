@@ -46,7 +46,7 @@ def test_run_summary_prints_the_serve_command_on_one_copyable_line(capsys, monke
     """A long model path on a narrow terminal: one unwrapped line, the path shell-quoted."""
     import shlex
 
-    from pipelines.local import print_summary
+    from pipelines.summary import print_summary
 
     monkeypatch.setenv("COLUMNS", "40")
     model = "/tmp/a very/long path/" + "x" * 120 + "/model"

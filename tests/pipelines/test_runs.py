@@ -10,7 +10,8 @@ import pytest
 
 from components.common.errors import UserError
 from pipelines import runs
-from pipelines.console import StepBoard, task_failure
+from pipelines.console import StepBoard
+from pipelines.failures import task_failure
 
 
 def _fake_run(workdir: Path, run_id: str, root: Path | None = None, uses: Path | None = None) -> Path:

@@ -184,7 +184,7 @@ def selected_cases(value: str | None = None) -> tuple[str, ...]:
 
 def _study(workdir: Path, spec: dict, threads: int) -> dict:
     """One study in a child process; its printed figures plus the child's wall time and RSS."""
-    # the repository on the path of the child and of the workers it spawns
+    # the repository on the path of the child and of the workers it starts
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     load = round(os.getloadavg()[0], 2)

@@ -50,7 +50,7 @@ _TRIPS = (
     ((38.9170, -77.0320), (38.8764, -77.0030), "01/26", "21:00"),
     ((38.8623, -76.9951), (38.9096, -77.0434), "05/30", "07:00"),
 )
-# The years a model directory without a recorded extent prices (components.serve.core
+# The years a model directory without a recorded extent prices (components.serve.domain
 # CONTRACT_EXTENT: the trip files' years), and the serving default margin around the trained ones.
 CONTRACT_YEARS = (2015, 2019)
 YEAR_MARGIN = 1

@@ -138,6 +138,12 @@ CLEAN_SCHEMA = pa.schema(
         pa.field("duration", pa.float64()),
     ]
 )
+
+# The files the quality step writes: clean files hold CLEAN_SCHEMA minus the partition keys
+# (which the path carries); rejected files hold the raw row and the rule that rejected it.
+RULE_COLUMN = "rule"
+CLEAN_FILE_SCHEMA = pa.schema([f for f in CLEAN_SCHEMA if f.name not in PARTITION_COLUMNS])
+REJECTED_SCHEMA = RAW_SCHEMA.append(pa.field(RULE_COLUMN, pa.string()))
 # What a rider knows before the trip (plus derived distance): the model inputs.
 FEATURES: tuple[str, ...] = (
     "origin_lat",

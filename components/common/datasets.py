@@ -13,14 +13,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import contract
+from .contract import CLEAN_FILE_SCHEMA, REJECTED_SCHEMA, RULE_COLUMN  # noqa: F401  (readers' names)
 from .errors import UserError
 from .staged import require_complete
 from .storage import resolve_filesystem
-
-RULE_COLUMN = "rule"
-# Clean files hold CLEAN_SCHEMA minus the partition keys (which the path carries).
-CLEAN_FILE_SCHEMA = pa.schema([f for f in contract.CLEAN_SCHEMA if f.name not in contract.PARTITION_COLUMNS])
-REJECTED_SCHEMA = contract.RAW_SCHEMA.append(pa.field(RULE_COLUMN, pa.string()))
 
 
 def _compatible(got: pa.DataType, want: pa.DataType) -> bool:

@@ -7,16 +7,12 @@ import re
 import pyarrow as pa
 
 from components.common import contract
+
+# The files this step writes, from the contract (not components.common.datasets: it imports
+# pyarrow.dataset, which imports pandas, ~0.3 s of the serial start before the workers fork).
+from components.common.contract import CLEAN_FILE_SCHEMA, REJECTED_SCHEMA, RULE_COLUMN  # noqa: F401
 from components.common.errors import UserError
 from components.common.storage import resolve_filesystem
-
-# The files this step writes, as components.common.datasets reads them (a test holds the two
-# equal). Defined here rather than imported: that module imports pyarrow.dataset, which imports
-# pandas (~0.3 s of every quality run's start, in the serial part before the workers fork).
-RULE_COLUMN = "rule"
-# Clean files hold CLEAN_SCHEMA minus the partition keys (which the path carries).
-CLEAN_FILE_SCHEMA = pa.schema([f for f in contract.CLEAN_SCHEMA if f.name not in contract.PARTITION_COLUMNS])
-REJECTED_SCHEMA = contract.RAW_SCHEMA.append(pa.field(RULE_COLUMN, pa.string()))
 
 PART_FILE = "part-0.parquet"
 # The name in each output's _SUCCESS marker (components.common.staged), with its role.

@@ -143,9 +143,12 @@ def test_the_written_schemas_are_those_the_readers_expect():
     from components.common import datasets
     from components.quality import layout
 
-    assert layout.CLEAN_FILE_SCHEMA == datasets.CLEAN_FILE_SCHEMA
-    assert layout.REJECTED_SCHEMA == datasets.REJECTED_SCHEMA
-    assert layout.RULE_COLUMN == datasets.RULE_COLUMN
+    assert layout.CLEAN_FILE_SCHEMA is datasets.CLEAN_FILE_SCHEMA  # one definition (the contract)
+    assert layout.REJECTED_SCHEMA is datasets.REJECTED_SCHEMA
+    assert layout.CLEAN_FILE_SCHEMA.names == [
+        n for n in datasets.contract.CLEAN_SCHEMA.names if n not in ("year", "month")
+    ]
+    assert layout.REJECTED_SCHEMA.names == [*datasets.contract.RAW_SCHEMA.names, "rule"]
 
 
 def test_a_quality_run_does_not_import_pandas(tmp_path):

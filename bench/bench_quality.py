@@ -39,8 +39,8 @@ MONTHS_QUARTER = "2015-01:2015-03"
 
 def ingested(workdir: Path, rows: int, months: str) -> Path:
     """Generate + ingest once per (rows, months); reused across runs."""
-    from components.generate.core import GenerateConfig, generate
-    from components.ingest.core import IngestConfig, ingest
+    from components.generate import core as generate_core
+    from components.ingest import core as ingest_core
 
     tag = f"{rows}-{months.replace(':', '_')}"
     raw = workdir / f"quality-raw-{tag}"
@@ -49,9 +49,9 @@ def ingested(workdir: Path, rows: int, months: str) -> Path:
     src = workdir / f"quality-src-{tag}"
     if not (src / "truth.json").exists():
         shutil.rmtree(src, ignore_errors=True)
-        generate(GenerateConfig(output_uri=str(src), rows=rows, months=months, seed=0))
+        generate_core.run(generate_core.GenerateConfig(output_uri=str(src), rows=rows, months=months, seed=0))
     shutil.rmtree(raw, ignore_errors=True)
-    ingest(IngestConfig(source_uri=str(src), output_uri=str(raw)))
+    ingest_core.run(ingest_core.IngestConfig(source_uri=str(src), output_uri=str(raw)))
     return raw
 
 

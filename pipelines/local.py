@@ -42,18 +42,17 @@ def generated_source(workdir: Path, rows: int, months: str, seed: int) -> Path:
     import shutil
     import tempfile
 
-    import components.generate
     from components.common.code_version import source_digest
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core
 
-    code = source_digest([Path(components.generate.__file__).parent])[:8]
+    code = source_digest([Path(core.__file__).parent])[:8]
     out = workdir / "data" / f"generated-{rows}-{months.replace(':', '_')}-seed{seed}-gen{code}"
     if (out / "truth.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))  # private to this run
     try:
-        generate(GenerateConfig(output_uri=str(tmp), rows=rows, months=months, seed=seed), progress=True)
+        core.run(core.GenerateConfig(output_uri=str(tmp), rows=rows, months=months, seed=seed), progress=True)
         if out.exists():  # a concurrent run finished first; its output is identical
             shutil.rmtree(tmp)
         else:

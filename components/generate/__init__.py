@@ -1,5 +1,5 @@
-"""Synthetic DC taxi trip files in the published format, with a known fare model."""
+"""Generate step: synthetic DC taxi trip files in the published format, with a known fare model.
 
-from .core import GenerateConfig, GenerateResult, generate
-
-__all__ = ["GenerateConfig", "GenerateResult", "generate"]
+``core`` holds the logic (:func:`components.generate.core.run`), ``__main__`` the CLI
+(``python -m components.generate`` / ``fareflow generate``).
+"""

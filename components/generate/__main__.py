@@ -12,7 +12,7 @@ from components.common import cli
 from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
 
-from .core import GenerateConfig, generate
+from . import core
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fareflow generate",
         description="Write synthetic trip files in the DC taxi format (taxi_YYYY_MM.txt) plus truth.json.",
     )
-    add_arguments(parser, GenerateConfig)
+    add_arguments(parser, core.GenerateConfig)
     return parser
 
 
@@ -32,8 +32,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.output_dir("--out", args.output_uri)
-    config = from_args(GenerateConfig, args)
-    result = generate(config, progress=True)
+    config = from_args(core.GenerateConfig, args)
+    result = core.run(config, progress=True)
     truth = result.truth
     print(
         f"generate: {result.rows:,} rows in {len(result.files)} file(s) under {config.output_uri} "

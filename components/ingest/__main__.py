@@ -12,7 +12,7 @@ from components.common import cli
 from components.common.configspec import add_arguments, from_args
 from components.common.errors import cli_entry
 from components.common.publish import publish_cli
-from components.ingest.core import IngestConfig, ingest
+from components.ingest import core
 from components.ingest.result import IngestResult
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read DC taxi trip files (taxi_YYYY_MM.txt, taxi_YYYY.zip) into typed Parquet "
         "partitioned by year=/month=; rows that do not parse go to a quarantine Parquet.",
     )
-    add_arguments(parser, IngestConfig)
+    add_arguments(parser, core.IngestConfig)
     parser.add_argument("--summary-json", default=None, help="also write the run summary to this file")
     return parser
 
@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None = None) -> int:
     """Run the ingest step from the command line; see ``--help``."""
     args = build_parser().parse_args(argv)
-    config = from_args(IngestConfig, args)
+    config = from_args(core.IngestConfig, args)
     # Before the run: a path that cannot be used must not fail after the work (or the commit).
     cli.input_path("--source", args.source_uri)
     cli.output_dir("--output", args.output_uri)
     cli.output_dir("--quarantine", args.quarantine_uri)
     cli.output_file("--summary-json", args.summary_json)
-    summary = publish_cli(IngestResult(ingest(config)), summary_json=args.summary_json)
+    summary = publish_cli(IngestResult(core.run(config)), summary_json=args.summary_json)
     reasons = ", ".join(f"{k} {v:,}" for k, v in summary["quarantine_reasons"].items())
     print(
         f"ingest: {summary['rows_read']:,} rows from {summary['files']} file(s) "

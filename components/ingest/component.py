@@ -29,7 +29,7 @@ def ingest(source: str, raw: Output[Dataset], quarantine: Output[Dataset], metri
     config = core.IngestConfig(
         source_uri=source, output_uri=raw.path, quarantine_uri=quarantine.path, progress=False
     )
-    result = IngestResult(core.ingest(config))
+    result = IngestResult(core.run(config))
     return publish_component(result, metrics=metrics, artifacts={"raw": raw, "quarantine": quarantine})
 
 

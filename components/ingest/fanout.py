@@ -3,7 +3,7 @@
 - :func:`plan` lists the source's ``taxi_YYYY_MM.txt`` files (directory, glob, zip members,
   ``s3://`` prefix, https) and cuts the list, in its order, into at most N runs of consecutive
   files balanced by size (:func:`group_sizes`, the pure part).
-- :func:`ingest_group` ingests one group into its own location with ``core.ingest``; its
+- :func:`ingest_group` ingests one group into its own location with ``core.run``; its
   ``_SUCCESS`` names the step ``ingest-part`` (a part is not an ingest output: quality refuses it).
 - :func:`merge_parts` copies every part's Parquet files into one ``year=/month=`` data set,
   renamed ``part-<task>-<n>.parquet`` (a row whose pick-up month is not its file's month lands
@@ -31,7 +31,8 @@ from components.common.errors import UserError
 from components.common.staged import StagedOutput, require_complete
 from components.common.storage import resolve_filesystem, text_sources
 
-from .core import STEP, IngestConfig, _select, ingest
+from . import core
+from .core import STEP, IngestConfig, _select
 from .writers import QUARANTINE_DIR, QUARANTINE_FILE
 
 PART_STEP = "ingest-part"  # the step a task's part output's _SUCCESS names
@@ -86,7 +87,7 @@ def group_sizes(sizes: list[int | None], n: int) -> list[list[int]]:
 def plan(source_uri: str, tasks: int) -> list[dict]:
     """The source's month files in at most ``tasks`` groups: ``{"task": k, "files": [name, ...],
     "bytes": total}`` (``TextSource.name``: ``taxi_2015_01.txt``, ``taxi_2015.zip!taxi_2015_01.txt``;
-    ``bytes``: uncompressed, 0 where unknown). Raises ``UserError`` as ``core.ingest`` would for
+    ``bytes``: uncompressed, 0 where unknown). Raises ``UserError`` as ``core.run`` would for
     a source it cannot read (no month file, a month twice)."""
     with text_sources(source_uri) as found:
         sources, _ = _select(source_uri, found)
@@ -120,7 +121,7 @@ def ingest_group(
     config = IngestConfig(source_uri=source_uri, output_uri=output_uri, progress=progress)
     if block_size is not None:
         config = dataclasses.replace(config, block_size=block_size)
-    return ingest(config, files=files, step=PART_STEP, marker={"task": task})
+    return core.run(config, files=files, step=PART_STEP, marker={"task": task})
 
 
 def _partition_key(key: str) -> tuple[int, int]:
@@ -133,7 +134,7 @@ def merge_parts(
 ) -> dict:
     """Merge the tasks' parts (:func:`ingest_group` outputs) into one ingest output at
     ``output_uri`` (quarantine at ``quarantine_uri``, else ``OUTPUT/_quarantine/``); returns
-    the summary ``core.ingest`` would have written for all the files, plus ``tasks``."""
+    the summary ``core.run`` would have written for all the files, plus ``tasks``."""
     start = time.perf_counter()
     if not part_uris:
         raise UserError("ingest merge: no parts to merge")

@@ -1,5 +1,5 @@
 """``IngestResult``: an ingest run as ``components.common.publish`` reads it (its summary is
-what ``core.ingest`` returns; ingest writes no report)."""
+what ``core.run`` returns; ingest writes no report)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ METRIC_KEYS = ("rows_read", "rows_written", "rows_quarantined", "bytes_read", "s
 
 @dataclass(frozen=True)
 class IngestResult:
-    data: dict  # core.ingest's summary
+    data: dict  # core.run's summary
 
     def summary(self) -> dict:
         return dict(self.data)

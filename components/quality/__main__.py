@@ -66,7 +66,7 @@ def _main(argv: list[str] | None = None) -> int:
     from components.common import cli
     from components.common.publish import REPORT_HTML, publish_cli
 
-    from .core import run_quality
+    from . import core
     from .report import render_html, render_markdown
     from .rules import load_rules
 
@@ -92,7 +92,7 @@ def _main(argv: list[str] | None = None) -> int:
     config = from_args(QualityConfig, args, ruleset=ruleset)
     if args.quiet:
         config = replace(config, progress=False)
-    result = run_quality(config)
+    result = core.run(config)
     seconds = time.perf_counter() - started
     publish_cli(
         result,

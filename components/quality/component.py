@@ -38,12 +38,12 @@ def quality(
     workers: int = 0,
 ) -> dict:
     """Apply the data-quality rules to the ingest output (all partitions, in-process pool)."""
-    from components.quality.core import QualityConfig, run_quality
+    from components.quality import core
     from components.quality.publish import publish_quality
     from components.quality.rules import load_rules
 
-    result = run_quality(
-        QualityConfig(
+    result = core.run(
+        core.QualityConfig(
             input_uri=raw.path,
             output_uri=clean.path,
             rejected_uri=rejected.path,

@@ -1,6 +1,6 @@
 """Quality step: raw partitions -> clean features + rejected rows + population statistics + gate.
 
-``run_quality(QualityConfig)`` is plan (``partitions``) + process each partition
+``run(QualityConfig)`` is plan (``partitions``) + process each partition
 (``clean_partition``, in a process pool) + ``merge``; the cluster pipeline runs the same three
 as separate tasks (the fan-out helpers here), so both paths write identical files and numbers.
 Layout and statistics: docs/quality.md. Readers for later steps: ``components.common.datasets``."""
@@ -143,7 +143,7 @@ def _partition_bytes(jobs: Sequence[PartitionJob]) -> list[int]:
     return sizes
 
 
-def run_quality(config: QualityConfig) -> QualityResult:
+def run(config: QualityConfig) -> QualityResult:
     """Plan, process every partition (in parallel), merge. Does not raise on a failed gate:
     call ``result.check_gate()`` after writing reports."""
     cfg = config.resolved()
@@ -237,3 +237,6 @@ def _gather(part_uris: Sequence[str], roots: dict[str, str]) -> None:
                     raise UserError(f"{uri}: {sub}/{rel} was produced by more than one partition task")
                 dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
                 pafs.copy_files(entry.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+run_quality = run  # temporary: bench/bench_train.py still calls it (lead removes)

@@ -136,12 +136,12 @@ def test_taxi_fare_pipeline_end_to_end(docker_runner, pipeline_root: Path) -> No
     the pipeline_root (the only host path DockerRunner mounts), every step in the image."""
     import pyarrow.parquet as pq
 
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core
     from pipelines.taxi_fare import taxi_fare_pipeline
 
     source = pipeline_root / "source"
-    generated = generate(
-        GenerateConfig(output_uri=str(source), rows=20_000, months="2015-01:2015-02", seed=11)
+    generated = core.run(
+        core.GenerateConfig(output_uri=str(source), rows=20_000, months="2015-01:2015-02", seed=11)
     )
     task = taxi_fare_pipeline(source=str(source))
     outputs = dict(task.outputs)

@@ -189,10 +189,10 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys, flag):
 
 def test_gate_failure_stops_pipeline_before_sampling(tmp_path):
     """A data set whose fares are mostly garbage must fail the quality gate; sample never runs."""
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core
 
     data = tmp_path / "data"
-    generate(GenerateConfig(output_uri=str(data), rows=5_000, months="2015-01", seed=3))
+    core.run(core.GenerateConfig(output_uri=str(data), rows=5_000, months="2015-01", seed=3))
     path = data / "taxi_2015_01.txt"
     lines = path.read_text().splitlines()
     header, rows = lines[0], lines[1:]

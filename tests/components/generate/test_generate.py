@@ -21,8 +21,7 @@ import pytest
 
 from components.common import contract, features
 from components.common.errors import UserError
-from components.generate import GenerateConfig, generate, month, parameters
-from components.generate import core as gen
+from components.generate import core, month, parameters
 from components.generate.__main__ import main
 
 ROWS = 40_000
@@ -36,7 +35,7 @@ COORD_RE = re.compile(r"-?\d{2}\.\d{4}")
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    result = generate(GenerateConfig(output_uri=str(out), rows=ROWS, months=MONTHS, seed=SEED))
+    result = core.run(core.GenerateConfig(output_uri=str(out), rows=ROWS, months=MONTHS, seed=SEED))
     yield out, result
 
 
@@ -188,7 +187,7 @@ def test_defect_rates_as_observed(frame, generated):
 
 
 def test_absurd_fares_reach_the_observed_magnitude(tmp_path):
-    result = generate(GenerateConfig(output_uri=str(tmp_path), rows=300_000, months="2016-07", seed=1))
+    result = core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=300_000, months="2016-07", seed=1))
     assert result.truth["fare_max"] > 10_000
     assert result.truth["fare_min"] < -100
     assert result.truth["fare_max"] <= parameters.FARE_MAX_OBSERVED
@@ -205,14 +204,16 @@ def _truth_without_out(path: Path) -> dict:
 
 def test_same_seed_same_bytes_other_seed_different(generated, tmp_path):
     out, _ = generated
-    again = generate(GenerateConfig(output_uri=str(tmp_path / "again"), rows=ROWS, months=MONTHS, seed=SEED))
+    again = core.run(
+        core.GenerateConfig(output_uri=str(tmp_path / "again"), rows=ROWS, months=MONTHS, seed=SEED)
+    )
     for path in again.files:
         assert path.read_bytes() == (out / path.name).read_bytes()
     assert _truth_without_out(tmp_path / "again" / parameters.TRUTH_FILE) == _truth_without_out(
         out / parameters.TRUTH_FILE
     )
-    other = generate(
-        GenerateConfig(output_uri=str(tmp_path / "other"), rows=ROWS, months=MONTHS, seed=SEED + 1)
+    other = core.run(
+        core.GenerateConfig(output_uri=str(tmp_path / "other"), rows=ROWS, months=MONTHS, seed=SEED + 1)
     )
     for path in other.files:
         assert path.read_bytes() != (out / path.name).read_bytes()
@@ -221,23 +222,29 @@ def test_same_seed_same_bytes_other_seed_different(generated, tmp_path):
 
 def test_zip_mode_members_equal_txt_mode(generated, tmp_path):
     out, _ = generated
-    result = generate(GenerateConfig(output_uri=str(tmp_path), rows=ROWS, months=MONTHS, seed=SEED, zip=True))
+    result = core.run(
+        core.GenerateConfig(output_uri=str(tmp_path), rows=ROWS, months=MONTHS, seed=SEED, zip=True)
+    )
     assert [p.name for p in result.files] == ["taxi_2015.zip"]
     assert not list(tmp_path.glob("*.txt"))
     with zipfile.ZipFile(result.files[0]) as archive:
         assert archive.namelist() == ["taxi_2015_01.txt", "taxi_2015_02.txt"]
         for name in archive.namelist():
             assert archive.read(name) == (out / name).read_bytes()
-    again = generate(
-        GenerateConfig(output_uri=str(tmp_path / "again"), rows=ROWS, months=MONTHS, seed=SEED, zip=True)
+    again = core.run(
+        core.GenerateConfig(output_uri=str(tmp_path / "again"), rows=ROWS, months=MONTHS, seed=SEED, zip=True)
     )
     assert again.files[0].read_bytes() == result.files[0].read_bytes()
 
 
 def test_zip_mode_one_archive_per_year(tmp_path):
-    config = GenerateConfig(output_uri=str(tmp_path / "zip"), rows=3000, months="2015-11:2016-02", zip=True)
-    result = generate(config)
-    txt = generate(GenerateConfig(**{**asdict(config), "output_uri": str(tmp_path / "txt"), "zip": False}))
+    config = core.GenerateConfig(
+        output_uri=str(tmp_path / "zip"), rows=3000, months="2015-11:2016-02", zip=True
+    )
+    result = core.run(config)
+    txt = core.run(
+        core.GenerateConfig(**{**asdict(config), "output_uri": str(tmp_path / "txt"), "zip": False})
+    )
     assert [p.name for p in result.files] == ["taxi_2015.zip", "taxi_2016.zip"]
     members = {}
     for path in result.files:
@@ -261,7 +268,7 @@ def test_zip_mode_one_archive_per_year(tmp_path):
 def test_chunks_join_seamlessly(tmp_path, monkeypatch):
     chunk = 3_000
     monkeypatch.setattr(month, "CHUNK_ROWS", chunk)
-    result = generate(GenerateConfig(output_uri=str(tmp_path), rows=10_000, months="2015-05", seed=3))
+    result = core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=10_000, months="2015-05", seed=3))
     text = result.files[0].read_bytes()
     assert text.endswith(b"\n")
     lines = text.decode().splitlines()
@@ -364,21 +371,21 @@ def test_best_rmse_is_reproduced_by_the_true_conditional_mean(generated, frame):
 
 
 def test_parse_months():
-    assert gen.parse_months("2015-03") == [(2015, 3)]
-    assert gen.parse_months("2015-11:2016-02") == [(2015, 11), (2015, 12), (2016, 1), (2016, 2)]
-    assert len(gen.parse_months("2015-01:2019-06")) == 54
+    assert core.parse_months("2015-03") == [(2015, 3)]
+    assert core.parse_months("2015-11:2016-02") == [(2015, 11), (2015, 12), (2016, 1), (2016, 2)]
+    assert len(core.parse_months("2015-01:2019-06")) == 54
     for bad in ("garbage", "2015-13", "2015-1", "2015-06:2015-01", "2015-01:2015-02:2015-03", ""):
         with pytest.raises(UserError, match="--months"):
-            gen.parse_months(bad)
+            core.parse_months(bad)
 
 
 def test_bad_config_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="--rows"):
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=0))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=0))
     with pytest.raises(UserError, match="at least one row per month"):
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=3, months="2015-01:2015-06"))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=3, months="2015-01:2015-06"))
     with pytest.raises(UserError, match="--seed"):
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=10, seed=-1))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=10, seed=-1))
     assert not list(tmp_path.iterdir())
 
 
@@ -404,7 +411,7 @@ def test_cli_bad_months_exits_2_with_one_line(tmp_path):
 
 
 def test_tiny_run_writes_strict_json(tmp_path):
-    result = generate(GenerateConfig(output_uri=str(tmp_path), rows=1, months="2015-01"))
+    result = core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=1, months="2015-01"))
     assert len((tmp_path / "taxi_2015_01.txt").read_text().splitlines()) == 2
     text = (tmp_path / parameters.TRUTH_FILE).read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
@@ -412,30 +419,30 @@ def test_tiny_run_writes_strict_json(tmp_path):
 
 
 def test_out_with_other_taxi_files_is_refused(tmp_path):
-    generate(GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01:2015-02"))
+    core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01:2015-02"))
     before = sorted(p.name for p in tmp_path.iterdir())
     # Same file set again: exactly overwritten, allowed.
-    generate(GenerateConfig(output_uri=str(tmp_path), rows=300, months="2015-01:2015-02"))
+    core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=300, months="2015-01:2015-02"))
     # --zip next to the .txt files: ingest would read every month twice.
     with pytest.raises(UserError, match="taxi_2015_01.txt") as err:
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01:2015-02", zip=True))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01:2015-02", zip=True))
     assert "\n" not in str(err.value)
     # A narrower month range leaves taxi_2015_02.txt behind: refused too.
     with pytest.raises(UserError, match="taxi_2015_02.txt"):
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01"))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01"))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert json.loads((tmp_path / parameters.TRUTH_FILE).read_text())["rows"] == 300
 
 
 def test_zip_out_then_txt_run_is_refused(tmp_path):
-    generate(GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01", zip=True))
+    core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01", zip=True))
     with pytest.raises(UserError, match="taxi_2015.zip"):
-        generate(GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01"))
+        core.run(core.GenerateConfig(output_uri=str(tmp_path), rows=200, months="2015-01"))
 
 
 def test_output_is_staged_with_a_generate_marker_and_foreign_data_is_refused(tmp_path):
     out = tmp_path / "g"
-    result = generate(GenerateConfig(output_uri=str(out), rows=200, months="2015-01:2015-02"))
+    result = core.run(core.GenerateConfig(output_uri=str(out), rows=200, months="2015-01:2015-02"))
     marker = json.loads((out / "_SUCCESS").read_text())
     assert marker["step"] == "generate" and marker["rows"] == 200 == result.truth["rows"]
     assert marker["files"] == result.truth["files"]
@@ -445,7 +452,7 @@ def test_output_is_staged_with_a_generate_marker_and_foreign_data_is_refused(tmp
     home.mkdir()
     (home / "thesis.tex").write_text("precious")
     with pytest.raises(UserError, match="not an earlier output of the generate step") as err:
-        generate(GenerateConfig(output_uri=str(home), rows=200, months="2015-01"))
+        core.run(core.GenerateConfig(output_uri=str(home), rows=200, months="2015-01"))
     assert "thesis.tex" in str(err.value) and "\n" not in str(err.value)
     assert [p.name for p in home.iterdir()] == ["thesis.tex"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g", "home"]
@@ -453,14 +460,14 @@ def test_output_is_staged_with_a_generate_marker_and_foreign_data_is_refused(tmp
 
 def test_failed_run_leaves_the_earlier_output_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "g"
-    generate(GenerateConfig(output_uri=str(out), rows=200, months="2015-01"))
+    core.run(core.GenerateConfig(output_uri=str(out), rows=200, months="2015-01"))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(gen, "_truth", broken)
+    monkeypatch.setattr(core, "_truth", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        generate(GenerateConfig(output_uri=str(out), rows=300, months="2015-01", seed=1))
+        core.run(core.GenerateConfig(output_uri=str(out), rows=300, months="2015-01", seed=1))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["g"]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common import contract
-from components.ingest.core import IngestConfig, ingest
+from components.ingest import core
 
 # One valid row, field by field (values in the real files' style).
 GOOD = {
@@ -61,7 +61,9 @@ def write_file(path: Path, lines: list[str | bytes], *, newline: bytes = b"\n", 
 
 
 def run(source, output, **kwargs) -> dict:
-    return ingest(IngestConfig(source_uri=str(source), output_uri=str(output), progress=False, **kwargs))
+    return core.run(
+        core.IngestConfig(source_uri=str(source), output_uri=str(output), progress=False, **kwargs)
+    )
 
 
 def read_raw(output) -> pa.Table:
@@ -93,20 +95,26 @@ def assert_invariant(summary: dict) -> None:
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory) -> Path:
     """20k generated rows over two months as taxi_2015_MM.txt files."""
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core as generate_core
 
     out = tmp_path_factory.mktemp("generated")
-    generate(GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3))
+    generate_core.run(
+        generate_core.GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3)
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def generated_zip(tmp_path_factory) -> Path:
     """The same 20k rows as a yearly archive taxi_2015.zip."""
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core as generate_core
 
     out = tmp_path_factory.mktemp("generated_zip")
-    generate(GenerateConfig(output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3, zip=True))
+    generate_core.run(
+        generate_core.GenerateConfig(
+            output_uri=str(out), rows=20_000, months="2015-01:2015-02", seed=3, zip=True
+        )
+    )
     return out
 
 
@@ -115,10 +123,12 @@ def months(tmp_path_factory) -> Path:
     """Three generated months (defects included) and a hand-made April file holding a March
     trip (its row lands in year=2015/month=3, which the March file's task writes too), an
     unparsable row and a blank line."""
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core as generate_core
 
     out = tmp_path_factory.mktemp("months")
-    generate(GenerateConfig(output_uri=str(out), rows=9_000, months="2015-01:2015-03", seed=11))
+    generate_core.run(
+        generate_core.GenerateConfig(output_uri=str(out), rows=9_000, months="2015-01:2015-03", seed=11)
+    )
     write_file(
         out / "taxi_2015_04.txt",
         [

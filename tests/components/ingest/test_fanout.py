@@ -129,15 +129,15 @@ def test_fan_out_equals_one_task(months, tmp_path) -> None:
 
 def test_quality_accepts_the_merged_output_and_gives_the_one_task_result(months, tmp_path) -> None:
     from components.common import datasets
-    from components.quality.core import QualityConfig, run_quality
+    from components.quality import core as quality_core
     from components.quality.rules import load_rules
 
     run(months, tmp_path / "one")
     _fan_out(str(months), 3, tmp_path)
     rules = load_rules(text="gate: {max_total_reject_pct: 100}\n")
     results = {
-        name: run_quality(
-            QualityConfig(
+        name: quality_core.run(
+            quality_core.QualityConfig(
                 input_uri=str(tmp_path / name),
                 output_uri=str(tmp_path / f"clean-{name}"),
                 ruleset=rules,

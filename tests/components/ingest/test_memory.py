@@ -10,11 +10,11 @@ pytestmark = pytest.mark.slow
 
 
 def _peak_rss_mb(tmp_path, rows: int, *args: str) -> float:
-    from components.generate.core import GenerateConfig, generate
+    from components.generate import core
 
     data = tmp_path / f"data{rows}"
     if not data.exists():
-        generate(GenerateConfig(output_uri=str(data), rows=rows, months="2015-01:2015-02", seed=1))
+        core.run(core.GenerateConfig(output_uri=str(data), rows=rows, months="2015-01:2015-02", seed=1))
     out = tmp_path / f"raw{rows}{'-'.join(args)}"
     result = measure(
         python_cmd(

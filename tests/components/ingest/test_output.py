@@ -225,7 +225,7 @@ def test_committed_output_has_an_ordinary_directory_mode(tmp_path) -> None:
 
 
 def test_progress_bar_does_not_change_results(generated, tmp_path) -> None:
-    summary = core.ingest(
+    summary = core.run(
         core.IngestConfig(source_uri=str(generated), output_uri=str(tmp_path / "raw"), progress=True)
     )
     assert summary["rows_read"] == 20_000

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.generate.core import GenerateConfig, generate
+from components.generate import core as generate_core
 from components.ingest import core, parse
 
 from .conftest import row, run, write_file
@@ -32,7 +32,7 @@ def test_progress_feed_counts_every_byte_and_row(generated, tmp_path, monkeypatc
         yield advance
 
     monkeypatch.setattr(core, "progress_bar", recorder)
-    summary = core.ingest(
+    summary = core.run(
         core.IngestConfig(source_uri=str(generated), output_uri=str(tmp_path / "raw"), block_size=1 << 16)
     )
     assert seen["rows_shown"] is True
@@ -95,7 +95,11 @@ def test_timestamps_packed_path_matches_a_python_parser() -> None:
 def test_a_month_is_written_the_same_whatever_else_the_run_read(tmp_path) -> None:
     """Ingest split by yearly archive (one task each) writes each month exactly as one run does."""
     src = tmp_path / "src"
-    generate(GenerateConfig(output_uri=str(src), rows=6_000, months="2015-11:2016-02", seed=4, zip=True))
+    generate_core.run(
+        generate_core.GenerateConfig(
+            output_uri=str(src), rows=6_000, months="2015-11:2016-02", seed=4, zip=True
+        )
+    )
     whole = run(src, tmp_path / "whole")
     pieces = []
     for year in (2015, 2016):
@@ -116,7 +120,7 @@ def test_invalid_rows_still_add_up_with_the_progress_bar_on(tmp_path) -> None:
     src = write_file(
         tmp_path / "in" / "taxi_2015_01.txt", [row(1), row(2, ORIGINDATETIME_TR="1/2/2015 1:00")]
     )
-    summary = core.ingest(
+    summary = core.run(
         core.IngestConfig(source_uri=str(src), output_uri=str(tmp_path / "raw"), progress=True)
     )
     assert (summary["rows_written"], summary["rows_quarantined"]) == (1, 1)

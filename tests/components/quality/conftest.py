@@ -29,5 +29,5 @@ def quality_run(raw_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run")
     cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(out / "clean"), workers=1)
-    result = core.run_quality(cfg)
+    result = core.run(cfg)
     return result, out

@@ -120,7 +120,7 @@ def test_unsorted_input_gives_outputs_in_source_order(tmp_path, monkeypatch):
     runs = {}
     for name, fn in (("hash", "hash"), ("collide", "0 * hash")):
         monkeypatch.setattr(sql, "HASH_FUNCTION", fn)
-        res = core.run_quality(
+        res = core.run(
             core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / name), workers=1)
         )
         rejected = datasets.read_rejected(str(tmp_path / f"{name}_rejected"))

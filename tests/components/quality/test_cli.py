@@ -116,8 +116,8 @@ def test_progress_and_worker_memory_flags_reach_the_step(raw_dir, tmp_path, monk
     import components.quality.core as core
 
     seen = []
-    real = core.run_quality
-    monkeypatch.setattr(core, "run_quality", lambda cfg: seen.append(cfg) or real(cfg))
+    real = core.run
+    monkeypatch.setattr(core, "run", lambda cfg: seen.append(cfg) or real(cfg))
     args = ["--input", str(raw_dir), "--output", str(tmp_path / "c"), "--rejected", str(tmp_path / "r"),
             "--max-reject-pct", "pickup_outside_file_month=2", "--max-reject-pct", "dropoff_before_pickup=2"]  # fmt: skip
     assert main([*args, "--stats", str(tmp_path / "s"), "--no-progress", "--worker-memory-mb", "300"]) == 0

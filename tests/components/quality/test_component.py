@@ -75,7 +75,7 @@ def test_fan_out_components_match_the_in_process_component(raw_dir, kfp_local, t
     assert keys == [p.key for p in partitions.plan_partitions(str(raw_dir))]
     summary = fan_out(raw_uri=str(raw_dir), partitions=keys, rules_yaml=rules_yaml).output
 
-    reference = core.run_quality(
+    reference = core.run(
         core.QualityConfig(
             input_uri=str(raw_dir), output_uri=str(tmp_path / "ref"), workers=1,
             ruleset=__import__("components.quality.rules", fromlist=["x"]).load_rules(text=rules_yaml),

@@ -72,7 +72,7 @@ def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_ru
         pa.array([None] + both["ORIGINDATETIME_TR"].to_pylist()[1:], pa.timestamp("s")),
     )
     write_raw(tmp_path / "raw", [both])
-    res = core.run_quality(
+    res = core.run(
         core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     assert res.counts["rejected_by_rule"]["missing_pickup_time"] == 1
@@ -82,7 +82,7 @@ def test_rejected_rows_keep_raw_columns_lineage_and_first_failed_rule(quality_ru
 def test_duplicates_keep_the_first_occurrence_by_source_line(tmp_path):
     t = raw_table(20, 2015, 6, defects={"duplicate_trip": 3})  # rows 0-2 copy row 19
     write_raw(tmp_path / "raw", [t])
-    res = core.run_quality(
+    res = core.run(
         core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     rejected = datasets.read_rejected(str(tmp_path / "c_rejected"))
@@ -113,7 +113,7 @@ def _run_both_paths(raw_dir, tmp_path, **kw):
     cfg = core.QualityConfig(
         input_uri=str(raw_dir), output_uri=str(tmp_path / "a" / "clean"), ruleset=rules, workers=2, **kw
     )
-    inproc = core.run_quality(cfg)
+    inproc = core.run(cfg)
     parts = []
     for i, key in enumerate(p.key for p in partitions.plan_partitions(str(raw_dir))):
         out = tmp_path / "parts" / str(i)
@@ -149,7 +149,7 @@ def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
         cfg = core.QualityConfig(
             input_uri=str(raw_dir), output_uri=str(tmp_path / name), workers=1, reservoir_rows=rows, seed=seed
         )
-        return core.run_quality(cfg)
+        return core.run(cfg)
 
     everything = run("all", 1, 10_000)  # k above the partition sizes: partial samples hold every clean row
     keyed = pa.concat_tables(
@@ -166,7 +166,7 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
         1000, 2015, 1, defects={"missing_fare": 80, "coordinates_outside_dc": 30, "missing_pickup_time": 100}
     )
     write_raw(tmp_path / "raw", [bad])
-    res = core.run_quality(
+    res = core.run(
         core.QualityConfig(input_uri=str(tmp_path / "raw"), output_uri=str(tmp_path / "c"), workers=1)
     )
     assert not res.gate_passed
@@ -181,7 +181,7 @@ def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     assert datasets.read_clean(str(tmp_path / "c")).num_rows == 1000 - 210
     # thresholds are overridable
     loose = load_rules().with_thresholds({"missing_fare": 10, "coordinates_outside_dc": 5, "total": 25})
-    res2 = core.run_quality(
+    res2 = core.run(
         core.QualityConfig(
             input_uri=str(tmp_path / "raw"),
             output_uri=str(tmp_path / "c"),
@@ -226,7 +226,7 @@ def test_merge_moments_is_exact_and_order_stable():
 
 def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
-        core.run_quality(core.QualityConfig(input_uri=str(tmp_path / "nope"), output_uri=str(tmp_path / "c")))
+        core.run(core.QualityConfig(input_uri=str(tmp_path / "nope"), output_uri=str(tmp_path / "c")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "_SUCCESS").write_text(INGESTED)  # complete but empty
     with pytest.raises(UserError, match="no Parquet files"):
@@ -236,7 +236,7 @@ def test_unusable_inputs_fail_with_a_user_error(tmp_path):
     pq.write_table(pa.table({"FAREAMOUNT": [1.0]}), wrong / "x.parquet")
     (tmp_path / "wrong" / "_SUCCESS").write_text(INGESTED)
     with pytest.raises(UserError, match=r"missing raw column\(s\)"):
-        core.run_quality(
+        core.run(
             core.QualityConfig(input_uri=str(tmp_path / "wrong"), output_uri=str(tmp_path / "c"), workers=1)
         )
     stray = tmp_path / "stray"
@@ -251,9 +251,7 @@ def test_existing_output_is_not_overwritten_without_permission(raw_dir, tmp_path
     (tmp_path / "clean").mkdir()
     (tmp_path / "clean" / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="--overwrite"):
-        core.run_quality(
-            core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1)
-        )
+        core.run(core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1))
     assert (tmp_path / "clean" / "keep.txt").exists()
 
 
@@ -287,7 +285,7 @@ def test_overwrite_never_deletes_the_input_or_unrelated_files(raw_dir, tmp_path)
     ]
     for kw in cases:
         with pytest.raises(UserError, match="inside|overlap"):
-            core.run_quality(core.QualityConfig(input_uri=str(t2 / "raw"), workers=1, overwrite=True, **kw))
+            core.run(core.QualityConfig(input_uri=str(t2 / "raw"), workers=1, overwrite=True, **kw))
     assert _tree(t2) == before
     assert not (tmp_path / "c").exists()
 
@@ -296,7 +294,7 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     (tmp_path / "clean").mkdir()
     (tmp_path / "clean" / "keep.txt").write_text("x")
     with pytest.raises(UserError, match="not an earlier output of the quality step"):
-        core.run_quality(
+        core.run(
             core.QualityConfig(
                 input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1, overwrite=True
             )
@@ -306,13 +304,13 @@ def test_overwrite_only_replaces_a_previous_quality_output(raw_dir, tmp_path):
     cfg = core.QualityConfig(
         input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=1, overwrite=True
     )
-    first = core.run_quality(cfg)
+    first = core.run(cfg)
     for d, role in (("clean", "output"), ("clean_rejected", "rejected"), ("clean_stats", "stats")):
         marker = json.loads((tmp_path / d / "_SUCCESS").read_text())
         assert marker == {"step": "quality", "role": role}
         assert not list(tmp_path.glob(f".{d}.*"))  # no staging directory left
     (tmp_path / "clean" / "stale.parquet").write_bytes(b"old")
-    again = core.run_quality(cfg)  # our own output: replaced
+    again = core.run(cfg)  # our own output: replaced
     assert again.counts == first.counts
     assert not (tmp_path / "clean" / "stale.parquet").exists()
 

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from components.generate.core import GenerateConfig, generate
-from components.ingest.core import IngestConfig, ingest
+from components.generate import core as generate_core
+from components.ingest import core as ingest_core
 from components.quality import core
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("integration")
-    result = generate(
-        GenerateConfig(output_uri=str(root / "src"), rows=30_000, months="2015-01:2015-03", seed=5)
+    result = generate_core.run(
+        generate_core.GenerateConfig(
+            output_uri=str(root / "src"), rows=30_000, months="2015-01:2015-03", seed=5
+        )
     )
-    ingest(IngestConfig(source_uri=str(root / "src"), output_uri=str(root / "raw")))
+    ingest_core.run(ingest_core.IngestConfig(source_uri=str(root / "src"), output_uri=str(root / "raw")))
     return root, result.truth
 
 
 def test_clean_rows_and_fare_statistics_match_the_generator_truth(generated):
     root, truth = generated
-    res = core.run_quality(
-        core.QualityConfig(input_uri=str(root / "raw"), output_uri=str(root / "clean"), workers=2)
-    )
+    res = core.run(core.QualityConfig(input_uri=str(root / "raw"), output_uri=str(root / "clean"), workers=2))
     s = res.counts
     assert s["rows_in"] == truth["rows"] == s["rows_clean"] + s["rows_rejected"]
     assert s["rows_clean"] == truth["clean"]["rows"]

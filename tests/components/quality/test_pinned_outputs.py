@@ -116,7 +116,7 @@ def pinned_run(tmp_path_factory):
     cfg = core.QualityConfig(
         input_uri=str(raw), output_uri=str(root / "clean"), workers=2, reservoir_rows=100, seed=3
     )
-    return core.run_quality(cfg), root
+    return core.run(cfg), root
 
 
 def test_counts_and_statistics_are_unchanged(pinned_run):

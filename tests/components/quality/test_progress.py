@@ -35,7 +35,7 @@ def test_progress_counts_each_partition_once(raw_dir, tmp_path, recorder, worker
     cfg = core.QualityConfig(
         input_uri=str(raw_dir), output_uri=str(tmp_path / "clean"), workers=workers, progress=True
     )
-    result = core.run_quality(cfg)
+    result = core.run(cfg)
     raw_bytes = sum(f.stat().st_size for f in raw_dir.rglob("*.parquet") if "year=" in str(f))
     assert recorder["enabled"] is True
     assert recorder["calls"] == len(partitions.plan_partitions(str(raw_dir))) >= 3  # one per partition
@@ -44,12 +44,10 @@ def test_progress_counts_each_partition_once(raw_dir, tmp_path, recorder, worker
 
 
 def test_progress_does_not_change_the_output(raw_dir, tmp_path) -> None:
-    a = core.run_quality(
+    a = core.run(
         core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "a"), workers=2, progress=True)
     )
-    b = core.run_quality(
-        core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "b"), workers=2)
-    )
+    b = core.run(core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "b"), workers=2))
     assert a.counts == b.counts
     assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
 
@@ -59,7 +57,7 @@ def test_no_progress_reads_no_sizes(raw_dir, tmp_path, recorder, monkeypatch) ->
         raise AssertionError("sizes listed with the bar off")
 
     monkeypatch.setattr(core, "_partition_bytes", fail)
-    core.run_quality(
+    core.run(
         core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "c"), workers=1, progress=False)
     )
     assert recorder["enabled"] is False and recorder["total"] is None
@@ -79,7 +77,7 @@ def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_p
     monkeypatch.setattr(duckdb, "connect", connect)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    limited = core.run_quality(
+    limited = core.run(
         core.QualityConfig(
             input_uri=str(raw_dir), output_uri=str(tmp_path / "a"), workers=1, worker_memory_mb=64
         )
@@ -89,7 +87,7 @@ def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_p
     assert all(s.startswith(str(tmp_path / "tmp")) for s in spills)
     assert list((tmp_path / "tmp").iterdir()) == []  # each spill directory removed
     seen.clear()
-    default = core.run_quality(
+    default = core.run(
         core.QualityConfig(
             input_uri=str(raw_dir), output_uri=str(tmp_path / "b"), workers=1, worker_memory_mb=0
         )

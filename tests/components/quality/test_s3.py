@@ -20,7 +20,7 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
     for path in sorted([*raw.rglob("*.parquet"), raw / "_SUCCESS"]):
         s3.put(bucket, f"raw/{path.relative_to(raw)}", path)
 
-    remote = core.run_quality(
+    remote = core.run(
         core.QualityConfig(
             input_uri="s3://fareflow/raw",
             output_uri="s3://fareflow/clean",
@@ -29,9 +29,7 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
             workers=1,
         )
     )
-    local = core.run_quality(
-        core.QualityConfig(input_uri=str(raw), output_uri=str(tmp_path / "clean"), workers=1)
-    )
+    local = core.run(core.QualityConfig(input_uri=str(raw), output_uri=str(tmp_path / "clean"), workers=1))
 
     assert remote.counts["rows_in"] == 700
     assert remote.counts["rejected_by_rule"] == local.counts["rejected_by_rule"]

@@ -100,11 +100,10 @@ print(json.dumps({"rows": len(y_raw), "rows_per_s": seen / seconds, "loop_s": se
 
 def splits(workdir: Path, rows: int) -> Path:
     """generate -> ingest -> quality -> sample once per ``rows`` (already capped); reused."""
-    from components.generate.core import GenerateConfig, generate
-    from components.ingest.core import IngestConfig, ingest
-    from components.quality.core import QualityConfig, run_quality
-    from components.sample.core import SampleCheckFailed, SampleConfig
-    from components.sample.core import run as sample
+    from components.generate import core as generate_core
+    from components.ingest import core as ingest_core
+    from components.quality import core as quality_core
+    from components.sample import core as sample_core
 
     base = workdir / f"train-{rows}"
     out = base / "splits"
@@ -113,19 +112,21 @@ def splits(workdir: Path, rows: int) -> Path:
     src, raw, clean, stats = base / "src", base / "raw", base / "clean", base / "stats"
     if not (src / "truth.json").exists():
         shutil.rmtree(src, ignore_errors=True)
-        generate(GenerateConfig(output_uri=str(src), rows=rows, months=MONTHS, seed=0))
+        generate_core.run(generate_core.GenerateConfig(output_uri=str(src), rows=rows, months=MONTHS, seed=0))
     for path in (raw, clean, base / "clean_rejected", stats, out):
         shutil.rmtree(path, ignore_errors=True)
-    ingest(IngestConfig(source_uri=str(src), output_uri=str(raw), progress=False))
-    run_quality(QualityConfig(input_uri=str(raw), output_uri=str(clean), stats_uri=str(stats)))
-    result = sample(
-        SampleConfig(
+    ingest_core.run(ingest_core.IngestConfig(source_uri=str(src), output_uri=str(raw), progress=False))
+    quality_core.run(
+        quality_core.QualityConfig(input_uri=str(raw), output_uri=str(clean), stats_uri=str(stats))
+    )
+    result = sample_core.run(
+        sample_core.SampleConfig(
             input_uri=str(clean), population_stats_uri=str(stats), output_uri=str(out), shards=SHARDS
         ),
         log=lambda _m: None,
     )
     if not result.passed:
-        raise SampleCheckFailed(result.failure_message())
+        raise sample_core.SampleCheckFailed(result.failure_message())
     return out
 
 

@@ -288,6 +288,3 @@ def _truth(config: GenerateConfig, months, file_rows: list[dict], counts: dict) 
         "best_r2": _num(1 - best**2 / var) if n and var > 0 else None,
         "model": model_parameters(),
     }
-
-
-generate = run  # temporary: bench/bench_train.py still calls it (lead removes)

@@ -211,6 +211,3 @@ def _summary(
         "file_stats": [asdict(s) for s in stats],
         "skipped": skipped,
     }
-
-
-ingest = run  # temporary: bench/bench_train.py still calls it (lead removes)

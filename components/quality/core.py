@@ -237,6 +237,3 @@ def _gather(part_uris: Sequence[str], roots: dict[str, str]) -> None:
                     raise UserError(f"{uri}: {sub}/{rel} was produced by more than one partition task")
                 dst_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
                 pafs.copy_files(entry.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
-
-
-run_quality = run  # temporary: bench/bench_train.py still calls it (lead removes)

@@ -98,6 +98,12 @@ class TrainConfig:
             raise UserError(
                 f"--keep-checkpoints: expected 0 (none) or a positive number, got {self.keep_checkpoints}"
             )
+        if self.checkpoint_uri and _inside(self.checkpoint_uri, self.output_uri):
+            raise UserError(
+                f"--checkpoint-dir: {self.checkpoint_uri} is inside the model directory {self.output_uri}, "
+                "which is replaced when the model is written; give a location beside it (default: "
+                "OUTPUT.checkpoints)"
+            )
         self.architecture()
 
     def checkpoint_dir(self) -> str:
@@ -133,3 +139,13 @@ def parse_yes_no(flag: str, text: str) -> bool:
     if value in ("no", "false", "0"):
         return False
     raise UserError(f"{flag}: expected yes or no, got {text!r}")
+
+
+def _inside(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or below it (URIs compared as strings, local paths resolved)."""
+    if "://" not in path and "://" not in directory:
+        import os
+
+        path, directory = os.path.abspath(path), os.path.abspath(directory)
+    path, directory = path.rstrip("/"), directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/")

@@ -37,3 +37,22 @@ def test_parse_of_to_argv_is_the_config():
 def test_cli_defaults_are_the_config_defaults():
     parsed = configspec.from_args(TrainConfig, build_parser().parse_args(["--splits", "s", "--output", "o"]))
     assert parsed == TrainConfig("s", "o")
+
+
+def test_a_checkpoint_dir_inside_the_model_directory_is_refused(tmp_path):
+    import pytest
+
+    from components.common.errors import UserError
+
+    out = tmp_path / "model"
+    for inside in (out, out / "ckpt", f"{out}/"):
+        cfg = TrainConfig(splits_uri=str(tmp_path / "s"), output_uri=str(out), checkpoint_uri=str(inside))
+        with pytest.raises(UserError, match="--checkpoint-dir: .* is inside the model directory"):
+            cfg.validate()
+    with pytest.raises(UserError, match="inside the model directory"):
+        TrainConfig(splits_uri="s3://b/s", output_uri="s3://b/m", checkpoint_uri="s3://b/m/c").validate()
+    # beside it (a name that only starts like it included) is fine
+    for beside in (tmp_path / "model.checkpoints", tmp_path / "modelx", "s3://b/m2"):
+        TrainConfig(
+            splits_uri=str(tmp_path / "s"), output_uri=str(out), checkpoint_uri=str(beside)
+        ).validate()

@@ -30,8 +30,17 @@ def load(url: str, name: str):
     return optuna.load_study(study_name=name, storage=sqlalchemy_url(url))
 
 
-def states(url: str, name: str) -> list[tuple[int, str]]:
-    return [(t.number, t.state.name) for t in load(url, name).trials]
+def states(url: str, name: str, wait_s: float | None = None) -> list[tuple[int, str, bool]]:
+    """Each trial's number, state and whether it has recorded any parameter yet; ``wait_s``:
+    how long SQLite may wait for a lock (a stopped writer holds it for good)."""
+    if wait_s is None or not url.startswith("sqlite"):
+        study = load(url, name)
+    else:
+        storage = optuna.storages.RDBStorage(
+            sqlalchemy_url(url), engine_kwargs={"connect_args": {"timeout": wait_s}}
+        )
+        study = optuna.load_study(study_name=name, storage=storage)
+    return [(t.number, t.state.name, bool(t.params)) for t in study.trials]
 
 
 def cli(splits, url: str, *extra: str) -> list[str]:
@@ -50,23 +59,34 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cli(shared_splits, url), env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while True:  # two trials finished and the third running: kill -9
+
+    def ready(seen) -> bool:  # two or more trials finished and one running, its parameters drawn
+        finished = [n for n, s, _ in seen if s in ("COMPLETE", "PRUNED")]
+        return 2 <= len(finished) < 5 and any(s == "RUNNING" and drawn for _, s, drawn in seen)
+
+    while True:  # kill -9 mid-trial; stopped first, so what is read is what the kill leaves
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         try:
             seen = states(url, "killed")
         except Exception:  # noqa: BLE001 - the study is not created yet
             seen = []
-        finished = [n for n, s in seen if s in ("COMPLETE", "PRUNED")]
-        if len(finished) >= 2 and any(s == "RUNNING" for _, s in seen):
-            break
+        if ready(seen):
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                frozen = ready(states(url, "killed", wait_s=0.2))
+            except Exception:  # noqa: BLE001 - stopped inside a write (SQLite's lock): go on
+                frozen = False
+            if frozen:
+                break
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t for t in load(url, "killed").trials}
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     kept = {n: (t.state.name, t.value, t.params) for n, t in before.items() if t.state.is_finished()}
-    assert len(killed) == 1 and len(kept) == 2
+    assert len(killed) == 1 and 2 <= len(kept) < 5
 
     summary = tmp_path / "summary.json"
     done = subprocess.run(
@@ -77,7 +97,7 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "holds 2 finished trial(s); running 3 more" in done.stderr
+    assert f"holds {len(kept)} finished trial(s); running {5 - len(kept)} more" in done.stderr
     study = load(url, "killed")
     by_number = {t.number: t for t in study.trials}
     # the finished trials are kept as they were

@@ -70,6 +70,22 @@ def record_field(record: Mapping, clean: str) -> str:
     return raw if raw in record or clean not in record else clean
 
 
+def _refuse_unknown(names, what: str, expected: str) -> None:
+    """One line naming every name that is neither a raw nor a clean field name (v1 and v2)."""
+    unknown = sorted(str(k) for k in names if k not in ACCEPTED_NAMES)
+    if unknown:
+        raise UserError(
+            f"{what} {', '.join(unknown)}; expected {expected} "
+            f"(or the clean names {', '.join(FIELD_NAMES.values())})"
+        )
+
+
+def _refuse_both(names, raw: str, clean: str, what: str) -> None:
+    """A field named twice, by its raw and its clean name (v1 and v2)."""
+    if raw in names and clean in names:
+        raise UserError(f"{what} {raw} and {clean} name the same field; send one of them")
+
+
 def check_record_keys(records: Sequence) -> None:
     """Each record names each field once and nothing else (the v2 inputs' rule, for v1)."""
     if all(type(r) is dict and r.keys() == _RAW_NAMES for r in records):
@@ -79,32 +95,18 @@ def check_record_keys(records: Sequence) -> None:
             raise UserError(f"instance {i}: expected an object of trip fields, got {type(record).__name__}")
         if len(record) == len(FIELD_NAMES) and all(k in FIELD_NAMES for k in record):
             continue  # the common case: exactly the raw names
-        unknown = sorted(str(k) for k in record if k not in ACCEPTED_NAMES)
-        if unknown:
-            raise UserError(
-                f"instance {i}: unknown field(s) {', '.join(unknown)}; expected {', '.join(FIELD_NAMES)} "
-                f"(or the clean names {', '.join(FIELD_NAMES.values())})"
-            )
+        _refuse_unknown(record, f"instance {i}: unknown field(s)", ", ".join(FIELD_NAMES))
         for raw, clean in FIELD_NAMES.items():
-            if raw in record and clean in record:
-                raise UserError(
-                    f"instance {i}: fields {raw} and {clean} name the same field; send one of them"
-                )
+            _refuse_both(record, raw, clean, f"instance {i}: fields")
 
 
 def check_column_names(columns: Mapping) -> None:
     """v2 inputs name each field once (raw or clean name) and nothing else."""
     if not columns:
         raise UserError(f"no inputs; expected one per field: {', '.join(FIELD_NAMES)}")
-    unknown = sorted(name for name in columns if name not in ACCEPTED_NAMES)
-    if unknown:
-        raise UserError(
-            f"unknown input(s) {', '.join(unknown)}; expected one per field: {', '.join(FIELD_NAMES)} "
-            f"(or the clean names {', '.join(FIELD_NAMES.values())})"
-        )
+    _refuse_unknown(columns, "unknown input(s)", f"one per field: {', '.join(FIELD_NAMES)}")
     for raw, clean in FIELD_NAMES.items():
-        if raw in columns and clean in columns:
-            raise UserError(f"inputs {raw} and {clean} name the same field; send one of them")
+        _refuse_both(columns, raw, clean, "inputs")
         if raw not in columns and clean not in columns:
             raise UserError(
                 f"missing input {raw} (or {clean}); expected one per field: {', '.join(FIELD_NAMES)}"

@@ -13,10 +13,6 @@ New code may import from those modules directly; this one keeps the older import
 
 from __future__ import annotations
 
-import sys
-import types
-
-from . import http_source
 from .filesystem import (
     is_http,
     is_s3,
@@ -27,7 +23,6 @@ from .filesystem import (
     s3_region,
     split_s3,
 )
-from .http_source import HTTP_BACKOFF_S, HTTP_RETRIES, HTTP_RETRY_STATUSES, HTTP_TIMEOUT_S
 from .markers import (
     INCOMPLETE_MARKER,
     SUCCESS_MARKER,
@@ -40,10 +35,6 @@ from .sources import ARCHIVE_SUFFIX, TEXT_SUFFIX, TextSource, has_glob, text_sou
 
 __all__ = [
     "ARCHIVE_SUFFIX",
-    "HTTP_BACKOFF_S",
-    "HTTP_RETRIES",
-    "HTTP_RETRY_STATUSES",
-    "HTTP_TIMEOUT_S",
     "INCOMPLETE_MARKER",
     "SUCCESS_MARKER",
     "TEXT_SUFFIX",
@@ -66,17 +57,3 @@ __all__ = [
     "split_s3",
     "text_sources",
 ]
-
-
-class _Storage(types.ModuleType):
-    """Setting an http(s) tunable here (``storage.HTTP_TIMEOUT_S = 0.5``, as tests written before
-    the split do with monkeypatch) sets it where the downloads read it, in ``http_source``."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _HTTP_SETTINGS:
-            setattr(http_source, name, value)
-        super().__setattr__(name, value)
-
-
-_HTTP_SETTINGS = frozenset({"HTTP_BACKOFF_S", "HTTP_RETRIES", "HTTP_RETRY_STATUSES", "HTTP_TIMEOUT_S"})
-sys.modules[__name__].__class__ = _Storage

@@ -305,14 +305,9 @@ def test_complete_means_a_success_marker(tmp_path, s3):
     assert storage.output_is_complete("s3://out/raw") and storage.output_is_complete("s3://out/raw/")
 
 
-def test_the_facade_reexports_the_split_modules_and_forwards_http_settings(monkeypatch):
-    from components.common import filesystem, http_source, markers, s3
+def test_the_facade_reexports_the_split_modules():
+    from components.common import filesystem, markers, s3
 
     assert storage.resolve_filesystem is filesystem.resolve_filesystem
     assert storage.s3_client is s3.s3_client and storage.text_sources is sources.text_sources
     assert storage.require_complete is markers.require_complete
-    before = http_source.HTTP_TIMEOUT_S
-    with monkeypatch.context() as m:
-        m.setattr(storage, "HTTP_TIMEOUT_S", 0.25)
-        assert http_source.HTTP_TIMEOUT_S == 0.25 == storage.HTTP_TIMEOUT_S
-    assert http_source.HTTP_TIMEOUT_S == before == storage.HTTP_TIMEOUT_S

@@ -228,10 +228,10 @@ def test_http_text_and_zip(http_serve, generated, generated_zip, reference, tmp_
 
 
 def test_http_errors(http_serve, generated, tmp_path, monkeypatch) -> None:
-    from components.common import storage
+    from components.common import http_source
     from tests.conftest import free_port
 
-    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)  # a refused connection is retried
+    monkeypatch.setattr(http_source, "HTTP_BACKOFF_S", 0.01)  # a refused connection is retried
     base = http_serve(generated)
     with pytest.raises(UserError) as err:
         run(f"{base}/taxi_2015_09.txt", tmp_path / "raw")
@@ -293,7 +293,7 @@ def test_http_zip_download_failure_is_one_line(monkeypatch, tmp_path) -> None:
     import socket
     import threading
 
-    from components.common import storage
+    from components.common import http_source
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -309,7 +309,7 @@ def test_http_zip_download_failure_is_one_line(monkeypatch, tmp_path) -> None:
 
     thread = threading.Thread(target=stall, daemon=True)
     thread.start()
-    monkeypatch.setattr(storage, "HTTP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http_source, "HTTP_TIMEOUT_S", 0.5)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/taxi_2015.zip"
     try:
         with pytest.raises(UserError) as err:
@@ -358,9 +358,9 @@ class _Flaky:
 def test_http_source_retries_a_busy_server(generated, reference, tmp_path, monkeypatch) -> None:
     """503/429 answers are retried with backoff (urllib3 Retry) and the download then succeeds;
     a 404 is the caller's mistake and is not retried; a server busy to the last try is one line."""
-    from components.common import storage
+    from components.common import http_source
 
-    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    monkeypatch.setattr(http_source, "HTTP_BACKOFF_S", 0.01)
     body = (generated / "taxi_2015_01.txt").read_bytes()
     # the listing's GET meets 503 then 429; the read's GET gets the file at once
     flaky = _Flaky([503, 429], body)
@@ -385,6 +385,6 @@ def test_http_source_retries_a_busy_server(generated, reference, tmp_path, monke
             run(busy.url, tmp_path / "raw503")
     finally:
         busy.close()
-    assert busy.gets == storage.HTTP_RETRIES + 1
+    assert busy.gets == http_source.HTTP_RETRIES + 1
     message = str(err.value)
     assert message.startswith(f"{busy.url}: cannot download: ") and "503" in message and "\n" not in message

@@ -30,17 +30,10 @@ def load(url: str, name: str):
     return optuna.load_study(study_name=name, storage=sqlalchemy_url(url))
 
 
-def states(url: str, name: str, wait_s: float | None = None) -> list[tuple[int, str, bool]]:
-    """Each trial's number, state and whether it has recorded any parameter yet; ``wait_s``:
-    how long SQLite may wait for a lock (a stopped writer holds it for good)."""
-    if wait_s is None or not url.startswith("sqlite"):
-        study = load(url, name)
-    else:
-        storage = optuna.storages.RDBStorage(
-            sqlalchemy_url(url), engine_kwargs={"connect_args": {"timeout": wait_s}}
-        )
-        study = optuna.load_study(study_name=name, storage=storage)
-    return [(t.number, t.state.name, bool(t.params)) for t in study.trials]
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def cli(splits, url: str, *extra: str) -> list[str]:
@@ -57,36 +50,21 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
 ):
     url = storage_url
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cli(shared_splits, url), env=env, stderr=subprocess.PIPE, text=True)
+    # the run stops itself when trial 2 starts (trials 0 and 1 finished, 2 running with its
+    # parameters drawn) and is killed -9 there: a fixed point, not one raced for by polling
+    stopper = [sys.executable, str(Path(__file__).with_name("stop_mid_trial.py")), "2"]
+    proc = subprocess.Popen(stopper + cli(shared_splits, url)[3:], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-
-    def ready(seen) -> bool:  # two or more trials finished and one running, its parameters drawn
-        finished = [n for n, s, _ in seen if s in ("COMPLETE", "PRUNED")]
-        return 2 <= len(finished) < 5 and any(s == "RUNNING" and drawn for _, s, drawn in seen)
-
-    while True:  # kill -9 mid-trial; stopped first, so what is read is what the kill leaves
+    while not stopped(proc.pid):
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
-        try:
-            seen = states(url, "killed")
-        except Exception:  # noqa: BLE001 - the study is not created yet
-            seen = []
-        if ready(seen):
-            proc.send_signal(signal.SIGSTOP)
-            try:
-                frozen = ready(states(url, "killed", wait_s=0.2))
-            except Exception:  # noqa: BLE001 - stopped inside a write (SQLite's lock): go on
-                frozen = False
-            if frozen:
-                break
-            proc.send_signal(signal.SIGCONT)
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t for t in load(url, "killed").trials}
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     kept = {n: (t.state.name, t.value, t.params) for n, t in before.items() if t.state.is_finished()}
-    assert len(killed) == 1 and 2 <= len(kept) < 5
+    assert len(killed) == 1 and sorted(kept) == [0, 1] and killed == [2]
 
     summary = tmp_path / "summary.json"
     done = subprocess.run(
@@ -107,10 +85,9 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
     assert by_number[killed[0]].state.name == "FAIL"
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0]]
     assert len(retries) == 1 and retries[0].state.name in ("COMPLETE", "PRUNED")
-    # the retry reuses every parameter the killed trial had recorded (a kill can land while a
-    # trial is still drawing its parameters: the rest are then drawn anew)
+    # the retry runs the killed trial's parameters (all drawn before the kill)
     recorded = before[killed[0]].params
-    assert recorded and {k: retries[0].params[k] for k in recorded} == recorded
+    assert set(recorded) == set(DEFAULTS) and retries[0].params == recorded
     # five trials count (the FAIL does not), none waiting or running, numbers unique
     counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(counted) == 5 and len(study.trials) == 6

@@ -52,6 +52,7 @@ class ClusterSettings:
     serving_max_replicas: int = 3
     serving_scale_metric: str = ""  # "" = the mode's default (cpu for Standard, concurrency for Knative)
     serving_scale_target: int = 0  # 0 = the metric's default
+    serving_request_logging: bool = False  # a log line per request in the predictor's pods
     aws_endpoint_url: str = ""
     aws_region: str = ""
     # The Optuna study database (manifests/components/optuna-postgres patches these in); its
@@ -76,6 +77,12 @@ class ClusterSettings:
                     f"ConfigMap {namespace}/{CONFIG_MAP}: {key}={raw!r}: expected an integer >= 0"
                 )
             return int(raw)
+
+        def boolean(key: str, default: bool) -> bool:
+            raw = str(data.get(key, default)).strip().lower()
+            if raw not in ("true", "false"):
+                raise UserError(f"ConfigMap {namespace}/{CONFIG_MAP}: {key}={data[key]!r}: expected true or false")
+            return raw == "true"
 
         selector = {}
         for pair in filter(None, (p.strip() for p in str(data.get("GPU_NODE_SELECTOR", "")).split(","))):
@@ -105,6 +112,7 @@ class ClusterSettings:
             serving_max_replicas=integer("SERVING_MAX_REPLICAS", 3),
             serving_scale_metric=str(data.get("SERVING_SCALE_METRIC", "")).strip(),
             serving_scale_target=integer("SERVING_SCALE_TARGET", 0),
+            serving_request_logging=boolean("SERVING_REQUEST_LOGGING", cls.serving_request_logging),
             aws_endpoint_url=str(data.get("AWS_ENDPOINT_URL", "")),
             aws_region=str(data.get("AWS_DEFAULT_REGION", "")).strip(),
             optuna_storage_host=str(data.get("OPTUNA_STORAGE_HOST", "")).strip(),

@@ -37,6 +37,7 @@ def inference_service_object(
         scale_metric=settings.serving_scale_metric or None,
         scale_target=settings.serving_scale_target or None,
         gpu=settings.gpu(settings.serving_gpus),
+        request_logging=settings.serving_request_logging,
         labels={
             "app.kubernetes.io/component": "serve",
             **({MODEL_VERSION_LABEL: model_version} if model_version else {}),

@@ -85,6 +85,7 @@ def inference_service(
     labels: dict[str, str] | None = None,
     predictor_name: str | None = None,
     canary: Canary | None = None,
+    request_logging: bool | None = None,
 ) -> dict:
     """An InferenceService for a model under ``storage_uri`` (s3://… or pvc://…).
 
@@ -97,6 +98,11 @@ def inference_service(
     ``scale_metric``: Standard (HPA) ``cpu`` (default) or ``memory``; Knative (KPA)
     ``concurrency`` (default) or ``rps``. ``scale_target`` defaults per metric (cpu 70 %,
     concurrency 10, rps 100; memory has none).
+
+    ``request_logging``: passed to the server as ``--request-logging=true|false`` (KServe appends
+    a predictor's args to the ServingRuntime's, and the server's last flag wins); None leaves
+    the server's default (on). Off drops the per-request log lines (KServe's Prometheus metrics
+    stay) and lets the prediction routes take the server's fast lane (docs/serve.md).
     """
     if protocol not in PROTOCOLS:
         raise UserError(f"protocol {protocol!r}: expected one of {PROTOCOLS}")
@@ -153,6 +159,8 @@ def inference_service(
         },
         "volumes": volumes,
     }
+    if request_logging is not None:
+        predictor["model"]["args"] = [f"--request-logging={str(request_logging).lower()}"]
     if gpu is not None:
         predictor["nodeSelector"] = dict(gpu.node_selector)
         predictor["tolerations"] = gpu.tolerations()

@@ -81,7 +81,9 @@ class ClusterSettings:
         def boolean(key: str, default: bool) -> bool:
             raw = str(data.get(key, default)).strip().lower()
             if raw not in ("true", "false"):
-                raise UserError(f"ConfigMap {namespace}/{CONFIG_MAP}: {key}={data[key]!r}: expected true or false")
+                raise UserError(
+                    f"ConfigMap {namespace}/{CONFIG_MAP}: {key}={data[key]!r}: expected true or false"
+                )
             return raw == "true"
 
         selector = {}

@@ -59,12 +59,38 @@ def start(cfg: TrainConfig, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def start_stopping_at(
+    cfg: TrainConfig, epoch: int, step: int, *extra: str, signame: str = "STOP", rank: str = "-"
+) -> subprocess.Popen:
+    """The CLI run through stop_at_step.py: it signals itself after ``step`` batches of ``epoch``
+    (SIGSTOP: it waits there for the test, so what the test sends lands at that point)."""
+    script = str(Path(__file__).with_name("stop_at_step.py"))
+    return subprocess.Popen(
+        [sys.executable, script, str(epoch), str(step), signame, rank, *to_argv(cfg), *extra],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_stopped(proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``proc`` has stopped itself (SIGSTOP); fails with its output if it exited instead or
+    is still running after ``timeout`` (generous: a loaded machine; a hang still fails)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"exited {proc.returncode} before {path.name}: {proc.stdout.read()}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.01)
+    while True:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid and os.WIFSTOPPED(status):
+            return
+        if pid:  # exited: reaped here, so record what Popen can no longer see
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise AssertionError(f"exited {proc.returncode} instead of stopping: {proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"not stopped after {timeout} s: {proc.stdout.read()}")
+        time.sleep(0.05)
 
 
 def run_cli(cfg: TrainConfig, *extra: str, timeout: float = 180) -> tuple[int, str]:
@@ -101,15 +127,15 @@ def uninterrupted(long_splits, tmp_path_factory) -> dict:
 def test_kill_9_after_epoch_2_resumes_and_ends_as_an_uninterrupted_run(long_splits, uninterrupted, tmp_path):
     cfg = config(long_splits, tmp_path / "m")
     ckpts = tmp_path / "m.checkpoints"
-    proc = start(cfg)
-    wait_for(ckpts / checkpoint.file_name(2, 0), proc)
+    proc = start_stopping_at(cfg, 3, 100)  # 100 batches into epoch 3 (of about 500)
+    wait_stopped(proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "m" / "model.json").exists()
     newest = checkpoint.listing(str(ckpts))[-1]
-    assert newest.epoch in (2, 3) and newest.step == 0  # -9 leaves no partial or temporary file
-    assert all(n.startswith("ckpt-") for n in names(ckpts))
+    assert (newest.epoch, newest.step) == (2, 0)  # the end of epoch 2's: a kill writes none
+    assert names(ckpts) == [checkpoint.file_name(1, 0), checkpoint.file_name(2, 0)]  # no temporary file
 
     code, out = run_cli(cfg)
     assert code == 0, out
@@ -130,16 +156,16 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_then_resumes_from_that_step(
 ):
     cfg = config(long_splits, tmp_path / "m")
     ckpts = tmp_path / "m.checkpoints"
-    proc = start(cfg)
-    wait_for(ckpts / checkpoint.file_name(1, 0), proc)
-    time.sleep(0.2)  # into epoch 2 (about 500 steps)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    proc = start_stopping_at(cfg, 2, 100)  # 100 batches into epoch 2 (of about 500)
+    wait_stopped(proc)
+    os.kill(proc.pid, signal.SIGTERM)  # pending while it is stopped: handled as it goes on
+    os.kill(proc.pid, signal.SIGCONT)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
     errors = [line for line in out.splitlines() if "error:" in line]
     assert len(errors) == 1, out
     newest = checkpoint.listing(str(ckpts))[-1]
-    assert newest.epoch == 1 and 0 < newest.step < 500, names(ckpts)
+    assert (newest.epoch, newest.step) == (1, 100), names(ckpts)  # stopped before batch 101
     assert errors[0] == (
         f"fareflow train: error: stopped by SIGTERM after epoch 1, step {newest.step} of epoch 2; "
         f"checkpoint {newest.uri}; run the same command to resume"
@@ -281,54 +307,21 @@ def test_checkpoints_on_s3_resume(splits, s3, tmp_path):
     ]
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def rank_pid(pid: int, rank: int) -> int | None:
-    for child in descendants(pid):
-        try:
-            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        started_by_torchrun = any(e.startswith(b"TORCHELASTIC_RESTART_COUNT=") for e in environ)
-        if started_by_torchrun and f"LOCAL_RANK={rank}".encode() in environ:
-            return child
-    return None
-
-
 @pytest.mark.slow
 def test_killing_one_of_two_ddp_ranks_mid_epoch_restarts_the_group_from_the_checkpoint(long_splits, tmp_path):
     whole = launch_local(config(long_splits, tmp_path / "whole"), workers=2, log=quiet)
     cfg = config(long_splits, tmp_path / "m")
     ckpts = tmp_path / "m.checkpoints"
-    proc = start(cfg, "--workers", "2", "--max-restarts", "1")
-    wait_for(ckpts / checkpoint.file_name(2, 0), proc)
-    time.sleep(0.1)  # into epoch 3
-    victim = rank_pid(proc.pid, 1)
-    assert victim is not None
-    at_kill = [(f.epoch, f.step) for f in checkpoint.listing(str(ckpts))]
-    os.kill(victim, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=180)
+    # rank 1 kills itself (-9) 50 batches into epoch 3 (of about 500): the group's
+    # newest checkpoint is epoch 2's, since rank 0 cannot write one without rank 1
+    proc = start_stopping_at(cfg, 3, 50, "--workers", "2", "--max-restarts", "1", signame="KILL", rank="1")
+    out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    assert at_kill[-1][0] < 4  # killed before the last epoch ended
     resumed = [line for line in out.splitlines() if "train: resumed from epoch" in line]
-    assert len(resumed) == 1 and resumed[0].startswith(f"train: resumed from epoch {at_kill[-1][0]} ("), out
+    assert len(resumed) == 1 and resumed[0].startswith("train: resumed from epoch 2 ("), out
     assert "(exitcode: -9) local_rank: 1" in out  # torchrun saw rank 1 die and restarted the group once
     meta = model_dir.load(tmp_path / "m").meta
     assert meta["training"]["world_size"] == 2
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
     close(meta["metrics"], whole["metrics"])
+    assert names(ckpts) == [checkpoint.file_name(3, 0), checkpoint.file_name(4, 0)]

@@ -81,12 +81,12 @@ def served_model(server_image: str, model_dir: Path, model_name: str = "taxi-far
 
     Containers here share the host's network (images/podman-setup.sh): the server listens on
     free host ports instead of KServe's 8080/8081."""
-    from tests.conftest import free_port
+    from tests.conftest import free_ports
 
     model_dir.chmod(0o755)  # the image runs as uid 10001
     for f in model_dir.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_ports(2)  # two different ports
     name = f"fareflow-server-test-{port}"
     podman(
         "run", "-d", "--rm", "--name", name, "--label", f"{RUN_LABEL}={SESSION_ID}", "--network", "host",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL = "taxi-fare"
@@ -80,7 +80,7 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
 @contextlib.contextmanager
 def running_server(model_dir: Path, log: Path, *flags: str, host: str = "127.0.0.1") -> Iterator[Server]:
     """The server on free ports (hyphenated flags, beside KServe's underscored ones), stopped after."""
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_ports(2)  # two different ports
     command = [
         sys.executable, "-m", "components.serve",
         f"--model-name={MODEL}", "--model-dir", str(model_dir), f"--http-port={port}",

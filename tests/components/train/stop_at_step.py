@@ -4,7 +4,10 @@ racing a sleep against the training speed. Run as
 ``python stop_at_step.py EPOCH STEP SIGNAL RANK <train args...>``:
 
 - ``SIGNAL`` ``STOP``: the process stops itself there; the test waits until it is stopped, then
-  sends what it tests (SIGKILL, or SIGTERM and SIGCONT), so where that lands is fixed.
+  sends what it tests (SIGKILL, or SIGTERM and SIGCONT), so where that lands is fixed. Once
+  continued, it trains on only after the run's own SIGTERM handler has run: the kernel may
+  hand a process-directed SIGTERM to another thread (torch's), whose C-level handler can run
+  a few batches late on a loaded machine (seen: the checkpoint one batch later than sent).
   ``KILL``: it dies there (-9), as a rank killed mid-epoch.
 - ``RANK`` ``-``: this process trains and signals itself. An integer (with ``--workers N``):
   torchrun starts this same file for every rank, and only local rank ``RANK`` of the group's
@@ -19,19 +22,43 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 from components.common import progress
 from components.train import launch
 from components.train.__main__ import main
 
 TRAIN_MODULE = "components.train"  # what launch puts after its launcher (torchrun ... -m)
+TERM_WAIT_S = 120.0  # after SIGCONT, at most this long for the run's SIGTERM handler
+
+
+def watch_sigterm() -> list[bool]:
+    """Wrap the SIGTERM handler the run installs (components.train.stop.StopFlag), so it is
+    known when it has run. The list returned holds True from then."""
+    seen = [False]
+    real_signal = signal.signal
+
+    def installing(signum, handler):
+        if signum == signal.SIGTERM and callable(handler):
+            inner = handler
+
+            def handler(s, frame):
+                inner(s, frame)
+                seen[0] = True
+
+        return real_signal(signum, handler)
+
+    signal.signal = installing
+    return seen
 
 
 def signal_at(epoch: int, step: int, number: int) -> list[bool]:
     """Wrap the progress bar core.run opens for each epoch: once ``step`` batches of ``epoch``
-    are trained, this process gets signal ``number``. The list returned holds True from then."""
+    are trained, this process gets signal ``number`` (SIGSTOP: continued, it waits for the run's
+    SIGTERM handler to have run). The list returned holds True from then."""
     real = progress.progress_bar
     sent = [False]
+    term_seen = watch_sigterm() if number == signal.SIGSTOP else None
 
     @contextlib.contextmanager
     def bar(total, description, **kwargs):
@@ -47,6 +74,9 @@ def signal_at(epoch: int, step: int, number: int) -> list[bool]:
                 if done[0] == step and not sent[0]:
                     sent[0] = True
                     os.kill(os.getpid(), number)
+                    deadline = time.monotonic() + TERM_WAIT_S
+                    while term_seen is not None and not term_seen[0] and time.monotonic() < deadline:
+                        time.sleep(0.01)  # the handler runs in this (the main) thread
 
             yield counting
 

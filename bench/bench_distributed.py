@@ -6,8 +6,10 @@ components.train`` runs as
 - ``1 process x 1 thread`` (``--workers 1``, ``OMP_NUM_THREADS=1``): the per-core reference;
 - ``1 process x all threads`` (``--workers 1``, torch's default threads): what one process gets
   from the whole machine;
-- ``ddp N x 1 thread`` and ``horovod N x 1 thread`` (``--workers N --backend ddp|horovod``,
-  ``OMP_NUM_THREADS=1`` in every rank): torchrun's DDP ranks and horovodrun's gloo ranks.
+- ``ddp N x 1 thread``, ``horovod-mpi N x 1 thread`` and ``horovod-gloo N x 1 thread``
+  (``--workers N --backend ddp|horovod``, ``OMP_NUM_THREADS=1`` in every rank): torchrun's DDP
+  ranks, mpirun's Horovod ranks (MPI controller; only when this Horovod was built with MPI) and
+  horovodrun's gloo ranks (``FAREFLOW_HOROVOD_TRANSPORT`` picks the launcher).
 
 The throughput is the summary's ``metrics.rows_per_s``: train rows of all ranks per second of
 the epoch loop (validation passes excluded), the global batch split over the ranks; every
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from bench.bench_train import BATCH_SIZE, ROWS_CAP, splits
 from bench.common import measure, python_cmd
+from components.train.launch import TRANSPORT_ENV, horovod_transport
 
 CASE = "train-distributed"
 EPOCHS = 2
@@ -49,12 +52,22 @@ RMSE_TOLERANCE = 0.05  # relative difference of test RMSE allowed against 1 proc
 
 def _configs(workers: int) -> dict[str, tuple[list[str], dict[str, str]]]:
     one_thread = {"OMP_NUM_THREADS": "1"}
-    return {
+    configs = {
         "1 process x 1 thread": (["--workers", "1"], one_thread),
         "1 process x all threads": (["--workers", "1"], {}),
         f"ddp {workers} x 1 thread": (["--workers", str(workers), "--backend", "ddp"], one_thread),
-        f"horovod {workers} x 1 thread": (["--workers", str(workers), "--backend", "horovod"], one_thread),
     }
+    horovod = ["--workers", str(workers), "--backend", "horovod"]
+    if _horovod_has_mpi():
+        configs[f"horovod-mpi {workers} x 1 thread"] = (horovod, {**one_thread, TRANSPORT_ENV: "mpi"})
+    configs[f"horovod-gloo {workers} x 1 thread"] = (horovod, {**one_thread, TRANSPORT_ENV: "gloo"})
+    return configs
+
+
+def _horovod_has_mpi() -> bool:
+    """Whether ``--backend horovod`` would launch through mpirun here (Horovod built with MPI)."""
+    os.environ.pop(TRANSPORT_ENV, None)  # the configurations set it; an inherited one would decide
+    return horovod_transport() == "mpi"
 
 
 def run(
@@ -144,8 +157,11 @@ def summarize(rows: list[dict]) -> list[str]:
                 lines.append(
                     f"{case}: {name}: {row['rows_per_s'] / one['rows_per_s']:.2f}x the rows/s of 1 process x 1 thread"
                 )
-        hvd = next((r for n, r in mine.items() if n.startswith("horovod")), None)
         ddp = next((r for n, r in mine.items() if n.startswith("ddp")), None)
-        if hvd and ddp:
-            lines.append(f"{case}: horovod {hvd['rows_per_s'] / ddp['rows_per_s']:.2f}x the rows/s of ddp")
+        for name, hvd in mine.items():
+            if ddp and name.startswith("horovod"):
+                label = name.split(" ")[0]
+                lines.append(
+                    f"{case}: {label} {hvd['rows_per_s'] / ddp['rows_per_s']:.2f}x the rows/s of ddp"
+                )
     return lines

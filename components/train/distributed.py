@@ -170,7 +170,15 @@ def start_process_group(requested_device: str, backend: str = "ddp") -> Dist:
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device, backend=backend)
 
 
-HOROVOD_CYCLE_TIME_MS = 1.0
+# HOROVOD_CYCLE_TIME's default per controller (a user's setting wins); docs/train.md, "Distributed scaling"
+HOROVOD_CYCLE_TIME_MS = {"gloo": 1.0, "mpi": 0.2}
+
+
+def horovod_controller() -> str:
+    """The controller ``hvd.init()`` will pick in this process: gloo under horovodrun --gloo (it
+    sets HOROVOD_CONTROLLER=gloo and a rendezvous address), else MPI (mpirun, an MPIJob)."""
+    gloo = os.environ.get("HOROVOD_CONTROLLER") == "gloo" or "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ
+    return "gloo" if gloo else "mpi"
 
 
 def _start_horovod(device: str) -> Dist:
@@ -189,10 +197,17 @@ def _start_horovod(device: str) -> Dist:
     minutes = _env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_MINUTES)
     os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(minutes * 60))
     # Its background loop's cycle: a step's gradients wait up to one cycle to be negotiated and
-    # reduced, and this MLP's steps take milliseconds. 1 ms measured best on the 2-core machine
-    # (batch 8192, 2 ranks x 1 thread: ~790k rows/s vs ~660k at Horovod's default, ~620k at
-    # 10 ms, ~470-630k at 0.2 ms: docs/train.md); a user's HOROVOD_CYCLE_TIME wins.
-    os.environ.setdefault("HOROVOD_CYCLE_TIME", str(HOROVOD_CYCLE_TIME_MS))
+    # reduced, and this MLP's steps take milliseconds. Over gloo 1 ms measured best on the 2-core
+    # machine (batch 8192, 2 ranks x 1 thread: ~790k rows/s vs ~660k at Horovod's default, ~620k
+    # at 10 ms, ~470-630k at 0.2 ms). Over MPI every cycle's negotiation is an MPI_Allreduce that
+    # Open MPI busy-polls until the other rank's loop joins, taking the core from this rank's
+    # compute; with mpi_yield_when_idle its poll yields, and then 0.2 ms measured best (batch
+    # 8192: 1.77x one process x 1 thread, against 1.27x without the yield, 1.47x at 3 ms):
+    # docs/train.md. A user's HOROVOD_CYCLE_TIME / OMPI_MCA_mpi_yield_when_idle wins.
+    controller = horovod_controller()
+    os.environ.setdefault("HOROVOD_CYCLE_TIME", str(HOROVOD_CYCLE_TIME_MS[controller]))
+    if controller == "mpi":
+        os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")  # read by MPI_Init, in hvd.init()
     hvd.init()
     if device.startswith("cuda"):
         import torch

@@ -1,6 +1,6 @@
 """Launching a training run on this machine: in this process, or as ``--workers N`` processes --
-torchrun's DDP ranks (``--backend ddp``) or horovodrun's Horovod ranks over gloo (``--backend
-horovod``); writing its summary JSON and report directory (docs/train.md)."""
+torchrun's DDP ranks (``--backend ddp``) or Horovod's ranks (``--backend horovod``: mpirun when
+this Horovod has MPI, else horovodrun over gloo; ``horovod_transport``); writing its summary JSON and report directory (docs/train.md)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def launch_local(
 
     ``workers == 1``: in this process. ``workers > 1``: ``python -m torch.distributed.run
     --standalone --nproc_per_node=W -m components.train ...`` (CPU: gloo DDP) or, with
-    ``--backend horovod``, ``horovodrun -np W -H localhost:W --gloo python -m components.train
-    ...``; rank 0 writes the summary JSON read back here; the ranks' output is passed through to
+    ``--backend horovod``, ``mpirun -np W python -m components.train ...`` (Horovod with MPI) or
+    ``horovodrun -np W -H localhost:W --gloo python -m components.train ...``; rank 0 writes the summary JSON read back here; the ranks' output is passed through to
     stderr, and a failure raises ``UserError`` with the workers' own error line.
     ``max_restarts`` (DDP only): torchrun restarts the group that many times when a worker dies
     (the ranks resume from the newest checkpoint)."""
@@ -84,7 +84,11 @@ def launch_local(
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(name, None)  # the launcher sets its own
-        name = "Horovod" if config.backend == "horovod" else "DDP"
+        name = (
+            f"Horovod ({'MPI' if 'mpirun' in launcher[0] else 'gloo'})"
+            if config.backend == "horovod"
+            else "DDP"
+        )
         shown = " ".join(os.path.basename(a) for a in launcher if a not in (sys.executable, "-m"))
         log(f"launching {workers} {name} workers: {shown}")
         tail: deque[str] = deque(maxlen=200)
@@ -113,6 +117,51 @@ def _launcher(backend: str, workers: int, max_restarts: int) -> list[str]:
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
             f"--max-restarts={max_restarts}", "-m",
         ]  # fmt: skip
+    transport = horovod_transport()
+    if transport == "mpi":
+        import shutil
+
+        mpirun = shutil.which("mpirun")
+        assert mpirun is not None  # horovod_transport checked
+        # mpirun's own binding (a core per rank for N <= 2); root needs its consent flag
+        root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+        return [mpirun, *root, "-np", str(workers), sys.executable, "-m"]
+    return [_horovodrun(), "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", sys.executable, "-m"]
+
+
+TRANSPORT_ENV = "FAREFLOW_HOROVOD_TRANSPORT"  # auto (default), mpi or gloo: how --backend horovod launches
+
+
+def horovod_transport() -> str:
+    """How ``--backend horovod --workers N`` launches here: ``mpi`` (mpirun; Horovod's MPI
+    controller and Open MPI's shared memory) when this Horovod was built with MPI and mpirun is
+    on PATH, else ``gloo`` (horovodrun --gloo); ``$FAREFLOW_HOROVOD_TRANSPORT`` chooses."""
+    import shutil
+
+    wanted = os.environ.get(TRANSPORT_ENV, "") or "auto"
+    if wanted not in ("auto", "mpi", "gloo"):
+        raise UserError(f"environment variable {TRANSPORT_ENV}: expected auto, mpi or gloo, got {wanted!r}")
+    _horovodrun()  # Horovod is here at all
+    if wanted == "gloo":
+        return "gloo"
+    built, mpirun = _horovod_mpi_built(), shutil.which("mpirun")
+    if built and mpirun:
+        return "mpi"
+    if wanted == "mpi":
+        why = "this Horovod was built without MPI" if not built else "no mpirun on PATH"
+        raise UserError(f"{TRANSPORT_ENV}=mpi: {why} (Open MPI and `make horovod` with mpicxx present)")
+    return "gloo"
+
+
+def _horovod_mpi_built() -> bool:
+    try:
+        import horovod.torch as hvd
+    except ImportError as err:  # an MPI build without libmpi here, for one
+        raise UserError(f"--backend horovod: Horovod does not load here ({err})") from None
+    return bool(hvd.mpi_built())
+
+
+def _horovodrun() -> str:
     import importlib.util
     import shutil
 
@@ -124,7 +173,7 @@ def _launcher(backend: str, workers: int, max_restarts: int) -> list[str]:
             "--backend horovod: Horovod is not installed here (no horovod module or horovodrun); "
             "the trainer image has it, and `make horovod` builds it into the development venv"
         )
-    return [horovodrun, "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", sys.executable, "-m"]
+    return horovodrun
 
 
 def worker_error(lines, code: int) -> str:

@@ -179,3 +179,72 @@ def test_the_horovod_optimizer_reduces_all_gradients_in_one_group(tmp_path):
     for rank in (0, 1):
         assert f"rank {rank}: one grouped all-reduce of 6 tensors" in done.stdout
     assert sys.executable in launcher
+
+
+@pytest.fixture
+def horovod_here(monkeypatch):
+    """launch's view of this machine's Horovod: ``set(mpi_built, mpirun)`` (no real Horovod asked)."""
+    from components.train import launch
+
+    monkeypatch.delenv(launch.TRANSPORT_ENV, raising=False)
+    monkeypatch.setattr(launch, "_horovodrun", lambda: "/venv/bin/horovodrun")
+
+    def set_(mpi_built: bool, mpirun: bool) -> None:
+        monkeypatch.setattr(launch, "_horovod_mpi_built", lambda: mpi_built)
+        monkeypatch.setattr(
+            "shutil.which", lambda name: "/usr/bin/mpirun" if mpirun and name == "mpirun" else None
+        )
+
+    return set_
+
+
+def test_horovod_with_mpi_launches_through_mpirun_else_horovodrun_gloo(horovod_here, monkeypatch):
+    import sys
+
+    from components.train import launch
+
+    horovod_here(mpi_built=True, mpirun=True)
+    root = ["--allow-run-as-root"] if launch.os.geteuid() == 0 else []
+    assert launch.horovod_transport() == "mpi"
+    assert launch._launcher("horovod", 3, 0) == ["/usr/bin/mpirun", *root, "-np", "3", sys.executable, "-m"]
+    monkeypatch.setenv(launch.TRANSPORT_ENV, "gloo")  # asked for: gloo even where MPI is built
+    gloo = ["/venv/bin/horovodrun", "-np", "3", "-H", "localhost:3", "--gloo", sys.executable, "-m"]
+    assert launch.horovod_transport() == "gloo" and launch._launcher("horovod", 3, 0) == gloo
+    monkeypatch.delenv(launch.TRANSPORT_ENV)
+    for built, mpirun in ((False, True), (True, False)):
+        horovod_here(mpi_built=built, mpirun=mpirun)
+        assert launch.horovod_transport() == "gloo" and launch._launcher("horovod", 3, 0) == gloo
+
+
+@pytest.mark.parametrize(
+    ("built", "mpirun", "value", "message"),
+    [
+        (False, True, "mpi", "FAREFLOW_HOROVOD_TRANSPORT=mpi: this Horovod was built without MPI"),
+        (True, False, "mpi", "FAREFLOW_HOROVOD_TRANSPORT=mpi: no mpirun on PATH"),
+        (True, True, "nccl", "expected auto, mpi or gloo, got 'nccl'"),
+    ],
+)
+def test_an_impossible_horovod_transport_is_refused(horovod_here, monkeypatch, built, mpirun, value, message):
+    from components.train import launch
+
+    horovod_here(mpi_built=built, mpirun=mpirun)
+    monkeypatch.setenv(launch.TRANSPORT_ENV, value)
+    with pytest.raises(UserError, match=re.escape(message)):
+        launch.horovod_transport()
+
+
+@pytest.mark.parametrize(
+    ("env", "controller", "cycle"),
+    [
+        ({"HOROVOD_CONTROLLER": "gloo"}, "gloo", 1.0),
+        ({"HOROVOD_GLOO_RENDEZVOUS_ADDR": "1.2.3.4"}, "gloo", 1.0),
+        ({}, "mpi", 0.2),
+    ],
+)
+def test_the_horovod_controller_is_read_from_the_launchers_variables(monkeypatch, env, controller, cycle):
+    for name in ("HOROVOD_CONTROLLER", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.horovod_controller() == controller
+    assert distributed.HOROVOD_CYCLE_TIME_MS[controller] == cycle

@@ -11,7 +11,7 @@ import pytest
 from components.common import model_dir
 from components.common.errors import UserError
 from components.common.features import columns_from_table
-from components.train import distributed
+from components.train import distributed, launch
 from components.train.config import TrainConfig
 from components.train.launch import launch_local, worker_error
 
@@ -33,8 +33,11 @@ def test_two_horovod_ranks_train_a_model_as_good_as_ddp(make_splits, tmp_path, c
     ddp = launch_local(config(splits, tmp_path / "ddp", **settings), workers=2)
     # the ranks trained with exactly the given config (it reached them as horovodrun arguments)
     assert hvd["config"] == hvd_cfg.to_dict()
-    assert hvd["world_size"] == 2 and hvd["backend"] == "horovod-gloo" and ddp["backend"] == "gloo"
-    assert "[0]<stderr>:train: Horovod: 2 processes (horovod-gloo on cpu)" in ranks_output
+    # mpirun where this Horovod has MPI (its ranks' lines unprefixed), else horovodrun's gloo
+    transport = f"horovod-{launch.horovod_transport()}"
+    prefix = "[0]<stderr>:" if transport == "horovod-gloo" else ""
+    assert hvd["world_size"] == 2 and hvd["backend"] == transport and ddp["backend"] == "gloo"
+    assert f"{prefix}train: Horovod: 2 processes ({transport} on cpu)" in ranks_output
     # the same rows, the same balanced shards: every train row once per epoch
     assert hvd["rows"] == ddp["rows"] == {"train": 2400, "validation": 300, "test": 300}
     assert hvd.keys() == ddp.keys() and hvd["metrics"].keys() == ddp["metrics"].keys()
@@ -49,7 +52,7 @@ def test_two_horovod_ranks_train_a_model_as_good_as_ddp(make_splits, tmp_path, c
     assert loaded.spec.std["distance_km"] == pytest.approx(float(whole["distance_km"].std()), rel=1e-9)
     # rank 0 alone wrote the same model directory as DDP's, saying who trained it
     assert loaded.meta["training"]["framework"] == "horovod"
-    assert loaded.meta["training"]["backend"] == "horovod-gloo"
+    assert loaded.meta["training"]["backend"] == transport
     assert loaded.meta["training"]["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "hvd").iterdir()) == sorted(
         p.name for p in (tmp_path / "ddp").iterdir()
@@ -58,7 +61,8 @@ def test_two_horovod_ranks_train_a_model_as_good_as_ddp(make_splits, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_failing_horovod_rank_stops_every_rank_with_one_line(make_splits, tmp_path, capfd):
+def test_a_failing_horovod_rank_stops_every_rank_with_one_line(make_splits, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv(launch.TRANSPORT_ENV, "gloo")  # horovodrun's "[rank]<stderr>:" prefixes
     splits = make_splits(shards=2)  # rank 1 trains on train/part-00001 alone
     nan_fare(splits / "train" / "part-00001.parquet", 7)
     with pytest.raises(UserError) as err:
@@ -173,7 +177,8 @@ def test_the_horovod_optimizer_reduces_all_gradients_in_one_group(tmp_path):
     script.write_text(_GROUPED_SCRIPT)
     launcher = _launcher("horovod", 2, 0)[:-1]  # horovodrun ... python (no -m)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     for rank in (0, 1):

@@ -41,21 +41,27 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create the venv (VENV, default .venv) and install fareflow with its dev extras
 
-# Horovod (gloo) in the venv, for --backend horovod: built once against the pinned torch by the
-# script the trainer image uses, the wheel cached under HOROVOD_WHEELS (about 2 minutes cold).
+# Horovod in the venv, for --backend horovod: built once against the pinned torch by the script
+# the trainer image uses, the wheel cached under HOROVOD_WHEELS (cold: about 2 minutes gloo only,
+# 5.5 with MPI on 2 loaded cores). With MPI too where Open MPI's compiler is installed (.ci/run
+# installs it): the controller an MPIJob runs, and locally the faster one (docs/train.md).
 HOROVOD_VERSION ?= 0.28.1
 HOROVOD_WHEELS ?= $(HOME)/.cache/fareflow/horovod-wheels
+HOROVOD_WITH_MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+HOROVOD_FLAVOUR := $(if $(filter 1,$(HOROVOD_WITH_MPI)),mpi-gloo,gloo)
 TORCH_PIN := $(shell sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
-HOROVOD_WHEEL_DIR := $(HOROVOD_WHEELS)/$(HOROVOD_VERSION)-torch$(TORCH_PIN)-cp311-gloo
+HOROVOD_WHEEL_DIR := $(HOROVOD_WHEELS)/$(HOROVOD_VERSION)-torch$(TORCH_PIN)-cp311-$(HOROVOD_FLAVOUR)
+HOROVOD_STAMP := $(BIN)/.horovod-$(HOROVOD_VERSION)-$(TORCH_PIN)-$(HOROVOD_FLAVOUR)
 
-$(BIN)/.horovod-$(HOROVOD_VERSION)-$(TORCH_PIN): $(BIN)/.installed images/trainer/build-horovod.sh
+$(HOROVOD_STAMP): $(BIN)/.installed images/trainer/build-horovod.sh
 	ls $(HOROVOD_WHEEL_DIR)/horovod-$(HOROVOD_VERSION)-*.whl >/dev/null 2>&1 \
-	  || PYTHON=$(BIN)/python bash images/trainer/build-horovod.sh $(HOROVOD_VERSION) $(HOROVOD_WHEEL_DIR)
+	  || HOROVOD_WITH_MPI=$(HOROVOD_WITH_MPI) PYTHON=$(BIN)/python bash images/trainer/build-horovod.sh $(HOROVOD_VERSION) $(HOROVOD_WHEEL_DIR)
 	$(BIN)/pip install --quiet --no-deps --force-reinstall $(HOROVOD_WHEEL_DIR)/horovod-$(HOROVOD_VERSION)-*.whl
 	$(BIN)/horovodrun --check-build | grep -q '\[X\] PyTorch'
-	touch $@
+	[ "$(HOROVOD_WITH_MPI)" != 1 ] || $(BIN)/horovodrun --check-build | grep -q '\[X\] MPI'
+	rm -f $(BIN)/.horovod-*; touch $@
 
-horovod: $(BIN)/.horovod-$(HOROVOD_VERSION)-$(TORCH_PIN) ## build (once; cached) and install Horovod with gloo into the venv, for --backend horovod
+horovod: $(HOROVOD_STAMP) ## build (once; cached) and install Horovod into the venv (gloo, and MPI where mpicc is installed), for --backend horovod
 
 run: install ## generate ROWS trip rows and run the whole pipeline locally (kfp.local); keeps the newest KEEP_RUNS runs under runs/
 	$(BIN)/fareflow run --rows $(ROWS) --keep-runs $(KEEP_RUNS) $(RUN_ARGS)

@@ -130,7 +130,11 @@ def test_a_code_edit_invalidates_the_cache(run_dir):
 
 @pytest.mark.slow
 def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
-    """train_backend reaches the local train task: two Horovod ranks (horovodrun, gloo)."""
+    """train_backend reaches the local train task: two Horovod ranks (mpirun where this Horovod
+    has MPI, else horovodrun over gloo: components.train.launch.horovod_transport)."""
+    from components.train.launch import horovod_transport
+
+    transport = f"horovod-{horovod_transport()}"
     source = json.loads((run_dir / "latest" / "run.json").read_text())["source"]
     steps: dict = {}
     out = driver.run_pipeline(
@@ -142,10 +146,10 @@ def test_the_pipeline_trains_with_horovod_when_asked(run_dir):
     )
     assert steps["train"]["state"] == "done"
     train = out["train"]
-    assert train["world_size"] == 2 and train["backend"] == "horovod-gloo"
+    assert train["world_size"] == 2 and train["backend"] == transport
     assert train["config"]["backend"] == "horovod"
     assert (
-        "Horovod: 2 processes (horovod-gloo on cpu)" in (run_dir / "horovod-logs" / "train.log").read_text()
+        f"Horovod: 2 processes ({transport} on cpu)" in (run_dir / "horovod-logs" / "train.log").read_text()
     )
 
 

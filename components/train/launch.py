@@ -149,7 +149,9 @@ def horovod_transport() -> str:
         return "mpi"
     if wanted == "mpi":
         why = "this Horovod was built without MPI" if not built else "no mpirun on PATH"
-        raise UserError(f"{TRANSPORT_ENV}=mpi: {why} (Open MPI and `make horovod` with mpicxx present)")
+        raise UserError(
+            f"{TRANSPORT_ENV}=mpi: {why} (install Open MPI, then `make horovod` builds it with MPI)"
+        )
     return "gloo"
 
 

@@ -23,6 +23,12 @@
 #   CA_BUNDLE         host CA bundle mounted over the image's during podman builds so pip
 #                     can reach the index (default /etc/ssl/certs/ca-certificates.crt if present)
 #   BUILD_ARGS        extra arguments for the engine's build command
+#   IMAGE_PRUNE       1 (default): with podman, after the builds remove the images earlier runs of
+#                     this script left untagged (each run tags its stages' images as
+#                     localhost/fareflow-build-cache/NAME:STAGE, the layer cache the next build
+#                     starts from, and labels what it builds fareflow.build=1); 0 keeps them
+#   MIN_FREE_GIB      free space podman's storage needs before the builds (default 14: a trainer
+#                     whose dependencies changed writes its venv twice, ~6 GB each); 0 skips
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -43,6 +49,20 @@ case $TORCH_VARIANT in cpu | cuda) ;; *) echo "build: TORCH_VARIANT must be cpu 
 
 names=("$@")
 ((${#names[@]})) || names=(component trainer server mlflow)
+
+# Disk: a build that runs out of space fails deep inside the engine with pages of errors, so
+# say so first, with what to do.
+MIN_FREE_GIB="${MIN_FREE_GIB:-14}"
+if [[ $ENGINE == podman && $MIN_FREE_GIB != 0 ]]; then
+  graphroot="$(podman info --format '{{.Store.GraphRoot}}')"
+  free_gib=$(( $(df --output=avail -k "$graphroot" | tail -1) / 1024 / 1024 ))
+  if ((free_gib < MIN_FREE_GIB)); then
+    echo "build: only ${free_gib} GiB free under $graphroot, need ${MIN_FREE_GIB} (MIN_FREE_GIB);" \
+      "free space with 'podman image prune' (untagged images) or 'podman system df' to see what" \
+      "holds it" >&2
+    exit 1
+  fi
+fi
 
 # The torch pin comes from pyproject.toml so the image matches what the tests use.
 TORCH_VERSION="$(python3 "$here/requirements-from-pyproject.py" "$root/pyproject.toml" train | sed -n 's/^torch==//p')"
@@ -76,7 +96,7 @@ common=(--build-arg "VERSION=$VERSION")
 [[ -n ${BASE_IMAGE:-} ]] && common+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 if [[ $ENGINE == podman ]]; then
   # docker format keeps SHELL (pipefail) and LABELs; OCI format drops SHELL.
-  common+=(--format docker --layers)
+  common+=(--format docker --layers --label fareflow.build=1)
   if [[ -n ${BASE_IMAGE:-} ]] && podman image exists "$BASE_IMAGE"; then common+=(--pull=never); fi
   if [[ -n $CA_BUNDLE && -f $CA_BUNDLE ]]; then
     common+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro"
@@ -101,5 +121,22 @@ for name in "${names[@]}"; do
   echo "build: $ref  (engine $ENGINE, base ${BASE_IMAGE:-Dockerfile default}$torch)"
   start=$SECONDS
   "$ENGINE" build "${args[@]}" "${extra_args[@]}" -f "$dockerfile" -t "$ref" "$root"
+  if [[ $ENGINE == podman ]]; then
+    # Tag every stage but the last (all cached by now: seconds), so the prune below keeps
+    # this build's layer cache and removes only what earlier builds left.
+    stages=()
+    while read -r stage; do stages+=("$stage"); done < <(sed -nE 's/^FROM[[:space:]]+[^[:space:]]+[[:space:]]+AS[[:space:]]+([A-Za-z0-9_.-]+).*/\1/ip' "$dockerfile")
+    ((${#stages[@]})) && unset 'stages[-1]'
+    for stage in "${stages[@]}"; do
+      "$ENGINE" build "${args[@]}" "${extra_args[@]}" -f "$dockerfile" --target "$stage" \
+        -t "localhost/fareflow-build-cache/$name:$stage" --quiet "$root" >/dev/null
+    done
+  fi
   echo "build: $ref built in $((SECONDS - start))s"
 done
+
+if [[ $ENGINE == podman && ${IMAGE_PRUNE:-1} == 1 ]]; then
+  # Untagged images from earlier builds (an older trainer holds ~6 GB): only ours, by label.
+  pruned=$(podman image prune --force --filter label=fareflow.build=1 | wc -l)
+  echo "build: removed $pruned untagged image(s) earlier builds left (IMAGE_PRUNE=0 keeps them)"
+fi

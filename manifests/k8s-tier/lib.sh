@@ -35,7 +35,9 @@ wait_until() {
   local timeout="$1" what="$2" deadline
   shift 2
   deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
+  # each check is bounded too: a kubectl against an API server that accepts but never answers
+  # would otherwise hang here past the deadline
+  until timeout --kill-after=2 10 "$@" >/dev/null 2>&1; do
     if ((SECONDS >= deadline)); then
       die "${what}: not ready after ${timeout}s (logs: ${K8S_TIER_RUN}/logs/)"
     fi

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.container
 
 ROWS = 20_000  # enough rows that an epoch takes seconds, so a kill lands inside the run
 PARAMS = dict(epochs=3, batch_size=256, seed=7)
+HOOKS = Path(__file__).parent / "hooks"  # sitecustomize.py: the pause at a fixed batch
+PAUSE_AT = (2, 5)  # epoch 2 (after epoch 1's checkpoint), batch 5: inside the run, never past it
 RESUMED = re.compile(r"resumed from epoch (\d+)(?:, step (\d+) of epoch \d+)? \((\S+)\)")
 
 
@@ -53,6 +56,34 @@ def make_job(image_refs, splits_s3: str, tag: str, max_restarts: int | None) -> 
         settings, name, splits_s3, output_s3, params, workers=2, max_restarts=max_restarts
     )
     return job, output_s3
+
+
+def paused_job(job_obj: dict, s3, pod: str, tmp_path) -> tuple[PodmanPyTorchJob, Path]:
+    """The job with the test hook mounted: pod ``pod``'s rank pauses at ``PAUSE_AT`` (first
+    incarnation only) and waits there for SIGTERM, so the kill or deletion that follows lands
+    mid-epoch 2 whatever the machine's speed. Returns the job and the hook's marker file."""
+    state = tmp_path / "hook-state"
+    state.mkdir()
+    state.chmod(0o777)  # the container's user (10001) writes the marker
+    epoch, step = PAUSE_AT
+    job = PodmanPyTorchJob(
+        job_obj,
+        s3.endpoint,
+        extra_env={
+            "PYTHONPATH": "/test-hooks",
+            "FAREFLOW_TEST_PAUSE": f"{pod}:{epoch}:{step}:/test-hook-state",
+        },
+        volumes=(f"{HOOKS}:/test-hooks:ro", f"{state}:/test-hook-state"),
+    )
+    return job, state / f"paused-{pod}"
+
+
+def wait_paused(marker: Path, job: PodmanPyTorchJob, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"not paused at {PAUSE_AT} in {timeout:.0f}s:\n{job.all_logs()}"
+        assert job.reconcile() is None, f"job ended before the pause:\n{job.all_logs()}"
+        time.sleep(0.2)
 
 
 def wait_for_checkpoint(output_s3: str, job: PodmanPyTorchJob, timeout: float = 240, step: bool = False):
@@ -102,12 +133,13 @@ def test_a_killed_elastic_worker_is_recreated_and_the_job_resumes_from_its_check
     image_refs, splits_s3, s3, tmp_path
 ):
     job_obj, output_s3 = make_job(image_refs, splits_s3, "killed", max_restarts=3)
-    job = PodmanPyTorchJob(job_obj, s3.endpoint)
-    victim = f"{job.name}-worker-1"
+    victim = f"{job_obj['metadata']['name']}-worker-1"
+    job, marker = paused_job(job_obj, s3, victim, tmp_path)
     try:
         job.start()
+        wait_paused(marker, job)
         first = wait_for_checkpoint(output_s3, job)
-        assert first.epoch >= 1
+        assert first.epoch == PAUSE_AT[0] - 1
         job.kill(victim)  # SIGKILL: exit 137, as after an OOM kill
         text = run_to_end(job)
     finally:
@@ -116,7 +148,7 @@ def test_a_killed_elastic_worker_is_recreated_and_the_job_resumes_from_its_check
     assert job.pods[victim].incarnations == 2, job.events
     assert any(f"{victim} exited 137: retryable" in e for e in job.events), job.events
     resumed = [int(m[1]) for m in RESUMED.finditer(text)]
-    assert resumed and min(resumed) >= 1, text
+    assert resumed and min(resumed) == PAUSE_AT[0] - 1, text
     got = model_metrics(output_s3, tmp_path, "killed")
     want = uninterrupted(image_refs, splits_s3, s3, tmp_path, max_restarts=3)
     print(f"test RMSE: resumed {got['test_rmse']:.6f}, uninterrupted {want['test_rmse']:.6f}")
@@ -129,11 +161,11 @@ def test_a_killed_worker_of_the_static_job_fails_it_through_the_master(image_ref
     which ExitCode does not retry: the job fails. Only the elastic job can survive a kill."""
     job_obj, output_s3 = make_job(image_refs, splits_s3, "static", max_restarts=None)
     assert set(job_obj["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"}
-    job = PodmanPyTorchJob(job_obj, s3.endpoint)
-    victim = f"{job.name}-worker-0"
+    victim = f"{job_obj['metadata']['name']}-worker-0"
+    job, marker = paused_job(job_obj, s3, victim, tmp_path)
     try:
         job.start()
-        wait_for_checkpoint(output_s3, job)
+        wait_paused(marker, job)
         job.kill(victim)
         condition = job.wait(240)
     finally:
@@ -152,10 +184,11 @@ def test_sigterm_on_the_master_writes_a_checkpoint_within_the_grace_period(
     from components.train import checkpoint
 
     job_obj, output_s3 = make_job(image_refs, splits_s3, "sigterm", max_restarts=None)
-    job = PodmanPyTorchJob(job_obj, s3.endpoint)
-    master = f"{job.name}-master-0"
+    master = f"{job_obj['metadata']['name']}-master-0"
+    job, marker = paused_job(job_obj, s3, master, tmp_path)
     try:
         job.start()
+        wait_paused(marker, job)
         wait_for_checkpoint(output_s3, job)
         t0 = time.monotonic()
         code = job.delete(master, grace=30)
@@ -167,4 +200,5 @@ def test_sigterm_on_the_master_writes_a_checkpoint_within_the_grace_period(
     assert "stopped by SIGTERM after epoch" in text, text
     mid = [f for f in checkpoint.listing(checkpoint.default_dir(output_s3)) if f.step > 0]
     assert mid, text
+    assert (mid[-1].epoch, mid[-1].step) >= (PAUSE_AT[0] - 1, PAUSE_AT[1]), (mid[-1], text)
     assert f"checkpoint {mid[-1].uri}" in text, text

@@ -51,10 +51,20 @@ def test_the_summary_lines_compare_pruning_at_its_best_value_and_judge_the_worke
     ]
     pruning, workers = bench_tune.summarize(rows)
     assert "8.00 vs 4.00 trials/min (2.00x)" in pruning and "4.2000 vs 4.0000 without (+5.0%)" in pruning
-    assert workers.endswith("1.50x (goal 1.6x: not met)")
+    assert workers.startswith("tune workers: ") and workers.endswith(
+        "of 8 trials: 1.50x (goal 1.6x: not met)"
+    )
     rows[2] = bench_tune.record("tune-workers", "2x1-thread", [run_of(8, 70.0, 4.0)])
     assert bench_tune.summarize(rows)[1].endswith("1.71x (goal 1.6x: met)")
     assert bench_tune.summarize(rows[:2]) == [pruning]  # a case not run prints nothing
+    rows += [
+        bench_tune.record("tune-workers-long", "2x1-thread", [run_of(24, 180.0, 4.0)]),
+        bench_tune.record("tune-workers-long", "1x2-threads", [run_of(24, 300.0, 4.0)]),
+    ]
+    long = bench_tune.summarize(rows)[2]
+    assert long.startswith("tune workers long: 8.00 trials/min") and long.endswith(
+        "of 24 trials: 1.67x (goal 1.6x: met)"
+    )
 
 
 def test_fixed_trials_are_the_same_every_time_and_inside_the_search_space():
@@ -79,14 +89,18 @@ def test_run_measures_both_cases(tmp_path: Path, monkeypatch) -> None:
         ("tune-pruning", "no-pruning"),
         ("tune-workers", "1x2-threads"),
         ("tune-workers", "2x1-thread"),
+        ("tune-workers-long", "1x2-threads"),
+        ("tune-workers-long", "2x1-thread"),
     ]
     for r in rows:
-        assert r["rows"] == 3 and r["trials_per_min"] > 0 and r["best_value"] > 0
+        want = 3 * bench_tune.LONG_FACTOR if r["case"] == "tune-workers-long" else 3
+        assert r["rows"] == want and r["trials_per_min"] > 0 and r["best_value"] > 0
     no_pruning, one, two = rows[1], rows[2], rows[3]
     assert no_pruning["runs_states"][0]["PRUNED"] == 0
     # the workers case runs the same enqueued trials, all epochs, in both configurations
     assert one["runs_epochs"] == two["runs_epochs"] == [3 * 2]
-    assert len(bench_tune.summarize(rows)) == 2
+    assert rows[4]["runs_epochs"] == rows[5]["runs_epochs"] == [3 * bench_tune.LONG_FACTOR * 2]
+    assert len(bench_tune.summarize(rows)) == 3
     assert not (tmp_path / "tune-bench.db").exists()
 
 

@@ -55,11 +55,26 @@ class PartitionJob:
     profile_rows: int = PROFILE_SAMPLE_ROWS
     threads: int = 1
     memory_mb: int = 0  # DuckDB's memory limit (it spills to a temporary directory past it); 0: its default
+    # Keep in the reservoir partial only clean rows whose sample key is <= this bound (None:
+    # no bound). ``core.run`` sets it from the whole input's row count so that the partials
+    # together still hold the merged bottom-k (the merge checks it: ``merge.SampleIncomplete``).
+    reservoir_bound: int | None = None
 
 
-def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
+KEY_MAX = 2**64 - 1  # the sample key is a uint64 hash
+
+
+def key_bound(expected: float, rows: int) -> int | None:
+    """A sample-key bound under which about ``expected`` of ``rows`` uniformly hashed keys fall
+    (None: no bound, when that is all of them)."""
+    if rows <= 0 or expected >= rows:
+        return None
+    return int(KEY_MAX * (expected / rows))
+
+
+def _raw_files(job: PartitionJob, check: bool = True) -> tuple[pafs.FileSystem, list[str]]:
     """The partition's Parquet files (as a dataset discovers them: recursively, skipping names
-    starting with ``.`` or ``_``), each checked against ``contract.RAW_SCHEMA``."""
+    starting with ``.`` or ``_``), each checked against ``contract.RAW_SCHEMA`` (``check``)."""
     import pyarrow.parquet as pq
 
     fs, root = resolve_filesystem(job.raw_uri)
@@ -70,7 +85,7 @@ def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
         if entry.type == pafs.FileType.File
         and not any(part.startswith((".", "_")) for part in entry.path[len(where) :].strip("/").split("/"))
     )
-    for path in files:
+    for path in files if check else ():
         try:
             physical = pq.read_schema(fs.open_input_file(path))
         except (pa.ArrowInvalid, OSError) as err:
@@ -322,21 +337,28 @@ def process_partition(job: PartitionJob) -> dict:
             for col, spec in HISTOGRAMS.items()
         }
         partials_dir = join_uri(job.partials_uri, part.key)
-        _write(
+        reservoir_kept = _write_bottom_k(
             con,
-            f"SELECT * FROM clean ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.reservoir_rows)}",
+            "SELECT *",
+            "clean",
+            SAMPLE_KEY,
+            int(job.reservoir_rows),
+            int(rows_clean),
+            job.reservoir_bound,
             reservoir_schema(),
             join_uri(partials_dir, PARTIAL_RESERVOIR),
-            SAMPLE_ROW_GROUP,
         )
-        _write(
+        _write_bottom_k(
             con,
-            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, "
-            f"source_file, source_line, {SAMPLE_KEY} FROM (SELECT *, {key} AS {SAMPLE_KEY} FROM classified "
-            f"ORDER BY {SAMPLE_KEY}, source_file, source_line LIMIT {int(job.profile_rows)})",
+            f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, source_file, source_line, "
+            f"{SAMPLE_KEY}",
+            f"(SELECT *, {key} AS {SAMPLE_KEY} FROM classified)",
+            SAMPLE_KEY,
+            int(job.profile_rows),
+            int(rows_in),
+            None,
             profile_sample_schema(),
             join_uri(partials_dir, PARTIAL_PROFILE_SAMPLE),
-            SAMPLE_ROW_GROUP,
         )
     finally:
         con.close()
@@ -356,11 +378,48 @@ def process_partition(job: PartitionJob) -> dict:
         "histograms": histograms,
         "seed": job.seed,
         "reservoir_rows": job.reservoir_rows,
+        "reservoir_bound": job.reservoir_bound,
+        "reservoir_kept": int(reservoir_kept),
         "profile_rows": job.profile_rows,
         "rules": list(job.ruleset.names),
     }
     write_text(join_uri(partials_dir, PARTIAL_FILE), json.dumps(partial, indent=1))
     return partial
+
+
+def _write_bottom_k(
+    con,
+    select: str,
+    source: str,
+    key: str,
+    limit: int,
+    rows: int,
+    bound: int | None,
+    schema: pa.Schema,
+    uri: str,
+) -> int:
+    """Write the ``limit`` rows of ``source`` (``rows`` rows) with the smallest (key,
+    source_file, source_line) among those with key <= ``bound`` (None: all), in that order;
+    return how many were written.
+
+    A top-k over every row carries all their columns through the heap; the keys are a uniform
+    hash, so a filter on a key bound that about 1.25 ``limit`` rows pass first leaves a small
+    top-k. When fewer than ``limit`` rows pass it, the query runs again without that filter:
+    the result is the same rows either way.
+    """
+    order = f"ORDER BY {key}, source_file, source_line LIMIT {int(limit)}"
+
+    def write(upper: int | None) -> int:
+        where = f" WHERE {key} <= CAST({int(upper)} AS UBIGINT)" if upper is not None else ""
+        return _write(con, f"{select} FROM {source}{where} {order}", schema, uri, SAMPLE_ROW_GROUP)
+
+    fast = key_bound(1.25 * limit + 2048, rows)
+    if fast is None or (bound is not None and bound <= fast):
+        return write(bound)
+    written = write(fast)
+    if written < min(limit, rows):  # fewer rows under the fast bound than the limit
+        written = write(bound)
+    return written
 
 
 def reservoir_schema() -> pa.Schema:

@@ -22,10 +22,10 @@ from components.common.progress import progress_bar
 from components.common.staged import StagedOutput
 from components.common.storage import resolve_filesystem
 
-from .clean_partition import PartitionJob, process_partition
+from .clean_partition import PartitionJob, key_bound, process_partition
 from .config import WORKER_MEMORY_MB, QualityConfig  # noqa: F401 (the step's API)
 from .layout import STEP, join_uri
-from .merge import merge
+from .merge import SampleIncomplete, merge
 from .partitions import Partition, find_partition, plan_partitions
 from .result import QualityResult
 from .rules import RuleSet
@@ -87,6 +87,13 @@ def check_locations(input_uri: str, outputs: dict[str, str]) -> None:
                 )
 
 
+# The reservoir partials keep clean rows under a key bound that about RESERVOIR_MARGIN x
+# reservoir_rows of all input rows fall under: the merged bottom-k needs reservoir_rows clean
+# rows below it, which holds while more than ~1/RESERVOIR_MARGIN of the rows are clean (the
+# default gate fails past 50% rejected); otherwise the partitions run again without it.
+RESERVOIR_MARGIN = 4
+
+
 def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int = 1) -> list[PartitionJob]:
     return [
         PartitionJob(
@@ -133,6 +140,26 @@ def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | 
             return [f.result() for f in futures]
 
 
+def _input_rows(jobs: Sequence[PartitionJob]) -> int:
+    """Rows of all the jobs' raw Parquet files, from their footers (0 when one cannot be read:
+    the partition's own check then says why)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .clean_partition import _raw_files
+
+    total = 0
+    for job in jobs:
+        fs, files = _raw_files(job, check=False)
+        for path in files:
+            try:
+                with fs.open_input_file(path) as f:
+                    total += pq.ParquetFile(f).metadata.num_rows
+            except (pa.ArrowInvalid, OSError):
+                return 0
+    return total
+
+
 def _partition_bytes(jobs: Sequence[PartitionJob]) -> list[int]:
     """Bytes of each job's raw partition files (what the progress bar counts)."""
     sizes = []
@@ -168,8 +195,14 @@ def run(config: QualityConfig) -> QualityResult:
         )
         workers = min(cfg.workers, len(partitions))
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-        run_partitions(jobs_for(staging, partitions, threads), workers, cfg.progress)
-        result = merge([partials], cfg.ruleset, staging.stats_uri)
+        jobs = jobs_for(staging, partitions, threads)
+        bound = key_bound(RESERVOIR_MARGIN * cfg.reservoir_rows, _input_rows(jobs))
+        run_partitions([replace(job, reservoir_bound=bound) for job in jobs], workers, cfg.progress)
+        try:
+            result = merge([partials], cfg.ruleset, staging.stats_uri)
+        except SampleIncomplete:  # too few clean rows under the bound: again without it
+            run_partitions(jobs, workers, cfg.progress)
+            result = merge([partials], cfg.ruleset, staging.stats_uri)
         _commit(staged)
     return result
 

@@ -36,6 +36,37 @@ from .result import QualityResult, evaluate_gate
 from .rules import RuleSet
 
 
+class SampleIncomplete(RuntimeError):
+    """The partitions' reservoir partials were cut at a key bound (``reservoir_bound``) that
+    the merged bottom-k reaches past: process them again without the bound."""
+
+
+def check_reservoir_complete(partials: Sequence[dict], reservoir: pa.Table, k: int) -> None:
+    """Raise :class:`SampleIncomplete` unless ``reservoir`` (the bottom-k of the partials'
+    reservoir files, in key order) is the bottom-k of all clean rows.
+
+    A partition whose partial holds fewer rows than min(k, its clean rows) left out only rows
+    with a key above its bound; when the merged k-th key is at most every such bound (and
+    there are k rows), none of those could be in the bottom-k.
+    """
+    cut = [
+        p["reservoir_bound"]
+        for p in partials
+        if p.get("reservoir_bound") is not None and p["reservoir_kept"] < min(k, p["rows_clean"])
+    ]
+    if not cut:
+        return
+    if reservoir.num_rows < k:
+        raise SampleIncomplete(
+            f"the bounded reservoir partials hold {reservoir.num_rows} rows, fewer than {k}"
+        )
+    last = reservoir.column(SAMPLE_KEY)[reservoir.num_rows - 1].as_py()
+    if last > min(cut):
+        raise SampleIncomplete(
+            f"the merged reservoir's last key {last} is above a partition's bound {min(cut)}"
+        )
+
+
 def merge_moments(parts: Iterable[dict]) -> dict:
     """Chan et al.'s pairwise update: exact counts/sums/min/max, stable mean and M2."""
     n, total, mean, m2, lo, hi = 0, [], 0.0, 0.0, None, None
@@ -236,6 +267,7 @@ def merge(
     }
     res_schema, prof_schema = reservoir_schema(), profile_sample_schema()
     reservoir = bottom_k_files([join_uri(d, PARTIAL_RESERVOIR) for _, d in loaded], k, res_schema)
+    check_reservoir_complete(partials, reservoir, k)
     profile_sample = bottom_k_files(
         [join_uri(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], partials[0]["profile_rows"], prof_schema
     )

@@ -161,6 +161,83 @@ def test_reservoir_is_the_global_bottom_k_of_the_seeded_hash(raw_dir, tmp_path):
     assert set(run("other_seed", 2, k).reservoir["objectid"].to_pylist()) != set(expected)
 
 
+def _partials(stats_dir):
+    return [json.loads(p.read_text()) for p in sorted((stats_dir / "partitions").rglob(layout.PARTIAL_FILE))]
+
+
+def test_bounded_reservoir_partials_merge_to_the_unbounded_reservoir(raw_dir, tmp_path, monkeypatch):
+    """core.run cuts the reservoir partials at a key bound (RESERVOIR_MARGIN x k of the input
+    rows): they hold fewer rows, and the merged reservoir is still the bottom-k of every clean
+    row; a bound too tight for it is detected and the partitions run again without it."""
+    k = 40
+    calls = []
+    real = core.run_partitions
+    monkeypatch.setattr(core, "run_partitions", lambda jobs, *a: calls.append(jobs) or real(jobs, *a))
+
+    def run(name, margin):
+        monkeypatch.setattr(core, "RESERVOIR_MARGIN", margin)
+        calls.clear()
+        cfg = core.QualityConfig(
+            input_uri=str(raw_dir), output_uri=str(tmp_path / name), workers=1, reservoir_rows=k, seed=5
+        )
+        return core.run(cfg), _partials(tmp_path / f"{name}_stats")
+
+    expected, unbounded = run("unbounded", 10**6)  # the bound would pass every key: none is set
+    assert expected.reservoir.num_rows == k and len(calls) == 1
+    assert all(
+        p["reservoir_bound"] is None and p["reservoir_kept"] == min(k, p["rows_clean"]) for p in unbounded
+    )
+
+    cut, partials = run("cut", 2)  # ~2/3 k of each partition's ~400 rows under the bound, ~2k in all
+    assert len(calls) == 1 and all(p["reservoir_bound"] is not None for p in partials)
+    assert sum(p["reservoir_kept"] < min(k, p["rows_clean"]) for p in partials) >= 3
+    assert cut.reservoir.equals(expected.reservoir)
+
+    tight, partials = run("tight", 0.2)  # ~k/5 keys under the bound: too few, run again unbounded
+    assert len(calls) == 2 and len(calls[0]) == len(partials)
+    assert [j.reservoir_bound is None for j in calls[0] + calls[1]] == [False] * len(partials) + [True] * len(
+        partials
+    )
+    assert all(p["reservoir_bound"] is None for p in partials)
+    assert tight.reservoir.equals(expected.reservoir) and tight.counts == expected.counts
+
+
+def test_a_bounded_partial_missing_bottom_k_rows_is_refused_by_the_merge(raw_dir, tmp_path):
+    from dataclasses import replace
+
+    from components.quality.clean_partition import key_bound, process_partition
+
+    cfg = core.QualityConfig(
+        input_uri=str(raw_dir), output_uri=str(tmp_path / "c"), workers=1, reservoir_rows=40
+    ).resolved()
+    parts = partitions.plan_partitions(str(raw_dir))
+    for job in core.jobs_for(cfg, parts):
+        process_partition(replace(job, reservoir_bound=key_bound(10, 1200)))
+    with pytest.raises(merge.SampleIncomplete):
+        merge.merge([cfg.partials_uri], cfg.ruleset)
+
+
+def test_the_sample_top_k_reruns_without_its_fast_bound_when_too_few_rows_pass_it(tmp_path):
+    """The keys are meant to be a uniform hash; skewed keys (all large) pass the fast bound
+    too rarely, and the written rows are still the exact top-k."""
+    import duckdb
+
+    from components.quality.clean_partition import KEY_MAX, _write_bottom_k
+
+    con = duckdb.connect()
+    con.execute(
+        f"CREATE TABLE t AS SELECT CAST({KEY_MAX} - (i * 7919) % 5000 AS UBIGINT) AS k, 'f' AS source_file, "
+        "i AS source_line FROM range(5000) r(i)"
+    )
+    schema = pa.schema([("k", pa.uint64()), ("source_file", pa.string()), ("source_line", pa.int64())])
+    out = tmp_path / "s.parquet"
+    assert _write_bottom_k(con, "SELECT *", "t", "k", 100, 5000, None, schema, str(out)) == 100
+    want = con.sql("SELECT * FROM t ORDER BY k, source_file, source_line LIMIT 100").to_arrow_table()
+    assert pq.read_table(out).cast(schema).equals(want.cast(schema))
+    bound = KEY_MAX - 4990  # a bound of the caller's: rows above it never appear
+    assert _write_bottom_k(con, "SELECT *", "t", "k", 100, 5000, bound, schema, str(out)) == 10
+
+
 def test_corrupted_data_set_fails_the_gate_listing_each_violation(tmp_path):
     bad = raw_table(
         1000, 2015, 1, defects={"missing_fare": 80, "coordinates_outside_dc": 30, "missing_pickup_time": 100}

@@ -281,11 +281,28 @@ def _cast_checked(col: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Chunked
     return pa.chunked_array(cast(0, len(flat)), target), bad
 
 
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int32)
-# MM/DD/YYYY HH:MM: where the digits and the separators are
-_TS_DIGITS = np.array([0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15])
-_TS_SEPARATOR_AT = np.array([2, 5, 10, 13])
-_TS_SEPARATORS = np.frombuffer(b"// :", np.uint8)
+# MM/DD/YYYY HH:MM: the two-digit fields are read as little-endian byte pairs through a table
+# (pair -> 0..99, 255 where either byte is not a digit); the separators are compared as bytes.
+_TS_PAIR = np.full(1 << 16, 255, np.uint8)
+for _hi in range(10):
+    for _lo in range(10):
+        _TS_PAIR[(0x30 + _hi) | (0x30 + _lo) << 8] = _hi * 10 + _lo
+_TS_SEPARATORS = ((2, ord("/")), (5, ord("/")), (10, ord(" ")), (13, ord(":")))
+
+
+def _month_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per ``year * 16 + month`` (year 0-9999): days from 1970-01-01 to the month's first day,
+    and the month's length (0 where the month is not 1-12), proleptic Gregorian."""
+    year = np.repeat(np.arange(10_000, dtype=np.int64), 16)
+    month = np.tile(np.arange(16, dtype=np.int64), 10_000)
+    months = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    first = months.astype("datetime64[D]").astype(np.int64)
+    length = (months + 1).astype("datetime64[D]").astype(np.int64) - first
+    real = (month >= 1) & (month <= 12)
+    return np.where(real, first, 0).astype(np.int32), np.where(real, length, 0).astype(np.uint8)
+
+
+_MONTH_FIRST_DAY, _MONTH_DAYS = _month_tables()
 
 
 def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -307,37 +324,39 @@ def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
     starts = offsets[:-1]
     idx = np.flatnonzero(valid & ((offsets[1:] - starts) == 16))
     k = len(idx)
-    if int(offsets[n]) - int(offsets[0]) == 16 * k:
-        # Every other value is empty (a missing time), so the 16-byte values lie back to back:
-        # view them as a (k, 16) matrix without copying (the usual case).
-        chars = data[int(offsets[0]) : int(offsets[0]) + 16 * k].reshape(k, 16)
-    else:
-        chars = data[starts[idx][:, None] + np.arange(16, dtype=np.int32)]
-    digits = chars[:, _TS_DIGITS] - np.uint8(48)  # wraps around below '0'
-    ok = (digits <= 9).all(axis=1) & (chars[:, _TS_SEPARATOR_AT] == _TS_SEPARATORS).all(axis=1)
-    d = digits.astype(np.int32)
-    month, day = d[:, 0] * 10 + d[:, 1], d[:, 2] * 10 + d[:, 3]
-    year = ((d[:, 4] * 10 + d[:, 5]) * 10 + d[:, 6]) * 10 + d[:, 7]
-    hour, minute = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11]
-    month_ok = (month >= 1) & (month <= 12)
-    month = np.where(month_ok, month, 1)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    ok &= (
-        month_ok
-        & (day >= 1)
-        & (day <= _DAYS_IN_MONTH[month] + (leap & (month == 2)))
-        & (hour <= 23)
-        & (minute <= 59)
-    )
-    good_idx = idx[ok]
-    month, day, year, hour, minute = month[ok], day[ok], year[ok], hour[ok], minute[ok]
-    days = ((year.astype(np.int64) - 1970) * 12 + month - 1).astype("datetime64[M]").astype("datetime64[D]")
     seconds = np.zeros(n, np.int64)
-    seconds[good_idx] = days.astype(np.int64) * 86400 + day * 86400 - 86400 + hour * 3600 + minute * 60
     good = np.zeros(n, bool)
-    good[good_idx] = True
     year_month = np.zeros(n, np.int32)
-    year_month[good_idx] = year * 100 + month
+    if k:
+        if int(offsets[n]) - int(offsets[0]) == 16 * k:
+            # Every other value is empty (a missing time), so the 16-byte values lie back to
+            # back: read them in place (the usual case).
+            flat = data[int(offsets[0]) : int(offsets[0]) + 16 * k]
+        else:
+            flat = data[starts[idx][:, None] + np.arange(16, dtype=np.int32)].reshape(-1)
+
+        def pair(at: int) -> np.ndarray:  # the two digits at byte ``at`` of every value, 0..99 or 255
+            return _TS_PAIR[flat[at : at + 16 * k - 14].view("<u2")[::8]]
+
+        month, day, hour, minute = pair(0), pair(3), pair(11), pair(14)
+        century, year2 = pair(6), pair(8)
+        ok = (month <= 12) & (day <= 31) & (century <= 99) & (year2 <= 99) & (hour <= 23) & (minute <= 59)
+        for at, char in _TS_SEPARATORS:
+            ok &= flat[at::16] == char
+        good_idx = idx[ok]
+        month, day, hour, minute = month[ok], day[ok], hour[ok], minute[ok]
+        year = century[ok].astype(np.int32) * 100 + year2[ok]
+        ym = year * 16 + month
+        real = (day >= 1) & (day <= _MONTH_DAYS[ym])  # month 0 has 0 days: not real either
+        good_idx, ym, year, month = good_idx[real], ym[real], year[real], month[real]
+        day, hour, minute = day[real], hour[real], minute[real]
+        seconds[good_idx] = (
+            (_MONTH_FIRST_DAY[ym].astype(np.int64) + day - 1) * 86400
+            + hour.astype(np.int32) * 3600
+            + minute.astype(np.int32) * 60
+        )
+        good[good_idx] = True
+        year_month[good_idx] = year * 100 + month
     values = pa.array(seconds, pa.timestamp("s"), mask=~good)
     return values, valid & ~good, year_month
 

@@ -92,6 +92,53 @@ def test_timestamps_packed_path_matches_a_python_parser() -> None:
         assert (v, b) == (expected, expected is None), t
 
 
+def _reference_timestamp(text: str):
+    """MM/DD/YYYY HH:MM, zero-padded ASCII digits, a real date: datetime or None (bad)."""
+    from datetime import datetime
+
+    raw = text.encode()
+    digits = (0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15)
+    if len(raw) != 16 or raw[2:3] + raw[5:6] + raw[10:11] + raw[13:14] != b"// :":
+        return None
+    if not all(0x30 <= raw[i] <= 0x39 for i in digits):
+        return None
+    month, day, year, hour, minute = (int(raw[a:b]) for a, b in ((0, 2), (3, 5), (6, 10), (11, 13), (14, 16)))
+    try:
+        return datetime(year, month, day, hour, minute)
+    except ValueError:
+        return None
+
+
+def test_timestamps_match_a_reference_on_damaged_text() -> None:
+    """Random dates over years 0001-9999 (leap rules of 1900, 2000, 2100), with bytes replaced by
+    anything (digits, separators, non-ASCII) or cut short: the parser agrees with a Python one."""
+    rng = np.random.default_rng(11)
+    text: list[str | None] = []
+    for _ in range(20_000):
+        if rng.random() < 0.1:
+            text.append(None)
+            continue
+        year = int(rng.choice([1, 1900, 2000, 2015, 2016, 2100, 9999, int(rng.integers(1, 10_000))]))
+        value = (
+            f"{rng.integers(0, 14):02d}/{rng.integers(0, 33):02d}/{year:04d} "
+            f"{rng.integers(0, 25):02d}:{rng.integers(0, 61):02d}"
+        )
+        if rng.random() < 0.2:
+            chars = list(value)
+            chars[int(rng.integers(0, 16))] = chr(int(rng.choice([int(rng.integers(32, 127)), 0xE9, 0x663])))
+            value = "".join(chars)
+        if rng.random() < 0.03:
+            value = value[: int(rng.integers(0, 16))]
+        text.append(value)
+    for arr in (pa.array(text), pa.array(text).slice(7)):
+        values, bad, year_month = _ts_result(arr)
+        for t, v, b, ym in zip(arr.to_pylist(), values, bad, year_month, strict=True):
+            expected = None if t is None else _reference_timestamp(t)
+            assert v == expected, t
+            assert b == (t is not None and expected is None), t
+            assert ym == (expected.year * 100 + expected.month if expected else 0), t
+
+
 def test_a_month_is_written_the_same_whatever_else_the_run_read(tmp_path) -> None:
     """Ingest split by yearly archive (one task each) writes each month exactly as one run does."""
     src = tmp_path / "src"

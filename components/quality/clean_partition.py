@@ -59,6 +59,7 @@ class PartitionJob:
     # no bound). ``core.run`` sets it from the whole input's row count so that the partials
     # together still hold the merged bottom-k (the merge checks it: ``merge.SampleIncomplete``).
     reservoir_bound: int | None = None
+    profile_bound: int | None = None  # the same for the raw profile sample
 
 
 KEY_MAX = 2**64 - 1  # the sample key is a uint64 hash
@@ -348,7 +349,7 @@ def process_partition(job: PartitionJob) -> dict:
             reservoir_schema(),
             join_uri(partials_dir, PARTIAL_RESERVOIR),
         )
-        _write_bottom_k(
+        profile_kept = _write_bottom_k(
             con,
             f"SELECT {', '.join(sql.quote(c) for c in RAW_NUMERIC)}, {RAW_DISTANCE}, source_file, source_line, "
             f"{SAMPLE_KEY}",
@@ -356,7 +357,7 @@ def process_partition(job: PartitionJob) -> dict:
             SAMPLE_KEY,
             int(job.profile_rows),
             int(rows_in),
-            None,
+            job.profile_bound,
             profile_sample_schema(),
             join_uri(partials_dir, PARTIAL_PROFILE_SAMPLE),
         )
@@ -381,6 +382,8 @@ def process_partition(job: PartitionJob) -> dict:
         "reservoir_bound": job.reservoir_bound,
         "reservoir_kept": int(reservoir_kept),
         "profile_rows": job.profile_rows,
+        "profile_bound": job.profile_bound,
+        "profile_kept": int(profile_kept),
         "rules": list(job.ruleset.names),
     }
     write_text(join_uri(partials_dir, PARTIAL_FILE), json.dumps(partial, indent=1))

@@ -92,6 +92,9 @@ def check_locations(input_uri: str, outputs: dict[str, str]) -> None:
 # rows below it, which holds while more than ~1/RESERVOIR_MARGIN of the rows are clean (the
 # default gate fails past 50% rejected); otherwise the partitions run again without it.
 RESERVOIR_MARGIN = 4
+# The raw profile sample is drawn from all input rows (their number is known): a bound that
+# ~1.25 x profile_rows + 2048 of them pass falls short only with a vanishing probability.
+PROFILE_MARGIN, PROFILE_EXTRA = 1.25, 2048
 
 
 def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int = 1) -> list[PartitionJob]:
@@ -196,8 +199,14 @@ def run(config: QualityConfig) -> QualityResult:
         workers = min(cfg.workers, len(partitions))
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         jobs = jobs_for(staging, partitions, threads)
-        bound = key_bound(RESERVOIR_MARGIN * cfg.reservoir_rows, _input_rows(jobs))
-        run_partitions([replace(job, reservoir_bound=bound) for job in jobs], workers, cfg.progress)
+        rows = _input_rows(jobs)
+        bounds = {
+            "reservoir_bound": key_bound(RESERVOIR_MARGIN * cfg.reservoir_rows, rows),
+            "profile_bound": key_bound(PROFILE_MARGIN * jobs[0].profile_rows + PROFILE_EXTRA, rows)
+            if jobs
+            else None,
+        }
+        run_partitions([replace(job, **bounds) for job in jobs], workers, cfg.progress)
         try:
             result = merge([partials], cfg.ruleset, staging.stats_uri)
         except SampleIncomplete:  # too few clean rows under the bound: again without it

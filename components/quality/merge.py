@@ -37,33 +37,29 @@ from .rules import RuleSet
 
 
 class SampleIncomplete(RuntimeError):
-    """The partitions' reservoir partials were cut at a key bound (``reservoir_bound``) that
-    the merged bottom-k reaches past: process them again without the bound."""
+    """The partitions' sample partials were cut at a key bound (``reservoir_bound``,
+    ``profile_bound``) that the merged bottom-k reaches past: process them again without it."""
 
 
-def check_reservoir_complete(partials: Sequence[dict], reservoir: pa.Table, k: int) -> None:
-    """Raise :class:`SampleIncomplete` unless ``reservoir`` (the bottom-k of the partials'
-    reservoir files, in key order) is the bottom-k of all clean rows.
+def check_sample_complete(
+    partials: Sequence[dict], sample: pa.Table, k: int, bound: str, kept: str, rows: str
+) -> None:
+    """Raise :class:`SampleIncomplete` unless ``sample`` (the bottom-k of the partials' sample
+    files, in key order) is the bottom-k of all their rows.
 
-    A partition whose partial holds fewer rows than min(k, its clean rows) left out only rows
-    with a key above its bound; when the merged k-th key is at most every such bound (and
+    A partition whose partial holds fewer than min(k, its ``rows``) rows left out only rows
+    with a key above its ``bound``; when the merged k-th key is at most every such bound (and
     there are k rows), none of those could be in the bottom-k.
     """
-    cut = [
-        p["reservoir_bound"]
-        for p in partials
-        if p.get("reservoir_bound") is not None and p["reservoir_kept"] < min(k, p["rows_clean"])
-    ]
+    cut = [p[bound] for p in partials if p.get(bound) is not None and p[kept] < min(k, p[rows])]
     if not cut:
         return
-    if reservoir.num_rows < k:
-        raise SampleIncomplete(
-            f"the bounded reservoir partials hold {reservoir.num_rows} rows, fewer than {k}"
-        )
-    last = reservoir.column(SAMPLE_KEY)[reservoir.num_rows - 1].as_py()
+    if sample.num_rows < k:
+        raise SampleIncomplete(f"the {bound}-cut partials hold {sample.num_rows} rows, fewer than {k}")
+    last = sample.column(SAMPLE_KEY)[sample.num_rows - 1].as_py()
     if last > min(cut):
         raise SampleIncomplete(
-            f"the merged reservoir's last key {last} is above a partition's bound {min(cut)}"
+            f"the merged sample's last key {last} is above a partition's {bound} {min(cut)}"
         )
 
 
@@ -267,10 +263,12 @@ def merge(
     }
     res_schema, prof_schema = reservoir_schema(), profile_sample_schema()
     reservoir = bottom_k_files([join_uri(d, PARTIAL_RESERVOIR) for _, d in loaded], k, res_schema)
-    check_reservoir_complete(partials, reservoir, k)
+    check_sample_complete(partials, reservoir, k, "reservoir_bound", "reservoir_kept", "rows_clean")
+    profile_k = partials[0]["profile_rows"]
     profile_sample = bottom_k_files(
-        [join_uri(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], partials[0]["profile_rows"], prof_schema
+        [join_uri(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], profile_k, prof_schema
     )
+    check_sample_complete(partials, profile_sample, profile_k, "profile_bound", "profile_kept", "rows_in")
     raw_q = quantiles(profile_sample, [*RAW_NUMERIC, RAW_DISTANCE])
     clean_q = quantiles(reservoir, CLEAN_NUMERIC)
     for col, q in raw_q.items():

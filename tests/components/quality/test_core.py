@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -202,9 +203,32 @@ def test_bounded_reservoir_partials_merge_to_the_unbounded_reservoir(raw_dir, tm
     assert tight.reservoir.equals(expected.reservoir) and tight.counts == expected.counts
 
 
-def test_a_bounded_partial_missing_bottom_k_rows_is_refused_by_the_merge(raw_dir, tmp_path):
-    from dataclasses import replace
+def test_bounded_profile_sample_partials_merge_to_the_unbounded_sample(raw_dir, tmp_path, monkeypatch):
+    """The raw profile sample's partials are cut the same way (PROFILE_MARGIN x its rows of the
+    input rows): the raw quantiles are unchanged; a bound too tight reruns without it."""
+    real_jobs = core.jobs_for
+    monkeypatch.setattr(
+        core, "jobs_for", lambda *a: [replace(j, profile_rows=60) for j in real_jobs(*a)]
+    )  # 60 of ~1200 rows
+    monkeypatch.setattr(core, "PROFILE_EXTRA", 0)
 
+    def run(name, margin):
+        monkeypatch.setattr(core, "PROFILE_MARGIN", margin)
+        cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / name), workers=1)
+        return core.run(cfg), _partials(tmp_path / f"{name}_stats")
+
+    expected, partials = run("unbounded", 10**6)
+    assert all(p["profile_bound"] is None and p["profile_kept"] == min(60, p["rows_in"]) for p in partials)
+    for name, margin in (("cut", 2), ("tight", 0.2)):
+        got, partials = run(name, margin)
+        assert got.raw_profile == expected.raw_profile
+        cut = sum(
+            p["profile_bound"] is not None and p["profile_kept"] < min(60, p["rows_in"]) for p in partials
+        )
+        assert cut >= 3 if name == "cut" else all(p["profile_bound"] is None for p in partials)
+
+
+def test_a_bounded_partial_missing_bottom_k_rows_is_refused_by_the_merge(raw_dir, tmp_path):
     from components.quality.clean_partition import key_bound, process_partition
 
     cfg = core.QualityConfig(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -261,21 +262,36 @@ def merge(
         }
         for col in HISTOGRAMS
     }
-    res_schema, prof_schema = reservoir_schema(), profile_sample_schema()
-    reservoir = bottom_k_files([join_uri(d, PARTIAL_RESERVOIR) for _, d in loaded], k, res_schema)
-    check_sample_complete(partials, reservoir, k, "reservoir_bound", "reservoir_kept", "rows_clean")
     profile_k = partials[0]["profile_rows"]
-    profile_sample = bottom_k_files(
-        [join_uri(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], profile_k, prof_schema
-    )
-    check_sample_complete(partials, profile_sample, profile_k, "profile_bound", "profile_kept", "rows_in")
-    raw_q = quantiles(profile_sample, [*RAW_NUMERIC, RAW_DISTANCE])
-    clean_q = quantiles(reservoir, CLEAN_NUMERIC)
+
+    def clean_sample() -> tuple[pa.Table, dict]:
+        """The reservoir (checked, cast, written when ``stats_uri``) and its quantiles."""
+        table = bottom_k_files([join_uri(d, PARTIAL_RESERVOIR) for _, d in loaded], k, reservoir_schema())
+        check_sample_complete(partials, table, k, "reservoir_bound", "reservoir_kept", "rows_clean")
+        found = quantiles(table, CLEAN_NUMERIC)
+        table = table.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)
+        if stats_uri is not None:
+            fs, path = resolve_filesystem(join_uri(stats_uri, contract.POPULATION_RESERVOIR_FILE))
+            pq.write_table(table, path, filesystem=fs, compression="zstd")
+        return table, found
+
+    def raw_sample() -> dict:
+        table = bottom_k_files(
+            [join_uri(d, PARTIAL_PROFILE_SAMPLE) for _, d in loaded], profile_k, profile_sample_schema()
+        )
+        check_sample_complete(partials, table, profile_k, "profile_bound", "profile_kept", "rows_in")
+        return quantiles(table, [*RAW_NUMERIC, RAW_DISTANCE])
+
+    # the two samples in two threads (Arrow's reads and writes and numpy's partitions release
+    # the GIL): the merge runs after the workers, on otherwise idle cores
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        clean_future = pool.submit(clean_sample)
+        raw_q = raw_sample()
+        reservoir, clean_q = clean_future.result()
     for col, q in raw_q.items():
         raw_profile[col]["quantiles"] = q
     for col, q in clean_q.items():
         clean_profile[col]["quantiles"] = q
-    reservoir = reservoir.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)
 
     stats = {
         "rows": rows_clean,
@@ -305,8 +321,6 @@ def merge(
     }
     if stats_uri is not None:
         write_text(join_uri(stats_uri, contract.POPULATION_STATS_FILE), json.dumps(stats, indent=1))
-        fs, path = resolve_filesystem(join_uri(stats_uri, contract.POPULATION_RESERVOIR_FILE))
-        pq.write_table(reservoir, path, filesystem=fs, compression="zstd")
     return QualityResult(
         counts=summary,
         stats=stats,

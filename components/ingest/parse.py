@@ -226,11 +226,12 @@ def _convert(
             quarantined.append((int(lines[row]), line, _value_reason(line, column, code), code))
         quarantined.sort(key=lambda q: q[0])
         keep = ~rejected
-        columns = [c.filter(pa.array(keep)) for c in columns]
+        keep_mask = _arrow_bools(keep)
+        columns = [c.filter(keep_mask) for c in columns]
         lines, keys = lines[keep], keys[keep]
     rows = len(lines)
     out = pa.Table.from_arrays(
-        [*columns, pa.repeat(pa.scalar(ctx.name, pa.string()), rows), pa.array(lines, pa.int64())],
+        [*columns, _constant_string(ctx.name, rows), _arrow_from_numpy(pa.int64(), lines)],
         schema=contract.RAW_SCHEMA,
     )
     return _Block(out, keys, quarantined, rows + len(quarantined), blanks, n_lines)
@@ -253,7 +254,47 @@ def _non_finite(col: pa.ChunkedArray) -> np.ndarray | None:
     finite = pc.is_finite(col)
     if pc.all(finite).as_py() is not False:
         return None
-    return pc.invert(pc.fill_null(finite, True)).to_numpy(zero_copy_only=False)
+    return _bools(pc.invert(pc.fill_null(finite, True)))
+
+
+def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean array without nulls as a numpy bool array, unpacked from its bitmap.
+
+    (``to_numpy(zero_copy_only=False)`` would do, but pyarrow imports pandas for it: 0.2 CPU-s
+    on the first block of every run.)"""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    assert arr.null_count == 0
+    bitmap = np.frombuffer(arr.buffers()[1], np.uint8)
+    return np.unpackbits(bitmap, count=arr.offset + len(arr), bitorder="little")[arr.offset :].view(bool)
+
+
+def _arrow_from_numpy(type_: pa.DataType, values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A 64-bit Arrow array (int64, timestamp) over numpy ``values``, null where ``valid`` is False.
+
+    (``pa.array(numpy)`` would do, but its first call imports pandas: 0.2 CPU-s per run.)"""
+    assert type_.bit_width == 64
+    values = np.ascontiguousarray(values, np.int64)
+    if valid is None or valid.all():
+        return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)], null_count=0)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = len(valid) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(type_, len(values), [bitmap, pa.py_buffer(values)], null_count=nulls)
+
+
+def _constant_string(value: str, n: int) -> pa.Array:
+    """``value`` ``n`` times as an Arrow string array (``pa.repeat(pa.scalar(...))`` imports pandas)."""
+    raw = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(raw)
+    if offsets[-1] >= 1 << 31:
+        raise ValueError(f"{n} copies of a {len(raw)}-byte string do not fit in one string array")
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(raw * n)]
+    return pa.Array.from_buffers(pa.string(), n, buffers, null_count=0)
+
+
+def _arrow_bools(values: np.ndarray) -> pa.Array:
+    """A numpy bool array as an Arrow boolean array without nulls."""
+    bitmap = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, bitmap], null_count=0)
 
 
 def _cast_checked(col: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray | None]:
@@ -313,7 +354,7 @@ def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
     """
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     n = len(arr)
-    valid = np.ones(n, bool) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+    valid = np.ones(n, bool) if arr.null_count == 0 else _bools(arr.is_valid())
     offsets = np.frombuffer(arr.buffers()[1], np.int32, count=n + 1, offset=arr.offset * 4)
     data_buf = arr.buffers()[2]
     data = (
@@ -357,7 +398,7 @@ def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
         )
         good[good_idx] = True
         year_month[good_idx] = year * 100 + month
-    values = pa.array(seconds, pa.timestamp("s"), mask=~good)
+    values = _arrow_from_numpy(pa.timestamp("s"), seconds, good)
     return values, valid & ~good, year_month
 
 

@@ -15,6 +15,10 @@ from .parse import _DICTIONARY_COLUMNS, _STATS_COLUMNS
 
 ROW_GROUP_ROWS = 1 << 16  # rows buffered per partition before a Parquet row group is written
 FILE_ROWS = 1 << 22  # rows per Parquet file before the next part-NNNNN file starts
+# Values encoded per step inside a row group (pyarrow's default is 1024): fewer, longer
+# steps: about 5% less CPU in the writer at 2M rows. Values are the same; on the generated
+# data the files are byte-identical (a page may break elsewhere on other data).
+WRITE_BATCH_ROWS = 1 << 16
 QUARANTINE_DIR = "_quarantine"
 QUARANTINE_FILE = "part-00000.parquet"
 QUARANTINE_FLUSH_ROWS = 1 << 16
@@ -67,6 +71,7 @@ class _PartitionWriter:
                     compression=self.compression,
                     write_statistics=_STATS_COLUMNS,
                     use_dictionary=_DICTIONARY_COLUMNS,
+                    write_batch_size=WRITE_BATCH_ROWS,
                 )
                 self.writers[key], self.file_rows[key] = writer, 0
             take = min(table.num_rows, FILE_ROWS - self.file_rows[key])

@@ -22,7 +22,7 @@ from components.common.progress import progress_bar
 from components.common.staged import StagedOutput
 from components.common.storage import resolve_filesystem
 
-from .clean_partition import PartitionJob, key_bound, process_partition
+from .clean_partition import PartitionJob, keep_database, key_bound, process_partition
 from .config import WORKER_MEMORY_MB, QualityConfig  # noqa: F401 (the step's API)
 from .layout import STEP, join_uri
 from .merge import SampleIncomplete, merge
@@ -134,6 +134,7 @@ def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | 
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)),
             mp_context=get_context("fork" if "fork" in methods else "spawn"),
+            initializer=keep_database,
         ) as pool:
             futures = {
                 pool.submit(process_partition, job): size for job, size in zip(jobs, sizes, strict=True)

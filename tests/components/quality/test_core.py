@@ -443,3 +443,35 @@ def test_a_fan_out_task_lists_only_its_own_partition(raw_dir, tmp_path, monkeypa
     assert listed and all(d.rstrip("/").endswith(key) for d in listed), listed
     with pytest.raises(UserError, match="no partition year=1999/month=1"):
         partitions.find_partition(str(raw_dir), "year=1999/month=1")
+
+
+def test_a_kept_database_runs_each_partition_on_a_cursor_with_the_same_outputs(
+    raw_dir, tmp_path, monkeypatch
+):
+    """Pool workers keep one DuckDB database (``keep_database``); each partition's temporary
+    tables go with its cursor, and the outputs equal those of a database per partition."""
+    from components.quality import clean_partition
+
+    def run(name):
+        cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / name), workers=1)
+        return core.run(cfg)
+
+    fresh = run("fresh")
+    monkeypatch.setattr(clean_partition, "_KEEP_DATABASE", True)
+    monkeypatch.setattr(clean_partition, "_DATABASES", {})
+    kept = run("kept")
+    (db,) = clean_partition._DATABASES.values()
+    try:
+        # the partitions' tables went with their cursors: the database holds no table memory
+        held = "SELECT count(*) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE' AND memory_usage_bytes > 0"
+        assert db.execute(held).fetchone() == (0,)
+    finally:
+        db.close()
+    assert kept.counts == fresh.counts and kept.stats == fresh.stats
+    assert kept.reservoir.equals(fresh.reservoir) and kept.raw_profile == fresh.raw_profile
+    for sub in ("", "_rejected"):
+        a, b = (
+            pq.read_table(tmp_path / f"{n}{sub}" / "year=2015" / "month=2" / layout.PART_FILE)
+            for n in ("fresh", "kept")
+        )
+        assert a.equals(b)

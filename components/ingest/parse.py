@@ -91,7 +91,9 @@ def _read_csv(data: pa.Buffer | bytes, options: pacsv.ConvertOptions) -> pa.Tabl
     )
 
 
-def _parse_block(data: bytes, end: int, first_line: int, breaks: int, ctx: _FileContext) -> _Block:
+def _parse_block(
+    data: bytes | memoryview, end: int, first_line: int, breaks: int, ctx: _FileContext
+) -> _Block:
     """Parse ``data[:end]`` (whole lines from physical line ``first_line``, ``breaks`` of them
     ending in ``\\n``; a last line without one is the end of the file)."""
     n_lines = breaks + (data[end - 1] != 0x0A)
@@ -116,11 +118,11 @@ def _parse_block(data: bytes, end: int, first_line: int, breaks: int, ctx: _File
                 newlines = np.flatnonzero(np.frombuffer(data, np.uint8, count=end) == 0x0A)
                 starts.append(np.concatenate(([0], newlines + 1, [end + 1])))
             s, e = int(starts[0][i]), int(starts[0][i + 1]) - 1
-            return data[s:e].removesuffix(b"\r")
+            return bytes(data[s:e]).removesuffix(b"\r")
 
         lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
         return _convert(table, typed, lines, raw_line, [], 0, n_lines, ctx)
-    good, good_lines, bad, blanks = _split_lines(data[:end], first_line)
+    good, good_lines, bad, blanks = _split_lines(bytes(data[:end]), first_line)
     if not good:
         return _Block(None, np.empty(0, np.int32), bad, len(bad), blanks, n_lines)
     joined = b"\n".join(good) + b"\n"

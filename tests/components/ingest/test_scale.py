@@ -187,3 +187,40 @@ def test_ingest_of_clean_rows_does_not_import_pandas(generated, tmp_path) -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "False", out.stdout + out.stderr
+
+
+def test_a_mapped_local_file_is_read_as_the_stream_reads_it(tmp_path, monkeypatch) -> None:
+    """Local files are read through a memory map; the blocks, and so every output byte, the
+    quarantine and the summary, are those of the stream reader (zip, S3, HTTP sources)."""
+    from components.ingest import files
+
+    lines: list[str | bytes] = []
+    for i in range(1, 3000):
+        lines.append(row(i))
+        if i % 97 == 0:
+            lines.append("")  # blank line
+        if i % 211 == 0:
+            lines.append(row(i, FAREAMOUNT="abc"))
+        if i % 307 == 0:
+            lines.append(row(i).encode().replace(b"|", b"\r", 1))
+    path = write_file(tmp_path / "src" / "taxi_2015_03.txt", lines)
+    path.write_bytes(path.read_bytes() + row(5000).encode())  # the last line has no line break
+    calls: list[int] = []
+    real_map = files._map_local_file
+    monkeypatch.setattr(files, "_map_local_file", lambda s: calls.append(1) or real_map(s))
+    mapped = run(path, tmp_path / "mapped", block_size=4096)
+    monkeypatch.setattr(files, "_map_local_file", lambda s: None)
+    streamed = run(path, tmp_path / "streamed", block_size=4096)
+    assert calls and mapped["rows_quarantined"] > 0 and mapped["blank_lines"] > 0
+    for key in (
+        "rows_read",
+        "rows_written",
+        "rows_quarantined",
+        "blank_lines",
+        "quarantine_reasons",
+        "bytes_read",
+    ):
+        assert mapped[key] == streamed[key], key
+    assert mapped["parquet_files"] == streamed["parquet_files"]
+    for rel in [*mapped["parquet_files"], "_quarantine/part-00000.parquet"]:
+        assert (tmp_path / "mapped" / rel).read_bytes() == (tmp_path / "streamed" / rel).read_bytes(), rel

@@ -27,6 +27,7 @@ from .parse import (
     _DELIM,
     _MONTH_FILE,
     N_FIELDS,
+    PARSE_WORKERS,
     FileStats,
     _Block,
     _FileContext,
@@ -36,7 +37,6 @@ from .parse import (
 from .writers import _PartitionWriter, _QuarantineWriter
 
 BLOCK_SIZE = 8 << 20  # bytes of text parsed per step
-PARSE_WORKERS = max(2, min(4, os.cpu_count() or 2))  # blocks parsed at once (each also multi-threaded)
 MAX_LINE = 16 << 20  # a "line" longer than this is not a trip record: stop
 
 

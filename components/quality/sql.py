@@ -160,13 +160,10 @@ def classify_statements(
 def haversine_km(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
     """Great-circle distance between two (lat, lon) points given in degrees: the SQL form of
     ``components.common.features.haversine_km``."""
-    # s * s rather than pow(s, 2): the same value (both are the correctly rounded square), and
-    # DuckDB computes each sine once (common subexpressions), ~a third of the cost
-    dlat = f"sin(radians({lat2} - {lat1}) / 2)"
-    dlon = f"sin(radians({lon2} - {lon1}) / 2)"
     return (
         f"(2 * {EARTH_RADIUS_KM} * asin(sqrt("
-        f"{dlat} * {dlat} + cos(radians({lat1})) * cos(radians({lat2})) * ({dlon} * {dlon}))))"
+        f"pow(sin(radians({lat2} - {lat1}) / 2), 2) + "
+        f"cos(radians({lat1})) * cos(radians({lat2})) * pow(sin(radians({lon2} - {lon1}) / 2), 2))))"
     )
 
 

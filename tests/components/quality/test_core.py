@@ -476,27 +476,3 @@ def test_a_kept_database_runs_each_partition_on_a_cursor_with_the_same_outputs(
         )
         assert a.equals(b)
 
-
-def test_the_sql_distance_is_bit_identical_to_its_pow_form():
-    """``sql.haversine_km`` squares with s * s; pow(s, 2) (the form the pinned outputs were
-    made with) gives the same doubles, NULLs included."""
-    import duckdb
-
-    from components.common.features import EARTH_RADIUS_KM
-    from components.quality import sql
-
-    pow_form = (
-        f"(2 * {EARTH_RADIUS_KM} * asin(sqrt(pow(sin(radians(c - a) / 2), 2) + "
-        "cos(radians(a)) * cos(radians(c)) * pow(sin(radians(d - b) / 2), 2))))"
-    )
-    con = duckdb.connect()
-    con.execute(
-        "CREATE TABLE p AS SELECT 38.8 + random() * 0.2 AS a, -77.1 + random() * 0.2 AS b, "
-        "CASE WHEN i % 97 = 0 THEN NULL ELSE 38.8 + random() * 0.2 END AS c, "
-        "-77.1 + random() * 0.2 * (i % 5) AS d FROM range(200000) r(i)"
-    )
-    differ = (
-        f"SELECT count(*) FROM p WHERE {sql.haversine_km('a', 'b', 'c', 'd')} IS DISTINCT FROM {pow_form}"
-    )
-    assert con.execute(differ).fetchone() == (0,)
-    assert con.execute("SELECT count(*) FROM p WHERE c IS NULL").fetchone()[0] > 0

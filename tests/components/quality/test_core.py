@@ -475,4 +475,3 @@ def test_a_kept_database_runs_each_partition_on_a_cursor_with_the_same_outputs(
             for n in ("fresh", "kept")
         )
         assert a.equals(b)
-

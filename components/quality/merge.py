@@ -264,16 +264,19 @@ def merge(
     }
     profile_k = partials[0]["profile_rows"]
 
-    def clean_sample() -> tuple[pa.Table, dict]:
-        """The reservoir (checked, cast, written when ``stats_uri``) and its quantiles."""
+    def clean_sample():
+        """The reservoir with its key column (checked), and its write (when ``stats_uri``)
+        queued behind it."""
         table = bottom_k_files([join_uri(d, PARTIAL_RESERVOIR) for _, d in loaded], k, reservoir_schema())
         check_sample_complete(partials, table, k, "reservoir_bound", "reservoir_kept", "rows_clean")
-        found = quantiles(table, CLEAN_NUMERIC)
-        table = table.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)
+        cast = table.select(contract.CLEAN_SCHEMA.names).cast(contract.CLEAN_SCHEMA)
+        return table, pool.submit(write_reservoir, cast)
+
+    def write_reservoir(table: pa.Table) -> pa.Table:
         if stats_uri is not None:
             fs, path = resolve_filesystem(join_uri(stats_uri, contract.POPULATION_RESERVOIR_FILE))
             pq.write_table(table, path, filesystem=fs, compression="zstd")
-        return table, found
+        return table
 
     def raw_sample() -> dict:
         table = bottom_k_files(
@@ -282,12 +285,15 @@ def merge(
         check_sample_complete(partials, table, profile_k, "profile_bound", "profile_kept", "rows_in")
         return quantiles(table, [*RAW_NUMERIC, RAW_DISTANCE])
 
-    # the two samples in two threads (Arrow's reads and writes and numpy's partitions release
-    # the GIL): the merge runs after the workers, on otherwise idle cores
+    # in two threads (Arrow's reads and writes and numpy's partitions release the GIL; the
+    # merge runs after the workers, on otherwise idle cores): the reservoir, then its write,
+    # beside the raw profile sample, then the reservoir's quantiles
     with ThreadPoolExecutor(max_workers=1) as pool:
         clean_future = pool.submit(clean_sample)
         raw_q = raw_sample()
-        reservoir, clean_q = clean_future.result()
+        keyed, written = clean_future.result()
+        clean_q = quantiles(keyed, CLEAN_NUMERIC)
+        reservoir = written.result()
     for col, q in raw_q.items():
         raw_profile[col]["quantiles"] = q
     for col, q in clean_q.items():

@@ -139,6 +139,9 @@ def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | 
             futures = {
                 pool.submit(process_partition, job): size for job, size in zip(jobs, sizes, strict=True)
             }
+            # what the merge imports, now, while the workers run (~25 ms less after them)
+            import pyarrow.compute  # noqa: F401
+
             for future in as_completed(futures):
                 advance(futures[future], rows=future.result()["rows_in"])
             return [f.result() for f in futures]

@@ -395,13 +395,17 @@ def _parse_timestamps(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
         ok = (month <= 12) & (day <= 31) & (century <= 99) & (year2 <= 99) & (hour <= 23) & (minute <= 59)
         for at, char in _TS_SEPARATORS:
             ok &= flat[at::16] == char
-        good_idx = idx[ok]
-        month, day, hour, minute = month[ok], day[ok], hour[ok], minute[ok]
-        year = century[ok].astype(np.int32) * 100 + year2[ok]
+        if not ok.all():  # filter only when some value is bad (rare)
+            idx = idx[ok]
+            month, day, hour, minute = month[ok], day[ok], hour[ok], minute[ok]
+            century, year2 = century[ok], year2[ok]
+        year = century.astype(np.int32) * 100 + year2
         ym = year * 16 + month
         real = (day >= 1) & (day <= _MONTH_DAYS[ym])  # month 0 has 0 days: not real either
-        good_idx, ym, year, month = good_idx[real], ym[real], year[real], month[real]
-        day, hour, minute = day[real], hour[real], minute[real]
+        if not real.all():
+            idx, ym, year, month = idx[real], ym[real], year[real], month[real]
+            day, hour, minute = day[real], hour[real], minute[real]
+        good_idx = idx
         seconds[good_idx] = (
             (_MONTH_FIRST_DAY[ym].astype(np.int64) + day - 1) * 86400
             + hour.astype(np.int32) * 3600

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.container
 ROWS = 20_000  # enough rows that an epoch takes seconds, so a kill lands inside the run
 PARAMS = dict(epochs=3, batch_size=256, seed=7)
 HOOKS = Path(__file__).parent / "hooks"  # sitecustomize.py: the pause at a fixed batch
+BATCH_HOOK = Path(__file__).parents[1] / "components" / "train" / "batch_hook.py"  # what it uses
 PAUSE_AT = (2, 5)  # epoch 2 (after epoch 1's checkpoint), batch 5: inside the run, never past it
 RESUMED = re.compile(r"resumed from epoch (\d+)(?:, step (\d+) of epoch \d+)? \((\S+)\)")
 
@@ -70,10 +71,14 @@ def paused_job(job_obj: dict, s3, pod: str, tmp_path) -> tuple[PodmanPyTorchJob,
         job_obj,
         s3.endpoint,
         extra_env={
-            "PYTHONPATH": "/test-hooks",
+            "PYTHONPATH": "/test-hooks:/test-hooks-lib",
             "FAREFLOW_TEST_PAUSE": f"{pod}:{epoch}:{step}:/test-hook-state",
         },
-        volumes=(f"{HOOKS}:/test-hooks:ro", f"{state}:/test-hook-state"),
+        volumes=(
+            f"{HOOKS}:/test-hooks:ro",
+            f"{BATCH_HOOK}:/test-hooks-lib/batch_hook.py:ro",
+            f"{state}:/test-hook-state",
+        ),
     )
     return job, state / f"paused-{pod}"
 

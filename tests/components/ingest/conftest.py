@@ -60,6 +60,10 @@ def write_file(path: Path, lines: list[str | bytes], *, newline: bytes = b"\n", 
     return path
 
 
+# The summary's row accounting: what two runs of the same input must agree on.
+COUNT_KEYS = ("rows_read", "rows_written", "rows_quarantined", "blank_lines", "quarantine_reasons")
+
+
 def run(source, output, **kwargs) -> dict:
     return core.run(
         core.IngestConfig(source_uri=str(source), output_uri=str(output), progress=False, **kwargs)

@@ -23,7 +23,7 @@ from components.common.storage import (
 )
 from components.ingest import core, files, writers
 
-from .conftest import assert_invariant, quarantine_of, read_raw, row, run, write_file
+from .conftest import COUNT_KEYS, assert_invariant, quarantine_of, read_raw, row, run, write_file
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -102,14 +102,7 @@ def test_block_size_changes_nothing(damaged, block_size, tmp_path) -> None:
     reference = run(path, tmp_path / "ref")
     summary = run(path, tmp_path / "raw", block_size=block_size)
     assert_invariant(summary)
-    for key in (
-        "rows_read",
-        "rows_written",
-        "rows_quarantined",
-        "blank_lines",
-        "quarantine_reasons",
-        "partitions",
-    ):
+    for key in (*COUNT_KEYS, "partitions"):
         assert summary[key] == reference[key], key
     assert read_raw(tmp_path / "raw").equals(read_raw(tmp_path / "ref"))
     assert quarantine_of(tmp_path / "raw").equals(quarantine_of(tmp_path / "ref"))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from components.generate import core as generate_core
 from components.ingest import core, parse
 
-from .conftest import row, run, write_file
+from .conftest import COUNT_KEYS, row, run, write_file
 
 
 def test_progress_feed_counts_every_byte_and_row(generated, tmp_path, monkeypatch) -> None:
@@ -212,14 +212,7 @@ def test_a_mapped_local_file_is_read_as_the_stream_reads_it(tmp_path, monkeypatc
     monkeypatch.setattr(files, "_map_local_file", lambda s: None)
     streamed = run(path, tmp_path / "streamed", block_size=4096)
     assert calls and mapped["rows_quarantined"] > 0 and mapped["blank_lines"] > 0
-    for key in (
-        "rows_read",
-        "rows_written",
-        "rows_quarantined",
-        "blank_lines",
-        "quarantine_reasons",
-        "bytes_read",
-    ):
+    for key in (*COUNT_KEYS, "bytes_read"):
         assert mapped[key] == streamed[key], key
     assert mapped["parquet_files"] == streamed["parquet_files"]
     for rel in [*mapped["parquet_files"], "_quarantine/part-00000.parquet"]:

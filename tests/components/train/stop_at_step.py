@@ -18,13 +18,13 @@ A run that ends without passing that point is an error (exit 3), never a pass.""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import time
 
-from components.common import progress
+from batch_hook import at_batch, watch_sigterm  # a sibling: this file runs as a script
+
 from components.train import launch
 from components.train.__main__ import main
 
@@ -32,56 +32,19 @@ TRAIN_MODULE = "components.train"  # what launch puts after its launcher (torchr
 TERM_WAIT_S = 120.0  # after SIGCONT, at most this long for the run's SIGTERM handler
 
 
-def watch_sigterm() -> list[bool]:
-    """Wrap the SIGTERM handler the run installs (components.train.stop.StopFlag), so it is
-    known when it has run. The list returned holds True from then."""
-    seen = [False]
-    real_signal = signal.signal
-
-    def installing(signum, handler):
-        if signum == signal.SIGTERM and callable(handler):
-            inner = handler
-
-            def handler(s, frame):
-                inner(s, frame)
-                seen[0] = True
-
-        return real_signal(signum, handler)
-
-    signal.signal = installing
-    return seen
-
-
 def signal_at(epoch: int, step: int, number: int) -> list[bool]:
-    """Wrap the progress bar core.run opens for each epoch: once ``step`` batches of ``epoch``
-    are trained, this process gets signal ``number`` (SIGSTOP: continued, it waits for the run's
-    SIGTERM handler to have run). The list returned holds True from then."""
-    real = progress.progress_bar
-    sent = [False]
+    """Once ``step`` batches of ``epoch`` are trained, this process gets signal ``number``
+    (SIGSTOP: continued, it waits for the run's SIGTERM handler to have run). The list returned
+    holds True from then."""
     term_seen = watch_sigterm() if number == signal.SIGSTOP else None
 
-    @contextlib.contextmanager
-    def bar(total, description, **kwargs):
-        with real(total, description, **kwargs) as advance:
-            if not description.startswith(f"epoch {epoch}/"):
-                yield advance
-                return
-            done = [0]
+    def send() -> None:
+        os.kill(os.getpid(), number)
+        deadline = time.monotonic() + TERM_WAIT_S
+        while term_seen is not None and not term_seen[0] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs in this (the main) thread
 
-            def counting(n, rows=0):
-                advance(n, rows=rows)
-                done[0] += n
-                if done[0] == step and not sent[0]:
-                    sent[0] = True
-                    os.kill(os.getpid(), number)
-                    deadline = time.monotonic() + TERM_WAIT_S
-                    while term_seen is not None and not term_seen[0] and time.monotonic() < deadline:
-                        time.sleep(0.01)  # the handler runs in this (the main) thread
-
-            yield counting
-
-    progress.progress_bar = bar  # core.run imports it from the module each time it starts
-    return sent
+    return at_batch(epoch, step, send)
 
 
 def main_at(argv: list[str]) -> int:

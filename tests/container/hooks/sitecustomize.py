@@ -16,54 +16,24 @@ import socket
 
 
 def _install(pod: str, epoch: int, step: int, state: str) -> None:
-    import contextlib
-    import signal
     import time
     from pathlib import Path
+
+    from batch_hook import at_batch, watch_sigterm  # tests/components/train/batch_hook.py
 
     marker = Path(state) / f"paused-{pod}"
     if marker.exists():  # a later incarnation, or the group torchrun restarted
         return
-    term_seen = [False]
-    real_signal = signal.signal
+    term_seen = watch_sigterm()
 
-    def installing(signum, handler):  # wraps the run's SIGTERM handler (components.train.stop)
-        if signum == signal.SIGTERM and callable(handler):
-            inner = handler
+    def pause() -> None:
+        marker.write_text(f"epoch {epoch} step {step}\n")
+        print(f"test hook: paused at epoch {epoch} step {step}", flush=True)
+        deadline = time.monotonic() + 300
+        while not term_seen[0] and time.monotonic() < deadline:
+            time.sleep(0.02)  # the handler runs in this (the main) thread
 
-            def handler(s, frame):
-                inner(s, frame)
-                term_seen[0] = True
-
-        return real_signal(signum, handler)
-
-    signal.signal = installing
-
-    from components.common import progress
-
-    real_bar = progress.progress_bar
-
-    @contextlib.contextmanager
-    def bar(total, description, **kwargs):
-        with real_bar(total, description, **kwargs) as advance:
-            if not description.startswith(f"epoch {epoch}/"):
-                yield advance
-                return
-            done = [0]
-
-            def counting(n, rows=0):
-                advance(n, rows=rows)
-                done[0] += n
-                if done[0] >= step and not marker.exists():
-                    marker.write_text(f"epoch {epoch} step {done[0]}\n")
-                    print(f"test hook: paused at epoch {epoch} step {done[0]}", flush=True)
-                    deadline = time.monotonic() + 300
-                    while not term_seen[0] and time.monotonic() < deadline:
-                        time.sleep(0.02)  # the handler runs in this (the main) thread
-
-            yield counting
-
-    progress.progress_bar = bar  # components.train.core imports it when a run starts
+    at_batch(epoch, step, pause)
 
 
 _spec = os.environ.get("FAREFLOW_TEST_PAUSE", "")

@@ -142,24 +142,30 @@ def test_worker_error_prefers_the_ranks_own_line_then_a_crash():
 # Run on each of two horovodrun ranks: after backward, before step(), the optimizer that the
 # trainer builds holds one pending all-reduce for the whole model (Horovod 0.28's _handles: a
 # tuple of parameters for a grouped submission, a parameter for an ungrouped one), and step()
-# averages the ranks' gradients (rank r's loss is (r + 1) x the sum of the outputs).
+# averages the ranks' gradients (rank r's loss is (r + 1) x the sum of the outputs). The
+# all-reduce runs in place and may finish any time after backward submits it (under load it
+# had before the gradient could be read), so the rank's own gradients come from a copy of the
+# module without the optimizer's hooks.
 _GROUPED_SCRIPT = """
-import torch, horovod.torch as hvd
+import copy, torch, horovod.torch as hvd
 from components.common import model_dir
 from components.train.distributed import horovod_optimizer
 hvd.init()
 torch.manual_seed(0)
 module = model_dir.build(model_dir.Architecture(hidden=(8, 4), dropout=0.0))
+plain = copy.deepcopy(module)
+x = torch.ones(3, len(module[0].weight[0]))
+((hvd.rank() + 1) * plain(x).sum()).backward()
 opt = horovod_optimizer(torch.optim.SGD(module.parameters(), lr=1.0), module)
-((hvd.rank() + 1) * module(torch.ones(3, len(module[0].weight[0]))).sum()).backward()
+((hvd.rank() + 1) * module(x).sum()).backward()
 keys = list(opt._handles)
 params = list(module.parameters())
 assert len(keys) == 1 and isinstance(keys[0], tuple) and set(keys[0]) == set(params), keys
-local = module[-1].bias.grad.clone()
 opt.synchronize()
 with opt.skip_synchronize():
     opt.step()
-assert torch.allclose(module[-1].bias.grad, local / (hvd.rank() + 1) * 1.5), (local, module[-1].bias.grad)
+for p, own in zip(params, plain.parameters()):  # the mean over ranks 0 and 1: own / (r + 1) x 1.5
+    assert torch.allclose(p.grad, own.grad / (hvd.rank() + 1) * 1.5), (own.grad, p.grad)
 print(f"rank {hvd.rank()}: one grouped all-reduce of {len(keys[0])} tensors")
 hvd.shutdown()
 """

@@ -94,12 +94,14 @@ def test_run_measures_both_cases(tmp_path: Path, monkeypatch) -> None:
     ]
     for r in rows:
         want = 3 * bench_tune.LONG_FACTOR if r["case"] == "tune-workers-long" else 3
-        assert r["rows"] == want and r["trials_per_min"] > 0 and r["best_value"] > 0
-    no_pruning, one, two = rows[1], rows[2], rows[3]
-    assert no_pruning["runs_states"][0]["PRUNED"] == 0
-    # the workers case runs the same enqueued trials, all epochs, in both configurations
-    assert one["runs_epochs"] == two["runs_epochs"] == [3 * 2]
-    assert rows[4]["runs_epochs"] == rows[5]["runs_epochs"] == [3 * bench_tune.LONG_FACTOR * 2]
+        # 2 workers may run one trial past the study's total (docs/tune.md: the check and
+        # Optuna's ask are not one transaction); one process never does
+        extra = bench_tune.WORKERS - 1 if r["impl"] == "2x1-thread" else 0
+        assert want <= r["rows"] <= want + extra, r
+        assert r["trials_per_min"] > 0 and r["best_value"] > 0
+        if r["case"].startswith("tune-workers"):  # pruning off: every trial runs all its epochs
+            assert r["runs_epochs"] == [2 * r["rows"]], r
+    assert rows[1]["runs_states"][0]["PRUNED"] == 0
     assert len(bench_tune.summarize(rows)) == 3
     assert not (tmp_path / "tune-bench.db").exists()
 

@@ -5,15 +5,19 @@ arguments or input (one line on stderr)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+from components.common.cpu import streaming_process
 
-from components.common import cli
-from components.common.configspec import add_arguments, from_args
-from components.common.errors import cli_entry
-from components.common.publish import publish_cli
-from components.ingest import core
-from components.ingest.result import IngestResult
+streaming_process()  # before anything below imports numpy or pyarrow
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from components.common import cli  # noqa: E402
+from components.common.configspec import add_arguments, from_args  # noqa: E402
+from components.common.errors import cli_entry  # noqa: E402
+from components.common.publish import publish_cli  # noqa: E402
+from components.ingest import core  # noqa: E402
+from components.ingest.result import IngestResult  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,9 @@ from components.common.images import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def ingest(source: str, raw: Output[Dataset], quarantine: Output[Dataset], metrics: Output[Metrics]) -> dict:
     """Raw DC taxi trip files at ``source`` -> typed Parquet (year=/month=) + quarantine."""
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.common.publish import publish_component
     from components.ingest import core
     from components.ingest.result import IngestResult
@@ -45,6 +48,9 @@ def ingest_plan(source: str, tasks: int) -> list:
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def ingest_part(source: str, group: dict, part: Output[Artifact]) -> dict:
     """One fan-out task: ingest one planned group of files into ``part`` (its summary returned)."""
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.ingest.fanout import ingest_group
 
     summary = ingest_group(source, group, part.path)

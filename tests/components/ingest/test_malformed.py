@@ -68,6 +68,16 @@ def _empty_fields(t: pa.Table) -> None:
     assert (t.column("year")[0].as_py(), t.column("month")[0].as_py()) == (2015, 1)
 
 
+def _fares(t: pa.Table, expected: list) -> None:
+    assert t.column("FAREAMOUNT").to_pylist() == expected
+
+
+def _beyond_ascii(t: pa.Table) -> None:
+    assert t.column("PROVIDERNAME").to_pylist() == ["Transco", "Café Cab", "Transco"]
+    assert t.column("ORIGINCITY").to_pylist()[1] == "Montréal"
+    assert t.column("AIRPORT").to_pylist() == ["N", "N", "ü"]
+
+
 def _other_month(t: pa.Table) -> None:
     months = dict(zip(t.column("OBJECTID").to_pylist(), t.column("month").to_pylist(), strict=True))
     assert months == {1: 1, 2: 2, 3: 1}  # pick-up month; no pick-up time: the file's month
@@ -204,6 +214,15 @@ CASES: dict[str, Case] = {
             (3, "GRATUITYAMOUNT: not a finite number: 'inf'"),
             (4, "MILEAGE: not a finite number: '-Infinity'"),
         ],
+    ),
+    "a missing number beside a nan": Case(
+        lines=[row(1, FAREAMOUNT=""), row(2, FAREAMOUNT="nan"), row(3, FAREAMOUNT="NULL"), row(4)],
+        quarantined=[(3, "FAREAMOUNT: not a finite number: 'nan'")],
+        check=lambda t: _fares(t, [None, None, 13.52]),
+    ),
+    "text beyond ASCII": Case(
+        lines=[row(1), row(2, PROVIDERNAME="Café Cab", ORIGINCITY="Montréal"), row(3, AIRPORT="ü")],
+        check=_beyond_ascii,
     ),
     "integer written as a decimal": Case(
         lines=[row(1, TRIPTYPE="1.0"), row(2)], quarantined=[(2, "TRIPTYPE: not an integer (int32): '1.0'")]

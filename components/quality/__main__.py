@@ -9,16 +9,20 @@ report are still written so the failure can be inspected).
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from dataclasses import replace
-from pathlib import Path
+from components.common.cpu import streaming_process
 
-from components.common.configspec import add_arguments, from_args
-from components.common.errors import UserError, cli_entry
+streaming_process()  # before anything below imports numpy or pyarrow
 
-from .config import QualityConfig
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from components.common.configspec import add_arguments, from_args  # noqa: E402
+from components.common.errors import UserError, cli_entry  # noqa: E402
+
+from .config import QualityConfig  # noqa: E402
 
 
 def _threshold(text: str) -> tuple[str, float | None]:

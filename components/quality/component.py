@@ -38,6 +38,9 @@ def quality(
     workers: int = 0,
 ) -> dict:
     """Apply the data-quality rules to the ingest output (all partitions, in-process pool)."""
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.quality import core
     from components.quality.publish import publish_quality
     from components.quality.rules import load_rules
@@ -75,6 +78,9 @@ def quality_partition(
     """One fan-out task: the rules over one partition -> result/{clean,rejected,partials}/."""
     from collections import namedtuple
 
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.quality.core import process_partition_to
     from components.quality.rules import load_rules
 
@@ -95,6 +101,9 @@ def quality_merge(
     metrics: Output[Metrics],
 ) -> dict:
     """Gather the fan-out results: clean/rejected data sets, population statistics, report, gate."""
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.quality.core import merge_partition_outputs
     from components.quality.publish import publish_quality
     from components.quality.rules import load_rules

@@ -11,19 +11,24 @@ import pytest
 from components.common import cpu
 
 KEYS = ("OPENBLAS_NUM_THREADS", "MIMALLOC_PURGE_DELAY", "MIMALLOC_ALLOW_THP")
-SHOW = "import os, sys; import components.ingest.__main__; print(*(os.environ.get(k) for k in sys.argv[1:]))"
+SHOW = "import os, sys, importlib; importlib.import_module(sys.argv[1]); print(*(os.environ.get(k) for k in sys.argv[2:]))"
 
 
-def _settings_seen(**env: str) -> list[str]:
+def _settings_seen(module: str = "components.ingest.__main__", **env: str) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if k not in KEYS}
     out = subprocess.run(
-        [sys.executable, "-c", SHOW, *KEYS], env={**clean, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", SHOW, module, *KEYS],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.split()
 
 
-def test_the_ingest_entry_point_applies_them_before_numpy_loads() -> None:
-    assert _settings_seen() == ["1", "-1", "0"]
+@pytest.mark.parametrize("module", ["components.ingest.__main__", "components.quality.__main__"])
+def test_the_entry_points_apply_them_before_numpy_loads(module: str) -> None:
+    assert _settings_seen(module) == ["1", "-1", "0"]
 
 
 def test_a_value_the_user_set_is_kept() -> None:

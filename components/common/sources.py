@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import http.client
 import io
 import os
 import posixpath
@@ -241,6 +240,8 @@ def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
     if name.lower().endswith(ARCHIVE_SUFFIX):
         spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fareflow-download-"))
         path = os.path.join(spool_dir, name)
+        import http.client  # here, not at the top: 8 ms of every step's start-up (with email.*)
+
         import urllib3
 
         with http_open(uri) as response, open(path, "wb") as out:

@@ -278,6 +278,8 @@ def _non_finite(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     masks = []
     for chunk in chunks:
+        if not len(chunk):  # no rows (and maybe no value buffer)
+            continue
         dtype = np.float64 if chunk.type.bit_width == 64 else np.float32
         values = np.frombuffer(
             chunk.buffers()[1], dtype, count=len(chunk), offset=chunk.offset * chunk.type.byte_width
@@ -286,7 +288,9 @@ def _non_finite(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
         if chunk.null_count:
             bad &= _validity(chunk)
         masks.append(bad)
-    mask = np.concatenate(masks) if len(masks) != 1 else masks[0]
+    if not masks:
+        return None
+    mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
     return mask if mask.any() else None
 
 

@@ -51,7 +51,12 @@ def _doubles(rng, n: int) -> pa.Array:
 def test_the_finite_check_matches_pyarrow_compute() -> None:
     rng = np.random.default_rng(1)
     chunked = pa.chunked_array([_doubles(rng, 1000), _doubles(rng, 37).slice(5, 20), _doubles(rng, 64)])
-    for col in (chunked, chunked.chunk(1), pa.chunked_array([pa.array([1.0, None, 2.0])])):
+    cases = [chunked, chunked.chunk(1), pa.chunked_array([pa.array([1.0, None, 2.0])])]
+    cases += [
+        pa.chunked_array([], pa.float64()),
+        pa.chunked_array([pa.array([], pa.float64()), _doubles(rng, 9)]),
+    ]
+    for col in cases:
         expected = pc.invert(pc.fill_null(pc.is_finite(col), True))
         expected = np.array(expected.to_pylist(), bool)
         got = parse._non_finite(col)

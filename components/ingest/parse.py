@@ -44,22 +44,21 @@ _PARSE = pacsv.ParseOptions(
     ignore_empty_lines=True,
 )
 _NULLS = [contract.NULL_TOKEN, ""]
-_TYPED = pacsv.ConvertOptions(
-    column_types={c: pa.string() if c in contract.TIMESTAMP_COLUMNS else t for c, t in _TYPES.items()},
-    null_values=_NULLS,
-    strings_can_be_null=True,
-)
-_TEXT = pacsv.ConvertOptions(
-    column_types={c: pa.string() for c in contract.RAW_COLUMNS}, null_values=_NULLS, strings_can_be_null=True
-)
+
+
+def _convert_options(types: dict[str, pa.DataType], check_utf8: bool = True) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=types, null_values=_NULLS, strings_can_be_null=True, check_utf8=check_utf8
+    )
+
+
+_TYPED_TYPES = {c: pa.string() if c in contract.TIMESTAMP_COLUMNS else t for c, t in _TYPES.items()}
+_TEXT_TYPES = {c: pa.string() for c in contract.RAW_COLUMNS}
+_TYPED, _TEXT = _convert_options(_TYPED_TYPES), _convert_options(_TEXT_TYPES)
 # A block of ASCII text is valid UTF-8: its string columns need no UTF-8 check (about 6% of
 # the parse's CPU). Any other block is checked (and a bad byte quarantines its line).
-_TYPED_ASCII = pacsv.ConvertOptions(
-    column_types=_TYPED.column_types, null_values=_NULLS, strings_can_be_null=True, check_utf8=False
-)
-_TEXT_ASCII = pacsv.ConvertOptions(
-    column_types=_TEXT.column_types, null_values=_NULLS, strings_can_be_null=True, check_utf8=False
-)
+_TYPED_ASCII = _convert_options(_TYPED_TYPES, check_utf8=False)
+_TEXT_ASCII = _convert_options(_TEXT_TYPES, check_utf8=False)
 
 # Quarantine reason kinds (counted in the summary).
 FIELD_COUNT = "field_count"
@@ -280,9 +279,9 @@ def _non_finite(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     for chunk in chunks:
         if not len(chunk):  # no rows (and maybe no value buffer)
             continue
-        dtype = np.float64 if chunk.type.bit_width == 64 else np.float32
+        width = chunk.type.byte_width  # float64 (or float32)
         values = np.frombuffer(
-            chunk.buffers()[1], dtype, count=len(chunk), offset=chunk.offset * chunk.type.byte_width
+            chunk.buffers()[1], f"<f{width}", count=len(chunk), offset=chunk.offset * width
         )
         bad = ~np.isfinite(values)
         if chunk.null_count:

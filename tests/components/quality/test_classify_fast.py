@@ -132,3 +132,65 @@ def test_unsorted_input_gives_outputs_in_source_order(tmp_path, monkeypatch):
     assert runs["hash"][0] == runs["collide"][0]
     assert runs["hash"][1].equals(runs["collide"][1]) and runs["hash"][2].equals(runs["collide"][2])
     assert runs["hash"][0]["rejected_by_rule"]["duplicate_trip"] == 4 + 5
+
+
+def _order_cases():
+    rng = np.random.default_rng(7)
+    pools = [["a", "b", "c"], ["ab", "b", "abc", ""], ["x1", "x2", "é1", "e2"], ["taxi_2015_01.txt"]]
+    cases = [([], []), (["a"], [3]), (["a", "a"], [2, 1]), (["b", "a"], [1, 2]), (["a", None], [1, 2])]
+    cases += [(["a", "a"], [1, None]), (["ab", "b"], [5, 1]), (["b", "ab"], [1, 5]), (["", "a"], [9, 0])]
+    for _ in range(400):
+        pool = pools[rng.integers(len(pools))]
+        n = int(rng.integers(0, 14))
+        files = [pool[i] for i in rng.integers(len(pool), size=n)]
+        lines = [int(v) for v in rng.integers(0, 6, size=n)]
+        if rng.random() < 0.6:  # mostly sorted inputs, some with one row moved
+            pairs = sorted(zip(files, lines, strict=True))
+            if n > 2 and rng.random() < 0.3:
+                pairs.insert(int(rng.integers(n)), pairs.pop(int(rng.integers(n))))
+            files, lines = [f for f, _ in pairs], [v for _, v in pairs]
+        cases.append((files, lines))
+    return cases
+
+
+def test_input_order_check_matches_a_plain_comparison():
+    """``_input_sorted`` (numpy over the Arrow buffers where the names are of one length,
+    pyarrow.compute otherwise): True exactly when every row's (source_file, source_line) is
+    >= the previous row's, in UTF-8 byte order; False when either column has a null."""
+    from components.quality import clean_partition
+
+    con = duckdb.connect()
+    numpy_used = 0
+    for files, lines in _order_cases():
+        table = pa.table(
+            {
+                contract.SOURCE_FILE: pa.array(files, pa.string()),
+                contract.SOURCE_LINE: pa.array(lines, pa.int64()),
+            }
+        )
+        con.register("raw_input", table)
+        if None in files or None in lines:
+            expected = len(files) < 2
+        else:
+            keys = [(f.encode(), v) for f, v in zip(files, lines, strict=True)]
+            expected = all(a <= b for a, b in zip(keys, keys[1:], strict=False))
+        assert clean_partition._input_sorted(con) is expected, (files, lines)
+        if len(files) >= 2 and None not in files and None not in lines:
+            fast = clean_partition._sorted_numpy(pa.array(files, pa.string()), pa.array(lines, pa.int64()))
+            assert fast in (None, expected), (files, lines)
+            assert clean_partition._sorted_arrow(pa.array(files), pa.array(lines, pa.int64())) is expected
+            numpy_used += fast is not None
+        con.unregister("raw_input")
+    assert numpy_used > 100  # the numpy path decided most cases
+
+
+def test_input_order_check_reads_sliced_buffers():
+    """Arrays that start inside their buffers (an offset) give the same answer."""
+    from components.quality import clean_partition
+
+    files = pa.array(["z", "a", "a", "b", "b"]).slice(1)
+    lines = pa.array([9, 1, 2, 0, 5], pa.int64()).slice(1)
+    assert clean_partition._sorted_numpy(files, lines) is True
+    lines = pa.array([9, 2, 1, 0, 5], pa.int64()).slice(1)
+    assert clean_partition._sorted_numpy(files, lines) is False
+    assert clean_partition._sorted_numpy(pa.array(["b", "a"]).slice(0), pa.array([1, 2], pa.int64())) is False

@@ -7,13 +7,17 @@ The flags but ``--report-dir``/``--summary-json`` are ``SampleConfig``'s fields.
 
 from __future__ import annotations
 
-import argparse
-import sys
+from components.common.cpu import streaming_process
 
-from components.common.configspec import add_arguments, from_args
-from components.common.errors import cli_entry
+streaming_process()  # before anything below imports numpy or pyarrow
 
-from .config import SampleConfig
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from components.common.configspec import add_arguments, from_args  # noqa: E402
+from components.common.errors import cli_entry  # noqa: E402
+
+from .config import SampleConfig  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

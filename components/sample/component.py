@@ -23,6 +23,9 @@ def sample(
 ) -> dict:
     """Train/validation/test splits of ``clean`` (``rows`` 0 = automatic size), checked
     against ``population_stats``; ``splits.path`` holds train/ validation/ test/ shards."""
+    from components.common.cpu import streaming_process
+
+    streaming_process()
     from components.common.publish import publish_component
     from components.sample import core
     from components.sample.report import render_html, render_markdown

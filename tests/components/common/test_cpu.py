@@ -1,4 +1,4 @@
-"""The streaming-process settings the ingest entry points apply before numpy and pyarrow load."""
+"""The streaming-process settings the ingest, quality and sample entry points apply before numpy and pyarrow load."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _settings_seen(module: str = "components.ingest.__main__", **env: str) -> li
     return out.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["components.ingest.__main__", "components.quality.__main__"])
+@pytest.mark.parametrize(
+    "module", ["components.ingest.__main__", "components.quality.__main__", "components.sample.__main__"]
+)
 def test_the_entry_points_apply_them_before_numpy_loads(module: str) -> None:
     assert _settings_seen(module) == ["1", "-1", "0"]
 

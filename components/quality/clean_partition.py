@@ -73,20 +73,33 @@ def key_bound(expected: float, rows: int) -> int | None:
     return int(KEY_MAX * (expected / rows))
 
 
-def _raw_files(job: PartitionJob, check: bool = True) -> tuple[pafs.FileSystem, list[str]]:
-    """The partition's Parquet files (as a dataset discovers them: recursively, skipping names
-    starting with ``.`` or ``_``), each checked against ``contract.RAW_SCHEMA`` (``check``)."""
-    import pyarrow.parquet as pq
-
+def raw_file_infos(job: PartitionJob) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The partition's Parquet files as a dataset discovers them (recursively, skipping names
+    starting with ``.`` or ``_``), in path order, with their sizes: one listing."""
     fs, root = resolve_filesystem(job.raw_uri)
     where = join_uri(root, job.partition.path or job.partition.key)
-    files = sorted(
-        entry.path
-        for entry in fs.get_file_info(pafs.FileSelector(where, recursive=True))
-        if entry.type == pafs.FileType.File
-        and not any(part.startswith((".", "_")) for part in entry.path[len(where) :].strip("/").split("/"))
+    infos = sorted(
+        (
+            entry
+            for entry in fs.get_file_info(pafs.FileSelector(where, recursive=True))
+            if entry.type == pafs.FileType.File
+            and not any(
+                part.startswith((".", "_")) for part in entry.path[len(where) :].strip("/").split("/")
+            )
+        ),
+        key=lambda entry: entry.path,
     )
-    for path in files if check else ():
+    return fs, infos
+
+
+def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
+    """The partition's Parquet files (:func:`raw_file_infos`), each checked against
+    ``contract.RAW_SCHEMA``."""
+    import pyarrow.parquet as pq
+
+    fs, infos = raw_file_infos(job)
+    files = [entry.path for entry in infos]
+    for path in files:
         try:
             physical = pq.read_schema(fs.open_input_file(path))
         except (pa.ArrowInvalid, OSError) as err:

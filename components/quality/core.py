@@ -22,7 +22,7 @@ from components.common.progress import progress_bar
 from components.common.staged import StagedOutput
 from components.common.storage import resolve_filesystem
 
-from .clean_partition import PartitionJob, keep_database, key_bound, process_partition
+from .clean_partition import PartitionJob, keep_database, key_bound, process_partition, raw_file_infos
 from .config import WORKER_MEMORY_MB, QualityConfig  # noqa: F401 (the step's API)
 from .layout import STEP, join_uri
 from .merge import SampleIncomplete, merge
@@ -115,11 +115,18 @@ def jobs_for(cfg: QualityConfig, partitions: Sequence[Partition], threads: int =
     ]
 
 
-def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | None = False) -> list[dict]:
+def run_partitions(
+    jobs: Sequence[PartitionJob],
+    workers: int,
+    progress: bool | None = False,
+    sizes: Sequence[int] | None = None,
+) -> list[dict]:
     """Process partitions, in a pool of ``workers`` processes when there is more than one job;
     results in the order of ``jobs``. ``progress``: a bar advanced by each finished partition's
-    input bytes and rows (``None``: when stderr is a terminal)."""
-    sizes = _partition_bytes(jobs) if progress is not False else [0] * len(jobs)
+    input bytes and rows (``None``: when stderr is a terminal); ``sizes``: each job's input
+    bytes when already known (:func:`input_sizes`), else listed for the bar."""
+    if sizes is None:
+        sizes = input_sizes(jobs)[1] if progress is not False else [0] * len(jobs)
     with progress_bar(sum(sizes) or None, "quality", enabled=progress, rows=True) as advance:
         if workers <= 1 or len(jobs) <= 1:
             results = []
@@ -147,34 +154,25 @@ def run_partitions(jobs: Sequence[PartitionJob], workers: int, progress: bool | 
             return [f.result() for f in futures]
 
 
-def _input_rows(jobs: Sequence[PartitionJob]) -> int:
+def input_sizes(jobs: Sequence[PartitionJob]) -> tuple[int, list[int]]:
     """Rows of all the jobs' raw Parquet files, from their footers (0 when one cannot be read:
-    the partition's own check then says why)."""
+    the partition's own check then says why), and each job's bytes (what the progress bar
+    counts), from one listing of each partition."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .clean_partition import _raw_files
-
-    total = 0
+    total, sizes, readable = 0, [], True
     for job in jobs:
-        fs, files = _raw_files(job, check=False)
-        for path in files:
+        fs, infos = raw_file_infos(job)
+        sizes.append(sum(entry.size or 0 for entry in infos))
+        for entry in infos if readable else ():
             try:
-                with fs.open_input_file(path) as f:
+                with fs.open_input_file(entry.path) as f:
                     total += pq.ParquetFile(f).metadata.num_rows
             except (pa.ArrowInvalid, OSError):
-                return 0
-    return total
-
-
-def _partition_bytes(jobs: Sequence[PartitionJob]) -> list[int]:
-    """Bytes of each job's raw partition files (what the progress bar counts)."""
-    sizes = []
-    for job in jobs:
-        fs, root = resolve_filesystem(join_uri(job.raw_uri, job.partition.path or job.partition.key))
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        sizes.append(sum(i.size or 0 for i in infos if i.type == pafs.FileType.File))
-    return sizes
+                readable = False
+                break
+    return (total if readable else 0), sizes
 
 
 def run(config: QualityConfig) -> QualityResult:
@@ -203,18 +201,18 @@ def run(config: QualityConfig) -> QualityResult:
         workers = min(cfg.workers, len(partitions))
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         jobs = jobs_for(staging, partitions, threads)
-        rows = _input_rows(jobs)
+        rows, sizes = input_sizes(jobs)
         bounds = {
             "reservoir_bound": key_bound(RESERVOIR_MARGIN * cfg.reservoir_rows, rows),
             "profile_bound": key_bound(PROFILE_MARGIN * jobs[0].profile_rows + PROFILE_EXTRA, rows)
             if jobs
             else None,
         }
-        run_partitions([replace(job, **bounds) for job in jobs], workers, cfg.progress)
+        run_partitions([replace(job, **bounds) for job in jobs], workers, cfg.progress, sizes)
         try:
             result = merge([partials], cfg.ruleset, staging.stats_uri)
         except SampleIncomplete:  # too few clean rows under the bound: again without it
-            run_partitions(jobs, workers, cfg.progress)
+            run_partitions(jobs, workers, cfg.progress, sizes)
             result = merge([partials], cfg.ruleset, staging.stats_uri)
         _commit(staged)
     return result

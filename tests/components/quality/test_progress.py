@@ -52,15 +52,46 @@ def test_progress_does_not_change_the_output(raw_dir, tmp_path) -> None:
     assert datasets.read_clean(str(tmp_path / "a")).equals(datasets.read_clean(str(tmp_path / "b")))
 
 
-def test_no_progress_reads_no_sizes(raw_dir, tmp_path, recorder, monkeypatch) -> None:
+@pytest.mark.parametrize("progress", [True, False])
+def test_each_partition_is_listed_once_before_the_work(
+    raw_dir, tmp_path, recorder, monkeypatch, progress
+) -> None:
+    """The row count (footers) and the bar's sizes come from one listing of each partition; the
+    partition's own processing lists it once more (in-process here, so both are seen)."""
+    from components.quality import clean_partition
+
+    listed: list[str] = []
+    real = clean_partition.raw_file_infos
+
+    def counted(job):
+        listed.append(job.partition.key)
+        return real(job)
+
+    monkeypatch.setattr(clean_partition, "raw_file_infos", counted)
+    monkeypatch.setattr(core, "raw_file_infos", counted)
+    core.run(
+        core.QualityConfig(
+            input_uri=str(raw_dir), output_uri=str(tmp_path / "c"), workers=1, progress=progress
+        )
+    )
+    keys = [p.key for p in partitions.plan_partitions(str(raw_dir))]
+    assert sorted(listed) == sorted(keys * 2)
+    assert recorder["enabled"] is progress  # the sizes came with the listing: the same total either way
+    assert recorder["total"] == sum(f.stat().st_size for f in raw_dir.rglob("*.parquet") if "year=" in str(f))
+
+
+def test_run_partitions_lists_sizes_itself_only_for_a_bar(raw_dir, tmp_path, recorder, monkeypatch) -> None:
+    """Called without ``sizes`` (another caller than ``run``), the bar's sizes are listed only
+    when the bar is on."""
+    cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "d")).resolved()
+    jobs = core.jobs_for(cfg, partitions.plan_partitions(str(raw_dir)))
+
     def fail(jobs):
         raise AssertionError("sizes listed with the bar off")
 
-    monkeypatch.setattr(core, "_partition_bytes", fail)
-    core.run(
-        core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "c"), workers=1, progress=False)
-    )
-    assert recorder["enabled"] is False and recorder["total"] is None
+    monkeypatch.setattr(core, "input_sizes", fail)
+    results = core.run_partitions(jobs, 1, progress=False)
+    assert len(results) == len(jobs) and recorder["total"] is None
 
 
 def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_path, monkeypatch) -> None:

@@ -56,7 +56,7 @@ def streaming_process() -> None:
 
     2M rows on 2 cores, alternating runs: ingest 3.08 instead of 3.23 CPU-s (docs/ingest.md),
     quality 5.82 instead of 6.06 CPU-s (docs/quality.md); sample (500,000 of 1.18M clean rows)
-    2.01 instead of 2.50 s, 2.08 instead of 2.85 CPU-s.
+    2.01 instead of 2.50 s, 2.08 instead of 2.76 CPU-s.
     """
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -41,8 +41,9 @@ def cpu_threads(processes: int = 1) -> int:
 
 def streaming_process() -> None:
     """Settings for a process that streams blocks through Arrow and numpy and does no linear
-    algebra (the ingest, quality and sample steps' entry points, where they were measured). Call it first, before
-    numpy or pyarrow is imported; a value the user set is kept; child processes inherit them.
+    algebra (the ingest, quality and sample steps' entry points, where they were measured).
+    Call it first, before numpy or pyarrow is imported; a value the user set is kept; child
+    processes inherit them.
 
     - ``OPENBLAS_NUM_THREADS=1``: when numpy is imported its OpenBLAS starts a thread per
       core that spins waiting for work before it sleeps, CPU taken from the parse and write

@@ -124,9 +124,13 @@ def run_partitions(
     """Process partitions, in a pool of ``workers`` processes when there is more than one job;
     results in the order of ``jobs``. ``progress``: a bar advanced by each finished partition's
     input bytes and rows (``None``: when stderr is a terminal); ``sizes``: each job's input
-    bytes when already known (:func:`input_sizes`), else listed for the bar."""
+    bytes when already known (:func:`input_sizes`), else listed for the bar (no footer read)."""
     if sizes is None:
-        sizes = input_sizes(jobs)[1] if progress is not False else [0] * len(jobs)
+        sizes = (
+            [sum(entry.size or 0 for entry in raw_file_infos(job)[1]) for job in jobs]
+            if progress is not False
+            else [0] * len(jobs)
+        )
     with progress_bar(sum(sizes) or None, "quality", enabled=progress, rows=True) as advance:
         if workers <= 1 or len(jobs) <= 1:
             results = []

@@ -82,16 +82,20 @@ def test_each_partition_is_listed_once_before_the_work(
 
 def test_run_partitions_lists_sizes_itself_only_for_a_bar(raw_dir, tmp_path, recorder, monkeypatch) -> None:
     """Called without ``sizes`` (another caller than ``run``), the bar's sizes are listed only
-    when the bar is on."""
+    when the bar is on, and then they are the partitions' bytes."""
     cfg = core.QualityConfig(input_uri=str(raw_dir), output_uri=str(tmp_path / "d")).resolved()
     jobs = core.jobs_for(cfg, partitions.plan_partitions(str(raw_dir)))
+    real = core.raw_file_infos
 
-    def fail(jobs):
+    def fail(job):
         raise AssertionError("sizes listed with the bar off")
 
-    monkeypatch.setattr(core, "input_sizes", fail)
+    monkeypatch.setattr(core, "raw_file_infos", fail)
     results = core.run_partitions(jobs, 1, progress=False)
     assert len(results) == len(jobs) and recorder["total"] is None
+    monkeypatch.setattr(core, "raw_file_infos", real)
+    core.run_partitions(jobs, 1, progress=True)
+    assert recorder["total"] == sum(f.stat().st_size for f in raw_dir.rglob("*.parquet") if "year=" in str(f))
 
 
 def test_worker_memory_limit_reaches_duckdb_and_changes_no_output(raw_dir, tmp_path, monkeypatch) -> None:

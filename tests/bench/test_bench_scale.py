@@ -10,20 +10,30 @@ import pytest
 from bench import bench_scale
 from bench.common import ratios
 
-# A parent that stays small while its child holds ~300 MB: the tree's peak must count the child.
-_PARENT_AND_CHILD = """
+# A parent that stays small while two children hold ~200 MB each at the same time: the tree's
+# peak must be their sum (no single process of the tree ever holds more than ~200 MB).
+_PARENT_AND_CHILDREN = """
 import subprocess, sys
-child = "import time; x = bytearray(300 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
-subprocess.run([sys.executable, "-c", child], check=True)
+child = "import time; x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
+procs = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(2)]
+assert all(p.wait() == 0 for p in procs)
 """
+
+# A step that ends before the sampler's steady interval: its ~150 MB must still be counted.
+_SHORT_STEP = "x = bytearray(150 << 20); x[::4096] = b'1' * len(x[::4096])"
 
 
 def test_peak_rss_counts_the_whole_process_tree() -> None:
-    run = bench_scale.run_step([sys.executable, "-c", _PARENT_AND_CHILD])
+    run = bench_scale.run_step([sys.executable, "-c", _PARENT_AND_CHILDREN])
     assert run.samples >= 3
-    assert run.peak_rss_bytes >= 300 << 20
+    assert run.peak_rss_bytes >= 400 << 20
     assert run.seconds >= 1.5
     assert 0 < run.cpu_s < run.seconds + 5
+
+
+def test_a_short_step_peak_is_not_missed_between_samples() -> None:
+    run = bench_scale.run_step([sys.executable, "-c", _SHORT_STEP])
+    assert run.peak_rss_bytes >= 150 << 20
 
 
 def test_a_failing_step_raises_with_its_output(tmp_path) -> None:

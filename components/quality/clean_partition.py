@@ -366,9 +366,20 @@ def process_partition(job: PartitionJob) -> dict:
             f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection({'distance_km': RAW_DISTANCE})}, source_file, source_line, {key} AS {SAMPLE_KEY} "
             "FROM classified WHERE rule IS NULL"
         )
-        counts = con.execute("SELECT rule, count(*) FROM classified GROUP BY rule").fetchall()
-        rows_in = sum(n for _, n in counts)
-        by_rule = {r: n for r, n in counts if r is not None}
+        # raw rows: the rows of each rule, profile and histograms in one pass
+        raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
+        raw_items = [
+            ("", "rows", "count(*)"),
+            ("", "by_rule", "histogram(rule)"),  # NULL (clean) is not counted
+            *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE]),
+        ]
+        raw_items += [
+            (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
+        ]
+        raw_agg = _keyed(raw_items, _aggregate(con, "classified", raw_items))
+        raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
+        rows_in = int(raw_agg[("", "rows")])
+        by_rule = {str(r): int(n) for r, n in (raw_agg[("", "by_rule")] or {}).items()}
         rows_clean = _write(
             con,
             f"SELECT {', '.join(CLEAN_FILE_SCHEMA.names)} FROM clean",
@@ -417,14 +428,6 @@ def process_partition(job: PartitionJob) -> dict:
         clean_agg = _keyed(items[moment_items:], values[moment_items:])
         clean_profile = _profile_from(clean_agg, contract.CLEAN_SCHEMA.names, values[0])
 
-        # raw rows: profile and histograms in one pass
-        raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
-        raw_items = [("", "rows", "count(*)"), *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE])]
-        raw_items += [
-            (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
-        ]
-        raw_agg = _keyed(raw_items, _aggregate(con, "classified", raw_items))
-        raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
         histograms = {
             col: {
                 "raw": _histogram_counts(raw_agg[(col, "hist")], spec),

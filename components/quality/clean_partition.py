@@ -92,16 +92,19 @@ def raw_file_infos(job: PartitionJob) -> tuple[pafs.FileSystem, list[pafs.FileIn
     return fs, infos
 
 
-def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
+def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str], list]:
     """The partition's Parquet files (:func:`raw_file_infos`), each checked against
-    ``contract.RAW_SCHEMA``."""
+    ``contract.RAW_SCHEMA``, and their footers (``pyarrow.parquet.FileMetaData``)."""
     import pyarrow.parquet as pq
 
     fs, infos = raw_file_infos(job)
     files = [entry.path for entry in infos]
+    footers = []
     for path in files:
         try:
-            physical = pq.read_schema(fs.open_input_file(path))
+            with fs.open_input_file(path) as f:
+                parquet = pq.ParquetFile(f)
+                physical, footer = parquet.schema_arrow, parquet.metadata
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{path}: not a readable Parquet file: {err}") from None
         missing = [c for c in contract.RAW_SCHEMA.names if c not in physical.names]
@@ -115,7 +118,77 @@ def _raw_files(job: PartitionJob) -> tuple[pafs.FileSystem, list[str]]:
                 and not pa.types.is_null(got)
             ):
                 raise UserError(f"{path}: column {name} is {got}, expected {want}")
-    return fs, files
+        footers.append(footer)
+    return fs, files, footers
+
+
+def _footer_value(value, kind: type):
+    """A Parquet statistic as the aggregate gives it, or None when it cannot stand for it
+    (another type, a time zone, NaN). A float zero is +0.0: the statistics write a minimum
+    of 0 as -0.0 and a maximum as +0.0, whatever sign the values had."""
+    import datetime
+
+    if kind is float:
+        return value + 0.0 if type(value) is float and not math.isnan(value) else None
+    if kind is datetime.datetime:
+        return value if type(value) is datetime.datetime and value.tzinfo is None else None
+    return value if type(value) is int else None
+
+
+def footer_profile(footers: Sequence, columns: Sequence[str], numeric: Sequence[str]) -> dict:
+    """The (column, "nulls" | "min" | "max") profile values the files' Parquet statistics
+    give exactly, without reading a row (the same as :func:`_profile_items`' aggregates over
+    the rows; min and max, like the statistics, leave NaN out). A value that any row group's
+    statistics lack (ingest writes none for strings; another writer may write none at all)
+    is left out, for the aggregate to compute."""
+    import datetime
+
+    kinds = {}
+    for col in columns:
+        field = contract.RAW_SCHEMA.field(col)
+        if col in numeric or pa.types.is_timestamp(field.type):
+            kinds[col] = (
+                float
+                if pa.types.is_floating(field.type)
+                else datetime.datetime
+                if pa.types.is_timestamp(field.type)
+                else int
+            )
+    known: dict[tuple[str, str], object] = {}
+    for col in columns:
+        nulls, bounds, exact_nulls, exact_bounds = 0, [], True, col in kinds
+        for footer in footers:
+            names = footer.schema.names
+            if col not in names:
+                exact_nulls = exact_bounds = False
+                break
+            index = names.index(col)
+            for g in range(footer.num_row_groups):
+                group = footer.row_group(g)
+                stats = group.column(index).statistics
+                if stats is None or not stats.has_null_count:
+                    exact_nulls = exact_bounds = False
+                    break
+                nulls += stats.null_count
+                if not exact_bounds or stats.null_count == group.num_rows:  # no value to bound
+                    continue
+                low, high = (
+                    (_footer_value(stats.min, kinds[col]), _footer_value(stats.max, kinds[col]))
+                    if stats.has_min_max
+                    else (None, None)
+                )
+                if low is None or high is None:
+                    exact_bounds = False
+                else:
+                    bounds.append((low, high))
+            if not exact_nulls:
+                break
+        if exact_nulls:
+            known[(col, "nulls")] = nulls
+        if exact_bounds:
+            known[(col, "min")] = min((b[0] for b in bounds), default=None)
+            known[(col, "max")] = max((b[1] for b in bounds), default=None)
+    return known
 
 
 def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | None = None) -> int:
@@ -331,7 +404,7 @@ def process_partition(job: PartitionJob) -> dict:
     import duckdb
 
     part = job.partition
-    fs, raw_files = _raw_files(job)
+    fs, raw_files, footers = _raw_files(job)
     con, release = _connection(job)
     try:
         if isinstance(fs, pafs.LocalFileSystem):  # DuckDB's Parquet reader: faster than an Arrow scan
@@ -366,17 +439,24 @@ def process_partition(job: PartitionJob) -> dict:
             f"CREATE TEMP TABLE clean AS SELECT {sql.clean_projection({'distance_km': RAW_DISTANCE})}, source_file, source_line, {key} AS {SAMPLE_KEY} "
             "FROM classified WHERE rule IS NULL"
         )
-        # raw rows: the rows of each rule, profile and histograms in one pass
+        # raw rows: the rows of each rule, histograms and the profile values the footers do
+        # not give (footer_profile), in one pass
         raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
+        raw_numeric = [*RAW_NUMERIC, RAW_DISTANCE]
+        footer_known = footer_profile(footers, contract.RAW_SCHEMA.names, raw_numeric)
         raw_items = [
             ("", "rows", "count(*)"),
             ("", "by_rule", "histogram(rule)"),  # NULL (clean) is not counted
-            *_profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE]),
+            *(
+                item
+                for item in _profile_items(raw_columns, raw_numeric)
+                if (item[0], item[1]) not in footer_known
+            ),
         ]
         raw_items += [
             (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
         ]
-        raw_agg = _keyed(raw_items, _aggregate(con, "classified", raw_items))
+        raw_agg = footer_known | _keyed(raw_items, _aggregate(con, "classified", raw_items))
         raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
         rows_in = int(raw_agg[("", "rows")])
         by_rule = {str(r): int(n) for r, n in (raw_agg[("", "by_rule")] or {}).items()}

@@ -138,9 +138,9 @@ def _footer_value(value, kind: type):
 def footer_profile(footers: Sequence, columns: Sequence[str], numeric: Sequence[str]) -> dict:
     """The (column, "nulls" | "min" | "max") profile values the files' Parquet statistics
     give exactly, without reading a row (the same as :func:`_profile_items`' aggregates over
-    the rows; min and max, like the statistics, leave NaN out). A value that any row group's
-    statistics lack (ingest writes none for strings; another writer may write none at all)
-    is left out, for the aggregate to compute."""
+    the rows; min and max leave NaN out, as :func:`_nan_free_max` does). A value that any
+    row group's statistics lack (ingest writes none for strings; another writer may write
+    none at all) is left out, for the aggregate to compute."""
     import datetime
 
     kinds = {}
@@ -270,6 +270,24 @@ def _aggregate(con, table: str, items: Sequence[tuple[str, str, str]]) -> list:
 
 def _keyed(items: Sequence[tuple[str, str, str]], values: Sequence) -> dict[tuple[str, str], object]:
     return {(col, stat): value for (col, stat, _), value in zip(items, values, strict=True)}
+
+
+def _nan_free_max(con, table: str, agg: dict) -> dict:
+    """``agg`` with every profile maximum that came back NaN taken again over the values that
+    are not NaN: DuckDB orders NaN above every number (its ``min`` skips NaN unless all values
+    are NaN, its ``max`` does not), and Parquet statistics (:func:`footer_profile`) leave NaN
+    out, so either way a profile's min and max are those of the numbers. A second pass runs
+    only for a column that holds NaN."""
+    redo = [
+        key
+        for key, value in agg.items()
+        if key[1] == "max" and isinstance(value, float) and math.isnan(value)
+    ]
+    if not redo:
+        return agg
+    exprs = [f"max({sql.quote(col)}) FILTER (WHERE NOT isnan({sql.quote(col)}))" for col, _ in redo]
+    values = con.execute(f"SELECT {', '.join(exprs)} FROM {table}").fetchone()
+    return agg | dict(zip(redo, values, strict=True))
 
 
 def _profile_from(agg: dict, columns: Sequence[str], rows: int) -> dict:
@@ -456,7 +474,9 @@ def process_partition(job: PartitionJob) -> dict:
         raw_items += [
             (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()
         ]
-        raw_agg = footer_known | _keyed(raw_items, _aggregate(con, "classified", raw_items))
+        raw_agg = footer_known | _nan_free_max(
+            con, "classified", _keyed(raw_items, _aggregate(con, "classified", raw_items))
+        )
         raw_profile = _profile_from(raw_agg, raw_columns, raw_agg[("", "rows")])
         rows_in = int(raw_agg[("", "rows")])
         by_rule = {str(r): int(n) for r, n in (raw_agg[("", "by_rule")] or {}).items()}
@@ -505,7 +525,7 @@ def process_partition(job: PartitionJob) -> dict:
                 "min": _json_value(lo),
                 "max": _json_value(hi),
             }
-        clean_agg = _keyed(items[moment_items:], values[moment_items:])
+        clean_agg = _nan_free_max(con, "clean", _keyed(items[moment_items:], values[moment_items:]))
         clean_profile = _profile_from(clean_agg, contract.CLEAN_SCHEMA.names, values[0])
 
         histograms = {

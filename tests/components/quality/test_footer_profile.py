@@ -144,3 +144,36 @@ def test_a_footer_value_stands_for_the_aggregate_only_when_it_is_the_same(value,
     assert got == expected and type(got) is type(expected)
     if isinstance(expected, float):  # -0.0 == 0.0: the sign is checked on its own
         assert math.copysign(1, got) == math.copysign(1, expected)
+
+
+def test_nan_is_left_out_of_min_and_max_with_or_without_footers(tmp_path, monkeypatch):
+    """DuckDB's max of a column holding NaN is NaN and Parquet statistics leave NaN out: the
+    profile's min and max are those of the numbers either way, in the raw and clean profiles."""
+    table = raw_table(300, 2015, 1, seed=5, defects={})
+    n = table.num_rows
+    tip = [float(v) for v in range(n)]
+    tip[7] = tip[250] = math.nan  # NaN beside numbers, in both row groups of the first file
+    mileage = table.column("MILEAGE").to_pylist()
+    mileage[:100] = [math.nan] * 100  # the first row group holds only NaN
+    for name, values in (("GRATUITYAMOUNT", tip), ("MILEAGE", mileage)):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.float64()))
+    raw = tmp_path / "raw"
+    part = raw / "year=2015" / "month=1"
+    part.mkdir(parents=True)
+    (raw / "_SUCCESS").write_text(INGESTED)
+    pq.write_table(table, part / "part-0.parquet", row_group_size=100)
+
+    given = _same_with_and_without_footers(raw, tmp_path, monkeypatch)
+    assert ("GRATUITYAMOUNT", "max") in given
+    result = core.run(core.QualityConfig(input_uri=str(raw), output_uri=str(tmp_path / "c"), workers=1))
+    numbers = [v for v in tip if not math.isnan(v)]
+    assert result.raw_profile["GRATUITYAMOUNT"]["min"] == min(numbers)
+    assert result.raw_profile["GRATUITYAMOUNT"]["max"] == max(numbers)
+    finite_miles = [v for v in mileage if v is not None and not math.isnan(v)]
+    assert result.raw_profile["MILEAGE"]["max"] == max(finite_miles)
+    # the clean rows keep NaN mileage (no rule looks at it): their maximum is a number too
+    clean = pq.read_table(tmp_path / "c").column("mileage").to_pylist()
+    assert any(math.isnan(v) for v in clean if v is not None)
+    assert result.clean_profile["mileage"]["max"] == max(
+        v for v in clean if v is not None and not math.isnan(v)
+    )

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -135,28 +135,26 @@ def _footer_value(value, kind: type):
     return value if type(value) is int else None
 
 
-def footer_profile(footers: Sequence, columns: Sequence[str], numeric: Sequence[str]) -> dict:
-    """The (column, "nulls" | "min" | "max") profile values the files' Parquet statistics
-    give exactly, without reading a row (the same as :func:`_profile_items`' aggregates over
-    the rows; min and max leave NaN out, as :func:`_nan_free_max` does). A value that any
-    row group's statistics lack (ingest writes none for strings; another writer may write
-    none at all) is left out, for the aggregate to compute."""
+def footer_profile(footers: Sequence, wanted: Iterable[tuple[str, str]]) -> dict:
+    """Those of the ``wanted`` (column, "nulls" | "min" | "max") profile values (the keys of
+    :func:`_profile_items`) that the files' Parquet statistics give exactly, without reading
+    a row: the same as the aggregates over the rows (min and max leave NaN out, as
+    :func:`_nan_free_max` does). A value that any row group's statistics lack (ingest writes
+    none for strings; another writer may write none at all) is left out, for the aggregate
+    to compute."""
     import datetime
 
-    kinds = {}
-    for col in columns:
-        field = contract.RAW_SCHEMA.field(col)
-        if col in numeric or pa.types.is_timestamp(field.type):
-            kinds[col] = (
-                float
-                if pa.types.is_floating(field.type)
-                else datetime.datetime
-                if pa.types.is_timestamp(field.type)
-                else int
-            )
+    wanted = set(wanted)
     known: dict[tuple[str, str], object] = {}
-    for col in columns:
-        nulls, bounds, exact_nulls, exact_bounds = 0, [], True, col in kinds
+    for col in sorted({c for c, _ in wanted if c in contract.RAW_SCHEMA.names}):
+        field_type = contract.RAW_SCHEMA.field(col).type
+        kind = (
+            float
+            if pa.types.is_floating(field_type)
+            else (datetime.datetime if pa.types.is_timestamp(field_type) else int)
+        )
+        nulls, bounds = 0, []
+        exact_nulls, exact_bounds = True, (col, "min") in wanted or (col, "max") in wanted
         for footer in footers:
             names = footer.schema.names
             if col not in names:
@@ -173,7 +171,7 @@ def footer_profile(footers: Sequence, columns: Sequence[str], numeric: Sequence[
                 if not exact_bounds or stats.null_count == group.num_rows:  # no value to bound
                     continue
                 low, high = (
-                    (_footer_value(stats.min, kinds[col]), _footer_value(stats.max, kinds[col]))
+                    (_footer_value(stats.min, kind), _footer_value(stats.max, kind))
                     if stats.has_min_max
                     else (None, None)
                 )
@@ -183,11 +181,11 @@ def footer_profile(footers: Sequence, columns: Sequence[str], numeric: Sequence[
                     bounds.append((low, high))
             if not exact_nulls:
                 break
-        if exact_nulls:
-            known[(col, "nulls")] = nulls
+        found = {"nulls": nulls} if exact_nulls else {}
         if exact_bounds:
-            known[(col, "min")] = min((b[0] for b in bounds), default=None)
-            known[(col, "max")] = max((b[1] for b in bounds), default=None)
+            found["min"] = min((b[0] for b in bounds), default=None)
+            found["max"] = max((b[1] for b in bounds), default=None)
+        known.update({(col, stat): value for stat, value in found.items() if (col, stat) in wanted})
     return known
 
 
@@ -460,16 +458,12 @@ def process_partition(job: PartitionJob) -> dict:
         # raw rows: the rows of each rule, histograms and the profile values the footers do
         # not give (footer_profile), in one pass
         raw_columns = [*contract.RAW_SCHEMA.names, RAW_DISTANCE]
-        raw_numeric = [*RAW_NUMERIC, RAW_DISTANCE]
-        footer_known = footer_profile(footers, contract.RAW_SCHEMA.names, raw_numeric)
+        profile_items = _profile_items(raw_columns, [*RAW_NUMERIC, RAW_DISTANCE])
+        footer_known = footer_profile(footers, [(col, stat) for col, stat, _ in profile_items])
         raw_items = [
             ("", "rows", "count(*)"),
             ("", "by_rule", "histogram(rule)"),  # NULL (clean) is not counted
-            *(
-                item
-                for item in _profile_items(raw_columns, raw_numeric)
-                if (item[0], item[1]) not in footer_known
-            ),
+            *(item for item in profile_items if (item[0], item[1]) not in footer_known),
         ]
         raw_items += [
             (col, "hist", _histogram_sql(_HIST_RAW_SQL[col], spec)) for col, spec in HISTOGRAMS.items()

@@ -19,6 +19,10 @@ from components.quality.layout import RAW_DISTANCE, RAW_NUMERIC
 from .rawdata import raw_table
 
 NUMERIC = [*RAW_NUMERIC, RAW_DISTANCE]
+# what the step asks the footers for: the keys of its raw profile's aggregates
+WANTED = [
+    (c, s) for c, s, _ in clean_partition._profile_items([*contract.RAW_SCHEMA.names, RAW_DISTANCE], NUMERIC)
+]
 INGESTED = '{"step": "ingest"}'  # the _SUCCESS marker of a finished ingest
 
 
@@ -109,7 +113,7 @@ def test_a_statistic_is_given_only_where_every_row_group_has_it(tmp_path):
     pq.write_table(table, tmp_path / "a.parquet")
     pq.write_table(table, tmp_path / "b.parquet", write_statistics=["OBJECTID", "TRIPTYPE"])
     both = [pq.read_metadata(tmp_path / f) for f in ("a.parquet", "b.parquet")]
-    known = clean_partition.footer_profile(both, contract.RAW_SCHEMA.names, NUMERIC)
+    known = clean_partition.footer_profile(both, WANTED)
     assert set(known) == {
         ("OBJECTID", "nulls"),
         ("TRIPTYPE", "nulls"),
@@ -119,7 +123,7 @@ def test_a_statistic_is_given_only_where_every_row_group_has_it(tmp_path):
     assert known[("TRIPTYPE", "min")] == min(table.column("TRIPTYPE").to_pylist())
     assert known[("OBJECTID", "nulls")] == 0
     # min/max are kept for the numeric and time columns only (as the aggregate profiles them)
-    alone = clean_partition.footer_profile(both[:1], contract.RAW_SCHEMA.names, NUMERIC)
+    alone = clean_partition.footer_profile(both[:1], WANTED)
     assert ("OBJECTID", "min") not in alone and ("PROVIDERNAME", "min") not in alone
     assert alone[("ORIGINDATETIME_TR", "min")] == min(
         v for v in table.column("ORIGINDATETIME_TR").to_pylist() if v is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from components.common import contract
+from components.common import contract, scratch
 from components.common.errors import UserError
 from components.common.storage import resolve_filesystem
 
@@ -324,8 +324,9 @@ def _connection(job: PartitionJob):
         spill = None
         if job.memory_mb:
             # Past the limit DuckDB spills its temporary tables to disk (default: ./.tmp, which
-            # may be read-only in a container): give it a directory of its own, removed with it.
-            spill = tempfile.mkdtemp(prefix="fareflow-quality-spill-")
+            # may be read-only in a container): give it a directory of its own, removed with it
+            # (and, should the worker be killed, by the next one to make one: scratch.make).
+            spill = scratch.make("fareflow-quality-spill")
         db = duckdb.connect(config=config | ({"temp_directory": spill} if spill else {}))
 
         def close() -> None:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from components.common.errors import UserError
+from components.common.scratch import scratch_dir
 
 from .config import (
     TuneConfig,
 )
 from .space import Diverged, make_objective
 from .study import counted_trials, open_study
+
+SCRATCH_PREFIX = "fareflow-tune"
 
 
 class _AskLock:
@@ -64,10 +67,15 @@ def optimize_until(
     deadline: float | None,
     log: Callable[[str], None],
     finished=None,
+    workdir: str | None = None,
 ) -> None:
     """Run trials one at a time until the study holds ``target`` counted trials (or the deadline
     passes). Trials another live worker is running count as on their way; a trial whose process
     died turns FAIL when its heartbeat is stale and its retry is run here.
+
+    The trials' models go to ``workdir`` (a worker's, in :func:`run_workers`' scratch, which
+    that process removes even when the worker is killed), else to a scratch directory of this
+    process (``components.common.scratch``: one left by a killed run goes at the next).
 
     ``finished`` (an ``Event`` the workers share): set by the worker that sees the target
     reached; one waiting for the others' last trials wakes on it at once, not at its next
@@ -85,7 +93,7 @@ def optimize_until(
 
     lock = _AskLock(config.storage)
 
-    with tempfile.TemporaryDirectory(prefix="fareflow-tune-") as tmp:
+    with nullcontext(workdir) if workdir is not None else scratch_dir(SCRATCH_PREFIX) as tmp:
         train_trial = make_objective(config, tmp, log)
 
         def objective(trial) -> float:
@@ -134,7 +142,13 @@ def start_method() -> str:
 
 
 def _worker(
-    config: TuneConfig, target: int, deadline: float | None, index: int, threads: int, finished=None
+    config: TuneConfig,
+    target: int,
+    deadline: float | None,
+    index: int,
+    threads: int,
+    finished=None,
+    scratch: str | None = None,
 ) -> None:
     """One of ``config.workers`` processes (multiprocessing, forked or spawned): its torch
     threads, the shared study, the trial loop. A ``UserError`` is one line on stderr and exit
@@ -149,8 +163,12 @@ def _worker(
     def log(message: str) -> None:
         print(f"tune: worker {index}: {message}", file=sys.stderr, flush=True)
 
+    workdir = None
+    if scratch is not None:
+        workdir = os.path.join(scratch, f"worker-{index}")
+        os.makedirs(workdir, exist_ok=True)
     try:
-        optimize_until(open_study(config, worker=index), config, target, deadline, log, finished)
+        optimize_until(open_study(config, worker=index), config, target, deadline, log, finished, workdir)
     except UserError as err:
         print(f"fareflow tune: error: worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -161,7 +179,14 @@ def run_workers(
 ) -> None:
     """``config.workers`` processes on the study, each with its share of the CPUs, forked or
     spawned (:func:`start_method`). ``study``: this process's handle on it, whose database
-    connections are closed first (a forked worker must not share them; each opens its own)."""
+    connections are closed first (a forked worker must not share them; each opens its own).
+    The workers' trial models go to a scratch directory of this process, removed when they
+    have ended, whether they left normally or were killed."""
+    with scratch_dir(SCRATCH_PREFIX) as scratch:
+        _run_workers(config, target, deadline, log, study, scratch)
+
+
+def _run_workers(config: TuneConfig, target: int, deadline: float | None, log, study, scratch: str) -> None:
     import multiprocessing
     import warnings
 
@@ -179,7 +204,9 @@ def run_workers(
     finished = ctx.Event()
     procs = [
         ctx.Process(
-            target=_worker, args=(config, target, deadline, i, threads, finished), name=f"tune-worker-{i}"
+            target=_worker,
+            args=(config, target, deadline, i, threads, finished, scratch),
+            name=f"tune-worker-{i}",
         )
         for i in range(config.workers)
     ]

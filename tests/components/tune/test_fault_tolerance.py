@@ -49,7 +49,9 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
     shared_splits, tmp_path, storage_url
 ):
     url = storage_url
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    scratch_root = tmp_path / "tmp"  # the runs' temporary directory: what a kill leaves there
+    scratch_root.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch_root)}
     # the run stops itself when trial 2 starts (trials 0 and 1 finished, 2 running with its
     # parameters drawn) and is killed -9 there: a fixed point, not one raced for by polling
     stopper = [sys.executable, str(Path(__file__).with_name("stop_mid_trial.py")), "2"]
@@ -61,6 +63,13 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the killed run's trial models are left in its scratch directory ...
+    left = [
+        p
+        for p in scratch_root.iterdir()
+        if p.name.startswith("fareflow-tune-") and f"-pid{proc.pid}-" in p.name
+    ]
+    assert len(left) == 1 and any(left[0].iterdir())
     before = {t.number: t for t in load(url, "killed").trials}
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     kept = {n: (t.state.name, t.value, t.params) for n, t in before.items() if t.state.is_finished()}
@@ -76,6 +85,8 @@ def test_a_study_killed_mid_trial_resumes_to_its_total_and_retries_that_trial(
     )
     assert done.returncode == 0, done.stderr
     assert f"holds {len(kept)} finished trial(s); running {5 - len(kept)} more" in done.stderr
+    # ... and go when the next run makes its own, which goes when that run ends
+    assert not [p for p in scratch_root.iterdir() if p.name.startswith("fareflow-tune-")]
     study = load(url, "killed")
     by_number = {t.number: t for t in study.trials}
     # the finished trials are kept as they were

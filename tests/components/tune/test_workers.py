@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from components.common.errors import UserError
 from components.tune import workers
 from components.tune.config import TuneConfig, sqlalchemy_url
 from components.tune.study import open_study
@@ -107,3 +108,36 @@ def test_a_waiting_worker_wakes_when_another_sees_the_target_reached():
     finished.clear()
     workers.optimize_until(study, config, 1, None, lambda _m: None, finished)
     assert finished.is_set()  # it saw the target reached: the others may stop waiting
+
+
+def _killed_worker(config, target, deadline, index, threads, finished=None, scratch=None):
+    """A worker that writes into its place in the scratch, as a trial does, and is killed."""
+    import signal
+
+    workdir = Path(scratch) / f"worker-{index}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "trial-0").write_text("a trial's model")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_leaves_no_scratch_behind(tmp_path, monkeypatch):
+    """The workers' trial models go to a scratch directory of the parent, removed when the
+    workers have ended even when one was killed (-9: it cleans up nothing itself)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(workers, "_worker", _killed_worker)
+    monkeypatch.setattr(workers, "start_method", lambda: "fork")
+    seen = []
+    real = workers._run_workers
+
+    def spy(config, target, deadline, log, study, scratch):
+        seen.append(Path(scratch))
+        return real(config, target, deadline, log, study, scratch)
+
+    monkeypatch.setattr(workers, "_run_workers", spy)
+    config = TuneConfig("unused", storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="k", workers=2)
+    with pytest.raises(UserError, match=r"tune worker 0 of 2 failed \(exit status -9\)"):
+        workers.run_workers(config, 2, None, lambda _m: None)
+    assert len(seen) == 1 and seen[0].parent == tmp_path and seen[0].name.startswith("fareflow-tune-")
+    assert not seen[0].exists() and not list(tmp_path.glob("fareflow-tune-*"))

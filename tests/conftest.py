@@ -35,6 +35,30 @@ def _builtins_print_restored(request):
         warnings.warn(f"{request.node.nodeid} left builtins.print replaced; restored", stacklevel=1)
 
 
+@pytest.fixture
+def dead_scratch(tmp_path, monkeypatch) -> Callable[[str], Path]:
+    """The temporary directory moved under ``tmp_path``; ``dead_scratch(prefix)`` puts there a
+    scratch directory of ``prefix`` (components.common.scratch) that a process killed before
+    removing it left, a file inside: the next scratch made with that prefix must sweep it."""
+    import tempfile
+
+    from components.common import scratch
+
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
+    assert not scratch._alive(dead_pid)
+
+    def left(prefix: str) -> Path:
+        path = tmp / f"{prefix}-ns{scratch._pid_namespace()}-pid{dead_pid}-left"
+        path.mkdir()
+        (path / "left.bin").write_bytes(b"x" * 1000)
+        return path
+
+    return left
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 

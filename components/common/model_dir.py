@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import contract
+from . import contract, scratch
 from .errors import UserError
 from .features import FEATURE_NAMES, FeatureSpec
 from .filesystem import is_s3
@@ -32,6 +31,8 @@ MODEL_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 ARRAYS_FILE = "model.npz"  # the same weights as float32 arrays: the model server needs no torch
 META_FILE = "model.json"
+# where a model written to or read from S3 is held locally (components.common.scratch)
+MODEL_SCRATCH = "fareflow-model"
 STEP = "train"  # the step whose staged output a model directory is (its _SUCCESS names it)
 # A model directory from before the markers: model.json (written last) and no marker.
 _OUTPUT = {"legacy": (META_FILE,), "what": f"a model directory of the {STEP} step"}
@@ -261,7 +262,7 @@ def write_model(uri: str, module, spec: FeatureSpec, arch, **extra) -> None:
         except OSError as err:
             raise UserError(f"{uri}: cannot write the model there ({err})") from None
         return
-    with tempfile.TemporaryDirectory(prefix="fareflow-model-") as tmp:
+    with scratch.scratch_dir(MODEL_SCRATCH) as tmp:
         meta = _write_files(Path(tmp), module, spec, arch, **extra)
         try:
             with StagedOutput(uri, STEP, **_OUTPUT) as out:

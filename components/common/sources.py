@@ -10,7 +10,6 @@ import glob
 import io
 import os
 import posixpath
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import urlparse
 
+from . import scratch
 from .errors import UserError
 from .filesystem import is_http, is_s3, split_s3
 from .http_source import http_open, why
@@ -25,6 +25,7 @@ from .s3 import S3RangeReader, s3_client, s3_error, s3_list
 
 TEXT_SUFFIX = ".txt"
 ARCHIVE_SUFFIX = ".zip"
+DOWNLOAD_SCRATCH = "fareflow-download"  # an http(s) archive is spooled here (components.common.scratch)
 _GLOB_CHARS = frozenset("*?[")
 # Read size for remote range requests (zip archives on S3 are read in place with ranged GETs).
 _RANGE_BUFFER = 8 << 20
@@ -238,7 +239,8 @@ def _s3_sources(uri: str) -> list[TextSource]:
 def _http_sources(uri: str, stack: ExitStack) -> list[TextSource]:
     name = posixpath.basename(urlparse(uri).path) or urlparse(uri).netloc
     if name.lower().endswith(ARCHIVE_SUFFIX):
-        spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fareflow-download-"))
+        # a scratch directory: a killed ingest leaves its (possibly GB-sized) download to the next
+        spool_dir = stack.enter_context(scratch.scratch_dir(DOWNLOAD_SCRATCH))
         path = os.path.join(spool_dir, name)
         import http.client  # here, not at the top: 8 ms of every step's start-up (with email.*)
 

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -212,7 +211,7 @@ def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | N
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         return copy_to(path)
-    with tempfile.TemporaryDirectory(prefix="fareflow-quality-") as tmp:
+    with scratch.scratch_dir("fareflow-quality-part") as tmp:
         local = os.path.join(tmp, "part.parquet")
         rows = copy_to(local)
         pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)

@@ -13,15 +13,14 @@ model directory in :mod:`.loading`; their public names are importable from here 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from components.common import features, storage
+from components.common import features, scratch, storage
 from components.common.errors import UserError
-from components.common.model_dir import ArrayMLP
+from components.common.model_dir import MODEL_SCRATCH, ArrayMLP
 
 from . import fields
 from .domain import (  # noqa: F401 - re-exported: callers import them from core
@@ -60,7 +59,7 @@ class FarePredictor:
         uri = str(model_dir)
         if storage.is_s3(uri):
             # HOME and TMPDIR point at /tmp in the serving container (read-only root filesystem).
-            with tempfile.TemporaryDirectory(prefix="fareflow-model-") as tmp:
+            with scratch.scratch_dir(MODEL_SCRATCH) as tmp:
                 loaded, extent, source = load_model_dir(fetch_model_dir(uri, tmp))  # weights now in memory
         else:
             path = Path(uri).expanduser()

@@ -215,6 +215,17 @@ def test_s3_model_is_staged_replaces_an_earlier_one_and_refuses_foreign_prefixes
     assert _objects(s3, b, "legacy/") == ["_SUCCESS", "model.json", "model.npz", "model.pt"]
 
 
+def test_s3_write_sweeps_a_killed_writers_local_copy(s3, dead_scratch):
+    """The files for an s3:// model are written to a scratch directory first: one a killed
+    train step left goes with the next model written, and none is left after a write."""
+    s3.bucket("models")
+    left = dead_scratch(model_dir.MODEL_SCRATCH)
+    module, spec = _model(0)
+    model_dir.write_model("s3://models/fare", module, spec, SMALL)
+    assert not left.exists()
+    assert list(left.parent.glob(f"{model_dir.MODEL_SCRATCH}-*")) == []
+
+
 def test_s3_upload_failing_part_way_leaves_no_complete_looking_model(s3, monkeypatch):
     b = s3.bucket("models")
     module, spec = _model(0)

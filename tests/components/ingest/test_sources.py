@@ -388,3 +388,17 @@ def test_http_source_retries_a_busy_server(generated, reference, tmp_path, monke
     assert busy.gets == http_source.HTTP_RETRIES + 1
     message = str(err.value)
     assert message.startswith(f"{busy.url}: cannot download: ") and "503" in message and "\n" not in message
+
+
+def test_http_zip_download_sweeps_a_killed_ingests_spool(
+    http_serve, generated_zip, reference, tmp_path, dead_scratch
+):
+    """An http(s) archive is spooled in a scratch directory: one a killed ingest left goes with
+    the next download, and a finished one leaves none."""
+    from components.common.sources import DOWNLOAD_SCRATCH
+
+    left = dead_scratch(DOWNLOAD_SCRATCH)
+    run(f"{http_serve(generated_zip)}/taxi_2015.zip", tmp_path / "zip")
+    _same_rows(read_raw(tmp_path / "zip"), reference, archive="taxi_2015.zip")
+    assert not left.exists()
+    assert list(left.parent.glob(f"{DOWNLOAD_SCRATCH}-*")) == []

@@ -315,6 +315,20 @@ def test_load_from_s3_copies_the_model_and_answers_the_same(s3, model_dir, predi
         FarePredictor.load("s3://models/taxi/v2")
 
 
+def test_load_from_s3_sweeps_a_killed_servers_copy(s3, model_dir, dead_scratch):
+    """An s3:// model is copied to a scratch directory to load: one a killed model server left
+    goes with the next load, and none is left once the weights are in memory."""
+    from components.common.model_dir import MODEL_SCRATCH
+
+    bucket = s3.bucket("models")
+    for name in ("model.json", "model.pt", "model.npz"):
+        s3.put(bucket, f"taxi/v1/{name}", model_dir / name)
+    left = dead_scratch(MODEL_SCRATCH)
+    FarePredictor.load("s3://models/taxi/v1")
+    assert not left.exists()
+    assert list(left.parent.glob(f"{MODEL_SCRATCH}-*")) == []
+
+
 def test_requests_over_the_row_cap_are_user_errors(predictor, monkeypatch):
     from components.serve import fields
 

@@ -51,7 +51,7 @@ def dead_scratch(tmp_path, monkeypatch) -> Callable[[str], Path]:
     assert not scratch._alive(dead_pid)
 
     def left(prefix: str) -> Path:
-        path = tmp / f"{prefix}-ns{scratch._pid_namespace()}-pid{dead_pid}-left"
+        path = tmp / f"{scratch.owner_prefix(prefix, dead_pid)}left"
         path.mkdir()
         (path / "left.bin").write_bytes(b"x" * 1000)
         return path

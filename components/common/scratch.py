@@ -66,10 +66,15 @@ def sweep(prefix: str, parent: str | None = None) -> list[str]:
     return removed
 
 
+def owner_prefix(prefix: str, pid: int | None = None) -> str:
+    """The start of the name of a scratch directory of ``prefix`` made by ``pid`` (this process)."""
+    return f"{prefix}-ns{_pid_namespace()}-pid{os.getpid() if pid is None else pid}-"
+
+
 def make(prefix: str, parent: str | None = None) -> str:
     """A new scratch directory (the caller removes it), after sweeping dead ones of ``prefix``."""
     sweep(prefix, parent)
-    return tempfile.mkdtemp(prefix=f"{prefix}-ns{_pid_namespace()}-pid{os.getpid()}-", dir=parent)
+    return tempfile.mkdtemp(prefix=owner_prefix(prefix), dir=parent)
 
 
 @contextmanager

@@ -62,6 +62,9 @@ class PartitionJob:
 
 
 KEY_MAX = 2**64 - 1  # the sample key is a uint64 hash
+# scratch directories (components.common.scratch): a file for an upload; DuckDB's spill
+UPLOAD_SCRATCH = "fareflow-quality-part"
+SPILL_SCRATCH = "fareflow-quality-spill"
 
 
 def key_bound(expected: float, rows: int) -> int | None:
@@ -211,7 +214,7 @@ def _write(con, query: str, schema: pa.Schema, uri: str, row_group_rows: int | N
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         return copy_to(path)
-    with scratch.scratch_dir("fareflow-quality-part") as tmp:
+    with scratch.scratch_dir(UPLOAD_SCRATCH) as tmp:
         local = os.path.join(tmp, "part.parquet")
         rows = copy_to(local)
         pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
@@ -325,7 +328,7 @@ def _connection(job: PartitionJob):
             # Past the limit DuckDB spills its temporary tables to disk (default: ./.tmp, which
             # may be read-only in a container): give it a directory of its own, removed with it
             # (and, should the worker be killed, by the next one to make one: scratch.make).
-            spill = scratch.make("fareflow-quality-spill")
+            spill = scratch.make(SPILL_SCRATCH)
         db = duckdb.connect(config=config | ({"temp_directory": spill} if spill else {}))
 
         def close() -> None:

@@ -16,7 +16,7 @@ from components.common.report import (
     paragraph,
 )
 
-from .layout import HISTOGRAMS, QUANTILES, RAW_DISTANCE
+from .layout import HISTOGRAMS, QUANTILES, RAW_DISTANCE, to_numpy
 from .result import QualityResult
 
 TITLE = "fareflow data quality"
@@ -103,8 +103,7 @@ def _rules_figure(result: QualityResult) -> str:
 
 def _map_figure(result: QualityResult) -> str:
     res = result.reservoir
-    lat = res.column("origin_lat").to_numpy(zero_copy_only=False)
-    lon = res.column("origin_lon").to_numpy(zero_copy_only=False)
+    lat, lon = to_numpy(res.column("origin_lat")), to_numpy(res.column("origin_lon"))  # no pandas
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = new_figure(6.0, 6.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from components.common.publish import REPORT_HTML
 from components.quality import core
 
 from .conftest import DEFECTS_PER_MONTH, MONTHS, ROWS_PER_MONTH
@@ -151,20 +152,25 @@ def test_the_written_schemas_are_those_the_readers_expect():
     assert layout.REJECTED_SCHEMA.names == [*datasets.contract.RAW_SCHEMA.names, "rule"]
 
 
-def test_a_quality_run_does_not_import_pandas(tmp_path):
-    """pandas (pulled in by pyarrow.dataset, and by DuckDB registering an Arrow table) costs
-    ~0.3 s of every run's serial start, before the workers fork."""
+@pytest.mark.parametrize("report", [False, True], ids=["no-report", "report"])
+def test_a_quality_run_does_not_import_pandas(tmp_path, report):
+    """pandas (pulled in by pyarrow.dataset, by DuckDB registering an Arrow table and by
+    pyarrow's ``to_numpy``, which the report's map used) costs ~0.3 s of every run's serial
+    part: the start, before the workers fork, or the report after the merge."""
     import subprocess
     import sys
 
     raw = write_raw(tmp_path / "raw", [raw_table(50, 2015, 1, seed=1)])
+    extra = f", '--report-dir', {str(tmp_path / 'report')!r}" if report else ""
     code = (
         "import sys\n"
         "from components.quality.__main__ import main\n"
         f"code = main(['--input', {str(raw)!r}, '--output', {str(tmp_path / 'clean')!r}, '--quiet',"
-        " '--no-gate', '--workers', '2'])\n"
+        f" '--no-gate', '--workers', '2'{extra}])\n"
         "assert code == 0, code\n"
         "print('pandas' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+    if report:  # the figures were drawn
+        assert (tmp_path / "report" / REPORT_HTML).read_text().count("data:image/png;base64,") >= 3

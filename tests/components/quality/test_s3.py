@@ -49,7 +49,7 @@ def test_quality_reads_and_writes_s3(tmp_path, s3):
 def test_a_killed_workers_upload_file_goes_with_the_next_s3_write(tmp_path, s3, dead_scratch):
     """A file written for upload to s3:// is made in a scratch directory: one a killed worker
     left goes with the next partition written there, and none is left after the run."""
-    from components.quality.clean_partition import UPLOAD_SCRATCH
+    from components.quality.clean_partition import SPILL_SCRATCH, UPLOAD_SCRATCH
 
     left = dead_scratch(UPLOAD_SCRATCH)
     raw = write_raw(tmp_path / "raw", [raw_table(200, 2015, 1)])
@@ -58,4 +58,4 @@ def test_a_killed_workers_upload_file_goes_with_the_next_s3_write(tmp_path, s3, 
         s3.put(bucket, f"raw/{path.relative_to(raw)}", path)
     core.run(core.QualityConfig(input_uri="s3://fareflow/raw", output_uri="s3://fareflow/clean", workers=1))
     assert not left.exists()
-    assert list(left.parent.glob(f"{UPLOAD_SCRATCH}-*")) == []
+    assert [p for p in left.parent.iterdir() if p.name.startswith((UPLOAD_SCRATCH, SPILL_SCRATCH))] == []

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_OWNER = re.compile(r"-ns(?P<ns>\d+)-pid(?P<pid>\d+)-[^/]*$")
+_OWNER = re.compile(r"-ns(?P<ns>\d+)-pid(?P<pid>\d+)-[^/]*")  # the whole rest of the name
 
 
 def _pid_namespace() -> str:
@@ -52,7 +52,8 @@ def sweep(prefix: str, parent: str | None = None) -> list[str]:
     for entry in entries:
         if not entry.name.startswith(f"{prefix}-"):
             continue
-        owner = _OWNER.search(entry.name[len(prefix) :])
+        # fullmatch: a longer prefix that starts with this one ("a-b" for "a") is another owner's
+        owner = _OWNER.fullmatch(entry.name[len(prefix) :])
         if owner is None or owner["ns"] != ns:
             continue
         try:

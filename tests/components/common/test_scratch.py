@@ -76,5 +76,14 @@ def test_only_this_namespace_and_user_and_dead_pids_are_swept(tmp_path, monkeypa
     assert scratch.sweep("ff-test", str(tmp_path)) == [] and theirs.exists()
 
 
+def test_a_longer_prefix_is_not_swept_with_a_shorter_one(tmp_path):
+    ns = scratch._pid_namespace()
+    dead_pid = 2**22 + 12345  # no such process
+    longer = tmp_path / f"ff-test-sub-ns{ns}-pid{dead_pid}-abc"  # prefix "ff-test-sub", not "ff-test"
+    longer.mkdir()
+    assert scratch.sweep("ff-test", str(tmp_path)) == [] and longer.is_dir()
+    assert scratch.sweep("ff-test-sub", str(tmp_path)) == [str(longer)] and not longer.exists()
+
+
 def test_a_missing_parent_sweeps_nothing(tmp_path):
     assert scratch.sweep("ff-test", str(tmp_path / "absent")) == []

@@ -31,7 +31,9 @@ Known conservativeness, documented rather than corrected:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,6 +252,21 @@ class CheckResult:
         name, stat, p = w.worst_test()
         label = "z" if name == "z" else "KS D"
         return f"{w.column} in {w.split}: {label}={stat:.4g}, p={p:.3g}"
+
+
+def import_tests_in_background() -> threading.Thread:
+    """Import ``scipy.stats`` (~0.5 s, most of it parsing docstrings) on a thread, so the
+    import overlaps the draw instead of following it; :func:`check_splits` imports it again,
+    which waits for this import if it is still running (Python's per-module import lock) and
+    raises there if it failed."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # check_splits' own import reports a failure
+            import scipy.stats  # noqa: F401
+
+    thread = threading.Thread(target=load, name="import-scipy-stats", daemon=True)
+    thread.start()
+    return thread
 
 
 def z_test(values: np.ndarray, stats: ColumnStats, population_rows: int) -> tuple[float, float]:

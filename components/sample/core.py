@@ -274,6 +274,7 @@ def run(config: SampleConfig, *, log=_log) -> SampleResult:
     check passes. A failed check is returned (``passed`` False, nothing written), not raised:
     callers write the report first, then raise ``SampleCheckFailed(result.failure_message())``."""
     config.validate()
+    checks.import_tests_in_background()
     population = checks.load_population(config.population_stats_uri)
     check_output(config.output_uri)  # fail before the work, not after it
     dataset = open_clean(config.input_uri)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +15,8 @@ from components.common.errors import UserError
 from components.sample import checks, core
 
 from .conftest import MONTHS, synthetic_trips
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +144,19 @@ def test_a_column_constant_in_the_population_is_left_out_of_the_family(populatio
     assert varying.constant_columns == ()
     assert {t.split for t in varying.tests if t.column == "year"} == set(core.SPLITS)
     assert varying.family_size == 3 * len(checks.TESTED_COLUMNS) * 2
+
+
+def test_the_tests_import_starts_on_a_thread_and_the_check_finds_it():
+    """scipy.stats is not imported with the step's modules; import_tests_in_background loads it
+    on another thread (so it overlaps the draw)."""
+    code = (
+        "import sys, threading\n"
+        "from components.sample import checks, core\n"
+        "assert 'scipy.stats' not in sys.modules, 'imported with the step'\n"
+        "thread = checks.import_tests_in_background()\n"
+        "assert thread is not threading.current_thread() and thread.daemon\n"
+        "thread.join(60)\n"
+        "assert 'scipy.stats' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -46,8 +46,9 @@ LOAD_SECONDS="${LOAD_SECONDS:-240}"
 SCALE_UP_TIMEOUT="${SCALE_UP_TIMEOUT:-300}"
 SCALE_DOWN_TIMEOUT="${SCALE_DOWN_TIMEOUT:-600}"
 KNATIVE_HOST=""
-# The canary check's candidate: a URI with no model under it, and how long it may try to load.
-CANARY_BAD_URI="${CANARY_BAD_URI:-s3://mlpipeline/fareflow-kind-test/no-such-model/}"
+# The canary check's candidate: where the serving model's model.json is copied without its
+# weights (unloadable_model.py), and how long it may try to load.
+CANARY_BAD_URI="${CANARY_BAD_URI:-s3://mlpipeline/fareflow-kind-test/unloadable-model/}"
 CANARY_READY_TIMEOUT="${CANARY_READY_TIMEOUT:-180}"
 IMAGE_PLATFORM="${IMAGE_PLATFORM:-}"
 # The data set the pipeline ingests: generated here, uploaded to KFP's object store (KFP 2.17:
@@ -287,6 +288,20 @@ read_s3_credential() {
   printf -v "$1" '%s' "${value}"
 }
 
+# with_s3_env ACCESS_KEY SECRET_KEY COMMAND...: COMMAND (a function too) in a subshell, from the
+# repo root, with the object store's credentials and the port-forwarded endpoint in its
+# environment only (never in a process's arguments).
+with_s3_env() {
+  local access_key="$1" secret_key="$2"
+  shift 2
+  (
+    export AWS_ACCESS_KEY_ID="${access_key}" AWS_SECRET_ACCESS_KEY="${secret_key}" \
+      AWS_ENDPOINT_URL="http://127.0.0.1:${S3_LOCAL_PORT}" AWS_DEFAULT_REGION="${S3_REGION}"
+    cd "${REPO_ROOT}"
+    "$@"
+  )
+}
+
 upload_data() {
   step "generate and upload the data set to ${DATA_URI}"
   run rm -rf "${DATA_DIR}"
@@ -297,11 +312,8 @@ upload_data() {
   run_bg kubectl -n kubeflow port-forward "svc/${S3_SERVICE}" "${S3_LOCAL_PORT}:9000"
   # Credentials travel in the environment only; retry while the port-forward (and KFP's
   # object store init job) come up.
-  (
-    export AWS_ACCESS_KEY_ID="${access_key}" AWS_SECRET_ACCESS_KEY="${secret_key}" \
-      AWS_ENDPOINT_URL="http://127.0.0.1:${S3_LOCAL_PORT}" AWS_DEFAULT_REGION="${S3_REGION}"
+  with_s3_env "${access_key}" "${secret_key}" \
     retry 30 2 "${PYTHON}" "${SCRIPT_DIR}/upload_data.py" --src "${DATA_DIR}" --dest "${DATA_URI}" --delete
-  )
   stop_bg
 
   # The Secret the pipeline's S3 steps read, in kubeflow (KFP standalone runs pipeline pods
@@ -444,19 +456,35 @@ check_scale_to_zero() {
   stop_bg
 }
 
-# Standard mode: a candidate that cannot load (no model under its URI) is served as a canary,
-# never gets ready, and is rolled back (exit status 3); the stable model answers throughout.
-# (Promotion's flow is tested offline: kind-test has one trained model.)
+# Standard mode: a candidate that cannot load (the serving model's model.json without its
+# weights: it reads as a model, so the rollout starts, but the server's load fails) is served as
+# a canary, never gets ready, and is rolled back (exit status 3); the stable model answers
+# throughout. The rollout reads both models' model.json from the object store, through a
+# port-forward with the credentials in its environment. (Promotion's flow is tested offline:
+# kind-test has one trained model.)
 check_canary_rollback() {
   step "canary: a candidate that cannot load is rolled back; the stable model keeps serving"
-  local rc=0
-  show "${PYTHON}" -m components.cluster --name "${ISVC_NAME}" --namespace "${NAMESPACE}" \
-    --model-uri "${CANARY_BAD_URI}" --canary-percent 20 --ready-timeout "${CANARY_READY_TIMEOUT}"
+  local rc=0 stable access_key="" secret_key=""
+  show kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" -o "jsonpath={.spec.predictor.model.storageUri}"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    stable="s3://mlpipeline/models/${ISVC_NAME}/"
+  else
+    stable="$(kubectl -n "${NAMESPACE}" get "inferenceservice/${ISVC_NAME}" -o 'jsonpath={.spec.predictor.model.storageUri}')"
+  fi
+  [[ "${stable}" == s3://* ]] || die "inferenceservice/${ISVC_NAME} serves '${stable}', not an s3:// model"
+  read_s3_credential access_key accesskey
+  read_s3_credential secret_key secretkey
+  run_bg kubectl -n kubeflow port-forward "svc/${S3_SERVICE}" "${S3_LOCAL_PORT}:9000"
+  local -a rollout=("${PYTHON}" -m components.cluster --name "${ISVC_NAME}" --namespace "${NAMESPACE}"
+    --model-uri "${CANARY_BAD_URI}" --canary-percent 20 --ready-timeout "${CANARY_READY_TIMEOUT}")
+  with_s3_env "${access_key}" "${secret_key}" \
+    retry 30 2 "${PYTHON}" "${SCRIPT_DIR}/unloadable_model.py" --from "${stable}" --to "${CANARY_BAD_URI}"
+  show "${rollout[@]}"
   if [[ "${DRY_RUN}" != "1" ]]; then
-    (cd "${REPO_ROOT}" && "${PYTHON}" -m components.cluster --name "${ISVC_NAME}" --namespace "${NAMESPACE}" \
-      --model-uri "${CANARY_BAD_URI}" --canary-percent 20 --ready-timeout "${CANARY_READY_TIMEOUT}") || rc=$?
+    with_s3_env "${access_key}" "${secret_key}" "${rollout[@]}" || rc=$?
     [[ ${rc} -eq 3 ]] || die "the bad canary was not rolled back (exit ${rc}, expected 3)"
   fi
+  stop_bg
   run_bg kubectl -n "${NAMESPACE}" port-forward "svc/${ISVC_NAME}-predictor" "${MODEL_LOCAL_PORT}:80"
   retry 30 2 curl -fsS -o /dev/null "http://127.0.0.1:${MODEL_LOCAL_PORT}/v2/health/ready"
   run "${PYTHON}" "${SCRIPT_DIR}/check_inference.py" --url "http://127.0.0.1:${MODEL_LOCAL_PORT}" \

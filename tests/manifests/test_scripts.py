@@ -495,6 +495,7 @@ case "$(basename "$0") $*" in
   *"annotate --local"*) cat; echo "annotated: true" ;;
   *"apply -f -"*) cat >>"$STUB_DIR/applied.yaml" ;;
   *"jsonpath={.data.ingress}"*) echo '{}' ;;
+  *"jsonpath={.spec.predictor.model.storageUri}"*) printf 's3://mlpipeline/models/taxi-fare/' ;;
 esac
 exit 0
 """
@@ -502,7 +503,14 @@ exit 0
 PY_STUB = """#!/usr/bin/env bash
 case "$*" in
   *pipelines.cli*|*check_inference.py*|*load_inference.py*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 0 ;;
-  *"-m components.cluster"*) printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"; exit 3 ;;  # rolled back
+  *"-m components.cluster"*)
+    printf '%s\\n' "python $*" >>"$STUB_DIR/calls.log"
+    # What the rollout reads before it touches the cluster: the candidate's version, from the
+    # object store, with the environment the script gives it. Then: rolled back.
+    args="$*"; uri="${args##*--model-uri }"
+    "$REAL_PYTHON" -c 'import sys; from components.cluster.models import read_model_version as v; print(v(sys.argv[1]))' \
+      "${uri%% *}" >>"$STUB_DIR/candidate-version" || exit 1
+    exit 3 ;;
 esac
 exec "$REAL_PYTHON" "$@"
 """
@@ -545,6 +553,21 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
         "KEEP_CLUSTER": "1",
         "PIPELINE_PARAMS": "seed=1",
     }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{s3_server}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    # The model serving (the stub kubectl's storageUri), and a file an earlier run left where
+    # the canary check writes its unloadable copy.
+    s3.create_bucket(Bucket="mlpipeline")
+    s3.put_object(
+        Bucket="mlpipeline", Key="models/taxi-fare/model.json", Body=b'{"model_version": "v-test-7"}'
+    )
+    s3.put_object(Bucket="mlpipeline", Key="models/taxi-fare/model.npz", Body=b"weights")
+    s3.put_object(Bucket="mlpipeline", Key="fareflow-kind-test/unloadable-model/model.npz", Body=b"old")
     proc = subprocess.run(
         ["bash", str(MANIFESTS / "scripts" / "kind-test.sh")],
         capture_output=True,
@@ -554,6 +577,11 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The canary check's candidate: the serving model's model.json alone, whose version the
+    # rollout (the stub) read from the object store with the environment the script gave it.
+    assert (tmp_path / "candidate-version").read_text() == "v-test-7\n"
+    listed = s3.list_objects_v2(Bucket="mlpipeline", Prefix="fareflow-kind-test/unloadable-model/")
+    assert [o["Key"] for o in listed["Contents"]] == ["fareflow-kind-test/unloadable-model/model.json"]
     calls = (tmp_path / "calls.log").read_text()
     for text in (proc.stdout, proc.stderr, calls):
         assert ACCESS not in text and SECRET not in text
@@ -580,13 +608,6 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
         "true",
     ]
     # The data: in the bucket under the prefix, before the submit that names it.
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{s3_server}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="mlpipeline")["Contents"])
     assert [k for k in keys if k.endswith(".txt")] == [
         f"fareflow-kind-test/raw/taxi_2015_{m:02d}.txt" for m in (1, 2, 3)
@@ -630,6 +651,60 @@ def test_upload_data_replaces_stale_objects_and_rejects_bad_input(tmp_path, s3_s
     assert keys == ["other/keep.txt", "p/taxi_2015_01.txt"]
     assert upload("--src", str(tmp_path), "--dest", "bkt/p").returncode == 2
     assert upload("--src", str(tmp_path / "missing"), "--dest", "s3://bkt/p").returncode == 2
+
+
+def test_unloadable_model_copies_only_model_json_so_the_rollout_reads_it_and_the_server_cannot_load_it(
+    tmp_path, s3_server, monkeypatch
+):
+    import boto3
+
+    from components.cluster.models import read_model_version
+    from components.common.errors import UserError
+    from components.serve.loading import fetch_model_dir
+
+    s3_env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_server}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }
+    script = str(MANIFESTS / "scripts" / "unloadable_model.py")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    s3.create_bucket(Bucket="bkt")
+    s3.put_object(Bucket="bkt", Key="stable/model.json", Body=b'{"model_version": "v-9"}')
+    s3.put_object(Bucket="bkt", Key="stable/model.pt", Body=b"weights")
+    s3.put_object(Bucket="bkt", Key="bad/model.pt", Body=b"left by an earlier run")
+    s3.put_object(Bucket="bkt", Key="bad-other/model.pt", Body=b"not under the prefix")
+
+    def make(*args):
+        return subprocess.run(
+            [sys.executable, script, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **s3_env},
+        )
+
+    proc = make("--from", "s3://bkt/stable/", "--to", "s3://bkt/bad")
+    assert proc.returncode == 0, proc.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"])
+    assert keys == ["bad-other/model.pt", "bad/model.json", "stable/model.json", "stable/model.pt"]
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    assert read_model_version("s3://bkt/bad/") == "v-9"  # what the rollout reads: a candidate
+    with pytest.raises(UserError, match=r"s3://bkt/bad/model\.pt: missing"):  # what the server does
+        fetch_model_dir("s3://bkt/bad/", tmp_path)
+    # bad input, and a source without a model
+    assert make("--from", "s3://bkt/stable/", "--to", "s3://bkt/stable").returncode == 2
+    assert make("--from", "bkt/stable/", "--to", "s3://bkt/bad/").returncode == 2
+    assert make("--from", "s3://bkt/none/", "--to", "s3://bkt/bad/").returncode == 1
+    assert s3.get_object(Bucket="bkt", Key="stable/model.pt")["Body"].read() == b"weights"
 
 
 # --- check_inference.py against a fake KServe model server ---------------------------------
@@ -799,7 +874,7 @@ def test_kind_test_rolls_back_a_canary_that_cannot_load_and_checks_the_stable_mo
     down = index(cmds, "'# until le 1'")
     canary = index(
         cmds,
-        "-m components.cluster --name taxi-fare --namespace fareflow --model-uri s3://mlpipeline/fareflow-kind-test/no-such-model/ --canary-percent 20",
+        "-m components.cluster --name taxi-fare --namespace fareflow --model-uri s3://mlpipeline/fareflow-kind-test/unloadable-model/ --canary-percent 20",
         down,
     )
     index(

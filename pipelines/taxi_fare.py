@@ -255,6 +255,8 @@ def build_pipeline(
             deploy_task = deploy(
                 model=train_task.outputs["model"], name=model_name, namespace=namespace, timeout_s=timeout_s
             ).set_display_name("deploy (KServe)")
+            # a canary rollout (deploy's canary_percent) reads both models' model.json from S3
+            _s3_env(deploy_task, s3_secret)
             # the run's parameters, summaries and model to the project's MLflow server, when the
             # platform ConfigMap names one (manifests/components/mlflow); else nothing is logged
             track(

@@ -204,13 +204,16 @@ def test_local_form_trains_in_the_task_on_the_trainer_image(tmp_path):
     assert executor["container"]["image"] == TRAINER_IMAGE
 
 
-def test_train_job_takes_s3_settings_from_the_secret(tmp_path):
-    from pipelines.taxi_fare import S3_SECRET
+def test_train_job_and_deploy_take_s3_settings_from_the_secret(tmp_path):
+    from pipelines.taxi_fare import S3_ENV_KEYS, S3_SECRET
 
     docs = list(yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "p.yaml"))).read_text()))
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    train = next(v for k, v in platform.items() if "train-job" in k)
-    assert all(e["secretName"] == S3_SECRET for e in train["secretAsEnv"])
+    # deploy: a canary rollout reads the candidate's and the serving model's model.json from S3
+    for name in ("exec-train-job", "exec-deploy"):
+        envs = {kv["envVar"] for e in platform[name]["secretAsEnv"] for kv in e["keyToEnv"]}
+        assert envs == set(S3_ENV_KEYS), name
+        assert all(e["secretName"] == S3_SECRET for e in platform[name]["secretAsEnv"]), name
 
 
 def test_readme_lists_every_pipeline_parameter(tmp_path):

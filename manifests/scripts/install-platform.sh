@@ -110,6 +110,8 @@ install_training_operator() {
 
 # Knative Serving (CRDs, core, Kourier as the networking layer), before KServe: KServe's
 # controller looks for the Knative Service CRD when it starts.
+KNATIVE_FEATURES='{"kubernetes.podspec-securitycontext":"enabled","kubernetes.podspec-nodeselector":"enabled","kubernetes.podspec-tolerations":"enabled"}'
+
 install_knative() {
   step "install Knative Serving ${KNATIVE_SERVING_VERSION} with Kourier ${KOURIER_VERSION}"
   run kubectl apply --server-side --force-conflicts -f "${KNATIVE_SERVING_URL}/serving-crds.yaml"
@@ -126,6 +128,12 @@ install_knative() {
   # A domain Kourier's external gateway serves (Knative's default svc.cluster.local is not
   # exposed on the ingress; KServe's own Kourier template sets example.com the same way).
   run kubectl -n knative-serving patch configmap config-domain --type=merge -p '{"data":{"example.com":""}}'
+  # The pod fields fareflow's predictors set, which Knative refuses while their feature flags
+  # are off (the default; knative.dev/serving pkg/apis/serving/fieldmask.go): the pod
+  # securityContext (non-root, fsGroup, seccomp) always, nodeSelector and tolerations on GPU
+  # node pools. KServe's Knative mode would otherwise fail to create the predictor's Service.
+  run kubectl -n knative-serving patch configmap config-features --type=merge \
+    -p "{\"data\":${KNATIVE_FEATURES}}"
 }
 
 # Standard mode without an ingress controller: no Ingress objects (clients reach the

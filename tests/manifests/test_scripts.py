@@ -300,6 +300,44 @@ def test_knative_mode_installs_pinned_knative_serving_and_kourier_before_kserve(
     index(standard, '\\"defaultDeploymentMode\\":\\"Standard\\"')
 
 
+# The pod-spec fields Knative Serving refuses unless a config-features flag enables them (all
+# off by default): knative.dev/serving pkg/apis/serving/fieldmask.go PodSpecMask, knative-v1.21.1.
+KNATIVE_GATED_POD_FIELDS = {
+    "affinity": "kubernetes.podspec-affinity",
+    "topologySpreadConstraints": "kubernetes.podspec-topologyspreadconstraints",
+    "hostAliases": "kubernetes.podspec-hostaliases",
+    "nodeSelector": "kubernetes.podspec-nodeselector",
+    "runtimeClassName": "kubernetes.podspec-runtimeclassname",
+    "tolerations": "kubernetes.podspec-tolerations",
+    "securityContext": "kubernetes.podspec-securitycontext",
+    "shareProcessNamespace": "kubernetes.podspec-shareprocessnamespace",
+    "priorityClassName": "kubernetes.podspec-priorityclassname",
+    "schedulerName": "kubernetes.podspec-schedulername",
+    "initContainers": "kubernetes.podspec-init-containers",
+    "dnsPolicy": "kubernetes.podspec-dnspolicy",
+    "dnsConfig": "kubernetes.podspec-dnsconfig",
+}
+
+
+def test_knative_install_enables_every_gated_pod_field_a_knative_predictor_sets():
+    from components.common import k8s
+
+    cmds, release = kserve_commands("Knative")
+    (patch,) = [c for c in cmds if "patch configmap config-features" in c]
+    assert index(cmds, patch) < index(cmds, release + "kserve.yaml")
+    features = json.loads(patch.split(" -p ", 1)[1].strip("'"))["data"]
+    # the predictor's pod fields (KServe copies them into the Knative Service's pod template),
+    # on a GPU node pool too
+    for gpu in (None, k8s.GpuScheduling(1)):
+        predictor = k8s.inference_service(
+            "x", "s3://b/m", deployment_mode="Knative", min_replicas=0, gpu=gpu
+        )["spec"]["predictor"]
+        gated = {KNATIVE_GATED_POD_FIELDS[f] for f in predictor if f in KNATIVE_GATED_POD_FIELDS}
+        assert "kubernetes.podspec-securitycontext" in gated
+        assert gpu is None or {"kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations"} <= gated
+        assert {flag: features.get(flag) for flag in gated} == dict.fromkeys(gated, "enabled")
+
+
 def test_knative_kind_test_applies_the_knative_component_and_checks_through_kourier(tmp_path):
     rc, lines = dry_run("kind-test.sh", KSERVE_MODE="Knative", ARTIFACT_DIR=str(tmp_path))
     assert rc == 0

@@ -35,6 +35,7 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     out["mlflow"] = with_components(
         tmp_path_factory.mktemp("mlflow"), ["components/optuna-postgres", "components/mlflow"]
     )
+    out["all components"] = with_components(tmp_path_factory.mktemp("all"), COMPONENTS)
     return out
 
 
@@ -87,7 +88,7 @@ def test_each_component_renders_on_base_and_validates(tmp_path, component):
         validate(obj)
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow", "all components"])
 def test_everything_lives_in_the_project_namespace(rendered, name):
     project = PROJECT_NAMESPACE.get(name, "fareflow")
     (ns,) = by_kind(rendered[name], "Namespace")
@@ -98,7 +99,7 @@ def test_everything_lives_in_the_project_namespace(rendered, name):
     assert not by_kind(rendered[name], "ClusterRole") and not by_kind(rendered[name], "ClusterRoleBinding")
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow", "all components"])
 def test_pods_are_hardened_and_bounded(rendered, name):
     checked = 0
     for obj in rendered[name]:
@@ -223,7 +224,13 @@ def test_knative_component_enables_scale_to_zero(tmp_path):
     objs = with_components(tmp_path, ["components/knative-serving"])
     cfg = one(objs, "ConfigMap", "fareflow-cluster")["data"]
     assert cfg["SERVING_DEPLOYMENT_MODE"] == "Knative" and cfg["SERVING_MIN_REPLICAS"] == "0"
-    assert one(objs, "NetworkPolicy", "allow-knative-to-predictors")
+    policy = one(objs, "NetworkPolicy", "allow-knative-to-predictors")
+    # the activator's namespace and the ingress gateway's that install-platform.sh's Knative
+    # mode installs (Kourier: kourier-system), which reaches the pods once the activator leaves
+    admitted = policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    install = (MANIFESTS / "scripts" / "install-platform.sh").read_text()
+    assert "rollout_all kourier-system 3scale-kourier-gateway" in install
+    assert {"knative-serving", "kourier-system"} <= set(admitted)
     # What the deploy step builds from these settings is what KServe's KPA validation accepts.
     settings = ClusterSettings.from_config_map(cfg, "fareflow")
     isvc = inference_service_object(settings, "taxi-fare", "s3://mlpipeline/m")
@@ -345,7 +352,7 @@ def _strings(obj, path=""):
         yield path, obj
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow", "all components"])
 def test_no_minio_service_anywhere(rendered, name):
     """KFP 2.17 has no minio-service (kubeflow/pipelines#12613); its store is SeaweedFS."""
     for obj in rendered[name]:
@@ -367,10 +374,11 @@ def test_in_cluster_object_store_is_kfps_seaweedfs(rendered, name):
     assert not [r for r in egress if r["to"][0].get("podSelector", {}).get("matchLabels") == {"app": "minio"}]
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow", "all components"])
 def test_project_namespace_is_admitted_by_kfps_seaweedfs_policy(rendered, name):
     """kubeflow/pipelines 2.17.0 third-party/seaweedfs/base/seaweedfs/seaweedfs-networkpolicy.yaml
-    admits port 8333 from namespaces labelled app.kubernetes.io/part-of In [kubeflow-profile]."""
+    admits port 8333 from namespaces labelled app.kubernetes.io/part-of In [kubeflow-profile]
+    (with the optional components too: their labels must not overwrite it)."""
     (ns,) = by_kind(rendered[name], "Namespace")
     assert ns["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubeflow-profile"
     # Everything inside it keeps the project label.
@@ -454,7 +462,7 @@ def assert_pinned_settings(objs: list[dict]) -> None:
     ClusterSettings.from_config_map(data, "fareflow")  # raises UserError on latest/empty tags
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "optuna", "mlflow", "all components"])
 def test_config_map_image_tags_are_pinned(rendered, name):
     assert_pinned_settings(rendered[name])
 

@@ -714,11 +714,11 @@ def test_unloadable_model_copies_only_model_json_so_the_rollout_reads_it_and_the
         aws_access_key_id="x",
         aws_secret_access_key="x",
     )
-    s3.create_bucket(Bucket="bkt")
-    s3.put_object(Bucket="bkt", Key="stable/model.json", Body=b'{"model_version": "v-9"}')
-    s3.put_object(Bucket="bkt", Key="stable/model.pt", Body=b"weights")
-    s3.put_object(Bucket="bkt", Key="bad/model.pt", Body=b"left by an earlier run")
-    s3.put_object(Bucket="bkt", Key="bad-other/model.pt", Body=b"not under the prefix")
+    s3.create_bucket(Bucket="canary")
+    s3.put_object(Bucket="canary", Key="stable/model.json", Body=b'{"model_version": "v-9"}')
+    s3.put_object(Bucket="canary", Key="stable/model.pt", Body=b"weights")
+    s3.put_object(Bucket="canary", Key="bad/model.pt", Body=b"left by an earlier run")
+    s3.put_object(Bucket="canary", Key="bad-other/model.pt", Body=b"not under the prefix")
 
     def make(*args):
         return subprocess.run(
@@ -729,20 +729,20 @@ def test_unloadable_model_copies_only_model_json_so_the_rollout_reads_it_and_the
             env={**os.environ, **s3_env},
         )
 
-    proc = make("--from", "s3://bkt/stable/", "--to", "s3://bkt/bad")
+    proc = make("--from", "s3://canary/stable/", "--to", "s3://canary/bad")
     assert proc.returncode == 0, proc.stderr
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"])
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="canary")["Contents"])
     assert keys == ["bad-other/model.pt", "bad/model.json", "stable/model.json", "stable/model.pt"]
     for name, value in s3_env.items():
         monkeypatch.setenv(name, value)
-    assert read_model_version("s3://bkt/bad/") == "v-9"  # what the rollout reads: a candidate
-    with pytest.raises(UserError, match=r"s3://bkt/bad/model\.pt: missing"):  # what the server does
-        fetch_model_dir("s3://bkt/bad/", tmp_path)
+    assert read_model_version("s3://canary/bad/") == "v-9"  # what the rollout reads: a candidate
+    with pytest.raises(UserError, match=r"s3://canary/bad/model\.pt: missing"):  # what the server does
+        fetch_model_dir("s3://canary/bad/", tmp_path)
     # bad input, and a source without a model
-    assert make("--from", "s3://bkt/stable/", "--to", "s3://bkt/stable").returncode == 2
-    assert make("--from", "bkt/stable/", "--to", "s3://bkt/bad/").returncode == 2
-    assert make("--from", "s3://bkt/none/", "--to", "s3://bkt/bad/").returncode == 1
-    assert s3.get_object(Bucket="bkt", Key="stable/model.pt")["Body"].read() == b"weights"
+    assert make("--from", "s3://canary/stable/", "--to", "s3://canary/stable").returncode == 2
+    assert make("--from", "canary/stable/", "--to", "s3://canary/bad/").returncode == 2
+    assert make("--from", "s3://canary/none/", "--to", "s3://canary/bad/").returncode == 1
+    assert s3.get_object(Bucket="canary", Key="stable/model.pt")["Body"].read() == b"weights"
 
 
 # --- check_inference.py against a fake KServe model server ---------------------------------

@@ -1047,3 +1047,30 @@ def test_check_inference_sends_trips_in_the_year_it_is_given(model_server):
     assert proc.returncode == 0, proc.stderr
     ((_, body),) = model_server["seen"]
     assert {i["ORIGINDATETIME_TR"][6:10] for i in body["instances"]} == {"2017"}
+
+
+def test_the_workflows_pin_check_fails_when_a_pin_differs_from_versions_env():
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "kind-test.yml").read_text())
+    (step,) = [
+        s
+        for s in wf["jobs"]["kind-test"]["steps"]
+        if s.get("name") == "Check the pins match manifests/versions.env"
+    ]
+    check = "\n".join(
+        line
+        for line in step["run"].splitlines()
+        if not line.startswith(("kind ", "kubectl ", "docker "))  # the checks, not the tools
+    )
+
+    def run_with(pins):
+        script = check
+        for name, value in pins.items():
+            script = script.replace("${{ env." + name + " }}", value)
+        env = {**os.environ, **pins}  # the job's env, as Actions sets it
+        return subprocess.run(
+            ["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True, timeout=30
+        ).returncode
+
+    assert run_with(dict(wf["env"])) == 0
+    assert run_with({**wf["env"], "KIND_VERSION": "v0.0.1"}) != 0
+    assert run_with({**wf["env"], "KUBECTL_VERSION": "v1.0.0"}) != 0

@@ -655,24 +655,30 @@ def test_data_step_uploads_and_creates_the_secret_without_leaking_credentials(tm
     assert calls.index("create secret generic") < calls.index("pipelines.cli submit")
 
 
-def test_upload_data_replaces_stale_objects_and_rejects_bad_input(tmp_path, s3_server):
+def local_s3(port: int) -> tuple[dict[str, str], object]:
+    """The AWS_* environment for the moto server on ``port``, and a boto3 client of it."""
     import boto3
 
     env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_server}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "x",
     }
-    script = str(MANIFESTS / "scripts" / "upload_data.py")
-    s3 = boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
+        region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id="x",
         aws_secret_access_key="x",
     )
+    return env, client
+
+
+def test_upload_data_replaces_stale_objects_and_rejects_bad_input(tmp_path, s3_server):
+    s3_env, s3 = local_s3(s3_server)
+    env = {**os.environ, **s3_env}
+    script = str(MANIFESTS / "scripts" / "upload_data.py")
     s3.create_bucket(Bucket="bkt")
     s3.put_object(Bucket="bkt", Key="p/taxi_2014_12.txt", Body=b"old")
     s3.put_object(Bucket="bkt", Key="other/keep.txt", Body=b"keep")
@@ -694,26 +700,12 @@ def test_upload_data_replaces_stale_objects_and_rejects_bad_input(tmp_path, s3_s
 def test_unloadable_model_copies_only_model_json_so_the_rollout_reads_it_and_the_server_cannot_load_it(
     tmp_path, s3_server, monkeypatch
 ):
-    import boto3
-
     from components.cluster.models import read_model_version
     from components.common.errors import UserError
     from components.serve.loading import fetch_model_dir
 
-    s3_env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_server}",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }
+    s3_env, s3 = local_s3(s3_server)
     script = str(MANIFESTS / "scripts" / "unloadable_model.py")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
     s3.create_bucket(Bucket="canary")
     s3.put_object(Bucket="canary", Key="stable/model.json", Body=b'{"model_version": "v-9"}')
     s3.put_object(Bucket="canary", Key="stable/model.pt", Body=b"weights")

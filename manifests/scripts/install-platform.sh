@@ -108,10 +108,11 @@ install_training_operator() {
   run kubectl -n kubeflow rollout status deployment/training-operator --timeout="${ROLLOUT_TIMEOUT}"
 }
 
-# Knative Serving (CRDs, core, Kourier as the networking layer), before KServe: KServe's
-# controller looks for the Knative Service CRD when it starts.
+# The Knative feature flags install_knative turns on (config-features).
 KNATIVE_FEATURES='{"kubernetes.podspec-securitycontext":"enabled","kubernetes.podspec-nodeselector":"enabled","kubernetes.podspec-tolerations":"enabled"}'
 
+# Knative Serving (CRDs, core, Kourier as the networking layer), before KServe: KServe's
+# controller looks for the Knative Service CRD when it starts.
 install_knative() {
   step "install Knative Serving ${KNATIVE_SERVING_VERSION} with Kourier ${KOURIER_VERSION}"
   run kubectl apply --server-side --force-conflicts -f "${KNATIVE_SERVING_URL}/serving-crds.yaml"

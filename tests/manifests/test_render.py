@@ -297,6 +297,21 @@ def test_kind_overlay_uses_the_tag_the_images_are_built_with(rendered):
     assert one(rendered["overlays/kind"], "ConfigMap", "fareflow-cluster")["data"]["IMAGE_TAG"] == VERSION
 
 
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "all components"])
+def test_runtime_resources_are_the_ones_fareflow_predictors_set(rendered, name):
+    """KServe merges an InferenceService's container over the ServingRuntime's
+    (MergeRuntimeContainers, a strategic merge), and every predictor fareflow builds sets cpu and
+    memory requests and limits, so an overlay's patch of the runtime's cpu/memory changes nothing
+    that fareflow deploys (the kind overlay had one). The runtime keeps the builder's defaults."""
+    from components.common import k8s
+
+    (container,) = one(rendered[name], "ServingRuntime", "fareflow-server")["spec"]["containers"]
+    pred = k8s.inference_service("x", "s3://b/m")["spec"]["predictor"]["model"]["resources"]
+    for kind in ("requests", "limits"):
+        runtime = {k: v for k, v in container["resources"][kind].items() if k in ("cpu", "memory")}
+        assert runtime == pred[kind], f"{name}: the runtime's {kind} differ from what the predictors set"
+
+
 def test_kind_cluster_has_cpu_pool_and_tainted_gpu_like_pool():
     cfg = yaml.safe_load((MANIFESTS / "kind" / "kind-config.yaml").read_text())
     roles = [n["role"] for n in cfg["nodes"]]

@@ -116,8 +116,14 @@ def env_from(secret: str | None) -> dict:
 def check_name(name: str) -> None:
     import re
 
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
-        raise UserError(f"name {name!r}: expected a DNS-1123 label (lower-case letters, digits, '-', <= 63)")
+    # A DNS-1035 label (a DNS-1123 label that starts with a letter): KServe's webhook refuses an
+    # InferenceService name with a leading digit (IsvcNameFmt), and the Services the operators name
+    # after a job or predictor must be DNS-1035 labels.
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+        raise UserError(
+            f"name {name!r}: expected a DNS-1123 label that starts with a letter "
+            "(lower-case letters, digits, '-', <= 63)"
+        )
 
 
 def metadata(name: str, namespace: str, labels: dict[str, str] | None, annotations=None) -> dict:

@@ -97,7 +97,8 @@ def inference_service(
 
     ``scale_metric``: Standard (HPA) ``cpu`` (default) or ``memory``; Knative (KPA)
     ``concurrency`` (default) or ``rps``. ``scale_target`` defaults per metric (cpu 70 %,
-    concurrency 10, rps 100; memory has none).
+    concurrency 10, rps 100); memory has no default and needs one. cpu and memory targets are a
+    % of the container's request, 1-100.
 
     ``request_logging``: passed to the server as ``--request-logging=true|false`` (KServe appends
     a predictor's args to the ServingRuntime's, and the server's last flag wins); None leaves
@@ -117,8 +118,17 @@ def inference_service(
             f"({'Knative KPA' if knative else 'HPA'} autoscaling)"
         )
     scale_target = DEFAULT_SCALE_TARGETS.get(scale_metric) if scale_target is None else scale_target
-    if scale_target is not None and not (1 <= scale_target <= (100 if scale_metric == "cpu" else 10**9)):
-        bound = "[1, 100] (% CPU)" if scale_metric == "cpu" else ">= 1"
+    if scale_target is None:
+        # KServe builds a memory HPA only from a scaleTarget; without one the HPA has no metric and
+        # the API server defaults it to 80 % CPU, so "memory" would silently scale on CPU.
+        raise UserError(
+            f"scale_metric {scale_metric}: expected a scale_target (% of the memory request, 1-100)"
+        )
+    # HPA targets are utilisation % of the request: KServe's webhook refuses a scaleTarget over 100
+    # for every HPA metric (validateScalingHPACompExtension), memory included.
+    percent = scale_metric in HPA_METRICS
+    if not (1 <= scale_target <= (100 if percent else 10**9)):
+        bound = f"[1, 100] (% of the {scale_metric} request)" if percent else ">= 1"
         raise UserError(f"scale_target={scale_target}: expected {bound} for scale_metric {scale_metric}")
     if min_replicas < (0 if knative else 1):
         raise UserError(

@@ -174,8 +174,20 @@ def test_autoscaling_metric_follows_the_deployment_mode():
     assert (kn["scaleMetric"], kn["scaleTarget"]) == ("concurrency", 10)
     rps = k8s.inference_service("x", "s3://b/m", deployment_mode="Knative", scale_metric="rps")
     assert rps["spec"]["predictor"]["scaleMetric"] == "rps"
-    memory = k8s.inference_service("x", "s3://b/m", scale_metric="memory")["spec"]["predictor"]
-    assert memory["scaleMetric"] == "memory" and "scaleTarget" not in memory
+    memory = k8s.inference_service("x", "s3://b/m", scale_metric="memory", scale_target=80)["spec"][
+        "predictor"
+    ]
+    assert (memory["scaleMetric"], memory["scaleTarget"]) == ("memory", 80)
+    # KServe's HPA reconciler adds a memory metric only with a scaleTarget (an HPA without metrics
+    # is defaulted to 80 % CPU by the API server), and its webhook refuses any HPA target over 100.
+    with pytest.raises(UserError, match="scale_metric memory: expected a scale_target"):
+        k8s.inference_service("x", "s3://b/m", scale_metric="memory")
+    with pytest.raises(UserError, match=r"scale_target=101: expected \[1, 100\] \(% of the memory request\)"):
+        k8s.inference_service("x", "s3://b/m", scale_metric="memory", scale_target=101)
+    big = k8s.inference_service(
+        "x", "s3://b/m", deployment_mode="Knative", scale_metric="concurrency", scale_target=500
+    )
+    assert big["spec"]["predictor"]["scaleTarget"] == 500  # KPA targets are counts, not %
     with pytest.raises(
         UserError, match=r"scale_metric 'cpu': expected one of \('concurrency', 'rps'\) in Knative"
     ):
@@ -206,6 +218,9 @@ def test_knative_mode_allows_scale_to_zero_but_standard_does_not():
         (lambda: k8s.mpi_job("t", IMAGE, "m", slots_per_worker=0), "slots_per_worker"),
         (lambda: k8s.mpi_job("t", IMAGE, "m", workers_ready_timeout_s=0), "workers_ready_timeout_s"),
         (lambda: k8s.mpi_job("Bad_Name", IMAGE, "m"), "DNS-1123"),
+        # KServe's IsvcNameFmt is [a-z]([-a-z0-9]*[a-z0-9])?: a leading digit is refused by its webhook
+        (lambda: k8s.inference_service("1model", "s3://b/m"), "starts with a letter"),
+        (lambda: k8s.pytorch_job("9train", IMAGE, "m"), "starts with a letter"),
         (lambda: k8s.GpuScheduling(gpus_per_pod=0), "gpus_per_pod"),
         (lambda: k8s.inference_service("x", "s3://b/m", protocol="v3"), "protocol"),
         (lambda: k8s.inference_service("x", "/local/path"), "storage_uri"),

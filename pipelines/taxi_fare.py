@@ -172,6 +172,7 @@ def build_pipeline(
         model_name: str = DEFAULT_MODEL_NAME,
         timeout_s: int = 3600,
         ingest_tasks: int = 4,
+        canary_percent: int = 0,
     ) -> PipelineOutputs:
         """Parameters:
 
@@ -199,6 +200,9 @@ def build_pipeline(
         ingest_tasks: with the ingest fan-out (the cluster form): at most this many ingest
             tasks, each reading a run of the source's month files balanced by size (docs/scale.md);
             unused by the one-task form (kfp.local).
+        canary_percent: cluster only — 0 serves the trained model at once; 1-100 rolls it out
+            as a canary taking that share of the requests beside the model serving now, checks
+            it and promotes it or rolls it back (a roll-back fails the deploy task; docs/cluster.md).
         """
         fan_out = cluster if ingest_fan_out is None else ingest_fan_out
         ingest_task = _ingest_step(source, ingest_tasks, fan_out, s3_secret, code_digest)
@@ -253,7 +257,11 @@ def build_pipeline(
             ).set_display_name("train (PyTorchJob or MPIJob)")
             _s3_env(train_task, s3_secret)
             deploy_task = deploy(
-                model=train_task.outputs["model"], name=model_name, namespace=namespace, timeout_s=timeout_s
+                model=train_task.outputs["model"],
+                name=model_name,
+                namespace=namespace,
+                timeout_s=timeout_s,
+                canary_percent=canary_percent,
             ).set_display_name("deploy (KServe)")
             # a canary rollout (deploy's canary_percent) reads both models' model.json from S3
             _s3_env(deploy_task, s3_secret)
@@ -275,6 +283,7 @@ def build_pipeline(
                     "train_workers": train_workers,
                     "train_backend": train_backend,
                     "model_name": model_name,
+                    "canary_percent": canary_percent,
                 },
                 namespace=namespace,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

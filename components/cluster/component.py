@@ -76,7 +76,9 @@ def train_job(
 def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canary_percent: int = 0) -> dict:
     """Serve ``model`` as the KServe InferenceService ``name`` (v1 and v2 protocols) and wait
     until it is Ready. ``canary_percent`` > 0: roll it out as a canary of the model serving now
-    (that share of the traffic), check it against that model, then promote or roll back."""
+    (that share of the traffic), check it against that model, then promote or roll back; a
+    roll-back fails the task (as ``fareflow deploy`` exits 3), so the run does not read as
+    succeeded while the model it trained was refused; the model serving before keeps serving."""
     from components.cluster import core, models, serving
 
     settings = core.load_settings(namespace)
@@ -85,7 +87,10 @@ def deploy(model: Input[Model], name: str, namespace: str, timeout_s: int, canar
 
         check = CanaryCheck(traffic_percent=canary_percent)
         summary = serving.deploy_canary(settings, name, core.s3_uri(model.uri), check, timeout=timeout_s)
-        print(f"InferenceService {settings.namespace}/{name}: {summary['decision']}: {summary['reason']}")
+        line = f"InferenceService {settings.namespace}/{name}: {summary['decision']}: {summary['reason']}"
+        if summary["action"] == "rolled back":
+            raise RuntimeError(line)
+        print(line)
         return summary
     version = models.read_model_version(model.path)  # the artifact, downloaded here
     obj = serving.inference_service_object(settings, name, core.s3_uri(model.uri), model_version=version)

@@ -147,6 +147,10 @@ def test_cluster_form_trains_as_a_pytorchjob_then_deploys(tmp_path):
     assert params["model_name"]["defaultValue"] == "taxi-fare"
     assert {"train_workers", "epochs", "namespace", "timeout_s", "tune_trials"} <= set(params)
     assert params["tune_trials"]["defaultValue"] == 0  # tuning is opt-in in the cluster
+    # canary rollouts are opt-in: the pipeline's canary_percent (default 0) is deploy's input
+    assert params["canary_percent"]["defaultValue"] == 0
+    canary_in = tasks["deploy"]["inputs"]["parameters"]["canary_percent"]
+    assert canary_in == {"componentInputParameter": "canary_percent"}
 
 
 def test_tune_workers_reach_the_tune_task_and_the_dsn_only_from_the_secret(tmp_path):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.cluster import component, core, models, training
+import pytest
+
+from components.cluster import component, core, models, serving, training
 
 
 class Artifact:
@@ -55,3 +57,30 @@ def test_train_job_logs_model_json_numeric_metrics_and_returns_its_summary(tmp_p
     assert metrics.metadata == numeric
     assert json.loads(Path(metrics.path).read_text()) == numeric
     assert model.metadata["job"] == name and model.metadata["job_kind"] == "PyTorchJob"
+
+
+@pytest.mark.parametrize("action", ["promoted", "rolled back"])
+def test_deploy_with_a_canary_returns_a_promotion_and_fails_on_a_roll_back(tmp_path, monkeypatch, action):
+    """canary_percent > 0 runs the canary rollout with that traffic share; a roll-back fails the
+    task (the run must not read as succeeded while its model was refused), with the decision."""
+    calls: list = []
+
+    def deploy_canary(settings, name, model_s3, check, timeout):
+        calls.append((settings.namespace, name, model_s3, check.traffic_percent, timeout))
+        return {"action": action, "decision": f"{action} model version new", "reason": "3/8 trips off"}
+
+    monkeypatch.setattr(core, "load_settings", lambda ns: core.ClusterSettings(namespace=ns))
+    monkeypatch.setattr(serving, "deploy_canary", deploy_canary)
+    model = Artifact(tmp_path / "model")
+    model.uri = "minio://mlpipeline/v2/artifacts/run/train-job/model"
+    run = lambda: component.deploy.python_func(  # noqa: E731
+        model=model, name="taxi-fare", namespace="team-a", timeout_s=60, canary_percent=20
+    )
+    if action == "rolled back":
+        with pytest.raises(
+            RuntimeError, match="team-a/taxi-fare: rolled back model version new: 3/8 trips off"
+        ):
+            run()
+    else:
+        assert run()["action"] == "promoted"
+    assert calls == [("team-a", "taxi-fare", "s3://mlpipeline/v2/artifacts/run/train-job/model", 20, 60)]

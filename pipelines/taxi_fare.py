@@ -145,7 +145,7 @@ def build_pipeline(
         name=PIPELINE_NAME,
         description="DC taxi fare (fareflow): raw trip files -> ingest -> quality -> sample -> tune -> "
         + (
-            "train (PyTorchJob or MPIJob) -> deploy (KServe InferenceService) -> track (MLflow)."
+            "train (PyTorchJob or MPIJob) -> deploy (KServe InferenceService) and track (MLflow)."
             if cluster
             else "train (in the task)."
         ),
@@ -266,7 +266,8 @@ def build_pipeline(
             # a canary rollout (deploy's canary_percent) reads both models' model.json from S3
             _s3_env(deploy_task, s3_secret)
             # the run's parameters, summaries and model to the project's MLflow server, when the
-            # platform ConfigMap names one (manifests/components/mlflow); else nothing is logged
+            # platform ConfigMap names one (manifests/components/mlflow); else nothing is logged.
+            # Beside deploy, not after it: a model deploy refuses (a rolled-back canary) is logged too.
             track(
                 ingest=ingest_task.outputs["Output"],
                 quality=quality_task.outputs["Output"],
@@ -288,7 +289,7 @@ def build_pipeline(
                 namespace=namespace,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ).set_display_name("track (MLflow)").after(deploy_task)
+            ).set_display_name("track (MLflow)")
         else:
             train_task = train(
                 splits=splits, epochs=epochs, workers=train_workers, seed=seed, **best, backend=train_backend

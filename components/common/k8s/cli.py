@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=3)
     p.add_argument("--scale-metric", default=None, help="cpu/memory (Standard), concurrency/rps (Knative)")
+    p.add_argument(
+        "--scale-target",
+        type=int,
+        default=None,
+        help="the metric's target: cpu/memory a %% of the request (1-100; memory has no default), "
+        "concurrency/rps a count per pod (default: cpu 70, concurrency 10, rps 100)",
+    )
     return p
 
 
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             min_replicas=ns.min_replicas,
             max_replicas=ns.max_replicas,
             scale_metric=ns.scale_metric,
+            scale_target=ns.scale_target,
             gpu=gpu,
         )
     sys.stdout.write(to_yaml(obj))

@@ -122,7 +122,8 @@ def inference_service(
         # KServe builds a memory HPA only from a scaleTarget; without one the HPA has no metric and
         # the API server defaults it to 80 % CPU, so "memory" would silently scale on CPU.
         raise UserError(
-            f"scale_metric {scale_metric}: expected a scale_target (% of the memory request, 1-100)"
+            f"scale_metric {scale_metric}: expected a scale_target (% of the memory request, 1-100; "
+            "SERVING_SCALE_TARGET in the fareflow-cluster ConfigMap)"
         )
     # HPA targets are utilisation % of the request: KServe's webhook refuses a scaleTarget over 100
     # for every HPA metric (validateScalingHPACompExtension), memory included.

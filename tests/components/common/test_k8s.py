@@ -376,3 +376,19 @@ def test_wait_in_knative_mode_checks_the_knative_service(api):
         wait_isvc(api)
     ksvc["status"]["latestReadyRevisionName"] = "r2"
     assert k8s_api.condition(wait_isvc(api), "Ready")
+
+
+def test_dry_run_cli_prints_a_memory_scaled_inference_service(capsys):
+    """``python -m components.common.k8s inferenceservice``: memory scaling needs --scale-target
+    (the builder refuses memory without one), which reaches the predictor."""
+    import yaml
+
+    from components.common.k8s import cli
+
+    assert (
+        cli.main(["inferenceservice", "--name", "x", "--scale-metric", "memory", "--scale-target", "75"]) == 0
+    )
+    pred = yaml.safe_load(capsys.readouterr().out)["spec"]["predictor"]
+    assert (pred["scaleMetric"], pred["scaleTarget"]) == ("memory", 75)
+    with pytest.raises(UserError, match="scale_metric memory: expected a scale_target"):
+        cli.main(["inferenceservice", "--name", "x", "--scale-metric", "memory"])

@@ -147,6 +147,16 @@ def inference_service(
             )
         if canary.name == predictor_name:
             raise UserError(f"canary name {canary.name!r}: expected a name other than the stable predictor's")
+    # KServe names each predictor's Deployment and Service NAME[-PREDICTOR]-predictor and checks
+    # no length; a Service name over 63 characters is refused only when KServe creates it, and the
+    # InferenceService then never gets ready.
+    for predictor in (predictor_name, canary.name if canary is not None else None):
+        service = predictor_service(name, predictor)
+        if len(service) > 63:
+            raise UserError(
+                f"name {name!r}: its predictor Service {service!r} would be {len(service)} characters, "
+                f"over Kubernetes' 63; expected a name of at most {63 - (len(service) - len(name))}"
+            )
     annotations = {"serving.kserve.io/deploymentMode": deployment_mode}
     if not knative:
         annotations["serving.kserve.io/autoscalerClass"] = "hpa"

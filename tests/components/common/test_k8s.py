@@ -392,3 +392,18 @@ def test_dry_run_cli_prints_a_memory_scaled_inference_service(capsys):
     assert (pred["scaleMetric"], pred["scaleTarget"]) == ("memory", 75)
     with pytest.raises(UserError, match="scale_metric memory: expected a scale_target"):
         cli.main(["inferenceservice", "--name", "x", "--scale-metric", "memory"])
+
+
+def test_predictor_service_names_fit_in_63_characters():
+    """KServe names the predictor Service NAME[-PREDICTOR]-predictor without checking its length:
+    the builder refuses a name whose Services would not fit (53 alone, 40 beside a canary named
+    like the rollout's m-<10 hex>)."""
+    assert k8s.inference_service("a" * 53, "s3://b/m")["metadata"]["name"] == "a" * 53
+    with pytest.raises(
+        UserError, match="would be 64 characters, over Kubernetes' 63; expected a name of at most 53"
+    ):
+        k8s.inference_service("a" * 54, "s3://b/m")
+    canary = k8s.Canary("m-0123456789", "s3://b/new", 20)
+    k8s.inference_service("a" * 40, "s3://b/m", canary=canary)
+    with pytest.raises(UserError, match="at most 40"):
+        k8s.inference_service("a" * 41, "s3://b/m", canary=canary)

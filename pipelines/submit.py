@@ -47,6 +47,25 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
+def check_params(params: dict[str, object]) -> None:
+    """The parameters the cluster's deploy step checks only after training (``model_name``,
+    ``canary_percent``), checked now with the same builders, so a bad value fails the submit
+    instead of an hour-long run's last step."""
+    if not {"model_name", "canary_percent"} & set(params):
+        return
+    from components.cluster.serving import check_deploy_request
+    from pipelines.taxi_fare import DEFAULT_MODEL_NAME
+
+    try:
+        check_deploy_request(
+            str(params.get("model_name", DEFAULT_MODEL_NAME)), params.get("canary_percent", 0)
+        )
+    except UserError as err:
+        raise UserError(
+            f"--param model_name/canary_percent: {err} (the deploy step would refuse it)"
+        ) from None
+
+
 def run_link(dashboard: str, run_id: str) -> str:
     return f"{dashboard.rstrip('/')}/#/runs/details/{run_id}"
 
@@ -145,6 +164,7 @@ def _main(argv: list[str] | None = None) -> int:
     if ns.timeout <= 0:
         raise UserError(f"--timeout {ns.timeout:g}: expected a positive number of seconds")
     params = parse_params(ns.param)
+    check_params(params)
     if ns.package:
         from components.common import cli
 

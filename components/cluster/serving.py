@@ -12,6 +12,24 @@ from components.common import k8s
 MODEL_VERSION_LABEL = k8s.MODEL_VERSION_LABEL  # the InferenceService's model (model.json's model_version)
 
 
+def check_deploy_request(name: str, canary_percent: int = 0) -> None:
+    """Refuse, before a run, an InferenceService ``name`` or a ``canary_percent`` the deploy step
+    would refuse only after training: ``name`` as a DNS label whose predictor Services fit (with
+    a rollout's canary beside it when ``canary_percent`` > 0), ``canary_percent`` 0 or 1-100.
+    What the project's ConfigMap decides (the deployment mode, autoscaling) is checked by deploy."""
+    from components.cluster import canary as rollout
+    from components.common.errors import UserError
+
+    if type(canary_percent) is not int:
+        raise UserError(f"canary_percent {canary_percent!r}: expected an integer, 0 (off) or 1-100")
+    candidate = None
+    if canary_percent:
+        rollout.CanaryCheck(traffic_percent=canary_percent)
+        uri = "s3://check/candidate/"
+        candidate = k8s.Canary(rollout.canary_name(uri), uri, canary_percent)
+    k8s.inference_service(name, "s3://check/stable/", canary=candidate)
+
+
 def inference_service_object(
     settings: ClusterSettings,
     name: str,

@@ -206,6 +206,12 @@ def test_server_rejection_is_a_user_error(kfp_server, fake_compile, capsys):
         (["--param", "novalue"], "expected key=value"),
         (["--param", "a=1", "--param", "a=2"], "given more than once"),
         (["--timeout", "0"], "expected a positive number"),
+        # what deploy would refuse after training, refused before anything is sent
+        (["--param", "canary_percent=150"], "canary traffic percent 150: expected an integer in [1, 100]"),
+        (["--param", "canary_percent=ten"], "canary_percent 'ten': expected an integer"),
+        (["--param", "model_name=1fare"], "starts with a letter"),
+        (["--param", "model_name=" + "a" * 54], "expected a name of at most 53"),
+        (["--param", "model_name=" + "a" * 41, "--param", "canary_percent=20"], "at most 40"),
     ],
 )
 def test_bad_arguments(argv, message, capsys):
@@ -284,3 +290,10 @@ def test_missing_package_is_refused_before_connecting(capsys):
         capsys.readouterr().err
         == "fareflow submit: error: --package /nope/p.yaml: no such file or directory\n"
     )
+
+
+def test_deploy_parameters_that_deploy_accepts_pass_the_check():
+    submit.check_params({"model_name": "taxi-fare", "canary_percent": 20})
+    submit.check_params({"model_name": "a" * 40, "canary_percent": 100})
+    submit.check_params({"model_name": "a" * 53, "canary_percent": 0})
+    submit.check_params({"n": 3})  # neither given: nothing to check

@@ -150,7 +150,7 @@ def inference_service(
     # KServe names each predictor's Deployment and Service NAME[-PREDICTOR]-predictor and checks
     # no length; a Service name over 63 characters is refused only when KServe creates it, and the
     # InferenceService then never gets ready.
-    for predictor in (predictor_name, canary.name if canary is not None else None):
+    for predictor in dict.fromkeys((predictor_name, canary.name if canary is not None else None)):
         service = predictor_service(name, predictor)
         if len(service) > 63:
             raise UserError(
